@@ -98,6 +98,5 @@ pub fn decrypt_payload<'p>(
     }
     let (header, payload) = packet.split_at_mut(header_len);
     key.decrypt_in_place(pn, header, payload)
-        .map(|plaintext| &*plaintext)
         .map_err(|_| discard("packet failed authentication"))
 }

@@ -169,7 +169,7 @@ impl Header<'_> {
     /// offset from the start of the header.
     ///
     /// `payload_len` is what follows the packet number: frames plus the AEAD tag. For long headers
-    /// it sets the Length field, always written in two bytes, so `pn.len() + payload_len` must be
+    /// it sets the Length field, always written in two bytes, so `pn.size() + payload_len` must be
     /// below 16384.
     pub fn encode<B: BufMut>(
         &self,
@@ -177,7 +177,7 @@ impl Header<'_> {
         payload_len: usize,
         buf: &mut B,
     ) -> usize {
-        let pn_bits = (pn.len() - 1) as u8;
+        let pn_bits = (pn.size() - 1) as u8;
         let (version, dcid, scid, token, ty) = match self {
             Self::Short {
                 dcid,
@@ -213,7 +213,7 @@ impl Header<'_> {
                 scid,
             } => (version, dcid, scid, None, LongType::Handshake),
         };
-        let length = pn.len() + payload_len;
+        let length = pn.size() + payload_len;
         assert!(
             length < 1 << 14,
             "packet too long for a two-byte Length field"
@@ -238,7 +238,7 @@ impl Header<'_> {
 }
 
 fn put_pn<B: BufMut>(pn: TruncatedPacketNumber, buf: &mut B) {
-    buf.put_slice(&pn.value().to_be_bytes()[4 - pn.len()..]);
+    buf.put_slice(&pn.value().to_be_bytes()[4 - pn.size()..]);
 }
 
 /// Whether the reserved bits of a first byte, with header protection removed, are zero, as they
@@ -278,7 +278,7 @@ pub enum Packet<'a> {
 impl Packet<'_> {
     /// How many bytes of the datagram this packet takes. A packet without a Length field takes all
     /// the rest.
-    pub fn len(&self) -> usize {
+    pub fn wire_len(&self) -> usize {
         match self {
             Self::Protected(packet) => packet.len,
             Self::Retry(retry) => retry.len,
@@ -561,7 +561,9 @@ impl<'a> Iterator for CoalescedPackets<'a> {
         let start = self.offset;
         match parse_packet(rest, self.local_cid_len) {
             Ok(packet) => {
-                self.offset = start.saturating_add(packet.len()).min(self.datagram.len());
+                self.offset = start
+                    .saturating_add(packet.wire_len())
+                    .min(self.datagram.len());
                 Some(Ok((start, packet)))
             }
             Err(err) => {

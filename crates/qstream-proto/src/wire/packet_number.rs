@@ -51,7 +51,7 @@ impl TruncatedPacketNumber {
     }
 
     /// The field's length in bytes: 1 to 4.
-    pub fn len(self) -> usize {
+    pub fn size(self) -> usize {
         self.len
     }
 
@@ -86,11 +86,11 @@ mod tests {
     #[test]
     fn rfc9000_appendix_a2_examples() {
         assert_eq!(
-            TruncatedPacketNumber::encode(0xac5c02, Some(0xabe8b3)).len(),
+            TruncatedPacketNumber::encode(0xac5c02, Some(0xabe8b3)).size(),
             2
         );
         assert_eq!(
-            TruncatedPacketNumber::encode(0xace8fe, Some(0xabe8b3)).len(),
+            TruncatedPacketNumber::encode(0xace8fe, Some(0xabe8b3)).size(),
             3
         );
     }
@@ -105,8 +105,8 @@ mod tests {
     #[test]
     fn first_packets_use_full_range() {
         let pn = TruncatedPacketNumber::encode(0, None);
-        assert_eq!((pn.len(), pn.decode(None)), (1, 0));
-        assert_eq!(TruncatedPacketNumber::encode(200, None).len(), 2);
+        assert_eq!((pn.size(), pn.decode(None)), (1, 0));
+        assert_eq!(TruncatedPacketNumber::encode(200, None).size(), 2);
     }
 
     #[test]
