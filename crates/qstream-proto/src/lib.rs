@@ -12,11 +12,20 @@
 //! - [`stateless_reset`]: stateless reset tokens and packets (RFC 9000 §10.3).
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod connection;
 pub mod crypto;
+mod endpoint;
 mod error;
+mod range_set;
+pub mod recovery;
+pub mod sim;
 pub mod stateless_reset;
 pub mod wire;
 
+pub use config::{ClientConfig, EndpointConfig, ServerConfig, TransportConfig};
+pub use connection::{Connection, ConnectionError, Event, Transmit, TransportError};
+pub use endpoint::{ConnectError, ConnectionHandle, Endpoint};
 pub use error::{DecodeError, TransportErrorCode};
 
 /// Which end of a connection an endpoint is.

@@ -388,7 +388,14 @@ fn client_initial(payload: &[u8]) -> Vec<u8> {
     let pn_offset = header.encode(pn, payload.len() + 16, &mut packet);
     packet.extend_from_slice(payload);
     packet.extend_from_slice(&[0; 16]);
-    protect(&mut packet, pn_offset, 0, &keys.local).unwrap();
+    protect(
+        &mut packet,
+        pn_offset,
+        0,
+        &*keys.local.header,
+        &*keys.local.packet,
+    )
+    .unwrap();
     packet
 }
 
@@ -490,7 +497,7 @@ fn bad_input_packet_protection() {
     // The sender refuses to protect a payload too short to sample.
     let mut tiny = vec![0x40, 0x00, 0x01];
     tiny.extend_from_slice(&[0; 16]);
-    assert!(protect(&mut tiny, 1, 0, &keys.local).is_err());
+    assert!(protect(&mut tiny, 1, 0, &*keys.local.header, &*keys.local.packet).is_err());
 }
 
 #[test]

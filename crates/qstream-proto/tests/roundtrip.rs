@@ -277,7 +277,14 @@ fn push_packet(
     let pn_offset = header.encode(truncated, payload.len() + 16, &mut packet);
     packet.extend_from_slice(payload);
     packet.extend_from_slice(&[0; 16]);
-    protect(&mut packet, pn_offset, pn, &keys.local).unwrap();
+    protect(
+        &mut packet,
+        pn_offset,
+        pn,
+        &*keys.local.header,
+        &*keys.local.packet,
+    )
+    .unwrap();
     datagram.extend_from_slice(&packet);
 }
 

@@ -1,6 +1,6 @@
 //! Applying and removing packet and header protection (RFC 9001 §5.3, §5.4).
 
-use rustls::quic::{DirectionalKeys, HeaderProtectionKey, PacketKey};
+use rustls::quic::{HeaderProtectionKey, PacketKey};
 
 use super::{SAMPLE_LEN, TAG_LEN};
 use crate::wire::TruncatedPacketNumber;
@@ -20,11 +20,14 @@ fn discard(reason: &'static str) -> DecodeError {
 /// at `pn_offset`), then the plaintext frames, then [`TAG_LEN`] bytes of room for the tag. `pn` is
 /// the full packet number. The frames must be long enough for a header protection sample:
 /// `packet.len() >= pn_offset + 4 + SAMPLE_LEN` (RFC 9001 §5.4.2); pad with PADDING otherwise.
+/// The header and packet keys come separately because a key update changes only the packet key
+/// (RFC 9001 §6).
 pub fn protect(
     packet: &mut [u8],
     pn_offset: usize,
     pn: u64,
-    keys: &DirectionalKeys,
+    header_key: &dyn HeaderProtectionKey,
+    packet_key: &dyn PacketKey,
 ) -> Result<(), rustls::Error> {
     let pn_len = usize::from(packet.first().copied().unwrap_or_default() & 0x03) + 1;
     let header_len = pn_offset + pn_len;
@@ -33,14 +36,13 @@ pub fn protect(
     }
     let (header, rest) = packet.split_at_mut(header_len);
     let (payload, tag_room) = rest.split_at_mut(rest.len() - TAG_LEN);
-    let tag = keys.packet.encrypt_in_place(pn, header, payload)?;
+    let tag = packet_key.encrypt_in_place(pn, header, payload)?;
     tag_room.copy_from_slice(tag.as_ref());
 
     let mut sample = [0; SAMPLE_LEN];
     sample.copy_from_slice(&packet[pn_offset + PN_MAX_LEN..][..SAMPLE_LEN]);
     let (first, rest) = packet.split_first_mut().expect("checked non-empty");
-    keys.header
-        .encrypt_in_place(&sample, first, &mut rest[pn_offset - 1..][..pn_len])
+    header_key.encrypt_in_place(&sample, first, &mut rest[pn_offset - 1..][..pn_len])
 }
 
 /// A packet's first byte and packet number with header protection removed.

@@ -237,6 +237,18 @@ impl Header<'_> {
     }
 }
 
+/// Rewrites the Length field of a long header packet that [`Header::encode`] wrote: `length`
+/// covers the packet number, frames and tag, and must be below 16384. `pn_offset` is the
+/// packet number's offset in `packet`.
+pub fn set_long_header_length(packet: &mut [u8], pn_offset: usize, length: usize) {
+    assert!(
+        length < 1 << 14,
+        "packet too long for a two-byte Length field"
+    );
+    packet[pn_offset - LENGTH_FIELD_LEN..pn_offset]
+        .copy_from_slice(&(0x4000 | length as u16).to_be_bytes());
+}
+
 fn put_pn<B: BufMut>(pn: TruncatedPacketNumber, buf: &mut B) {
     buf.put_slice(&pn.value().to_be_bytes()[4 - pn.size()..]);
 }

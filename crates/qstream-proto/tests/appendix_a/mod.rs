@@ -115,7 +115,7 @@ fn build(
     let unprotected_header = packet.clone();
     packet.extend_from_slice(payload);
     packet.extend_from_slice(&[0; 16]);
-    protect(&mut packet, pn_offset, pn, keys).unwrap();
+    protect(&mut packet, pn_offset, pn, &*keys.header, &*keys.packet).unwrap();
     (unprotected_header, packet)
 }
 

@@ -1,0 +1,841 @@
+//! A QUIC connection as a sans-IO state machine.
+//!
+//! Feed it datagrams ([`Connection::handle_datagram`]) and expired timers
+//! ([`Connection::handle_timeout`]); ask it for datagrams to send ([`Connection::poll_transmit`]),
+//! the next time it needs to be woken ([`Connection::poll_timeout`]) and what happened
+//! ([`Connection::poll_event`]). Time is always a parameter. Connections are created and routed by
+//! an [`crate::Endpoint`].
+
+mod keys;
+mod recovery;
+mod recv;
+mod send;
+mod space;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::TransportConfig;
+use crate::recovery::{Controller, RttEstimator};
+use crate::stateless_reset::StatelessResetToken;
+use crate::wire::{ConnectionId, TransportParameters, VarInt, Version};
+use crate::{Side, TransportErrorCode};
+use keys::OneRttKeys;
+use space::{PacketSpace, SpaceId};
+
+/// The ack_delay_exponent this implementation advertises (RFC 9000 §18.2 default).
+pub(crate) const ACK_DELAY_EXPONENT: u8 = 3;
+/// The active_connection_id_limit this implementation advertises.
+pub(crate) const ACTIVE_CID_LIMIT: u32 = 4;
+/// The smallest datagram a client's Initial travels in, and that every endpoint can receive
+/// (RFC 9000 §14.1).
+pub(crate) const MIN_INITIAL_SIZE: usize = 1200;
+
+/// A transport error: the code, the frame that caused it when known, and an explanation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportError {
+    /// The RFC 9000 §20.1 code, or CRYPTO_ERROR carrying a TLS alert.
+    pub code: TransportErrorCode,
+    /// The type of the frame that triggered the error, when known.
+    pub frame_type: Option<u64>,
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl TransportError {
+    pub(crate) fn new(code: TransportErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            frame_type: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<crate::DecodeError> for TransportError {
+    fn from(err: crate::DecodeError) -> Self {
+        Self {
+            code: err.code,
+            frame_type: err.frame_type,
+            reason: err.reason.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code)?;
+        if let Some(ty) = self.frame_type {
+            write!(f, " in frame {ty:#x}")?;
+        }
+        if !self.reason.is_empty() {
+            write!(f, ": {}", self.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionError {
+    /// This endpoint found a protocol error (or TLS failed) and closed the connection with it.
+    TransportError(TransportError),
+    /// The peer closed the connection with a transport error (CONNECTION_CLOSE type 0x1c).
+    ConnectionClosed(TransportError),
+    /// The peer's application closed the connection (CONNECTION_CLOSE type 0x1d).
+    ApplicationClosed {
+        /// The application's code.
+        code: VarInt,
+        /// The application's reason.
+        reason: String,
+    },
+    /// This endpoint's application closed the connection.
+    LocallyClosed,
+    /// Nothing was heard from the peer for the idle timeout (RFC 9000 §10.1).
+    TimedOut,
+    /// The peer reset the connection with a stateless reset (RFC 9000 §10.3).
+    Reset,
+    /// The server speaks none of the versions this client offered (RFC 9000 §6).
+    VersionMismatch,
+}
+
+impl ConnectionError {
+    /// The TLS alert behind the error, when TLS failed on either side.
+    pub fn tls_alert(&self) -> Option<u8> {
+        match self {
+            Self::TransportError(e) | Self::ConnectionClosed(e) => e.code.tls_alert(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TransportError(e) => write!(f, "closed by us: {e}"),
+            Self::ConnectionClosed(e) => write!(f, "closed by peer: {e}"),
+            Self::ApplicationClosed { code, reason } => {
+                write!(f, "closed by peer application: code {code}, {reason:?}")
+            }
+            Self::LocallyClosed => f.write_str("closed by this application"),
+            Self::TimedOut => f.write_str("timed out: nothing heard from the peer"),
+            Self::Reset => f.write_str("reset by the peer (stateless reset)"),
+            Self::VersionMismatch => f.write_str("the peer speaks none of our QUIC versions"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectionError {}
+
+/// Something that happened on a connection, for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The handshake completed: application data can flow both ways.
+    Connected,
+    /// The connection ended. After this, only [`Connection::is_drained`] matters.
+    Closed(ConnectionError),
+    /// A DATAGRAM frame arrived (RFC 9221); read it with [`Connection::recv_datagram`].
+    DatagramReceived,
+}
+
+/// A datagram to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Its length in the caller's buffer.
+    pub size: usize,
+}
+
+/// Why a DATAGRAM could not be queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendDatagramError {
+    /// The peer did not advertise max_datagram_frame_size (RFC 9221 §3, RFC9221-002).
+    UnsupportedByPeer,
+    /// The datagram is larger than the peer accepts or than fits in a packet; `max` is the
+    /// largest that would be sent.
+    TooLarge {
+        /// The largest datagram payload that can be sent.
+        max: usize,
+    },
+    /// The connection is not established or has closed.
+    NotConnected,
+}
+
+impl fmt::Display for SendDatagramError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnsupportedByPeer => f.write_str("the peer does not accept DATAGRAM frames"),
+            Self::TooLarge { max } => write!(f, "datagram too large: at most {max} bytes"),
+            Self::NotConnected => f.write_str("the connection is not established"),
+        }
+    }
+}
+
+impl std::error::Error for SendDatagramError {}
+
+/// Counters of a connection's traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Datagrams sent.
+    pub datagrams_sent: u64,
+    /// Bytes sent in UDP payloads.
+    pub bytes_sent: u64,
+    /// Datagrams received for this connection.
+    pub datagrams_received: u64,
+    /// Bytes received in UDP payloads.
+    pub bytes_received: u64,
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Packets received and successfully decrypted.
+    pub packets_received: u64,
+    /// Packets declared lost.
+    pub packets_lost: u64,
+    /// Packets received that could not be decrypted or parsed, and were dropped.
+    pub packets_dropped: u64,
+    /// Probe timeouts that fired.
+    pub pto_count: u64,
+    /// Key updates, initiated by either side.
+    pub key_updates: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    Handshaking,
+    Established,
+    /// We sent CONNECTION_CLOSE; we answer further packets with it until the deadline
+    /// (RFC 9000 §10.2.1).
+    Closing {
+        deadline: Instant,
+    },
+    /// We received CONNECTION_CLOSE or a stateless reset; we send nothing until the deadline
+    /// (RFC 9000 §10.2.2).
+    Draining {
+        deadline: Instant,
+    },
+    Drained,
+}
+
+/// The CONNECTION_CLOSE this endpoint sends.
+#[derive(Clone, Debug)]
+enum CloseFrame {
+    Transport(TransportError),
+    Application { code: VarInt, reason: Bytes },
+}
+
+/// A QUIC connection. See the module documentation for how to drive it.
+pub struct Connection {
+    side: Side,
+    version: Version,
+    config: Arc<TransportConfig>,
+    tls: rustls::quic::Connection,
+    state: State,
+    remote: SocketAddr,
+
+    /// The connection ID we issued in our first packets (sequence number 0).
+    local_cid: ConnectionId,
+    /// The connection ID we send to.
+    remote_cid: ConnectionId,
+    /// The Destination Connection ID of the client's first Initial: it derives Initial keys and
+    /// is echoed in original_destination_connection_id.
+    original_dcid: ConnectionId,
+    /// The Source Connection ID of the peer's first Initial, to check against its transport
+    /// parameters (RFC 9000 §7.3).
+    peer_initial_scid: Option<ConnectionId>,
+    /// The Source Connection ID of the Retry the client followed.
+    retry_scid: Option<ConnectionId>,
+    /// The Retry token the client echoes in its Initials.
+    retry_token: Bytes,
+    /// Stateless reset token for the peer's connection ID, which ends the connection if seen.
+    peer_reset_token: Option<StatelessResetToken>,
+    local_cid_len: usize,
+
+    spaces: [PacketSpace; 3],
+    one_rtt: Option<OneRttKeys>,
+    peer_params: Option<TransportParameters>,
+    handshake_confirmed: bool,
+    handshake_done_pending: bool,
+    /// Client: whether a Handshake packet was sent, which discards Initial keys (RFC 9001 §4.9.1).
+    sent_handshake: bool,
+    /// Client: whether any packet from the server was processed (Retry and VN then are ignored).
+    heard_from_peer: bool,
+
+    rtt: RttEstimator,
+    pto_count: u32,
+    cc: Box<dyn Controller>,
+    bytes_in_flight: u64,
+    /// The peer's max_ack_delay, applied to our PTO once the handshake is confirmed.
+    peer_max_ack_delay: Duration,
+    peer_ack_delay_exponent: u8,
+
+    /// Server: whether the client's address is validated; until then the anti-amplification
+    /// limit applies (RFC 9000 §8.1).
+    address_validated: bool,
+    /// Bytes received and sent while the limit applies.
+    amplification_received: u64,
+    amplification_sent: u64,
+
+    idle_timeout: Option<Duration>,
+    idle_deadline: Option<Instant>,
+    /// Whether an ack-eliciting packet was sent since the last packet was received (RFC 9000
+    /// §10.1: only the first one restarts the idle timer).
+    sent_eliciting_since_receive: bool,
+    last_sent_eliciting: Option<Instant>,
+    ping_pending: bool,
+    /// A PATH_CHALLENGE's data to echo in PATH_RESPONSE (RFC 9000 §8.2.2).
+    path_response: Option<[u8; 8]>,
+    /// When the first RTT sample was taken: persistent congestion only counts losses after it
+    /// (RFC 9002 §7.6.2).
+    first_rtt_sample: Option<Instant>,
+    /// When the last packet was sent, for the client's anti-deadlock PTO (RFC 9002 §6.2.2.1).
+    last_sent: Option<Instant>,
+
+    close: Option<CloseFrame>,
+    /// Whether the close frame should be (re)sent.
+    close_pending: bool,
+    error: Option<ConnectionError>,
+
+    datagrams_in: VecDeque<Bytes>,
+    datagrams_out: VecDeque<Bytes>,
+    peer_max_datagram: Option<u64>,
+
+    events: VecDeque<Event>,
+    stats: ConnectionStats,
+}
+
+/// The parameters a connection is created with, gathered by the endpoint.
+pub(crate) struct ConnectionInit {
+    pub(crate) side: Side,
+    pub(crate) version: Version,
+    pub(crate) config: Arc<TransportConfig>,
+    pub(crate) tls: rustls::quic::Connection,
+    pub(crate) remote: SocketAddr,
+    pub(crate) local_cid: ConnectionId,
+    pub(crate) remote_cid: ConnectionId,
+    pub(crate) original_dcid: ConnectionId,
+    pub(crate) local_cid_len: usize,
+    /// Server: whether the client's address is already validated (by a Retry token).
+    pub(crate) address_validated: bool,
+    pub(crate) now: Instant,
+}
+
+impl Connection {
+    pub(crate) fn new(init: ConnectionInit) -> Self {
+        let mut spaces = [PacketSpace::new(), PacketSpace::new(), PacketSpace::new()];
+        spaces[SpaceId::Initial as usize].keys =
+            crate::crypto::initial_keys(init.version, &init.original_dcid, init.side);
+        let max_datagram = MIN_INITIAL_SIZE as u64;
+        let mut conn = Self {
+            side: init.side,
+            version: init.version,
+            tls: init.tls,
+            state: State::Handshaking,
+            remote: init.remote,
+            local_cid: init.local_cid,
+            remote_cid: init.remote_cid,
+            original_dcid: init.original_dcid,
+            peer_initial_scid: (init.side == Side::Server).then_some(init.remote_cid),
+            retry_scid: None,
+            retry_token: Bytes::new(),
+            peer_reset_token: None,
+            local_cid_len: init.local_cid_len,
+            spaces,
+            one_rtt: None,
+            peer_params: None,
+            handshake_confirmed: false,
+            handshake_done_pending: false,
+            sent_handshake: false,
+            heard_from_peer: false,
+            rtt: RttEstimator::new(init.config.initial_rtt),
+            pto_count: 0,
+            cc: init.config.congestion_control.build(max_datagram),
+            bytes_in_flight: 0,
+            peer_max_ack_delay: Duration::from_millis(25),
+            peer_ack_delay_exponent: 3,
+            address_validated: init.side == Side::Client || init.address_validated,
+            amplification_received: 0,
+            amplification_sent: 0,
+            idle_timeout: init.config.max_idle_timeout,
+            idle_deadline: None,
+            sent_eliciting_since_receive: false,
+            last_sent_eliciting: None,
+            ping_pending: false,
+            path_response: None,
+            first_rtt_sample: None,
+            last_sent: None,
+            close: None,
+            close_pending: false,
+            error: None,
+            datagrams_in: VecDeque::new(),
+            datagrams_out: VecDeque::new(),
+            peer_max_datagram: None,
+            events: VecDeque::new(),
+            stats: ConnectionStats::default(),
+            config: init.config,
+        };
+        conn.reset_idle_timer(init.now);
+        if conn.side == Side::Client {
+            // The ClientHello goes out in the first Initial.
+            conn.drive_tls(init.now);
+        }
+        conn
+    }
+
+    /// Which side of the connection this endpoint is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The QUIC version in use.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The connection ID this endpoint issued at the start of the connection.
+    pub fn local_cid(&self) -> ConnectionId {
+        self.local_cid
+    }
+
+    /// Whether the handshake completed.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Established)
+            || (self.error.is_none() && self.one_rtt.is_some() && !self.tls.is_handshaking())
+    }
+
+    /// Whether the handshake is confirmed (RFC 9001 §4.1.2): the server completed it, or the
+    /// client received HANDSHAKE_DONE.
+    pub fn is_handshake_confirmed(&self) -> bool {
+        self.handshake_confirmed
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self) -> Option<&ConnectionError> {
+        self.error.as_ref()
+    }
+
+    /// Whether the connection ended and its closing or draining period is over: the endpoint
+    /// may forget it.
+    pub fn is_drained(&self) -> bool {
+        matches!(self.state, State::Drained)
+    }
+
+    /// Whether the connection has ended (closing, draining or drained).
+    pub fn is_closed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// The negotiated ALPN protocol, once the handshake has it.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.tls.alpn_protocol()
+    }
+
+    /// The peer's certificate chain, once the handshake has it.
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        self.tls.peer_certificates()
+    }
+
+    /// The peer's transport parameters, once received.
+    pub fn peer_transport_parameters(&self) -> Option<&TransportParameters> {
+        self.peer_params.as_ref()
+    }
+
+    /// The RTT estimator.
+    pub fn rtt(&self) -> &RttEstimator {
+        &self.rtt
+    }
+
+    /// The congestion window in bytes.
+    pub fn congestion_window(&self) -> u64 {
+        self.cc.window()
+    }
+
+    /// Bytes sent and not yet acknowledged or declared lost.
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.bytes_in_flight
+    }
+
+    /// Traffic counters.
+    pub fn stats(&self) -> ConnectionStats {
+        let mut stats = self.stats;
+        stats.key_updates = self.one_rtt.as_ref().map_or(0, |k| k.updates);
+        stats
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Closes the connection on behalf of the application with `code` and `reason`, which the
+    /// peer sees (RFC 9000 §10.2). The connection then sends CONNECTION_CLOSE and waits out the
+    /// closing period.
+    pub fn close(&mut self, now: Instant, code: VarInt, reason: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        self.enter_closing(
+            now,
+            CloseFrame::Application {
+                code,
+                reason: Bytes::copy_from_slice(reason),
+            },
+            ConnectionError::LocallyClosed,
+        );
+    }
+
+    /// Sends a PING, eliciting an acknowledgment.
+    pub fn ping(&mut self) {
+        self.ping_pending = true;
+    }
+
+    /// Starts a key update now, if one may start (RFC 9001 §6.1: the handshake is confirmed and
+    /// a packet under the current keys was acknowledged). Returns whether it started.
+    pub fn initiate_key_update(&mut self) -> bool {
+        let next_pn = self.spaces[SpaceId::Data as usize].next_pn;
+        match &mut self.one_rtt {
+            Some(keys) if self.handshake_confirmed && keys.phase_acked => {
+                keys.update(next_pn, u64::MAX);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Queues an unreliable datagram (RFC 9221). The oldest queued datagram is dropped when
+    /// the send queue is full.
+    pub fn send_datagram(&mut self, data: Bytes) -> Result<(), SendDatagramError> {
+        if self.error.is_some() || !self.is_established() {
+            return Err(SendDatagramError::NotConnected);
+        }
+        let max = self.max_datagram_size()?;
+        if data.len() > max {
+            return Err(SendDatagramError::TooLarge { max });
+        }
+        if self.datagrams_out.len() >= self.config.datagram_send_buffer {
+            self.datagrams_out.pop_front();
+        }
+        self.datagrams_out.push_back(data);
+        Ok(())
+    }
+
+    /// The largest datagram payload [`Self::send_datagram`] accepts now.
+    pub fn max_datagram_size(&self) -> Result<usize, SendDatagramError> {
+        let peer = self
+            .peer_max_datagram
+            .ok_or(SendDatagramError::UnsupportedByPeer)?;
+        // A 1-RTT packet: first byte, connection ID, up to 4 bytes of packet number, the tag,
+        // then the frame's type and length.
+        let overhead = 1 + self.remote_cid.len() + 4 + crate::crypto::TAG_LEN + 1 + 2;
+        let fits = MIN_INITIAL_SIZE - overhead;
+        let frame_max = (peer as usize).saturating_sub(3);
+        Ok(fits.min(frame_max))
+    }
+
+    /// The next received datagram.
+    pub fn recv_datagram(&mut self) -> Option<Bytes> {
+        self.datagrams_in.pop_front()
+    }
+
+    /// The earliest time [`Self::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closing { deadline } | State::Draining { deadline } => return Some(deadline),
+            State::Drained => return None,
+            _ => {}
+        }
+        let ack = self.spaces.iter().filter_map(|s| {
+            if s.unacked_eliciting > 0 {
+                s.ack_deadline
+            } else {
+                None
+            }
+        });
+        let key_discard = self.one_rtt.as_ref().and_then(|k| k.prev_discard_at);
+        let keep_alive = self.keep_alive_deadline();
+        [
+            self.loss_detection_timer(),
+            self.idle_deadline,
+            key_discard,
+            keep_alive,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(ack)
+        .min()
+    }
+
+    /// Handles every timer that expired at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Closing { deadline } | State::Draining { deadline } => {
+                if now >= deadline {
+                    self.state = State::Drained;
+                }
+                return;
+            }
+            State::Drained => return,
+            _ => {}
+        }
+        if self.idle_deadline.is_some_and(|d| now >= d) {
+            // RFC 9000 §10.1: the connection is silently closed and its state discarded.
+            self.error = Some(ConnectionError::TimedOut);
+            self.events
+                .push_back(Event::Closed(ConnectionError::TimedOut));
+            self.state = State::Drained;
+            return;
+        }
+        if let Some(keys) = &mut self.one_rtt {
+            if keys.prev_discard_at.is_some_and(|d| now >= d) {
+                keys.discard_previous();
+            }
+        }
+        if self.keep_alive_deadline().is_some_and(|d| now >= d) {
+            self.ping_pending = true;
+        }
+        if self.loss_detection_timer().is_some_and(|t| now >= t) {
+            self.on_loss_detection_timeout(now);
+        }
+    }
+
+    fn keep_alive_deadline(&self) -> Option<Instant> {
+        let interval = self.config.keep_alive_interval?;
+        if !self.is_established() || self.ping_pending {
+            return None;
+        }
+        Some(self.last_sent_eliciting? + interval)
+    }
+
+    fn pto_duration(&self) -> Duration {
+        self.rtt.pto_base()
+    }
+
+    /// Restarts the idle timer (RFC 9000 §10.1): the effective timeout is the smaller of both
+    /// sides' (zero meaning none), and never less than three PTOs.
+    fn reset_idle_timer(&mut self, now: Instant) {
+        let peer = self
+            .peer_params
+            .as_ref()
+            .map(|p| p.max_idle_timeout.into_inner())
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis);
+        let timeout = match (self.idle_timeout, peer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.idle_deadline = timeout.map(|t| now + t.max(3 * self.pto_duration()));
+    }
+
+    /// Enters the closing period after sending `frame` (RFC 9000 §10.2.1).
+    fn enter_closing(&mut self, now: Instant, frame: CloseFrame, error: ConnectionError) {
+        self.close = Some(frame);
+        self.close_pending = true;
+        self.events.push_back(Event::Closed(error.clone()));
+        self.error = Some(error);
+        self.state = State::Closing {
+            deadline: now + 3 * self.pto_duration(),
+        };
+    }
+
+    /// Closes the connection because of a protocol error this endpoint detected.
+    pub(crate) fn close_with_error(&mut self, now: Instant, error: TransportError) {
+        if self.error.is_some() {
+            return;
+        }
+        self.enter_closing(
+            now,
+            CloseFrame::Transport(error.clone()),
+            ConnectionError::TransportError(error),
+        );
+    }
+
+    /// Enters the draining period (RFC 9000 §10.2.2): the peer closed, or reset the connection.
+    fn enter_draining(&mut self, now: Instant, error: ConnectionError) {
+        if self.error.is_none() {
+            self.events.push_back(Event::Closed(error.clone()));
+            self.error = Some(error);
+        }
+        self.close_pending = false;
+        self.state = State::Draining {
+            deadline: now + 3 * self.pto_duration(),
+        };
+    }
+
+    /// Whether `datagram` is a stateless reset for this connection (RFC 9000 §10.3.1); if so the
+    /// connection drains. The endpoint calls this for datagrams it routed here that did not
+    /// decrypt.
+    pub(crate) fn check_stateless_reset(&mut self, now: Instant, datagram: &[u8]) -> bool {
+        let matched = self
+            .peer_reset_token
+            .is_some_and(|token| token.matches_datagram(datagram));
+        if matched {
+            self.enter_draining(now, ConnectionError::Reset);
+        }
+        matched
+    }
+
+    /// Passes received CRYPTO data to TLS, queues what TLS writes, installs new keys, and checks
+    /// the handshake's progress.
+    fn drive_tls(&mut self, now: Instant) {
+        let mut level = if self.one_rtt.is_some() {
+            SpaceId::Data
+        } else if self.spaces[SpaceId::Handshake as usize].keys.is_some() {
+            SpaceId::Handshake
+        } else {
+            SpaceId::Initial
+        };
+        loop {
+            let mut out = Vec::new();
+            let change = self.tls.write_hs(&mut out);
+            if !out.is_empty() {
+                self.spaces[level as usize].crypto_send.write(&out);
+            }
+            match change {
+                None => break,
+                Some(rustls::quic::KeyChange::Handshake { keys }) => {
+                    self.spaces[SpaceId::Handshake as usize].keys = Some(keys);
+                    level = SpaceId::Handshake;
+                }
+                Some(change) => {
+                    let next_pn = self.spaces[SpaceId::Data as usize].next_pn;
+                    self.one_rtt = OneRttKeys::from_change(change, next_pn);
+                    level = SpaceId::Data;
+                }
+            }
+        }
+        if self.peer_params.is_none() {
+            if let Some(raw) = self.tls.quic_transport_parameters() {
+                let raw = raw.to_vec();
+                if let Err(error) = self.apply_peer_params(&raw) {
+                    self.close_with_error(now, error);
+                    return;
+                }
+            }
+        }
+        if matches!(self.state, State::Handshaking) && !self.tls.is_handshaking() {
+            if self.peer_params.is_none() {
+                // RFC 9000 §7.3: transport parameters are mandatory.
+                self.close_with_error(
+                    now,
+                    TransportError::new(
+                        TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
+                        "peer sent no transport parameters",
+                    ),
+                );
+                return;
+            }
+            self.state = State::Established;
+            self.events.push_back(Event::Connected);
+            if self.side == Side::Server {
+                // RFC 9001 §4.1.2: the server's handshake is confirmed when it completes; it
+                // tells the client with HANDSHAKE_DONE (RFC 9000 §19.20).
+                self.handshake_done_pending = true;
+                self.confirm_handshake();
+            }
+        }
+    }
+
+    /// RFC 9001 §4.9.2: Handshake keys are discarded once the handshake is confirmed.
+    fn confirm_handshake(&mut self) {
+        self.handshake_confirmed = true;
+        self.discard_space(SpaceId::Handshake);
+    }
+
+    /// Forgets a space's keys and in-flight packets (RFC 9002 §6.4).
+    fn discard_space(&mut self, id: SpaceId) {
+        let space = &mut self.spaces[id as usize];
+        if space.keys.is_none() && space.sent.is_empty() {
+            return;
+        }
+        space.keys = None;
+        let in_flight: u64 = space
+            .sent
+            .values()
+            .filter(|p| p.in_flight)
+            .map(|p| u64::from(p.size))
+            .sum();
+        self.bytes_in_flight -= in_flight;
+        space.sent.clear();
+        space.loss_time = None;
+        space.time_of_last_ack_eliciting = None;
+        space.pending = Default::default();
+        space.probes = 0;
+        space.unacked_eliciting = 0;
+        space.ack_deadline = None;
+        self.pto_count = 0;
+    }
+
+    /// Validates and applies the peer's transport parameters (RFC 9000 §7.3, §7.4).
+    fn apply_peer_params(&mut self, raw: &[u8]) -> Result<(), TransportError> {
+        let params = TransportParameters::decode(raw, self.side.peer())?;
+        let mismatch = |what: &str| {
+            TransportError::new(
+                TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
+                format!("{what} does not match the connection IDs used"),
+            )
+        };
+        // RFC 9000 §7.3: the connection IDs each side used must be authenticated by its
+        // parameters.
+        if params.initial_source_connection_id != self.peer_initial_scid {
+            return Err(mismatch("initial_source_connection_id"));
+        }
+        if self.side == Side::Client {
+            if params.original_destination_connection_id != Some(self.original_dcid) {
+                return Err(mismatch("original_destination_connection_id"));
+            }
+            if params.retry_source_connection_id != self.retry_scid {
+                return Err(mismatch("retry_source_connection_id"));
+            }
+            self.peer_reset_token = params.stateless_reset_token;
+        }
+        self.peer_max_ack_delay = Duration::from_millis(params.max_ack_delay.into_inner());
+        self.peer_ack_delay_exponent = params.ack_delay_exponent;
+        self.peer_max_datagram = params
+            .max_datagram_frame_size
+            .map(VarInt::into_inner)
+            .filter(|&size| size > 0);
+        self.peer_params = Some(params);
+        Ok(())
+    }
+
+    /// Our transport parameters, for the TLS handshake.
+    pub(crate) fn local_transport_parameters(
+        config: &TransportConfig,
+        side: Side,
+        local_cid: ConnectionId,
+        original_dcid: Option<ConnectionId>,
+        retry_scid: Option<ConnectionId>,
+        reset_token: Option<StatelessResetToken>,
+    ) -> Vec<u8> {
+        let mut params = config.transport_parameters();
+        params.initial_source_connection_id = Some(local_cid);
+        if side == Side::Server {
+            params.original_destination_connection_id = original_dcid;
+            params.retry_source_connection_id = retry_scid;
+            params.stateless_reset_token = reset_token;
+        }
+        let mut buf = Vec::new();
+        params.encode(&mut buf);
+        buf
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("side", &self.side)
+            .field("state", &self.state)
+            .field("local_cid", &self.local_cid)
+            .field("remote_cid", &self.remote_cid)
+            .finish_non_exhaustive()
+    }
+}

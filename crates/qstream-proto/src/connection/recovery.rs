@@ -1,0 +1,257 @@
+//! Loss detection and probe timeouts over the packet spaces (RFC 9002 §6, Appendix A).
+
+use std::time::{Duration, Instant};
+
+use super::space::{SentPacket, SpaceId};
+use super::{Connection, State, TransportError};
+use crate::recovery::{PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD};
+use crate::wire::Ack;
+use crate::{Side, TransportErrorCode};
+
+impl Connection {
+    /// When the loss detection timer fires: the earliest time-threshold loss, else the PTO
+    /// (RFC 9002 Appendix A.8, SetLossDetectionTimer).
+    pub(super) fn loss_detection_timer(&self) -> Option<Instant> {
+        if !matches!(self.state, State::Handshaking | State::Established) {
+            return None;
+        }
+        if let Some((time, _)) = self.earliest_loss_time() {
+            return Some(time);
+        }
+        // RFC 9002 §6.2.2.1: a server blocked by the amplification limit arms no PTO.
+        if !self.address_validated && self.amplification_allowance() == 0 {
+            return None;
+        }
+        self.pto_time_and_space().map(|(time, _)| time)
+    }
+
+    fn earliest_loss_time(&self) -> Option<(Instant, SpaceId)> {
+        SpaceId::ALL
+            .into_iter()
+            .filter_map(|id| self.spaces[id as usize].loss_time.map(|t| (t, id)))
+            .min()
+    }
+
+    /// Whether the peer has validated our address as far as recovery is concerned
+    /// (RFC 9002 Appendix A.6, PeerCompletedAddressValidation).
+    fn peer_completed_address_validation(&self) -> bool {
+        self.side == Side::Server
+            || self.handshake_confirmed
+            || self.spaces[SpaceId::Handshake as usize]
+                .largest_acked
+                .is_some()
+    }
+
+    /// The PTO deadline and the space whose probe it is (RFC 9002 Appendix A.8, GetPtoTimeAndSpace).
+    fn pto_time_and_space(&self) -> Option<(Instant, SpaceId)> {
+        let backoff = 2u32.saturating_pow(self.pto_count.min(16));
+        let duration = self.pto_duration() * backoff;
+        let any_in_flight = self.spaces.iter().any(|s| s.ack_eliciting_in_flight());
+        if !any_in_flight {
+            if self.peer_completed_address_validation() {
+                return None;
+            }
+            // Client anti-deadlock: probe so the server can send more (RFC 9002 §6.2.2.1).
+            let space = if self.spaces[SpaceId::Handshake as usize].keys.is_some() {
+                SpaceId::Handshake
+            } else {
+                SpaceId::Initial
+            };
+            return Some((self.last_sent? + duration, space));
+        }
+        let mut best: Option<(Instant, SpaceId)> = None;
+        for id in SpaceId::ALL {
+            let space = &self.spaces[id as usize];
+            if !space.ack_eliciting_in_flight() {
+                continue;
+            }
+            let mut duration = duration;
+            if id == SpaceId::Data {
+                // RFC 9002 §6.2.1: no application-data PTO before the handshake is confirmed.
+                if !self.handshake_confirmed {
+                    break;
+                }
+                duration += self.peer_max_ack_delay * backoff;
+            }
+            if let Some(sent) = space.time_of_last_ack_eliciting {
+                let time = sent + duration;
+                if best.is_none_or(|(b, _)| time < b) {
+                    best = Some((time, id));
+                }
+            }
+        }
+        best
+    }
+
+    /// RFC 9002 Appendix A.9, OnLossDetectionTimeout.
+    pub(super) fn on_loss_detection_timeout(&mut self, now: Instant) {
+        if let Some((time, id)) = self.earliest_loss_time() {
+            if time <= now {
+                self.detect_and_remove_lost(now, id);
+                return;
+            }
+        }
+        let Some((_, id)) = self.pto_time_and_space() else {
+            return;
+        };
+        self.pto_count += 1;
+        self.stats.pto_count += 1;
+        let space = &mut self.spaces[id as usize];
+        // RFC 9002 §6.2.4: send one or two ack-eliciting probes, carrying data still
+        // unacknowledged when there is some.
+        space.probes = 2;
+        let unacked: Vec<_> = space
+            .sent
+            .values()
+            .filter(|p| p.ack_eliciting && p.in_flight)
+            .map(|p| p.retransmit.clone())
+            .collect();
+        for retransmit in unacked {
+            space.pending.absorb(retransmit);
+        }
+    }
+
+    /// RFC 9002 Appendix A.7, OnAckReceived.
+    pub(super) fn on_ack_received(
+        &mut self,
+        now: Instant,
+        id: SpaceId,
+        ack: &Ack<'_>,
+    ) -> Result<(), TransportError> {
+        let largest = ack.largest.into_inner();
+        let space = &mut self.spaces[id as usize];
+        // RFC 9000 §13.1: acknowledging a packet never sent is a PROTOCOL_VIOLATION.
+        if largest >= space.next_pn {
+            return Err(TransportError {
+                code: TransportErrorCode::PROTOCOL_VIOLATION,
+                frame_type: Some(0x02),
+                reason: "ACK of a packet never sent".into(),
+            });
+        }
+        space.largest_acked = Some(space.largest_acked.map_or(largest, |l| l.max(largest)));
+        let mut newly_acked: Vec<(u64, SentPacket)> = Vec::new();
+        for range in ack.ranges() {
+            let pns: Vec<u64> = space.sent.range(range).map(|(&pn, _)| pn).collect();
+            for pn in pns {
+                if let Some(packet) = space.sent.remove(&pn) {
+                    newly_acked.push((pn, packet));
+                }
+            }
+        }
+        let Some((largest_newly, largest_packet)) = newly_acked.iter().max_by_key(|(pn, _)| *pn)
+        else {
+            return Ok(());
+        };
+        if *largest_newly == largest && newly_acked.iter().any(|(_, p)| p.ack_eliciting) {
+            let latest_rtt = now.saturating_duration_since(largest_packet.time);
+            // RFC 9002 §5.3: ack delay is ignored for Initial and Handshake and capped at the
+            // peer's max_ack_delay once the handshake is confirmed.
+            let ack_delay = if id == SpaceId::Data {
+                let micros = ack
+                    .delay
+                    .into_inner()
+                    .saturating_mul(1 << self.peer_ack_delay_exponent.min(20));
+                let delay = Duration::from_micros(micros);
+                if self.handshake_confirmed {
+                    delay.min(self.peer_max_ack_delay)
+                } else {
+                    delay
+                }
+            } else {
+                Duration::ZERO
+            };
+            self.rtt.update(latest_rtt, ack_delay);
+            self.first_rtt_sample.get_or_insert(now);
+        }
+        if id == SpaceId::Data {
+            if let Some(keys) = &mut self.one_rtt {
+                if newly_acked.iter().any(|(pn, _)| *pn >= keys.phase_first_pn) {
+                    keys.phase_acked = true;
+                }
+            }
+        }
+        let app_limited = self.bytes_in_flight < self.cc.window() / 2;
+        for (_, packet) in &newly_acked {
+            if packet.in_flight {
+                self.bytes_in_flight -= u64::from(packet.size);
+                self.cc.on_ack(
+                    now,
+                    packet.time,
+                    u64::from(packet.size),
+                    app_limited,
+                    &self.rtt,
+                );
+            }
+        }
+        self.detect_and_remove_lost(now, id);
+        if self.peer_completed_address_validation() {
+            self.pto_count = 0;
+        }
+        Ok(())
+    }
+
+    /// RFC 9002 Appendix A.10, DetectAndRemoveLostPackets, followed by OnPacketsLost.
+    pub(super) fn detect_and_remove_lost(&mut self, now: Instant, id: SpaceId) {
+        let loss_delay = self.rtt.loss_delay();
+        let space = &mut self.spaces[id as usize];
+        space.loss_time = None;
+        let Some(largest_acked) = space.largest_acked else {
+            return;
+        };
+        let lost_send_time = now.checked_sub(loss_delay);
+        let mut lost = Vec::new();
+        for (&pn, packet) in space.sent.range(..=largest_acked) {
+            let by_time = lost_send_time.is_some_and(|t| packet.time <= t);
+            let by_count = largest_acked >= pn + PACKET_THRESHOLD;
+            if by_time || by_count {
+                lost.push(pn);
+            } else {
+                let at = packet.time + loss_delay;
+                space.loss_time = Some(space.loss_time.map_or(at, |t| t.min(at)));
+            }
+        }
+        if lost.is_empty() {
+            return;
+        }
+        let mut lost_packets = Vec::with_capacity(lost.len());
+        for pn in &lost {
+            let packet = space.sent.remove(pn).expect("listed above");
+            space.pending.absorb(packet.retransmit.clone());
+            lost_packets.push((*pn, packet));
+        }
+        self.stats.packets_lost += lost_packets.len() as u64;
+        let mut latest_sent = None;
+        for (_, packet) in &lost_packets {
+            if packet.in_flight {
+                self.bytes_in_flight -= u64::from(packet.size);
+                latest_sent =
+                    Some(latest_sent.map_or(packet.time, |t: Instant| t.max(packet.time)));
+            }
+        }
+        if let Some(latest_sent) = latest_sent {
+            let persistent = self.in_persistent_congestion(&lost_packets);
+            self.cc.on_congestion_event(now, latest_sent, persistent);
+        }
+    }
+
+    /// RFC 9002 §7.6: persistent congestion when every packet over a period longer than three
+    /// PTOs (without backoff, with max_ack_delay) was lost, all sent after the first RTT sample.
+    /// Packet numbers in a space are consecutive, so "every packet in between" is a contiguous
+    /// run of lost numbers.
+    fn in_persistent_congestion(&self, lost: &[(u64, SentPacket)]) -> bool {
+        let Some(first_sample) = self.first_rtt_sample else {
+            return false;
+        };
+        let period =
+            (self.rtt.pto_base() + self.peer_max_ack_delay) * PERSISTENT_CONGESTION_THRESHOLD;
+        let eliciting: Vec<&(u64, SentPacket)> = lost
+            .iter()
+            .filter(|(_, p)| p.ack_eliciting && p.time > first_sample)
+            .collect();
+        let (Some(first), Some(last)) = (eliciting.first(), eliciting.last()) else {
+            return false;
+        };
+        let contiguous = lost.windows(2).all(|w| w[1].0 == w[0].0 + 1);
+        contiguous && last.1.time.saturating_duration_since(first.1.time) > period
+    }
+}

@@ -1,0 +1,445 @@
+//! The receive path: datagrams to packets to frames (RFC 9000 §12, §13).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::space::SpaceId;
+use super::{Connection, ConnectionError, Event, State, TransportError};
+use crate::crypto::{decrypt_payload, initial_keys, retry_tag_valid, unprotect_header};
+use crate::wire::{
+    Frame, FrameType, Frames, Packet, PacketType, ProtectedPacket, RetryPacket, StreamId,
+    VersionNegotiation, parse_packet, reserved_bits_valid,
+};
+use crate::{Side, TransportErrorCode};
+
+/// What became of one packet.
+enum Outcome {
+    Processed,
+    Dropped,
+}
+
+impl Connection {
+    /// Processes a datagram the endpoint routed to this connection: every coalesced packet in it
+    /// (RFC 9000 §12.2, RFC9000-214), each decrypted and acknowledged separately (RFC9000-218).
+    /// Packets that cannot be decrypted are dropped; a protocol error closes the connection.
+    pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, datagram: &mut [u8]) {
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
+        if !self.address_validated {
+            self.amplification_received += datagram.len() as u64;
+        }
+        match self.state {
+            State::Draining { .. } | State::Drained => return,
+            State::Closing { .. } => {
+                // RFC 9000 §10.2.1: answer packets in the closing period with CONNECTION_CLOSE.
+                self.close_pending = true;
+                return;
+            }
+            _ => {}
+        }
+        if remote != self.remote && self.side == Side::Client {
+            // A client only talks to the server's address; migration is not supported.
+            return;
+        }
+        let mut offset = 0;
+        let mut first_dcid = None;
+        let mut any_processed = false;
+        while offset < datagram.len() {
+            let packet = match parse_packet(&datagram[offset..], self.local_cid_len) {
+                Ok(packet) => packet,
+                Err(_) => {
+                    self.stats.packets_dropped += 1;
+                    break;
+                }
+            };
+            let len = packet.wire_len().min(datagram.len() - offset);
+            match packet {
+                Packet::Protected(located) => {
+                    // RFC 9000 §12.2, RFC9000-217: ignore coalesced packets for another
+                    // connection ID.
+                    if *first_dcid.get_or_insert(located.dcid) != located.dcid {
+                        self.stats.packets_dropped += 1;
+                    } else {
+                        let bytes = &mut datagram[offset..offset + len];
+                        match self.handle_packet(now, located, bytes) {
+                            Ok(Outcome::Processed) => any_processed = true,
+                            Ok(Outcome::Dropped) => self.stats.packets_dropped += 1,
+                            Err(error) => {
+                                self.close_with_error(now, error);
+                                return;
+                            }
+                        }
+                    }
+                }
+                Packet::Retry(retry) => {
+                    let retry = retry.clone();
+                    self.handle_retry(&retry, &datagram[offset..offset + len]);
+                }
+                Packet::VersionNegotiation(vn) => {
+                    let vn = vn.clone();
+                    self.handle_version_negotiation(&vn);
+                }
+                Packet::UnsupportedVersion { .. } => self.stats.packets_dropped += 1,
+            }
+            if self.error.is_some() {
+                return;
+            }
+            offset += len;
+        }
+        // RFC 9000 §10.3.1, RFC9000-197: a datagram whose first packet does not decrypt may be a
+        // stateless reset.
+        if !any_processed {
+            self.check_stateless_reset(now, datagram);
+        }
+    }
+
+    fn handle_packet(
+        &mut self,
+        now: Instant,
+        located: ProtectedPacket,
+        bytes: &mut [u8],
+    ) -> Result<Outcome, TransportError> {
+        // We never advertise grease_quic_bit, so a cleared QUIC bit is invalid (RFC9000-291).
+        if !located.fixed_bit {
+            return Ok(Outcome::Dropped);
+        }
+        if located.version.is_some_and(|v| v != self.version) {
+            return Ok(Outcome::Dropped);
+        }
+        let id = match located.ty {
+            PacketType::Initial => SpaceId::Initial,
+            PacketType::Handshake => SpaceId::Handshake,
+            PacketType::OneRtt => SpaceId::Data,
+            // 0-RTT is not offered, so none is accepted.
+            PacketType::ZeroRtt => return Ok(Outcome::Dropped),
+        };
+        let header_key = match id {
+            SpaceId::Data => self.one_rtt.as_ref().map(|k| &*k.remote_header),
+            _ => self.spaces[id as usize]
+                .keys
+                .as_ref()
+                .map(|k| &*k.remote.header),
+        };
+        let Some(header_key) = header_key else {
+            return Ok(Outcome::Dropped);
+        };
+        let Ok(header) = unprotect_header(bytes, located.pn_offset, header_key) else {
+            return Ok(Outcome::Dropped);
+        };
+        let space = &self.spaces[id as usize];
+        let pn = header.pn.decode(space.received.max());
+        if space.is_duplicate(pn) {
+            return Ok(Outcome::Dropped);
+        }
+        let key_phase = header.first_byte & 0x04 != 0;
+        let mut peer_updated_keys = false;
+        let packet_key = match id {
+            SpaceId::Data => {
+                let keys = self.one_rtt.as_ref().expect("checked with the header key");
+                let (key, is_update) = keys.remote_for(key_phase, pn);
+                peer_updated_keys = is_update;
+                key
+            }
+            _ => {
+                &*self.spaces[id as usize]
+                    .keys
+                    .as_ref()
+                    .expect("checked")
+                    .remote
+                    .packet
+            }
+        };
+        let Ok(payload) = decrypt_payload(bytes, header.header_len, pn, packet_key) else {
+            return Ok(Outcome::Dropped);
+        };
+        // RFC 9000 §17.2 RFC9000-299, §17.3.1 RFC9000-328: reserved bits after decryption.
+        if !reserved_bits_valid(header.first_byte) {
+            return Err(TransportError::new(
+                TransportErrorCode::PROTOCOL_VIOLATION,
+                "reserved header bits set",
+            ));
+        }
+        if id == SpaceId::Data {
+            let next_pn = self.spaces[SpaceId::Data as usize].next_pn;
+            let pto = self.pto_duration();
+            let keys = self.one_rtt.as_mut().expect("decrypted with it");
+            if peer_updated_keys {
+                // RFC 9001 §6.2: the peer started a key update; follow it, keeping the old
+                // receive key for reordered packets for three PTOs (§6.5).
+                keys.update(next_pn, pn);
+                keys.prev_discard_at = Some(now + 3 * pto);
+            } else if key_phase == keys.key_phase {
+                keys.set_rx_boundary(pn);
+                if keys.updates > 0 && keys.prev_discard_at.is_none() {
+                    keys.prev_discard_at = Some(now + 3 * pto);
+                }
+            }
+        }
+        self.stats.packets_received += 1;
+        if self.side == Side::Client && id == SpaceId::Initial && self.peer_initial_scid.is_none() {
+            // RFC 9000 §7.2: the client switches to the server's chosen connection ID.
+            self.remote_cid = located.scid;
+            self.peer_initial_scid = Some(located.scid);
+        }
+        self.heard_from_peer = true;
+        if self.side == Side::Server && id == SpaceId::Handshake {
+            // RFC 9000 §8.1: a Handshake packet proves the client received our Initial.
+            // RFC 9001 §4.9.1: the server discards Initial keys at its first Handshake packet.
+            self.address_validated = true;
+            self.discard_space(SpaceId::Initial);
+        }
+        let ack_eliciting = self.process_frames(now, id, located.ty, payload)?;
+        let space = &mut self.spaces[id as usize];
+        let largest_before = space.received.max();
+        space.record_received(pn, now);
+        if ack_eliciting {
+            space.unacked_eliciting += 1;
+            // RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged at once, as are
+            // out-of-order packets (§13.2.1) and every second ack-eliciting packet (§13.2.2).
+            let out_of_order = largest_before.is_some_and(|l| pn != l + 1);
+            if id != SpaceId::Data
+                || out_of_order
+                || space.unacked_eliciting >= self.config.ack_eliciting_threshold
+            {
+                space.ack_immediately = true;
+            } else if space.ack_deadline.is_none() {
+                space.ack_deadline = Some(now + self.config.max_ack_delay);
+            }
+        }
+        if !matches!(self.state, State::Handshaking | State::Established) {
+            return Ok(Outcome::Processed);
+        }
+        self.reset_idle_timer(now);
+        self.sent_eliciting_since_receive = false;
+        Ok(Outcome::Processed)
+    }
+
+    /// Handles the frames of one decrypted packet; returns whether any was ack-eliciting.
+    fn process_frames(
+        &mut self,
+        now: Instant,
+        id: SpaceId,
+        packet_type: PacketType,
+        payload: &[u8],
+    ) -> Result<bool, TransportError> {
+        let mut ack_eliciting = false;
+        let mut any = false;
+        for frame in Frames::new(payload) {
+            let frame = frame?;
+            any = true;
+            let ty = frame.ty();
+            // RFC 9000 §12.4, RFC9000-227.
+            if !ty.permitted_in(packet_type) {
+                return Err(TransportError {
+                    code: TransportErrorCode::PROTOCOL_VIOLATION,
+                    frame_type: Some(ty.0),
+                    reason: format!("{ty:?} not permitted in {packet_type:?} packets"),
+                });
+            }
+            ack_eliciting |= ty.is_ack_eliciting();
+            match frame {
+                Frame::Padding(_) | Frame::Ping => {}
+                Frame::Ack(ack) => self.on_ack_received(now, id, &ack)?,
+                Frame::Crypto { offset, data } => {
+                    let limit = self.config.crypto_buffer_size;
+                    let space = &mut self.spaces[id as usize];
+                    space.crypto_recv.insert(offset.into_inner(), data, limit)?;
+                    let mut contiguous = Vec::new();
+                    space.crypto_recv.read_contiguous(&mut contiguous);
+                    if !contiguous.is_empty() {
+                        if let Err(error) = self.tls.read_hs(&contiguous) {
+                            return Err(self.tls_error(&error));
+                        }
+                        self.drive_tls(now);
+                    }
+                }
+                Frame::ConnectionClose(close) => {
+                    let reason = String::from_utf8_lossy(close.reason).into_owned();
+                    let error = match close.frame_type {
+                        Some(frame_type) => ConnectionError::ConnectionClosed(TransportError {
+                            code: TransportErrorCode(close.error_code.into_inner()),
+                            frame_type: Some(frame_type.into_inner()),
+                            reason,
+                        }),
+                        None => ConnectionError::ApplicationClosed {
+                            code: close.error_code,
+                            reason,
+                        },
+                    };
+                    self.enter_draining(now, error);
+                    return Ok(false);
+                }
+                Frame::HandshakeDone => {
+                    // RFC 9000 §19.20, RFC9000-384.
+                    if self.side == Side::Server {
+                        return Err(protocol_violation(ty, "HANDSHAKE_DONE from a client"));
+                    }
+                    if !self.handshake_confirmed {
+                        self.confirm_handshake();
+                    }
+                }
+                Frame::NewToken(_) => {
+                    // RFC 9000 §19.7, RFC9000-352.
+                    if self.side == Side::Server {
+                        return Err(protocol_violation(ty, "NEW_TOKEN from a client"));
+                    }
+                }
+                Frame::Datagram(data) => self.on_datagram(ty, data)?,
+                Frame::PathChallenge(data) => self.path_response = Some(data),
+                Frame::PathResponse(_) | Frame::NewConnectionId(_) => {}
+                Frame::RetireConnectionId { sequence } => {
+                    // RFC 9000 §19.16, RFC9000-378: we only ever issued sequence number 0.
+                    if sequence.into_inner() > 0 {
+                        return Err(protocol_violation(
+                            ty,
+                            "retired a connection ID never issued",
+                        ));
+                    }
+                }
+                Frame::MaxData(_) | Frame::DataBlocked(_) => {}
+                Frame::MaxStreams { .. } | Frame::StreamsBlocked { .. } => {}
+                Frame::Stream(stream) => return Err(self.no_such_stream(ty, stream.id)),
+                Frame::ResetStream { id: stream, .. }
+                | Frame::StopSending { id: stream, .. }
+                | Frame::MaxStreamData { id: stream, .. }
+                | Frame::StreamDataBlocked { id: stream, .. } => {
+                    return Err(self.no_such_stream(ty, stream));
+                }
+            }
+        }
+        // RFC 9000 §12.4, RFC9000-226: a packet with no frames.
+        if !any {
+            return Err(TransportError::new(
+                TransportErrorCode::PROTOCOL_VIOLATION,
+                "packet without frames",
+            ));
+        }
+        Ok(ack_eliciting)
+    }
+
+    /// This endpoint allows the peer no streams and opens none, so any stream frame names a
+    /// stream that cannot exist: beyond the peer's limit of zero (RFC 9000 §4.6, RFC9000-029) or
+    /// one of ours never opened (§19.8 RFC9000-353, §19.5 RFC9000-346, §19.10 RFC9000-357).
+    fn no_such_stream(&self, ty: FrameType, stream: StreamId) -> TransportError {
+        let (code, reason) = if stream.initiator() == self.side {
+            (
+                TransportErrorCode::STREAM_STATE_ERROR,
+                "frame for a stream we never opened",
+            )
+        } else {
+            (
+                TransportErrorCode::STREAM_LIMIT_ERROR,
+                "stream beyond the advertised limit",
+            )
+        };
+        TransportError {
+            code,
+            frame_type: Some(ty.0),
+            reason: reason.into(),
+        }
+    }
+
+    /// RFC 9221 §3, RFC9221-004/005: a DATAGRAM we did not allow, or larger than we allowed,
+    /// is a PROTOCOL_VIOLATION.
+    fn on_datagram(&mut self, ty: FrameType, data: &[u8]) -> Result<(), TransportError> {
+        let Some(max) = self.config.max_datagram_frame_size else {
+            return Err(protocol_violation(
+                ty,
+                "DATAGRAM without max_datagram_frame_size",
+            ));
+        };
+        // The limit covers the whole frame: type, length and data.
+        if data.len() + 1 + crate::wire::VarInt::try_from(data.len()).map_or(8, |v| v.size())
+            > usize::from(max)
+        {
+            return Err(protocol_violation(
+                ty,
+                "DATAGRAM larger than max_datagram_frame_size",
+            ));
+        }
+        if self.datagrams_in.len() >= self.config.datagram_receive_buffer {
+            self.datagrams_in.pop_front();
+        }
+        self.datagrams_in.push_back(Bytes::copy_from_slice(data));
+        self.events.push_back(Event::DatagramReceived);
+        Ok(())
+    }
+
+    /// The transport error for a TLS failure: CRYPTO_ERROR carrying the alert TLS sends
+    /// (RFC 9001 §4.8).
+    fn tls_error(&self, error: &rustls::Error) -> TransportError {
+        let code = match self.tls.alert() {
+            Some(alert) => TransportErrorCode::crypto(u8::from(alert)),
+            None => TransportErrorCode::PROTOCOL_VIOLATION,
+        };
+        TransportError::new(code, format!("TLS: {error}"))
+    }
+
+    /// A Retry from the server (RFC 9000 §17.2.5.2).
+    fn handle_retry(&mut self, retry: &RetryPacket<'_>, bytes: &[u8]) {
+        // RFC9000-319/320: at most one Retry, and none after hearing from the server.
+        if self.side != Side::Client || self.heard_from_peer || self.retry_scid.is_some() {
+            return;
+        }
+        // RFC9000-321, RFC9000-322, RFC9000-316.
+        if !retry_tag_valid(self.version, &self.original_dcid, bytes)
+            || retry.token.is_empty()
+            || retry.scid == self.remote_cid
+        {
+            return;
+        }
+        self.retry_scid = Some(retry.scid);
+        self.remote_cid = retry.scid;
+        self.retry_token = Bytes::copy_from_slice(retry.token);
+        // RFC 9001 §5.2: Initial keys now derive from the Retry's connection ID. RFC 9002
+        // §6.3: Initial packets in flight are forgotten, not lost, and their CRYPTO data is
+        // sent again (RFC9000-324: the same ClientHello).
+        let space = &mut self.spaces[SpaceId::Initial as usize];
+        space.keys = initial_keys(self.version, &retry.scid, Side::Client);
+        let in_flight: u64 = space
+            .sent
+            .values()
+            .filter(|p| p.in_flight)
+            .map(|p| u64::from(p.size))
+            .sum();
+        let crypto: Vec<_> = space
+            .sent
+            .values_mut()
+            .flat_map(|p| std::mem::take(&mut p.retransmit.crypto))
+            .collect();
+        space.sent.clear();
+        space.time_of_last_ack_eliciting = None;
+        space.loss_time = None;
+        space.pending.crypto.extend(crypto);
+        self.bytes_in_flight -= in_flight;
+        self.pto_count = 0;
+    }
+
+    /// A Version Negotiation packet (RFC 9000 §6.2, RFC 9368 §4).
+    fn handle_version_negotiation(&mut self, vn: &VersionNegotiation<'_>) {
+        // RFC 9000 §6.2: ignored once anything else was received from the server; RFC9368-017:
+        // ignored when it lists the version we used.
+        if self.side != Side::Client
+            || self.heard_from_peer
+            || self.retry_scid.is_some()
+            || vn.versions().any(|v| v == self.version)
+            || vn.dcid != &*self.local_cid
+        {
+            return;
+        }
+        self.error = Some(ConnectionError::VersionMismatch);
+        self.events
+            .push_back(Event::Closed(ConnectionError::VersionMismatch));
+        self.state = State::Drained;
+    }
+}
+
+fn protocol_violation(ty: FrameType, reason: &str) -> TransportError {
+    TransportError {
+        code: TransportErrorCode::PROTOCOL_VIOLATION,
+        frame_type: Some(ty.0),
+        reason: reason.into(),
+    }
+}

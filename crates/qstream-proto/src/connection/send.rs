@@ -1,0 +1,447 @@
+//! The send path: assembling frames into packets and packets into datagrams (RFC 9000 §12.2,
+//! §13, §14).
+
+use std::time::Instant;
+
+use rustls::quic::{HeaderProtectionKey, PacketKey};
+
+use super::space::{Retransmit, SentPacket, SpaceId};
+use super::{ACK_DELAY_EXPONENT, CloseFrame, Connection, MIN_INITIAL_SIZE, State, Transmit};
+use crate::crypto::{TAG_LEN, protect};
+use crate::wire::{
+    Ack, ConnectionClose, Frame, Header, TruncatedPacketNumber, VarInt, set_long_header_length,
+};
+use crate::{Side, TransportErrorCode};
+
+/// Room a packet needs beyond its frames: the largest long header (first byte, version, two
+/// 20-byte connection IDs with lengths, a 2-byte Length, 4-byte packet number) and the tag.
+/// Tokens are accounted separately.
+const PACKET_OVERHEAD: usize = 1 + 4 + 1 + 20 + 1 + 20 + 2 + 4 + TAG_LEN;
+/// The fewest frame bytes worth starting a packet for.
+const MIN_FRAME_ROOM: usize = 8;
+
+/// A packet written into the datagram buffer, still unprotected.
+struct Built {
+    space: SpaceId,
+    start: usize,
+    pn_offset: usize,
+    pn: u64,
+    /// Whether the header is long, so its Length field must cover padding.
+    long: bool,
+    record: SentPacket,
+}
+
+impl Connection {
+    /// The next datagram to send, written into `buf` (which is cleared first), or `None` when
+    /// nothing may be sent now. Coalesces Initial, Handshake and 1-RTT packets (RFC 9000 §12.2).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        buf.clear();
+        let closing = match self.state {
+            State::Draining { .. } | State::Drained => return None,
+            State::Closing { .. } if !self.close_pending => return None,
+            State::Closing { .. } => true,
+            _ => false,
+        };
+        let mut limit = MIN_INITIAL_SIZE;
+        if !self.address_validated {
+            // RFC 9000 §8.1: at most three times the bytes received before the client's address
+            // is validated. Our datagrams with an ack-eliciting Initial are padded to 1200
+            // bytes, so a smaller allowance sends nothing.
+            limit = limit.min(self.amplification_allowance() as usize);
+            if limit < MIN_INITIAL_SIZE {
+                return None;
+            }
+        }
+        let probing = self.spaces.iter().any(|s| s.probes > 0);
+        let congestion_blocked = !closing
+            && !probing
+            && self.bytes_in_flight + MIN_INITIAL_SIZE as u64 > self.cc.window();
+        buf.reserve(limit);
+        let mut built: Vec<Built> = Vec::with_capacity(3);
+        for id in SpaceId::ALL {
+            if !self.can_send_in(id, closing)
+                || !self.wants_to_send(id, now, closing, congestion_blocked)
+            {
+                continue;
+            }
+            let overhead = PACKET_OVERHEAD + self.retry_token.len() + MIN_FRAME_ROOM;
+            if limit.saturating_sub(buf.len()) < overhead {
+                break;
+            }
+            built.push(self.build_packet(now, id, buf, limit, closing, congestion_blocked));
+        }
+        if built.is_empty() {
+            return None;
+        }
+        // RFC 9000 §14.1: a client pads every datagram carrying an Initial, a server every one
+        // carrying an ack-eliciting Initial, to at least 1200 bytes. The padding goes into the
+        // last packet, before its tag.
+        let pad = built.iter().any(|b| {
+            b.space == SpaceId::Initial && (self.side == Side::Client || b.record.ack_eliciting)
+        });
+        if pad && buf.len() < MIN_INITIAL_SIZE {
+            let last = built.last_mut().expect("non-empty");
+            let tag_start = buf.len() - TAG_LEN;
+            let extra = MIN_INITIAL_SIZE - buf.len();
+            buf.splice(tag_start..tag_start, std::iter::repeat_n(0u8, extra));
+            if last.long {
+                let length = buf.len() - last.pn_offset;
+                set_long_header_length(buf, last.pn_offset, length);
+            }
+            // RFC 9002 §2: a packet with PADDING counts toward bytes in flight.
+            last.record.in_flight = true;
+        }
+        let mut ends: Vec<usize> = built.iter().skip(1).map(|b| b.start).collect();
+        ends.push(buf.len());
+        for (packet, &end) in built.iter().zip(&ends) {
+            let (header_key, packet_key) = self.local_keys(packet.space);
+            protect(
+                &mut buf[packet.start..end],
+                packet.pn_offset - packet.start,
+                packet.pn,
+                header_key,
+                packet_key,
+            )
+            .expect("packets are built with room for the sample and the tag");
+        }
+        for (mut packet, end) in built.into_iter().zip(ends) {
+            packet.record.size = (end - packet.start) as u16;
+            self.on_packet_sent(now, packet.space, packet.pn, packet.record);
+        }
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += buf.len() as u64;
+        if !self.address_validated {
+            self.amplification_sent += buf.len() as u64;
+        }
+        if closing {
+            self.close_pending = false;
+        }
+        Some(Transmit {
+            destination: self.remote,
+            size: buf.len(),
+        })
+    }
+
+    /// What the anti-amplification limit still allows (RFC 9000 §8.1).
+    pub(super) fn amplification_allowance(&self) -> u64 {
+        (3 * self.amplification_received).saturating_sub(self.amplification_sent)
+    }
+
+    fn local_keys(&self, id: SpaceId) -> (&dyn HeaderProtectionKey, &dyn PacketKey) {
+        match id {
+            SpaceId::Data => {
+                let keys = self.one_rtt.as_ref().expect("checked in can_send_in");
+                (&*keys.local_header, &*keys.local)
+            }
+            _ => {
+                let keys = &self.spaces[id as usize]
+                    .keys
+                    .as_ref()
+                    .expect("checked in can_send_in")
+                    .local;
+                (&*keys.header, &*keys.packet)
+            }
+        }
+    }
+
+    fn can_send_in(&self, id: SpaceId, closing: bool) -> bool {
+        match id {
+            SpaceId::Data => self.one_rtt.is_some(),
+            // RFC 9000 §10.2.3: once the handshake is confirmed, CONNECTION_CLOSE goes only in
+            // 1-RTT packets.
+            _ if closing && self.handshake_confirmed => false,
+            _ => self.spaces[id as usize].keys.is_some(),
+        }
+    }
+
+    fn wants_to_send(&self, id: SpaceId, now: Instant, closing: bool, blocked: bool) -> bool {
+        let space = &self.spaces[id as usize];
+        if closing {
+            return self.close.is_some();
+        }
+        if space.ack_due(now) {
+            return true;
+        }
+        if blocked && space.probes == 0 {
+            return false;
+        }
+        let data_space_work = id == SpaceId::Data
+            && (self.handshake_done_pending
+                || self.ping_pending
+                || self.path_response.is_some()
+                || !self.datagrams_out.is_empty());
+        space.probes > 0 || space.has_retransmittable_data() || data_space_work
+    }
+
+    fn build_packet(
+        &mut self,
+        now: Instant,
+        id: SpaceId,
+        buf: &mut Vec<u8>,
+        limit: usize,
+        closing: bool,
+        congestion_blocked: bool,
+    ) -> Built {
+        let start = buf.len();
+        let (version, dcid, scid) = (self.version, self.remote_cid, self.local_cid);
+        let token: &[u8] = if self.side == Side::Client {
+            &self.retry_token
+        } else {
+            &[]
+        };
+        let header = match id {
+            SpaceId::Initial => Header::Initial {
+                version,
+                dcid,
+                scid,
+                token,
+            },
+            SpaceId::Handshake => Header::Handshake {
+                version,
+                dcid,
+                scid,
+            },
+            SpaceId::Data => Header::Short {
+                dcid,
+                spin: false,
+                key_phase: self.one_rtt.as_ref().is_some_and(|k| k.key_phase),
+            },
+        };
+        let space = &mut self.spaces[id as usize];
+        let pn = space.next_pn;
+        space.next_pn += 1;
+        let truncated = TruncatedPacketNumber::encode(pn, space.largest_acked);
+        let pn_offset = start + header.encode(truncated, 0, buf);
+        let max_end = limit - TAG_LEN;
+        let mut record = SentPacket {
+            time: now,
+            size: 0,
+            ack_eliciting: false,
+            in_flight: false,
+            retransmit: Retransmit::default(),
+        };
+
+        if space.ack_pending() {
+            let delay = space
+                .largest_received_time
+                .map_or(0, |t| now.saturating_duration_since(t).as_micros() as u64)
+                >> ACK_DELAY_EXPONENT;
+            let ranges = space
+                .received
+                .iter_descending()
+                .map(|r| r.start..=r.end - 1);
+            Ack::encode(
+                ranges,
+                VarInt::from_u64(delay).unwrap_or(VarInt::MAX),
+                None,
+                buf,
+            );
+            space.on_ack_sent();
+        }
+
+        if closing {
+            self.write_close(id, buf, max_end);
+        } else {
+            self.write_frames(id, buf, max_end, congestion_blocked, &mut record);
+        }
+
+        // RFC 9001 §5.4.2: the sample starts 4 bytes after the packet number's start, so the
+        // packet number and frames together take at least 4 bytes.
+        let written = buf.len() - pn_offset;
+        if written < 4 {
+            Frame::Padding(4 - written).encode(buf);
+        }
+        buf.resize(buf.len() + TAG_LEN, 0);
+        let long = id != SpaceId::Data;
+        if long {
+            let length = buf.len() - pn_offset;
+            set_long_header_length(buf, pn_offset, length);
+        }
+        record.in_flight = record.ack_eliciting;
+        Built {
+            space: id,
+            start,
+            pn_offset,
+            pn,
+            long,
+            record,
+        }
+    }
+
+    /// CONNECTION_CLOSE, in the form the packet type allows (RFC 9000 §10.2.3): an application
+    /// close in an Initial or Handshake packet becomes a transport close with APPLICATION_ERROR,
+    /// revealing nothing of the application.
+    fn write_close(&self, id: SpaceId, buf: &mut Vec<u8>, max_end: usize) {
+        let Some(close) = &self.close else {
+            return;
+        };
+        let room = max_end.saturating_sub(buf.len()).saturating_sub(24);
+        let frame = match close {
+            CloseFrame::Transport(error) => ConnectionClose {
+                error_code: VarInt::from_u64(error.code.0).unwrap_or(VarInt::MAX),
+                frame_type: Some(
+                    error
+                        .frame_type
+                        .and_then(|t| VarInt::from_u64(t).ok())
+                        .unwrap_or(VarInt::ZERO),
+                ),
+                reason: truncate_utf8(error.reason.as_bytes(), room),
+            },
+            CloseFrame::Application { .. } if id != SpaceId::Data => ConnectionClose {
+                error_code: VarInt::from_u64(TransportErrorCode::APPLICATION_ERROR.0)
+                    .expect("small"),
+                frame_type: Some(VarInt::ZERO),
+                reason: &[],
+            },
+            CloseFrame::Application { code, reason } => ConnectionClose {
+                error_code: *code,
+                frame_type: None,
+                reason: truncate_utf8(reason, room),
+            },
+        };
+        Frame::ConnectionClose(frame).encode(buf);
+    }
+
+    fn write_frames(
+        &mut self,
+        id: SpaceId,
+        buf: &mut Vec<u8>,
+        max_end: usize,
+        congestion_blocked: bool,
+        record: &mut SentPacket,
+    ) {
+        if id == SpaceId::Data {
+            if let Some(data) = self.path_response.take() {
+                Frame::PathResponse(data).encode(buf);
+                record.ack_eliciting = true;
+            }
+            let space = &mut self.spaces[id as usize];
+            if self.side == Side::Server
+                && (self.handshake_done_pending || space.pending.handshake_done)
+            {
+                Frame::HandshakeDone.encode(buf);
+                record.ack_eliciting = true;
+                record.retransmit.handshake_done = true;
+                self.handshake_done_pending = false;
+                space.pending.handshake_done = false;
+            }
+        }
+        let space = &mut self.spaces[id as usize];
+        if !congestion_blocked || space.probes > 0 {
+            // CRYPTO data lost earlier first, then new data (RFC 9000 §13.3).
+            while let Some(range) = space.pending.crypto.pop() {
+                let room = crypto_room(buf.len(), max_end, range.start);
+                if room == 0 {
+                    space.pending.crypto.push(range);
+                    break;
+                }
+                let data = space.crypto_send.range(&range, room);
+                let sent = range.start..range.start + data.len() as u64;
+                Frame::Crypto {
+                    offset: VarInt::from_u64(range.start).expect("crypto offsets are small"),
+                    data,
+                }
+                .encode(buf);
+                if sent.end < range.end {
+                    space.pending.crypto.push(sent.end..range.end);
+                }
+                record.retransmit.crypto.push(sent);
+                record.ack_eliciting = true;
+            }
+            let room = crypto_room(buf.len(), max_end, 1 << 14);
+            if let Some((offset, data)) = space.crypto_send.next_unsent(room) {
+                let sent = offset..offset + data.len() as u64;
+                Frame::Crypto {
+                    offset: VarInt::from_u64(offset).expect("crypto offsets are small"),
+                    data,
+                }
+                .encode(buf);
+                record.retransmit.crypto.push(sent);
+                record.ack_eliciting = true;
+            }
+            if id == SpaceId::Data {
+                while let Some(datagram) = self.datagrams_out.front() {
+                    if buf.len() + datagram.len() + 3 > max_end {
+                        break;
+                    }
+                    Frame::Datagram(datagram).encode(buf);
+                    self.datagrams_out.pop_front();
+                    record.ack_eliciting = true;
+                }
+            }
+        }
+        let space = &mut self.spaces[id as usize];
+        let ping_wanted = space.probes > 0 || (id == SpaceId::Data && self.ping_pending);
+        if ping_wanted && !record.ack_eliciting {
+            Frame::Ping.encode(buf);
+            record.ack_eliciting = true;
+        }
+        if record.ack_eliciting {
+            space.probes = space.probes.saturating_sub(1);
+            if id == SpaceId::Data {
+                self.ping_pending = false;
+            }
+        }
+    }
+
+    fn on_packet_sent(&mut self, now: Instant, id: SpaceId, pn: u64, record: SentPacket) {
+        self.stats.packets_sent += 1;
+        self.last_sent = Some(now);
+        if record.ack_eliciting {
+            self.last_sent_eliciting = Some(now);
+            self.spaces[id as usize].time_of_last_ack_eliciting = Some(now);
+            // RFC 9000 §10.1: sending the first ack-eliciting packet after receiving restarts
+            // the idle timer.
+            if !self.sent_eliciting_since_receive {
+                self.sent_eliciting_since_receive = true;
+                self.reset_idle_timer(now);
+            }
+        }
+        if record.in_flight {
+            self.bytes_in_flight += u64::from(record.size);
+            self.spaces[id as usize].sent.insert(pn, record);
+        }
+        if id == SpaceId::Data {
+            self.after_one_rtt_sent();
+        }
+        // RFC 9001 §4.9.1: a client discards Initial keys when it first sends a Handshake
+        // packet.
+        if id == SpaceId::Handshake && self.side == Side::Client && !self.sent_handshake {
+            self.sent_handshake = true;
+            self.discard_space(SpaceId::Initial);
+        }
+    }
+
+    /// Counts a 1-RTT packet against the key update interval and starts an update when due
+    /// (RFC 9001 §6.1).
+    fn after_one_rtt_sent(&mut self) {
+        let interval = self.config.key_update_interval;
+        let next_pn = self.spaces[SpaceId::Data as usize].next_pn;
+        let confirmed = self.handshake_confirmed;
+        if let Some(keys) = &mut self.one_rtt {
+            keys.packets_in_phase += 1;
+            if interval.is_some_and(|n| keys.packets_in_phase >= n) && confirmed && keys.phase_acked
+            {
+                keys.update(next_pn, u64::MAX);
+            }
+        }
+    }
+}
+
+/// How many CRYPTO data bytes fit before `max_end` in a frame at `offset`.
+fn crypto_room(len: usize, max_end: usize, offset: u64) -> usize {
+    let header = 1 + VarInt::from_u64(offset).map_or(8, |v| v.size()) + 2;
+    max_end.saturating_sub(len).saturating_sub(header)
+}
+
+/// At most `max` bytes of `reason`, cut at a character boundary when it is UTF-8.
+fn truncate_utf8(reason: &[u8], max: usize) -> &[u8] {
+    if reason.len() <= max {
+        return reason;
+    }
+    let mut end = max;
+    while end > 0 && (reason[end] & 0xc0) == 0x80 {
+        end -= 1;
+    }
+    &reason[..end]
+}

@@ -1,0 +1,256 @@
+//! Packet number spaces (RFC 9000 §12.3): what was sent and received at one encryption level.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Instant;
+
+use crate::range_set::RangeSet;
+use crate::{DecodeError, TransportErrorCode};
+
+/// The three packet number spaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum SpaceId {
+    Initial = 0,
+    Handshake = 1,
+    /// 0-RTT and 1-RTT packets.
+    Data = 2,
+}
+
+impl SpaceId {
+    pub(crate) const ALL: [Self; 3] = [Self::Initial, Self::Handshake, Self::Data];
+}
+
+/// The most ACK ranges remembered and reported; older ranges are forgotten (RFC 9000 §13.2.3
+/// lets a receiver limit them).
+const MAX_ACK_RANGES: usize = 32;
+
+/// What a sent packet carried that must be sent again if it is lost.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Retransmit {
+    /// CRYPTO stream byte ranges.
+    pub(crate) crypto: Vec<Range<u64>>,
+    /// A HANDSHAKE_DONE frame.
+    pub(crate) handshake_done: bool,
+}
+
+impl Retransmit {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.crypto.is_empty() && !self.handshake_done
+    }
+
+    /// Merges `other` into what is waiting to be sent again.
+    pub(crate) fn absorb(&mut self, other: Retransmit) {
+        self.crypto.extend(other.crypto);
+        self.handshake_done |= other.handshake_done;
+    }
+}
+
+/// A packet that was sent and is not yet acknowledged or declared lost.
+#[derive(Debug)]
+pub(crate) struct SentPacket {
+    pub(crate) time: Instant,
+    /// Bytes on the wire, counted in bytes in flight when `in_flight`.
+    pub(crate) size: u16,
+    pub(crate) ack_eliciting: bool,
+    pub(crate) in_flight: bool,
+    pub(crate) retransmit: Retransmit,
+}
+
+/// One packet number space's state.
+pub(crate) struct PacketSpace {
+    /// Packet protection keys for Initial and Handshake; 1-RTT keys live on the connection.
+    pub(crate) keys: Option<rustls::quic::Keys>,
+    pub(crate) next_pn: u64,
+    /// The largest of our packet numbers the peer acknowledged.
+    pub(crate) largest_acked: Option<u64>,
+    pub(crate) sent: BTreeMap<u64, SentPacket>,
+    pub(crate) time_of_last_ack_eliciting: Option<Instant>,
+    /// When the earliest unacknowledged packet below the largest acknowledged becomes lost by
+    /// the time threshold (RFC 9002 §6.1.2).
+    pub(crate) loss_time: Option<Instant>,
+    /// Frames to send again.
+    pub(crate) pending: Retransmit,
+    /// PTO probes to send (RFC 9002 §6.2.4).
+    pub(crate) probes: u8,
+
+    /// Received packet numbers, for duplicate detection and ACK frames.
+    pub(crate) received: RangeSet,
+    pub(crate) largest_received_time: Option<Instant>,
+    /// Ack-eliciting packets received since the last ACK frame was sent.
+    pub(crate) unacked_eliciting: u32,
+    /// Send an ACK frame in the next packet, without waiting.
+    pub(crate) ack_immediately: bool,
+    /// When a delayed ACK must go out.
+    pub(crate) ack_deadline: Option<Instant>,
+
+    pub(crate) crypto_send: CryptoSend,
+    pub(crate) crypto_recv: CryptoRecv,
+}
+
+impl PacketSpace {
+    pub(crate) fn new() -> Self {
+        Self {
+            keys: None,
+            next_pn: 0,
+            largest_acked: None,
+            sent: BTreeMap::new(),
+            time_of_last_ack_eliciting: None,
+            loss_time: None,
+            pending: Retransmit::default(),
+            probes: 0,
+            received: RangeSet::default(),
+            largest_received_time: None,
+            unacked_eliciting: 0,
+            ack_immediately: false,
+            ack_deadline: None,
+            crypto_send: CryptoSend::default(),
+            crypto_recv: CryptoRecv::default(),
+        }
+    }
+
+    /// Records a received packet; returns false for a duplicate.
+    pub(crate) fn record_received(&mut self, pn: u64, now: Instant) -> bool {
+        let largest = self.received.max();
+        if !self.received.insert(pn) {
+            return false;
+        }
+        if largest.is_none_or(|l| pn > l) {
+            self.largest_received_time = Some(now);
+        }
+        self.received.truncate_oldest(MAX_ACK_RANGES);
+        true
+    }
+
+    /// Whether `pn` was already received (or is too old to tell).
+    pub(crate) fn is_duplicate(&self, pn: u64) -> bool {
+        self.received.contains(pn)
+    }
+
+    /// Whether an ACK frame is due now.
+    pub(crate) fn ack_due(&self, now: Instant) -> bool {
+        self.unacked_eliciting > 0
+            && (self.ack_immediately || self.ack_deadline.is_some_and(|d| d <= now))
+    }
+
+    /// Whether an ACK frame has anything new to say.
+    pub(crate) fn ack_pending(&self) -> bool {
+        self.unacked_eliciting > 0
+    }
+
+    /// Called when an ACK frame was written: nothing is owed any more.
+    pub(crate) fn on_ack_sent(&mut self) {
+        self.unacked_eliciting = 0;
+        self.ack_immediately = false;
+        self.ack_deadline = None;
+    }
+
+    /// Whether anything other than an ACK is waiting to be sent.
+    pub(crate) fn has_retransmittable_data(&self) -> bool {
+        !self.pending.is_empty() || self.crypto_send.has_unsent()
+    }
+
+    /// Ack-eliciting packets still in flight.
+    pub(crate) fn ack_eliciting_in_flight(&self) -> bool {
+        self.sent.values().any(|p| p.ack_eliciting && p.in_flight)
+    }
+}
+
+/// Outgoing CRYPTO stream data of one encryption level. Handshake messages are small, so all of
+/// it is kept until the level's keys are discarded.
+#[derive(Debug, Default)]
+pub(crate) struct CryptoSend {
+    data: Vec<u8>,
+    /// How much has been sent at least once.
+    sent: u64,
+}
+
+impl CryptoSend {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+    }
+
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.sent < self.data.len() as u64
+    }
+
+    /// The unsent bytes, up to `max`, with their offset; marks them sent.
+    pub(crate) fn next_unsent(&mut self, max: usize) -> Option<(u64, &[u8])> {
+        let start = self.sent as usize;
+        if start >= self.data.len() || max == 0 {
+            return None;
+        }
+        let end = self.data.len().min(start + max);
+        self.sent = end as u64;
+        Some((start as u64, &self.data[start..end]))
+    }
+
+    /// Bytes in `range`, up to `max` of them.
+    pub(crate) fn range(&self, range: &Range<u64>, max: usize) -> &[u8] {
+        let start = (range.start as usize).min(self.data.len());
+        let end = (range.end as usize).min(self.data.len()).min(start + max);
+        &self.data[start..end]
+    }
+}
+
+/// Incoming CRYPTO stream data of one encryption level, reassembled in order.
+#[derive(Debug, Default)]
+pub(crate) struct CryptoRecv {
+    /// Everything below this offset was handed to TLS.
+    delivered: u64,
+    /// Out-of-order fragments by offset.
+    fragments: BTreeMap<u64, Vec<u8>>,
+    buffered: usize,
+}
+
+impl CryptoRecv {
+    /// Accepts a CRYPTO frame. Data more than `limit` bytes beyond what TLS has consumed is a
+    /// CRYPTO_BUFFER_EXCEEDED error (RFC 9000 §7.5).
+    pub(crate) fn insert(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        limit: usize,
+    ) -> Result<(), DecodeError> {
+        let end = offset + data.len() as u64;
+        if end <= self.delivered {
+            return Ok(());
+        }
+        if end - self.delivered > limit as u64 || self.buffered + data.len() > limit {
+            return Err(DecodeError::new(
+                TransportErrorCode::CRYPTO_BUFFER_EXCEEDED,
+                "CRYPTO data beyond the buffer limit",
+            ));
+        }
+        let skip = self.delivered.saturating_sub(offset) as usize;
+        let offset = offset.max(self.delivered);
+        let data = &data[skip..];
+        let longer = self
+            .fragments
+            .get(&offset)
+            .is_none_or(|f| f.len() < data.len());
+        if longer {
+            self.buffered += data.len();
+            if let Some(old) = self.fragments.insert(offset, data.to_vec()) {
+                self.buffered -= old.len();
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the contiguous bytes at the delivery point into `out`.
+    pub(crate) fn read_contiguous(&mut self, out: &mut Vec<u8>) {
+        while let Some(entry) = self.fragments.first_entry() {
+            let offset = *entry.key();
+            if offset > self.delivered {
+                break;
+            }
+            let fragment = entry.remove();
+            self.buffered -= fragment.len();
+            let skip = (self.delivered - offset) as usize;
+            if skip < fragment.len() {
+                out.extend_from_slice(&fragment[skip..]);
+                self.delivered = offset + fragment.len() as u64;
+            }
+        }
+    }
+}

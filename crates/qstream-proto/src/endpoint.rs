@@ -1,0 +1,348 @@
+//! The endpoint: owns connections, routes datagrams to them by connection ID, accepts new ones,
+//! and answers what no connection can (RFC 9000 §5.2, §6, §10.3).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+use crate::Side;
+use crate::config::{ClientConfig, EndpointConfig, ServerConfig};
+use crate::connection::{Connection, ConnectionInit, MIN_INITIAL_SIZE, Transmit};
+use crate::crypto::rustls_version;
+use crate::stateless_reset::{StatelessResetKey, encode_stateless_reset, stateless_reset_len};
+use crate::wire::{ConnectionId, Packet, PacketType, Version, VersionNegotiation, parse_packet};
+
+/// Identifies a connection within its endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionHandle(pub usize);
+
+/// Why a connection could not be started.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The server name is not a valid DNS name or IP address.
+    InvalidServerName(String),
+    /// The configured QUIC version is not one this implementation speaks.
+    UnsupportedVersion(Version),
+    /// rustls refused the TLS configuration (for example, no TLS 1.3 support).
+    Tls(rustls::Error),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidServerName(name) => write!(f, "invalid server name {name:?}"),
+            Self::UnsupportedVersion(v) => write!(f, "QUIC version {v:?} is not supported"),
+            Self::Tls(e) => write!(f, "TLS configuration rejected: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Stateless resets sent per handle_timeout period at most, so that a flood of stray packets
+/// cannot make us a traffic source (RFC 9000 §10.3: rate limiting is allowed).
+const MAX_RESETS_PER_BURST: usize = 64;
+
+/// A QUIC endpoint: one UDP socket's worth of connections, client or server or both.
+pub struct Endpoint {
+    config: Arc<EndpointConfig>,
+    server: Option<Arc<ServerConfig>>,
+    connections: HashMap<ConnectionHandle, Connection>,
+    next_handle: usize,
+    /// Connection IDs that route to a connection: the ones it issued, and for servers the
+    /// client's first Destination Connection ID.
+    routes: HashMap<ConnectionId, ConnectionHandle>,
+    incoming: VecDeque<ConnectionHandle>,
+    /// Datagrams sent on no connection's behalf: Version Negotiation and stateless resets.
+    stateless: VecDeque<(SocketAddr, Vec<u8>)>,
+    resets_sent: usize,
+    reset_key: StatelessResetKey,
+    rng: StdRng,
+    /// Round-robin position for poll_transmit fairness.
+    cursor: usize,
+}
+
+impl Endpoint {
+    /// An endpoint that accepts connections when `server` is given, and can always connect.
+    pub fn new(config: EndpointConfig, server: Option<ServerConfig>) -> Self {
+        Self {
+            reset_key: StatelessResetKey::new(&config.reset_key),
+            rng: StdRng::from_seed(config.rng_seed),
+            config: Arc::new(config),
+            server: server.map(Arc::new),
+            connections: HashMap::new(),
+            next_handle: 0,
+            routes: HashMap::new(),
+            incoming: VecDeque::new(),
+            stateless: VecDeque::new(),
+            resets_sent: 0,
+            cursor: 0,
+        }
+    }
+
+    /// Starts a connection to `remote`, authenticating it as `server_name`. The first Initial
+    /// goes out with the next [`Self::poll_transmit`].
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        config: &ClientConfig,
+        remote: SocketAddr,
+        server_name: &str,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        let version = config.version;
+        let tls_version =
+            rustls_version(version).ok_or(ConnectError::UnsupportedVersion(version))?;
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|_| ConnectError::InvalidServerName(server_name.to_owned()))?;
+        let local_cid = self.new_cid();
+        // RFC 9000 §7.2: the client's first Destination Connection ID is at least 8
+        // unpredictable bytes.
+        let original_dcid = self.random_cid(16);
+        let params = Connection::local_transport_parameters(
+            &config.transport,
+            Side::Client,
+            local_cid,
+            None,
+            None,
+            None,
+        );
+        let tls =
+            rustls::quic::ClientConnection::new(config.tls.clone(), tls_version, name, params)
+                .map_err(ConnectError::Tls)?;
+        let connection = Connection::new(ConnectionInit {
+            side: Side::Client,
+            version,
+            config: config.transport.clone(),
+            tls: tls.into(),
+            remote,
+            local_cid,
+            remote_cid: original_dcid,
+            original_dcid,
+            local_cid_len: self.config.local_cid_len,
+            address_validated: true,
+            now,
+        });
+        Ok(self.insert(connection, &[local_cid]))
+    }
+
+    fn insert(&mut self, connection: Connection, cids: &[ConnectionId]) -> ConnectionHandle {
+        let handle = ConnectionHandle(self.next_handle);
+        self.next_handle += 1;
+        for cid in cids {
+            self.routes.insert(*cid, handle);
+        }
+        self.connections.insert(handle, connection);
+        handle
+    }
+
+    fn random_cid(&mut self, len: usize) -> ConnectionId {
+        let mut bytes = [0; ConnectionId::MAX_LEN];
+        self.rng.fill_bytes(&mut bytes[..len]);
+        ConnectionId::from_slice(&bytes[..len]).expect("at most 20 bytes")
+    }
+
+    /// A fresh local connection ID not routing anywhere yet.
+    fn new_cid(&mut self) -> ConnectionId {
+        loop {
+            let cid = self.random_cid(self.config.local_cid_len);
+            if !self.routes.contains_key(&cid) {
+                return cid;
+            }
+        }
+    }
+
+    /// Processes a datagram from `remote`, returning the connection it was for, if any.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        datagram: &mut [u8],
+    ) -> Option<ConnectionHandle> {
+        let first = parse_packet(datagram, self.config.local_cid_len).ok()?;
+        let (dcid, long_initial) = match &first {
+            Packet::Protected(p) => (Some(p.dcid), p.ty == PacketType::Initial),
+            Packet::Retry(r) => (Some(r.dcid), false),
+            Packet::VersionNegotiation(vn) => (ConnectionId::from_slice(vn.dcid), false),
+            Packet::UnsupportedVersion { dcid, scid, .. } => {
+                // RFC 9000 §6.1 and §14.1: answer only datagrams large enough to be a client's
+                // first flight, with one Version Negotiation packet (RFC9000-306).
+                if self.server.is_some() && datagram.len() >= MIN_INITIAL_SIZE {
+                    let mut reply = Vec::new();
+                    let unused = self.rng.random::<u8>() & 0x3f;
+                    VersionNegotiation::encode(dcid, scid, &Version::SUPPORTED, unused, &mut reply);
+                    self.stateless.push_back((remote, reply));
+                }
+                return None;
+            }
+        };
+        let first_ty_initial = long_initial;
+        let first_version = match &first {
+            Packet::Protected(p) => p.version,
+            _ => None,
+        };
+        let scid = match &first {
+            Packet::Protected(p) => p.scid,
+            _ => ConnectionId::EMPTY,
+        };
+        if let Some(handle) = dcid.and_then(|cid| self.routes.get(&cid).copied()) {
+            let connection = self.connections.get_mut(&handle)?;
+            connection.handle_datagram(now, remote, datagram);
+            return Some(handle);
+        }
+        if first_ty_initial {
+            return self.accept_initial(now, remote, datagram, dcid?, scid, first_version?);
+        }
+        if matches!(first, Packet::Protected(ref p) if p.ty == PacketType::OneRtt) {
+            self.stateless_reset(remote, dcid?, datagram.len());
+        }
+        None
+    }
+
+    /// A client's first Initial: a new server connection (RFC 9000 §7).
+    fn accept_initial(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        datagram: &mut [u8],
+        original_dcid: ConnectionId,
+        client_scid: ConnectionId,
+        version: Version,
+    ) -> Option<ConnectionHandle> {
+        let server = self.server.clone()?;
+        // RFC 9000 §14.1: a server drops an Initial in a datagram smaller than 1200 bytes; and
+        // §7.2: the client's first Destination Connection ID is at least 8 bytes.
+        if datagram.len() < MIN_INITIAL_SIZE || original_dcid.len() < 8 {
+            return None;
+        }
+        let tls_version = rustls_version(version)?;
+        let local_cid = self.new_cid();
+        let params = Connection::local_transport_parameters(
+            &server.transport,
+            Side::Server,
+            local_cid,
+            Some(original_dcid),
+            None,
+            Some(self.reset_key.token(&local_cid)),
+        );
+        let tls =
+            rustls::quic::ServerConnection::new(server.tls.clone(), tls_version, params).ok()?;
+        let mut connection = Connection::new(ConnectionInit {
+            side: Side::Server,
+            version,
+            config: server.transport.clone(),
+            tls: tls.into(),
+            remote,
+            local_cid,
+            remote_cid: client_scid,
+            original_dcid,
+            local_cid_len: self.config.local_cid_len,
+            address_validated: false,
+            now,
+        });
+        connection.handle_datagram(now, remote, datagram);
+        let handle = self.insert(connection, &[local_cid, original_dcid]);
+        self.incoming.push_back(handle);
+        Some(handle)
+    }
+
+    /// Answers a short header packet for an unknown connection with a stateless reset
+    /// (RFC 9000 §10.3), when its size allows one.
+    fn stateless_reset(&mut self, remote: SocketAddr, dcid: ConnectionId, received_len: usize) {
+        if !self.config.stateless_reset || self.resets_sent >= MAX_RESETS_PER_BURST {
+            return;
+        }
+        let Some(len) = stateless_reset_len(received_len) else {
+            return;
+        };
+        let mut packet = vec![0; len];
+        self.rng.fill_bytes(&mut packet);
+        encode_stateless_reset(&self.reset_key.token(&dcid), &mut packet);
+        self.resets_sent += 1;
+        self.stateless.push_back((remote, packet));
+    }
+
+    /// The next datagram to send, from any connection, written into `buf`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some((destination, packet)) = self.stateless.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&packet);
+            return Some(Transmit {
+                destination,
+                size: packet.len(),
+            });
+        }
+        let mut handles: Vec<ConnectionHandle> = self.connections.keys().copied().collect();
+        handles.sort_unstable();
+        let count = handles.len();
+        for i in 0..count {
+            let handle = handles[(self.cursor + i) % count];
+            let connection = self.connections.get_mut(&handle).expect("listed above");
+            if let Some(transmit) = connection.poll_transmit(now, buf) {
+                self.cursor = (self.cursor + i + 1) % count.max(1);
+                return Some(transmit);
+            }
+        }
+        None
+    }
+
+    /// The earliest time [`Self::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.connections
+            .values()
+            .filter_map(Connection::poll_timeout)
+            .min()
+    }
+
+    /// Handles expired timers of every connection, and forgets drained connections whose
+    /// events have all been read.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.resets_sent = 0;
+        for connection in self.connections.values_mut() {
+            if connection.poll_timeout().is_some_and(|t| t <= now) {
+                connection.handle_timeout(now);
+            }
+        }
+    }
+
+    /// Forgets a connection, drained or not. Its connection IDs stop routing.
+    pub fn remove(&mut self, handle: ConnectionHandle) -> Option<Connection> {
+        self.routes.retain(|_, h| *h != handle);
+        self.connections.remove(&handle)
+    }
+
+    /// The next connection a client opened to this server.
+    pub fn accept(&mut self) -> Option<ConnectionHandle> {
+        self.incoming.pop_front()
+    }
+
+    /// A connection.
+    pub fn connection(&self, handle: ConnectionHandle) -> Option<&Connection> {
+        self.connections.get(&handle)
+    }
+
+    /// A connection, to act on it.
+    pub fn connection_mut(&mut self, handle: ConnectionHandle) -> Option<&mut Connection> {
+        self.connections.get_mut(&handle)
+    }
+
+    /// Handles of every connection the endpoint holds.
+    pub fn connection_handles(&self) -> Vec<ConnectionHandle> {
+        let mut handles: Vec<_> = self.connections.keys().copied().collect();
+        handles.sort_unstable();
+        handles
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("connections", &self.connections.len())
+            .field("server", &self.server.is_some())
+            .finish_non_exhaustive()
+    }
+}

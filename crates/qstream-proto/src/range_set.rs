@@ -1,0 +1,96 @@
+//! A set of `u64`s stored as sorted, disjoint, non-adjacent ranges.
+
+use std::ops::Range;
+
+/// Sorted, disjoint, non-adjacent half-open ranges. Used for received packet numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RangeSet {
+    ranges: Vec<Range<u64>>,
+}
+
+impl RangeSet {
+    /// Adds `value`; returns whether it was new.
+    pub(crate) fn insert(&mut self, value: u64) -> bool {
+        self.insert_range(value..value + 1)
+    }
+
+    /// Adds every value of `range`; returns whether any was new.
+    pub(crate) fn insert_range(&mut self, range: Range<u64>) -> bool {
+        if range.is_empty() {
+            return false;
+        }
+        // First range that ends at or after range.start (could merge or follow).
+        let start_idx = self.ranges.partition_point(|r| r.end < range.start);
+        // Ranges that start at or before range.end overlap or touch.
+        let end_idx = self.ranges.partition_point(|r| r.start <= range.end);
+        if start_idx == end_idx {
+            self.ranges.insert(start_idx, range);
+            return true;
+        }
+        let merged_start = self.ranges[start_idx].start.min(range.start);
+        let merged_end = self.ranges[end_idx - 1].end.max(range.end);
+        let covered = self.ranges[start_idx..end_idx]
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum::<u64>();
+        let grew = merged_end - merged_start > covered;
+        self.ranges
+            .splice(start_idx..end_idx, [merged_start..merged_end]);
+        grew
+    }
+
+    /// Drops the lowest ranges until at most `max` remain.
+    pub(crate) fn truncate_oldest(&mut self, max: usize) {
+        let excess = self.ranges.len().saturating_sub(max);
+        self.ranges.drain(..excess);
+    }
+
+    pub(crate) fn contains(&self, value: u64) -> bool {
+        let idx = self.ranges.partition_point(|r| r.end <= value);
+        self.ranges.get(idx).is_some_and(|r| r.start <= value)
+    }
+
+    pub(crate) fn max(&self) -> Option<u64> {
+        self.ranges.last().map(|r| r.end - 1)
+    }
+
+    /// The ranges, highest first.
+    pub(crate) fn iter_descending(&self) -> impl ExactSizeIterator<Item = Range<u64>> + '_ {
+        self.ranges.iter().rev().cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_and_reports_novelty() {
+        let mut set = RangeSet::default();
+        assert!(set.insert(5));
+        assert!(!set.insert(5));
+        assert!(set.insert(7));
+        assert_eq!(set.iter_descending().count(), 2);
+        assert!(set.insert(6));
+        assert_eq!(set.iter_descending().collect::<Vec<_>>(), vec![5..8]);
+        assert!(set.insert_range(0..3));
+        assert!(!set.insert_range(6..8));
+        assert!(set.insert_range(2..10));
+        assert_eq!(set.iter_descending().collect::<Vec<_>>(), vec![0..10]);
+        assert!(set.contains(0) && set.contains(9) && !set.contains(10));
+        assert_eq!(set.max(), Some(9));
+    }
+
+    #[test]
+    fn truncates_oldest() {
+        let mut set = RangeSet::default();
+        for v in (0..20).step_by(2) {
+            set.insert(v);
+        }
+        set.truncate_oldest(3);
+        assert_eq!(
+            set.iter_descending().collect::<Vec<_>>(),
+            vec![18..19, 16..17, 14..15]
+        );
+    }
+}

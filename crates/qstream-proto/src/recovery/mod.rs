@@ -1,0 +1,69 @@
+//! Loss recovery building blocks (RFC 9002): RTT estimation and congestion control. Loss
+//! detection itself lives with the packet spaces in the connection.
+
+mod cubic;
+mod new_reno;
+mod rtt;
+
+pub use rtt::RttEstimator;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Timer granularity (RFC 9002 §6.1.2, kGranularity).
+pub const GRANULARITY: Duration = Duration::from_millis(1);
+/// Reordering threshold in packets (RFC 9002 §6.1.1, kPacketThreshold).
+pub const PACKET_THRESHOLD: u64 = 3;
+/// Persistent congestion threshold in PTOs (RFC 9002 §7.6.1, kPersistentCongestionThreshold).
+pub const PERSISTENT_CONGESTION_THRESHOLD: u32 = 3;
+
+/// Which congestion controller a connection uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CongestionControl {
+    /// NewReno (RFC 9002 §7).
+    #[default]
+    NewReno,
+    /// CUBIC (RFC 9438).
+    Cubic,
+}
+
+impl CongestionControl {
+    pub(crate) fn build(self, max_datagram_size: u64) -> Box<dyn Controller> {
+        match self {
+            Self::NewReno => Box::new(new_reno::NewReno::new(max_datagram_size)),
+            Self::Cubic => Box::new(cubic::Cubic::new(max_datagram_size)),
+        }
+    }
+}
+
+/// A congestion controller: decides the congestion window from acknowledgments and losses.
+/// Bytes in flight are tracked by the connection, not by the controller.
+pub trait Controller: Send + Sync + fmt::Debug {
+    /// `bytes` of a packet sent at `sent` were acknowledged. `app_limited` is true when the
+    /// window was not the limit when it was sent, so it must not grow (RFC 9002 §7.8).
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+        rtt: &RttEstimator,
+    );
+    /// Packets were declared lost, the latest sent at `latest_sent` (RFC 9002 §7.3.2). With
+    /// `persistent`, the window collapses to the minimum (§7.6.2).
+    fn on_congestion_event(&mut self, now: Instant, latest_sent: Instant, persistent: bool);
+    /// The congestion window in bytes.
+    fn window(&self) -> u64;
+    /// Whether the controller is in slow start.
+    fn in_slow_start(&self) -> bool;
+}
+
+/// The initial window (RFC 9002 §7.2): ten datagrams, at most max(14720, 2 datagrams).
+pub(crate) fn initial_window(max_datagram_size: u64) -> u64 {
+    (10 * max_datagram_size).min((2 * max_datagram_size).max(14_720))
+}
+
+/// The minimum window (RFC 9002 §7.2): two datagrams.
+pub(crate) fn minimum_window(max_datagram_size: u64) -> u64 {
+    2 * max_datagram_size
+}

@@ -1,0 +1,82 @@
+//! NewReno congestion control (RFC 9002 §7, Appendix B).
+
+use std::time::Instant;
+
+use super::{Controller, RttEstimator, initial_window, minimum_window};
+
+/// NewReno: slow start, then one datagram per window per round trip; halve on loss.
+#[derive(Debug)]
+pub(super) struct NewReno {
+    max_datagram_size: u64,
+    window: u64,
+    ssthresh: u64,
+    recovery_start: Option<Instant>,
+    /// Bytes acknowledged since the window last grew in congestion avoidance.
+    acked_in_avoidance: u64,
+}
+
+impl NewReno {
+    pub(super) fn new(max_datagram_size: u64) -> Self {
+        Self {
+            max_datagram_size,
+            window: initial_window(max_datagram_size),
+            ssthresh: u64::MAX,
+            recovery_start: None,
+            acked_in_avoidance: 0,
+        }
+    }
+}
+
+impl Controller for NewReno {
+    fn on_ack(
+        &mut self,
+        _now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+        _: &RttEstimator,
+    ) {
+        // RFC 9002 §7.3.2: packets sent before recovery started do not grow the window.
+        if app_limited || self.recovery_start.is_some_and(|start| sent <= start) {
+            return;
+        }
+        if self.window < self.ssthresh {
+            self.window += bytes;
+            return;
+        }
+        self.acked_in_avoidance += bytes;
+        if self.acked_in_avoidance >= self.window {
+            self.acked_in_avoidance -= self.window;
+            self.window += self.max_datagram_size;
+        }
+    }
+
+    fn on_congestion_event(&mut self, now: Instant, latest_sent: Instant, persistent: bool) {
+        if persistent {
+            self.window = minimum_window(self.max_datagram_size);
+            self.recovery_start = None;
+            self.acked_in_avoidance = 0;
+            return;
+        }
+        // One reduction per round trip: losses of packets sent before recovery started are part
+        // of the same event (RFC 9002 §7.3.2).
+        if self
+            .recovery_start
+            .is_some_and(|start| latest_sent <= start)
+        {
+            return;
+        }
+        self.recovery_start = Some(now);
+        self.ssthresh = (self.window / 2).max(minimum_window(self.max_datagram_size));
+        self.window = self.ssthresh;
+        self.acked_in_avoidance = 0;
+    }
+
+    fn window(&self) -> u64 {
+        self.window
+    }
+
+    fn in_slow_start(&self) -> bool {
+        self.window < self.ssthresh
+    }
+}

@@ -1,0 +1,285 @@
+//! A deterministic network simulator for testing: endpoints exchange datagrams over a simulated
+//! link under a virtual clock.
+//!
+//! The link has a one-way delay, an optional bandwidth, and random loss, reordering, duplication
+//! and corruption, plus an MTU; every random choice comes from one seed, so a run is repeatable.
+//! Time advances straight to the next event, so a minute of protocol time takes milliseconds.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::Endpoint;
+
+/// The simulated link between every pair of endpoints, the same in both directions.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// One-way propagation delay.
+    pub delay: Duration,
+    /// Bytes per second each direction carries; `None` for unlimited.
+    pub bandwidth: Option<u64>,
+    /// Probability that a datagram is lost.
+    pub loss: f64,
+    /// Probability that a datagram is delayed by up to another `delay`, so later ones overtake it.
+    pub reorder: f64,
+    /// Probability that a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Probability that one byte of a datagram is flipped.
+    pub corrupt: f64,
+    /// Datagrams larger than this are dropped.
+    pub mtu: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_millis(10),
+            bandwidth: None,
+            loss: 0.0,
+            reorder: 0.0,
+            duplicate: 0.0,
+            corrupt: 0.0,
+            mtu: 1500,
+        }
+    }
+}
+
+/// Counters of what the link did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Datagrams handed to the link.
+    pub sent: u64,
+    /// Datagrams delivered (duplicates count twice).
+    pub delivered: u64,
+    /// Datagrams lost at random, over the MTU, or refused by the filter.
+    pub dropped: u64,
+}
+
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    data: Vec<u8>,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// A predicate on datagrams in flight: return false to drop one. Receives the source, the
+/// destination and the bytes.
+pub type DatagramFilter = Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> bool>;
+
+/// Endpoints on a simulated network, under a virtual clock.
+pub struct Simulator {
+    now: Instant,
+    seed: u64,
+    rng: StdRng,
+    link: LinkConfig,
+    endpoints: Vec<(SocketAddr, Endpoint)>,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    /// When each direction's link finishes serialising what it already carries.
+    busy_until: HashMap<(SocketAddr, SocketAddr), Instant>,
+    filter: Option<DatagramFilter>,
+    stats: LinkStats,
+    bytes_by: HashMap<SocketAddr, u64>,
+    buf: Vec<u8>,
+}
+
+impl Simulator {
+    /// A simulator whose random choices all come from `seed`.
+    pub fn new(seed: u64, link: LinkConfig) -> Self {
+        Self {
+            now: Instant::now(),
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            link,
+            endpoints: Vec::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            busy_until: HashMap::new(),
+            filter: None,
+            stats: LinkStats::default(),
+            bytes_by: HashMap::new(),
+            buf: Vec::with_capacity(1500),
+        }
+    }
+
+    /// The seed this simulation runs from; print it when a test fails.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Changes the link from now on.
+    pub fn set_link(&mut self, link: LinkConfig) {
+        self.link = link;
+    }
+
+    /// Drops datagrams for which `filter` returns false, in addition to random loss.
+    pub fn set_filter(&mut self, filter: Option<DatagramFilter>) {
+        self.filter = filter;
+    }
+
+    /// Adds an endpoint at `addr`; returns its index.
+    pub fn add_endpoint(&mut self, addr: SocketAddr, endpoint: Endpoint) -> usize {
+        self.endpoints.push((addr, endpoint));
+        self.endpoints.len() - 1
+    }
+
+    /// The endpoint at `index`.
+    pub fn endpoint(&mut self, index: usize) -> &mut Endpoint {
+        &mut self.endpoints[index].1
+    }
+
+    /// The address of the endpoint at `index`.
+    pub fn addr(&self, index: usize) -> SocketAddr {
+        self.endpoints[index].0
+    }
+
+    /// What the link did so far.
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+
+    /// Bytes that the endpoint at `addr` handed to the link.
+    pub fn bytes_sent_by(&self, addr: SocketAddr) -> u64 {
+        self.bytes_by.get(&addr).copied().unwrap_or(0)
+    }
+
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        self.stats.sent += 1;
+        *self.bytes_by.entry(from).or_default() += data.len() as u64;
+        if data.len() > self.link.mtu || self.rng.random_bool(self.link.loss) {
+            self.stats.dropped += 1;
+            return;
+        }
+        if let Some(filter) = &mut self.filter {
+            if !filter(from, to, data) {
+                self.stats.dropped += 1;
+                return;
+            }
+        }
+        let mut data = data.to_vec();
+        if !data.is_empty() && self.rng.random_bool(self.link.corrupt) {
+            let i = self.rng.random_range(0..data.len());
+            data[i] ^= 1 << self.rng.random_range(0..8);
+        }
+        // Bandwidth: each direction serialises one datagram after another.
+        let mut depart = self.now;
+        if let Some(rate) = self.link.bandwidth {
+            let busy = self.busy_until.entry((from, to)).or_insert(self.now);
+            let start = (*busy).max(self.now);
+            let serialisation = Duration::from_secs_f64(data.len() as f64 / rate as f64);
+            *busy = start + serialisation;
+            depart = *busy;
+        }
+        let mut at = depart + self.link.delay;
+        if self.rng.random_bool(self.link.reorder) {
+            at += self.link.delay.mul_f64(self.rng.random::<f64>());
+        }
+        let copies = if self.rng.random_bool(self.link.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            self.seq += 1;
+            self.queue.push(Reverse(InFlight {
+                at,
+                seq: self.seq,
+                from,
+                to,
+                data: data.clone(),
+            }));
+        }
+    }
+
+    /// Collects what every endpoint wants to send now.
+    fn flush(&mut self) {
+        for i in 0..self.endpoints.len() {
+            loop {
+                let (addr, endpoint) = &mut self.endpoints[i];
+                let from = *addr;
+                let Some(transmit) = endpoint.poll_transmit(self.now, &mut self.buf) else {
+                    break;
+                };
+                let data = std::mem::take(&mut self.buf);
+                self.send(from, transmit.destination, &data[..transmit.size]);
+                self.buf = data;
+            }
+        }
+    }
+
+    /// Advances to the next event (a delivery or a timer) and handles it. Returns false when
+    /// nothing is pending at all.
+    pub fn step(&mut self) -> bool {
+        self.flush();
+        let next_delivery = self.queue.peek().map(|Reverse(d)| d.at);
+        let next_timer = self
+            .endpoints
+            .iter()
+            .filter_map(|(_, e)| e.poll_timeout())
+            .min();
+        let Some(next) = [next_delivery, next_timer].into_iter().flatten().min() else {
+            return false;
+        };
+        self.now = self.now.max(next);
+        while self.queue.peek().is_some_and(|Reverse(d)| d.at <= self.now) {
+            let Reverse(mut datagram) = self.queue.pop().expect("peeked");
+            if let Some((_, endpoint)) = self.endpoints.iter_mut().find(|(a, _)| *a == datagram.to)
+            {
+                self.stats.delivered += 1;
+                endpoint.handle_datagram(self.now, datagram.from, &mut datagram.data);
+            }
+        }
+        for (_, endpoint) in &mut self.endpoints {
+            if endpoint.poll_timeout().is_some_and(|t| t <= self.now) {
+                endpoint.handle_timeout(self.now);
+            }
+        }
+        self.flush();
+        true
+    }
+
+    /// Steps until `done` holds (returns true) or the virtual clock passes `timeout` from now
+    /// (returns false).
+    pub fn run_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&mut Self) -> bool,
+    ) -> bool {
+        let deadline = self.now + timeout;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.now >= deadline || !self.step() {
+                return done(self);
+            }
+        }
+    }
+}
