@@ -107,14 +107,21 @@ pub struct ServerConfig {
     pub tls: Arc<rustls::ServerConfig>,
     /// Transport settings.
     pub transport: Arc<TransportConfig>,
+    /// Validate every client's address with a Retry before creating any state for it
+    /// (RFC 9000 §8.1.2): costs a round trip, defeats spoofed-source floods.
+    pub retry: bool,
+    /// How long a Retry token stays valid.
+    pub retry_token_lifetime: Duration,
 }
 
 impl ServerConfig {
-    /// A server with `tls` and default transport settings.
+    /// A server with `tls`, default transport settings and no Retry.
     pub fn new(tls: Arc<rustls::ServerConfig>) -> Self {
         Self {
             tls,
             transport: Arc::new(TransportConfig::default()),
+            retry: false,
+            retry_token_lifetime: Duration::from_secs(10),
         }
     }
 }

@@ -13,9 +13,12 @@ use rand::{Rng, RngCore, SeedableRng};
 use crate::Side;
 use crate::config::{ClientConfig, EndpointConfig, ServerConfig};
 use crate::connection::{Connection, ConnectionInit, MIN_INITIAL_SIZE, Transmit};
-use crate::crypto::rustls_version;
+use crate::crypto::{retry_tag, rustls_version};
 use crate::stateless_reset::{StatelessResetKey, encode_stateless_reset, stateless_reset_len};
-use crate::wire::{ConnectionId, Packet, PacketType, Version, VersionNegotiation, parse_packet};
+use crate::token::TokenKey;
+use crate::wire::{
+    ConnectionId, Packet, PacketType, RetryPacket, Version, VersionNegotiation, parse_packet,
+};
 
 /// Identifies a connection within its endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,6 +65,9 @@ pub struct Endpoint {
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
     resets_sent: usize,
     reset_key: StatelessResetKey,
+    token_key: TokenKey,
+    /// The time tokens are dated from: the first time this endpoint was given.
+    epoch: Option<Instant>,
     rng: StdRng,
     /// Round-robin position for poll_transmit fairness.
     cursor: usize,
@@ -72,6 +78,8 @@ impl Endpoint {
     pub fn new(config: EndpointConfig, server: Option<ServerConfig>) -> Self {
         Self {
             reset_key: StatelessResetKey::new(&config.reset_key),
+            token_key: TokenKey::new(&[&config.reset_key[..], b"retry tokens"].concat()),
+            epoch: None,
             rng: StdRng::from_seed(config.rng_seed),
             config: Arc::new(config),
             server: server.map(Arc::new),
@@ -123,6 +131,7 @@ impl Endpoint {
             local_cid,
             remote_cid: original_dcid,
             original_dcid,
+            initial_keys_cid: original_dcid,
             local_cid_len: self.config.local_cid_len,
             address_validated: true,
             now,
@@ -189,13 +198,26 @@ impl Endpoint {
             Packet::Protected(p) => p.scid,
             _ => ConnectionId::EMPTY,
         };
+        let token = match &first {
+            Packet::Protected(p) => datagram[p.token.clone()].to_vec(),
+            _ => Vec::new(),
+        };
         if let Some(handle) = dcid.and_then(|cid| self.routes.get(&cid).copied()) {
             let connection = self.connections.get_mut(&handle)?;
             connection.handle_datagram(now, remote, datagram);
             return Some(handle);
         }
         if first_ty_initial {
-            return self.accept_initial(now, remote, datagram, dcid?, scid, first_version?);
+            return self.accept_initial(now, remote, datagram, dcid?, scid, first_version?, &token);
+        }
+        // RFC 9000 §10.3.1: a stateless reset carries a random connection ID, so it routes
+        // nowhere; it is recognised by its trailing token (RFC9000-196: whatever its form).
+        let reset = self
+            .connections
+            .iter_mut()
+            .find_map(|(handle, c)| c.check_stateless_reset(now, datagram).then_some(*handle));
+        if reset.is_some() {
+            return reset;
         }
         if matches!(first, Packet::Protected(ref p) if p.ty == PacketType::OneRtt) {
             self.stateless_reset(remote, dcid?, datagram.len());
@@ -203,30 +225,54 @@ impl Endpoint {
         None
     }
 
-    /// A client's first Initial: a new server connection (RFC 9000 §7).
+    /// A client's first Initial: a new server connection (RFC 9000 §7), or first a Retry when
+    /// the server validates addresses that way (RFC 9000 §8.1.2).
+    #[allow(clippy::too_many_arguments)]
     fn accept_initial(
         &mut self,
         now: Instant,
         remote: SocketAddr,
         datagram: &mut [u8],
-        original_dcid: ConnectionId,
+        dcid: ConnectionId,
         client_scid: ConnectionId,
         version: Version,
+        token: &[u8],
     ) -> Option<ConnectionHandle> {
         let server = self.server.clone()?;
-        // RFC 9000 §14.1: a server drops an Initial in a datagram smaller than 1200 bytes; and
-        // §7.2: the client's first Destination Connection ID is at least 8 bytes.
-        if datagram.len() < MIN_INITIAL_SIZE || original_dcid.len() < 8 {
+        // RFC 9000 §14.1: a server drops an Initial in a datagram smaller than 1200 bytes.
+        if datagram.len() < MIN_INITIAL_SIZE {
             return None;
         }
         let tls_version = rustls_version(version)?;
+        let since_epoch = now.saturating_duration_since(*self.epoch.get_or_insert(now));
+        let (original_dcid, retry_scid) = if server.retry {
+            if token.is_empty() {
+                self.send_retry(remote, version, dcid, client_scid, since_epoch);
+                return None;
+            }
+            // RFC 9000 §8.1.3: an Initial whose token does not validate is dropped; the client
+            // will time out rather than be told what a valid token looks like.
+            let valid =
+                self.token_key
+                    .validate(remote, token, since_epoch, server.retry_token_lifetime)?;
+            if valid.retry_scid != dcid {
+                return None;
+            }
+            (valid.original_dcid, Some(dcid))
+        } else {
+            (dcid, None)
+        };
+        // RFC 9000 §7.2: the client's first Destination Connection ID is at least 8 bytes.
+        if original_dcid.len() < 8 {
+            return None;
+        }
         let local_cid = self.new_cid();
         let params = Connection::local_transport_parameters(
             &server.transport,
             Side::Server,
             local_cid,
             Some(original_dcid),
-            None,
+            retry_scid,
             Some(self.reset_key.token(&local_cid)),
         );
         let tls =
@@ -240,14 +286,52 @@ impl Endpoint {
             local_cid,
             remote_cid: client_scid,
             original_dcid,
+            initial_keys_cid: dcid,
             local_cid_len: self.config.local_cid_len,
-            address_validated: false,
+            address_validated: retry_scid.is_some(),
             now,
         });
         connection.handle_datagram(now, remote, datagram);
-        let handle = self.insert(connection, &[local_cid, original_dcid]);
+        let handle = self.insert(connection, &[local_cid, dcid]);
         self.incoming.push_back(handle);
         Some(handle)
+    }
+
+    /// Sends a Retry (RFC 9000 §17.2.5) in reply to an Initial without a token; no state is
+    /// kept, everything needed later is in the token.
+    fn send_retry(
+        &mut self,
+        remote: SocketAddr,
+        version: Version,
+        original_dcid: ConnectionId,
+        client_scid: ConnectionId,
+        since_epoch: std::time::Duration,
+    ) {
+        // RFC9000-315: the Retry's Source Connection ID differs from the client's DCID.
+        let retry_scid = loop {
+            let cid = self.new_cid();
+            if cid != original_dcid {
+                break cid;
+            }
+        };
+        let token = self
+            .token_key
+            .issue(remote, &original_dcid, &retry_scid, since_epoch);
+        let mut packet = Vec::new();
+        let unused = self.rng.random::<u8>();
+        RetryPacket::encode_without_tag(
+            version,
+            &client_scid,
+            &retry_scid,
+            &token,
+            unused,
+            &mut packet,
+        );
+        let Some(tag) = retry_tag(version, &original_dcid, &packet) else {
+            return;
+        };
+        packet.extend_from_slice(&tag);
+        self.stateless.push_back((remote, packet));
     }
 
     /// Answers a short header packet for an unknown connection with a stateless reset

@@ -21,6 +21,7 @@ mod range_set;
 pub mod recovery;
 pub mod sim;
 pub mod stateless_reset;
+mod token;
 pub mod wire;
 
 pub use config::{ClientConfig, EndpointConfig, ServerConfig, TransportConfig};

@@ -34,8 +34,8 @@ impl RangeSet {
             .map(|r| r.end - r.start)
             .sum::<u64>();
         let grew = merged_end - merged_start > covered;
-        self.ranges
-            .splice(start_idx..end_idx, [merged_start..merged_end]);
+        self.ranges.drain(start_idx + 1..end_idx);
+        self.ranges[start_idx] = merged_start..merged_end;
         grew
     }
 

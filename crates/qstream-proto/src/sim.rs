@@ -24,8 +24,11 @@ pub struct LinkConfig {
     pub bandwidth: Option<u64>,
     /// Probability that a datagram is lost.
     pub loss: f64,
-    /// Probability that a datagram is delayed by up to another `delay`, so later ones overtake it.
+    /// Probability that a datagram is held back by up to `reorder_delay`, so later ones may
+    /// overtake it.
     pub reorder: f64,
+    /// The most a reordered datagram is held back.
+    pub reorder_delay: Duration,
     /// Probability that a datagram is delivered twice.
     pub duplicate: f64,
     /// Probability that one byte of a datagram is flipped.
@@ -41,6 +44,7 @@ impl Default for LinkConfig {
             bandwidth: None,
             loss: 0.0,
             reorder: 0.0,
+            reorder_delay: Duration::from_millis(10),
             duplicate: 0.0,
             corrupt: 0.0,
             mtu: 1500,
@@ -57,6 +61,8 @@ pub struct LinkStats {
     pub delivered: u64,
     /// Datagrams lost at random, over the MTU, or refused by the filter.
     pub dropped: u64,
+    /// Datagrams held back so that later ones may overtake them.
+    pub reordered: u64,
 }
 
 struct InFlight {
@@ -199,7 +205,8 @@ impl Simulator {
         }
         let mut at = depart + self.link.delay;
         if self.rng.random_bool(self.link.reorder) {
-            at += self.link.delay.mul_f64(self.rng.random::<f64>());
+            at += self.link.reorder_delay.mul_f64(self.rng.random::<f64>());
+            self.stats.reordered += 1;
         }
         let copies = if self.rng.random_bool(self.link.duplicate) {
             2
@@ -237,6 +244,12 @@ impl Simulator {
     /// Advances to the next event (a delivery or a timer) and handles it. Returns false when
     /// nothing is pending at all.
     pub fn step(&mut self) -> bool {
+        self.step_until(None)
+    }
+
+    /// Like [`Self::step`], but the clock never passes `limit`: when the next event is later,
+    /// time advances to `limit` and nothing else happens.
+    pub fn step_until(&mut self, limit: Option<Instant>) -> bool {
         self.flush();
         let next_delivery = self.queue.peek().map(|Reverse(d)| d.at);
         let next_timer = self
@@ -245,8 +258,17 @@ impl Simulator {
             .filter_map(|(_, e)| e.poll_timeout())
             .min();
         let Some(next) = [next_delivery, next_timer].into_iter().flatten().min() else {
+            if let Some(limit) = limit {
+                self.now = self.now.max(limit);
+            }
             return false;
         };
+        if let Some(limit) = limit {
+            if next > limit {
+                self.now = self.now.max(limit);
+                return true;
+            }
+        }
         self.now = self.now.max(next);
         while self.queue.peek().is_some_and(|Reverse(d)| d.at <= self.now) {
             let Reverse(mut datagram) = self.queue.pop().expect("peeked");
@@ -277,7 +299,7 @@ impl Simulator {
             if done(self) {
                 return true;
             }
-            if self.now >= deadline || !self.step() {
+            if self.now >= deadline || !self.step_until(Some(deadline)) {
                 return done(self);
             }
         }

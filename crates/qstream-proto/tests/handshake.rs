@@ -9,20 +9,159 @@ use qstream_proto::sim::LinkConfig;
 use qstream_proto::wire::Version;
 use qstream_proto::{ConnectionError, TransportErrorCode};
 
+fn lossy(loss: f64) -> LinkConfig {
+    LinkConfig {
+        loss,
+        ..LinkConfig::default()
+    }
+}
+
 #[test]
 fn handshake_completes_without_loss() {
     let mut pair = Pair::new(PairOptions::default());
+    let start = pair.sim.now();
     assert!(
         pair.drive_handshake(Duration::from_secs(5)),
         "seed {}",
         pair.sim.seed()
     );
-    // One round trip for the handshake plus half a round trip for HANDSHAKE_DONE: with a 10 ms
-    // one-way delay the client is confirmed after 30 ms.
+    // 10 ms each way: the client completes after one round trip (20 ms) and is confirmed by
+    // HANDSHAKE_DONE, which the server sends on the client's Finished (another round trip).
+    let elapsed = pair.sim.now() - start;
+    assert_eq!(
+        elapsed,
+        Duration::from_millis(40),
+        "handshake took {elapsed:?}"
+    );
     let client = pair.client_conn().unwrap();
     assert_eq!(client.alpn_protocol(), Some(ALPN));
     assert!(client.rtt().has_sample());
+    assert_eq!(client.rtt().smoothed(), Duration::from_millis(20));
+    assert_eq!(client.stats().packets_lost, 0);
     let server = pair.server_conn().unwrap();
     assert!(server.is_handshake_confirmed());
     assert!(server.peer_transport_parameters().is_some());
+}
+
+#[test]
+fn handshake_completes_with_v2() {
+    let mut pair = Pair::new(PairOptions {
+        version: Version::V2,
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    assert_eq!(pair.server_conn().unwrap().version(), Version::V2);
+}
+
+fn handshake_under_loss(loss: f64, seeds: u64) {
+    for seed in common::seeds(seeds) {
+        for (version, retry) in [
+            (Version::V1, false),
+            (Version::V2, false),
+            (Version::V1, true),
+        ] {
+            let mut pair = Pair::new(PairOptions {
+                seed,
+                link: lossy(loss),
+                version,
+                retry,
+                ..PairOptions::default()
+            });
+            let done = pair.drive_handshake(Duration::from_secs(60));
+            assert!(
+                done,
+                "seed {seed} ({version:?}, retry {retry}, {loss} loss): no handshake; {:?} / {:?}",
+                pair.client_events, pair.server_events
+            );
+            assert!(
+                Pair::closed_event(&pair.client_events).is_none(),
+                "seed {seed}"
+            );
+        }
+    }
+}
+
+#[test]
+fn handshake_completes_with_retry() {
+    for version in [Version::V1, Version::V2] {
+        let mut pair = Pair::new(PairOptions {
+            retry: true,
+            version,
+            ..PairOptions::default()
+        });
+        let start = pair.sim.now();
+        assert!(pair.drive_handshake(Duration::from_secs(5)), "{version:?}");
+        // The Retry costs one extra round trip.
+        assert_eq!(pair.sim.now() - start, Duration::from_millis(60));
+        let params = pair
+            .client_conn()
+            .unwrap()
+            .peer_transport_parameters()
+            .unwrap();
+        assert!(params.retry_source_connection_id.is_some());
+    }
+}
+
+#[test]
+fn handshake_completes_with_10_percent_loss() {
+    handshake_under_loss(0.10, 50);
+}
+
+#[test]
+fn handshake_completes_with_30_percent_loss() {
+    handshake_under_loss(0.30, 50);
+}
+
+#[test]
+fn handshake_fails_cleanly_with_untrusted_certificate() {
+    let mut pair = Pair::new(PairOptions {
+        untrusted: true,
+        ..PairOptions::default()
+    });
+    assert!(pair.run_until(Duration::from_secs(5), |p| {
+        Pair::closed_event(&p.client_events).is_some()
+            && Pair::closed_event(&p.server_events).is_some()
+    }));
+    // The client rejects the certificate with a certificate alert (RFC 8446 §6.2: which one is
+    // rustls's choice; for a self-signed certificate it reports decrypt_error), carried as
+    // CRYPTO_ERROR 0x1XX (RFC 9001 §4.8); the server sees the same code.
+    let client_error = Pair::closed_event(&pair.client_events).unwrap();
+    assert!(
+        matches!(client_error, ConnectionError::TransportError(_)),
+        "{client_error}"
+    );
+    let alert = client_error.tls_alert().expect("a TLS alert");
+    const BAD_CERTIFICATE: u8 = 42;
+    const UNKNOWN_CA: u8 = 48;
+    const DECRYPT_ERROR: u8 = 51;
+    assert!(
+        [BAD_CERTIFICATE, UNKNOWN_CA, DECRYPT_ERROR].contains(&alert),
+        "{client_error}"
+    );
+    let server_error = Pair::closed_event(&pair.server_events).unwrap();
+    let ConnectionError::ConnectionClosed(error) = server_error else {
+        panic!("server saw {server_error}");
+    };
+    assert_eq!(error.code, TransportErrorCode::crypto(alert));
+    assert!(!pair.client_connected());
+}
+
+#[test]
+fn handshake_fails_cleanly_with_alpn_mismatch() {
+    let mut pair = Pair::new(PairOptions {
+        server_alpn: b"something-else",
+        ..PairOptions::default()
+    });
+    assert!(pair.run_until(Duration::from_secs(5), |p| {
+        Pair::closed_event(&p.client_events).is_some()
+            && Pair::closed_event(&p.server_events).is_some()
+    }));
+    // The server refuses with no_application_protocol, alert 120 (RFC 9001 §8.1).
+    let server_error = Pair::closed_event(&pair.server_events).unwrap();
+    assert_eq!(server_error.tls_alert(), Some(120), "{server_error}");
+    let client_error = Pair::closed_event(&pair.client_events).unwrap();
+    let ConnectionError::ConnectionClosed(error) = client_error else {
+        panic!("client saw {client_error}");
+    };
+    assert_eq!(error.code, TransportErrorCode::crypto(120));
 }

@@ -1,6 +1,6 @@
 //! 1-RTT packet protection keys and key update (RFC 9001 §6).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustls::quic::{HeaderProtectionKey, KeyChange, Keys, PacketKey, PacketKeySet, Secrets};
 
@@ -67,6 +67,8 @@ impl OneRttKeys {
         let old_remote = std::mem::replace(&mut self.remote, next.remote);
         self.local = next.local;
         self.prev_remote = Some((old_remote, first_rx_pn));
+        // The previous generation's discard timer does not apply to this one.
+        self.prev_discard_at = None;
         self.key_phase = !self.key_phase;
         self.phase_first_pn = next_pn;
         self.phase_acked = false;
@@ -91,10 +93,13 @@ impl OneRttKeys {
         self.prev_discard_at = None;
     }
 
-    /// Records the first packet received under the current keys, when the peer initiated.
-    pub(crate) fn set_rx_boundary(&mut self, pn: u64) {
+    /// A packet under the current keys arrived: older packets use the previous key, which is
+    /// kept for `retention` more (RFC 9001 §6.5: three PTOs after the first packet under the
+    /// new keys).
+    pub(crate) fn on_current_phase_packet(&mut self, pn: u64, now: Instant, retention: Duration) {
         if let Some((_, first_new)) = &mut self.prev_remote {
             *first_new = (*first_new).min(pn);
+            self.prev_discard_at.get_or_insert(now + retention);
         }
     }
 }

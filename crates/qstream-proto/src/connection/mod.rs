@@ -202,6 +202,8 @@ pub struct ConnectionStats {
     pub pto_count: u64,
     /// Key updates, initiated by either side.
     pub key_updates: u64,
+    /// Key updates this endpoint initiated.
+    pub key_updates_initiated: u64,
 }
 
 #[derive(Debug)]
@@ -318,6 +320,9 @@ pub(crate) struct ConnectionInit {
     pub(crate) local_cid: ConnectionId,
     pub(crate) remote_cid: ConnectionId,
     pub(crate) original_dcid: ConnectionId,
+    /// The connection ID Initial keys derive from: the original one, or after a Retry the
+    /// Retry's Source Connection ID (RFC 9001 §5.2).
+    pub(crate) initial_keys_cid: ConnectionId,
     pub(crate) local_cid_len: usize,
     /// Server: whether the client's address is already validated (by a Retry token).
     pub(crate) address_validated: bool,
@@ -328,7 +333,7 @@ impl Connection {
     pub(crate) fn new(init: ConnectionInit) -> Self {
         let mut spaces = [PacketSpace::new(), PacketSpace::new(), PacketSpace::new()];
         spaces[SpaceId::Initial as usize].keys =
-            crate::crypto::initial_keys(init.version, &init.original_dcid, init.side);
+            crate::crypto::initial_keys(init.version, &init.initial_keys_cid, init.side);
         let max_datagram = MIN_INITIAL_SIZE as u64;
         let mut conn = Self {
             side: init.side,
@@ -505,6 +510,7 @@ impl Connection {
         match &mut self.one_rtt {
             Some(keys) if self.handshake_confirmed && keys.phase_acked => {
                 keys.update(next_pn, u64::MAX);
+                self.stats.key_updates_initiated += 1;
                 true
             }
             _ => false,

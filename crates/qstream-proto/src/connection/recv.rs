@@ -171,10 +171,7 @@ impl Connection {
                 keys.update(next_pn, pn);
                 keys.prev_discard_at = Some(now + 3 * pto);
             } else if key_phase == keys.key_phase {
-                keys.set_rx_boundary(pn);
-                if keys.updates > 0 && keys.prev_discard_at.is_none() {
-                    keys.prev_discard_at = Some(now + 3 * pto);
-                }
+                keys.on_current_phase_packet(pn, now, 3 * pto);
             }
         }
         self.stats.packets_received += 1;

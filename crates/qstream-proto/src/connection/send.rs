@@ -423,6 +423,7 @@ impl Connection {
             if interval.is_some_and(|n| keys.packets_in_phase >= n) && confirmed && keys.phase_acked
             {
                 keys.update(next_pn, u64::MAX);
+                self.stats.key_updates_initiated += 1;
             }
         }
     }

@@ -67,10 +67,8 @@ impl Controller for Cubic {
             self.window += bytes;
             return;
         }
-        let epoch_start = *self.epoch_start.get_or_insert_with(|| {
-            // An epoch that starts without a preceding loss (§4.8) centres the curve on now.
-            now
-        });
+        // An epoch that starts without a preceding loss (§4.8) centres the curve on now.
+        let epoch_start = *self.epoch_start.get_or_insert(now);
         if self.w_max == 0.0 {
             self.w_max = self.window as f64;
             self.w_est = self.window as f64;

@@ -19,11 +19,28 @@ pub const SERVER: usize = 1;
 
 /// A self-signed certificate for "localhost" and its key.
 pub fn certificate() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    certificate_issued_by("qstream test")
+}
+
+/// A self-signed certificate for "localhost" whose subject (and issuer) is `issuer`.
+pub fn certificate_issued_by(issuer: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    certificate_with_names(issuer, 0)
+}
+
+/// A self-signed certificate for "localhost" and `extra` more names, issued by `issuer`.
+pub fn certificate_with_names(
+    issuer: &str,
+    extra: usize,
+) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
     let key = rcgen::KeyPair::generate().expect("key generation");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("self-signed certificate");
+    let mut names = vec!["localhost".to_owned()];
+    names.extend((0..extra).map(|i| format!("host-{i}.qstream.example")));
+    let mut params = rcgen::CertificateParams::new(names).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, issuer);
+    let cert = params.self_signed(&key).expect("self-signed certificate");
     (
         cert.der().clone(),
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
@@ -72,6 +89,10 @@ pub struct PairOptions {
     /// The client trusts a different certificate than the server presents.
     pub untrusted: bool,
     pub server_alpn: &'static [u8],
+    /// The server validates addresses with Retry.
+    pub retry: bool,
+    /// Extra names on the server certificate, to make its first flight large.
+    pub extra_names: usize,
 }
 
 impl Default for PairOptions {
@@ -84,6 +105,8 @@ impl Default for PairOptions {
             server_transport: TransportConfig::default(),
             untrusted: false,
             server_alpn: ALPN,
+            retry: false,
+            extra_names: 0,
         }
     }
 }
@@ -107,7 +130,7 @@ pub fn server_addr() -> SocketAddr {
 
 impl Pair {
     pub fn new(options: PairOptions) -> Self {
-        let (cert, key) = certificate();
+        let (cert, key) = certificate_with_names("qstream test", options.extra_names);
         let trusted = if options.untrusted {
             certificate().0
         } else {
@@ -118,6 +141,7 @@ impl Pair {
         let mut server_config =
             ServerConfig::new(Arc::new(server_tls(&cert, &key, options.server_alpn)));
         server_config.transport = Arc::new(options.server_transport);
+        server_config.retry = options.retry;
         let mut client_config = ClientConfig::new(Arc::new(client_tls(&trusted, ALPN)));
         client_config.transport = Arc::new(options.client_transport);
         client_config.version = options.version;
@@ -187,7 +211,7 @@ impl Pair {
             if done(self) {
                 return true;
             }
-            if self.sim.now() >= deadline || !self.sim.step() {
+            if self.sim.now() >= deadline || !self.sim.step_until(Some(deadline)) {
                 self.poll();
                 return done(self);
             }

@@ -1,0 +1,158 @@
+//! Ending connections: idle timeout, application close, draining, stateless reset.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use qstream_proto::wire::VarInt;
+use qstream_proto::{ConnectionError, TransportConfig};
+
+fn idle(timeout_ms: u64) -> TransportConfig {
+    TransportConfig {
+        max_idle_timeout: Some(Duration::from_millis(timeout_ms)),
+        ..TransportConfig::default()
+    }
+}
+
+#[test]
+fn close_idle_timeout_uses_the_smaller_of_both_sides() {
+    let mut pair = Pair::new(PairOptions {
+        client_transport: idle(2_000),
+        server_transport: idle(1_000),
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let quiet_since = pair.sim.now();
+    assert!(pair.run_until(Duration::from_secs(10), |p| {
+        Pair::closed_event(&p.client_events).is_some()
+            && Pair::closed_event(&p.server_events).is_some()
+    }));
+    assert_eq!(
+        Pair::closed_event(&pair.client_events),
+        Some(&ConnectionError::TimedOut)
+    );
+    assert_eq!(
+        Pair::closed_event(&pair.server_events),
+        Some(&ConnectionError::TimedOut)
+    );
+    // RFC 9000 §10.1: min(1 s, 2 s) after the last packet received, which was the last ACK,
+    // at most a delayed-ACK time and a one-way delay after the handshake; nobody waited 2 s.
+    let waited = pair.sim.now() - quiet_since;
+    assert!(
+        waited >= Duration::from_millis(1_000),
+        "closed after {waited:?}"
+    );
+    assert!(
+        waited <= Duration::from_millis(1_060),
+        "closed after {waited:?}"
+    );
+    // An idle timeout is silent: the connection is gone at once.
+    assert!(pair.client_conn().unwrap().is_drained());
+}
+
+#[test]
+fn close_keep_alive_prevents_idle_timeout() {
+    let mut pair = Pair::new(PairOptions {
+        client_transport: TransportConfig {
+            keep_alive_interval: Some(Duration::from_millis(300)),
+            ..idle(1_000)
+        },
+        server_transport: idle(1_000),
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let closed = pair.run_until(Duration::from_secs(10), |p| {
+        Pair::closed_event(&p.client_events).is_some()
+    });
+    assert!(!closed, "closed: {:?}", pair.client_events);
+}
+
+#[test]
+fn close_application_code_and_reason_reach_the_peer() {
+    let mut pair = Pair::new(PairOptions::default());
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let now = pair.sim.now();
+    pair.client_conn()
+        .unwrap()
+        .close(now, VarInt::from_u32(42), b"done here");
+    assert!(pair.run_until(Duration::from_secs(5), |p| {
+        Pair::closed_event(&p.server_events).is_some()
+    }));
+    assert_eq!(
+        Pair::closed_event(&pair.server_events),
+        Some(&ConnectionError::ApplicationClosed {
+            code: VarInt::from_u32(42),
+            reason: "done here".into(),
+        })
+    );
+    assert_eq!(
+        Pair::closed_event(&pair.client_events),
+        Some(&ConnectionError::LocallyClosed)
+    );
+    // Both sides wait out three PTOs, then are drained (RFC 9000 §10.2).
+    assert!(pair.run_until(Duration::from_secs(5), |p| {
+        p.client_conn().unwrap().is_drained() && p.server_conn().unwrap().is_drained()
+    }));
+}
+
+#[test]
+fn close_draining_endpoint_sends_nothing() {
+    let mut pair = Pair::new(PairOptions::default());
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let now = pair.sim.now();
+    pair.client_conn()
+        .unwrap()
+        .close(now, VarInt::from_u32(1), b"");
+    assert!(pair.run_until(Duration::from_secs(5), |p| {
+        Pair::closed_event(&p.server_events).is_some()
+    }));
+    // The server received CONNECTION_CLOSE and drains (RFC 9000 §10.2.2): not a single datagram
+    // more, even when the client's packets keep arriving.
+    let server_sent = pair.sim.bytes_sent_by(server_addr());
+    pair.client_conn().unwrap().ping();
+    pair.run_until(Duration::from_secs(2), |_| false);
+    assert_eq!(pair.sim.bytes_sent_by(server_addr()), server_sent);
+    assert!(pair.server_conn().unwrap().is_drained());
+}
+
+#[test]
+fn close_closing_endpoint_answers_with_connection_close() {
+    let mut pair = Pair::new(PairOptions::default());
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    // The client's CONNECTION_CLOSE is lost; the server's next packet gets it again
+    // (RFC 9000 §10.2.1).
+    pair.sim
+        .set_filter(Some(Box::new(|from, _, _| from != client_addr())));
+    let now = pair.sim.now();
+    pair.client_conn()
+        .unwrap()
+        .close(now, VarInt::from_u32(7), b"again");
+    pair.run_until(Duration::from_millis(5), |_| false);
+    pair.sim.set_filter(None);
+    pair.server_conn().unwrap().ping();
+    assert!(pair.run_until(Duration::from_secs(1), |p| {
+        Pair::closed_event(&p.server_events).is_some()
+    }));
+    assert!(matches!(
+        Pair::closed_event(&pair.server_events),
+        Some(ConnectionError::ApplicationClosed { .. })
+    ));
+}
+
+#[test]
+fn close_stateless_reset_is_recognised() {
+    let mut pair = Pair::new(PairOptions::default());
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    // The server loses all state of the connection, as after a restart with the same key.
+    let server = pair.server.take().unwrap();
+    pair.sim.endpoint(SERVER).remove(server);
+    pair.client_conn().unwrap().ping();
+    assert!(pair.run_until(Duration::from_secs(5), |p| {
+        Pair::closed_event(&p.client_events).is_some()
+    }));
+    assert_eq!(
+        Pair::closed_event(&pair.client_events),
+        Some(&ConnectionError::Reset)
+    );
+}

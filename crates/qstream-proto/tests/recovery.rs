@@ -1,0 +1,114 @@
+//! Loss recovery (RFC 9002) in the simulator.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use qstream_proto::TransportConfig;
+use qstream_proto::sim::LinkConfig;
+
+fn pinging(interval_ms: u64) -> TransportConfig {
+    TransportConfig {
+        keep_alive_interval: Some(Duration::from_millis(interval_ms)),
+        ..TransportConfig::default()
+    }
+}
+
+#[test]
+fn recovery_tail_loss_is_repaired_by_a_pto_probe() {
+    let mut pair = Pair::new(PairOptions::default());
+    // The server's first 1-RTT datagram carries HANDSHAKE_DONE and is the last thing it sends:
+    // losing it is a tail loss that no later acknowledgment can reveal.
+    let mut dropped = false;
+    pair.sim.set_filter(Some(Box::new(move |from, _, data| {
+        let short_header = data[0] & 0x80 == 0;
+        if from == server_addr() && short_header && !dropped {
+            dropped = true;
+            return false;
+        }
+        true
+    })));
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let server = pair.server_conn().unwrap();
+    assert!(server.stats().pto_count >= 1, "{:?}", server.stats());
+    // Without the loss the client is confirmed at 40 ms; the probe follows one PTO later.
+    let client = pair.client_conn().unwrap();
+    assert!(client.is_handshake_confirmed());
+}
+
+#[test]
+fn recovery_persistent_congestion_collapses_the_window() {
+    let mut pair = Pair::new(PairOptions {
+        client_transport: pinging(10),
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    pair.run_until(Duration::from_millis(500), |_| false);
+    let before = pair.client_conn().unwrap().congestion_window();
+    assert!(before >= 12_000, "initial window: {before}");
+    // Every client packet is lost for two seconds: many PTOs, far more than three.
+    pair.sim
+        .set_filter(Some(Box::new(|from, _, _| from != client_addr())));
+    pair.run_until(Duration::from_secs(2), |_| false);
+    pair.sim.set_filter(None);
+    assert!(pair.run_until(Duration::from_secs(5), |p| {
+        p.client_conn().unwrap().stats().packets_lost > 0
+    }));
+    // RFC 9002 §7.6.2: the window collapses to the minimum, two datagrams.
+    assert_eq!(pair.client_conn().unwrap().congestion_window(), 2 * 1200);
+}
+
+#[test]
+fn recovery_reordering_within_the_thresholds_is_not_loss() {
+    for seed in seeds(10) {
+        let mut pair = Pair::new(PairOptions {
+            seed,
+            // RTT 100 ms. A datagram and the ACK that answers it may each be held back 6 ms:
+            // 12 ms together, less than 1/8 RTT (the time threshold), and less than two ping
+            // intervals (the packet threshold), so no loss may be declared (RFC 9002 §6.1).
+            link: LinkConfig {
+                delay: Duration::from_millis(50),
+                reorder: 0.3,
+                reorder_delay: Duration::from_millis(6),
+                ..LinkConfig::default()
+            },
+            client_transport: pinging(5),
+            ..PairOptions::default()
+        });
+        assert!(pair.drive_handshake(Duration::from_secs(5)));
+        pair.run_until(Duration::from_secs(3), |_| false);
+        assert!(
+            pair.sim.stats().reordered > 100,
+            "seed {seed}: too little reordering"
+        );
+        let stats = pair.client_conn().unwrap().stats();
+        assert_eq!(
+            stats.packets_lost, 0,
+            "seed {seed}: spurious loss, {stats:?}"
+        );
+        assert!(stats.packets_sent > 400, "seed {seed}: {stats:?}");
+    }
+}
+
+#[test]
+fn recovery_rtt_estimate_converges_to_the_link() {
+    for delay_ms in [5, 30, 120] {
+        let mut pair = Pair::new(PairOptions {
+            link: LinkConfig {
+                delay: Duration::from_millis(delay_ms),
+                ..LinkConfig::default()
+            },
+            client_transport: pinging(7),
+            ..PairOptions::default()
+        });
+        assert!(pair.drive_handshake(Duration::from_secs(5)));
+        pair.run_until(Duration::from_secs(5), |_| false);
+        let rtt = *pair.client_conn().unwrap().rtt();
+        let link_rtt = Duration::from_millis(2 * delay_ms);
+        // The peer delays ACKs (up to 25 ms) and reports it; the estimate subtracts it.
+        assert_eq!(rtt.min(), link_rtt, "{delay_ms} ms: {rtt:?}");
+        let error = rtt.smoothed().abs_diff(link_rtt);
+        assert!(error <= Duration::from_millis(2), "{delay_ms} ms: {rtt:?}");
+    }
+}
