@@ -12,7 +12,7 @@ use rand::{Rng, RngCore, SeedableRng};
 
 use crate::Side;
 use crate::config::{ClientConfig, EndpointConfig, ServerConfig};
-use crate::connection::{Connection, ConnectionInit, MIN_INITIAL_SIZE, Transmit};
+use crate::connection::{Connection, ConnectionInit, EndpointEvent, MIN_INITIAL_SIZE, Transmit};
 use crate::crypto::{retry_tag, rustls_version};
 use crate::stateless_reset::{StatelessResetKey, encode_stateless_reset, stateless_reset_len};
 use crate::token::TokenKey;
@@ -205,6 +205,7 @@ impl Endpoint {
         if let Some(handle) = dcid.and_then(|cid| self.routes.get(&cid).copied()) {
             let connection = self.connections.get_mut(&handle)?;
             connection.handle_datagram(now, remote, datagram);
+            self.process_endpoint_events(handle);
             return Some(handle);
         }
         if first_ty_initial {
@@ -293,6 +294,7 @@ impl Endpoint {
         });
         connection.handle_datagram(now, remote, datagram);
         let handle = self.insert(connection, &[local_cid, dcid]);
+        self.process_endpoint_events(handle);
         self.incoming.push_back(handle);
         Some(handle)
     }
@@ -382,13 +384,47 @@ impl Endpoint {
             .min()
     }
 
-    /// Handles expired timers of every connection, and forgets drained connections whose
-    /// events have all been read.
+    /// Handles expired timers of every connection.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.resets_sent = 0;
-        for connection in self.connections.values_mut() {
+        let mut handled = Vec::new();
+        for (handle, connection) in &mut self.connections {
             if connection.poll_timeout().is_some_and(|t| t <= now) {
                 connection.handle_timeout(now);
+                handled.push(*handle);
+            }
+        }
+        for handle in handled {
+            self.process_endpoint_events(handle);
+        }
+    }
+
+    /// Carries out what a connection asked of the endpoint: connection IDs to route to it, or
+    /// to stop routing.
+    fn process_endpoint_events(&mut self, handle: ConnectionHandle) {
+        let mut events = Vec::new();
+        if let Some(connection) = self.connections.get_mut(&handle) {
+            while let Some(event) = connection.poll_endpoint_event() {
+                events.push(event);
+            }
+        }
+        for event in events {
+            match event {
+                EndpointEvent::NeedCids(count) => {
+                    let ids: Vec<_> = (0..count)
+                        .map(|_| {
+                            let cid = self.new_cid();
+                            self.routes.insert(cid, handle);
+                            (cid, self.reset_key.token(&cid))
+                        })
+                        .collect();
+                    if let Some(connection) = self.connections.get_mut(&handle) {
+                        connection.issue_cids(ids);
+                    }
+                }
+                EndpointEvent::RetiredCid(cid) => {
+                    self.routes.remove(&cid);
+                }
             }
         }
     }

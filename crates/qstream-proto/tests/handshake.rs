@@ -165,3 +165,22 @@ fn handshake_fails_cleanly_with_alpn_mismatch() {
     };
     assert_eq!(error.code, TransportErrorCode::crypto(120));
 }
+
+#[test]
+fn handshake_then_both_sides_issue_connection_ids() {
+    let mut pair = Pair::new(PairOptions::default());
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    pair.run_until(Duration::from_millis(200), |_| false);
+    // Both advertise active_connection_id_limit 4: each issues three more IDs with
+    // NEW_CONNECTION_ID (RFC 9000 §5.1.1), and holds the peer's four.
+    for side in [CLIENT, SERVER] {
+        let conn = if side == CLIENT {
+            pair.client_conn().unwrap()
+        } else {
+            pair.server_conn().unwrap()
+        };
+        assert_eq!(conn.active_local_cids(), 4, "side {side}");
+        assert_eq!(conn.active_remote_cids(), 4, "side {side}");
+        assert!(conn.close_reason().is_none());
+    }
+}

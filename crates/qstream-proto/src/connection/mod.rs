@@ -6,6 +6,7 @@
 //! ([`Connection::poll_event`]). Time is always a parameter. Connections are created and routed by
 //! an [`crate::Endpoint`].
 
+mod cids;
 mod keys;
 mod recovery;
 mod recv;
@@ -25,6 +26,7 @@ use crate::recovery::{Controller, RttEstimator};
 use crate::stateless_reset::StatelessResetToken;
 use crate::wire::{ConnectionId, TransportParameters, VarInt, Version};
 use crate::{Side, TransportErrorCode};
+use cids::CidState;
 use keys::OneRttKeys;
 use space::{PacketSpace, SpaceId};
 
@@ -241,8 +243,8 @@ pub struct Connection {
 
     /// The connection ID we issued in our first packets (sequence number 0).
     local_cid: ConnectionId,
-    /// The connection ID we send to.
-    remote_cid: ConnectionId,
+    /// Connection IDs issued by each side.
+    cids: CidState,
     /// The Destination Connection ID of the client's first Initial: it derives Initial keys and
     /// is echoed in original_destination_connection_id.
     original_dcid: ConnectionId,
@@ -253,8 +255,6 @@ pub struct Connection {
     retry_scid: Option<ConnectionId>,
     /// The Retry token the client echoes in its Initials.
     retry_token: Bytes,
-    /// Stateless reset token for the peer's connection ID, which ends the connection if seen.
-    peer_reset_token: Option<StatelessResetToken>,
     local_cid_len: usize,
 
     spaces: [PacketSpace; 3],
@@ -307,7 +307,19 @@ pub struct Connection {
     peer_max_datagram: Option<u64>,
 
     events: VecDeque<Event>,
+    /// What the endpoint must do for this connection: routing changes.
+    endpoint_events: VecDeque<EndpointEvent>,
     stats: ConnectionStats,
+}
+
+/// A request from a connection to its endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum EndpointEvent {
+    /// Allocate this many connection IDs, route them here, and hand them over with
+    /// [`Connection::issue_cids`].
+    NeedCids(usize),
+    /// This connection ID stopped routing here.
+    RetiredCid(ConnectionId),
 }
 
 /// The parameters a connection is created with, gathered by the endpoint.
@@ -342,12 +354,16 @@ impl Connection {
             state: State::Handshaking,
             remote: init.remote,
             local_cid: init.local_cid,
-            remote_cid: init.remote_cid,
+            cids: CidState::new(
+                init.local_cid,
+                init.remote_cid,
+                None,
+                u64::from(ACTIVE_CID_LIMIT),
+            ),
             original_dcid: init.original_dcid,
             peer_initial_scid: (init.side == Side::Server).then_some(init.remote_cid),
             retry_scid: None,
             retry_token: Bytes::new(),
-            peer_reset_token: None,
             local_cid_len: init.local_cid_len,
             spaces,
             one_rtt: None,
@@ -380,6 +396,7 @@ impl Connection {
             datagrams_out: VecDeque::new(),
             peer_max_datagram: None,
             events: VecDeque::new(),
+            endpoint_events: VecDeque::new(),
             stats: ConnectionStats::default(),
             config: init.config,
         };
@@ -541,7 +558,7 @@ impl Connection {
             .ok_or(SendDatagramError::UnsupportedByPeer)?;
         // A 1-RTT packet: first byte, connection ID, up to 4 bytes of packet number, the tag,
         // then the frame's type and length.
-        let overhead = 1 + self.remote_cid.len() + 4 + crate::crypto::TAG_LEN + 1 + 2;
+        let overhead = 1 + self.cids.remote().len() + 4 + crate::crypto::TAG_LEN + 1 + 2;
         let fits = MIN_INITIAL_SIZE - overhead;
         let frame_max = (peer as usize).saturating_sub(3);
         Ok(fits.min(frame_max))
@@ -681,7 +698,8 @@ impl Connection {
     /// decrypt.
     pub(crate) fn check_stateless_reset(&mut self, now: Instant, datagram: &[u8]) -> bool {
         let matched = self
-            .peer_reset_token
+            .cids
+            .remote_reset_token()
             .is_some_and(|token| token.matches_datagram(datagram));
         if matched {
             self.enter_draining(now, ConnectionError::Reset);
@@ -741,6 +759,7 @@ impl Connection {
             }
             self.state = State::Established;
             self.events.push_back(Event::Connected);
+            self.request_cids();
             if self.side == Side::Server {
                 // RFC 9001 §4.1.2: the server's handshake is confirmed when it completes; it
                 // tells the client with HANDSHAKE_DONE (RFC 9000 §19.20).
@@ -748,6 +767,50 @@ impl Connection {
                 self.confirm_handshake();
             }
         }
+    }
+
+    /// Asks the endpoint for connection IDs to issue to the peer: as many as the peer's
+    /// active_connection_id_limit allows (RFC 9000 §5.1.1), at most our own cap. None with
+    /// zero-length IDs (RFC9000-371).
+    fn request_cids(&mut self) {
+        if self.local_cid.is_empty() {
+            return;
+        }
+        let peer_limit = self
+            .peer_params
+            .as_ref()
+            .map_or(2, |p| p.active_connection_id_limit.into_inner());
+        let wanted = peer_limit.min(u64::from(ACTIVE_CID_LIMIT)) as usize;
+        let missing = wanted.saturating_sub(self.cids.local_count());
+        if missing > 0 {
+            self.endpoint_events
+                .push_back(EndpointEvent::NeedCids(missing));
+        }
+    }
+
+    /// The next request for the endpoint.
+    pub(crate) fn poll_endpoint_event(&mut self) -> Option<EndpointEvent> {
+        self.endpoint_events.pop_front()
+    }
+
+    /// Connection IDs the endpoint allocated and routes here, with their reset tokens; they are
+    /// sent to the peer in NEW_CONNECTION_ID frames.
+    pub(crate) fn issue_cids(&mut self, ids: Vec<(ConnectionId, StatelessResetToken)>) {
+        let issued = self.cids.issue(ids);
+        self.spaces[SpaceId::Data as usize]
+            .pending
+            .new_cids
+            .extend(issued);
+    }
+
+    /// How many of our connection IDs the peer may use.
+    pub fn active_local_cids(&self) -> usize {
+        self.cids.local_count()
+    }
+
+    /// How many of the peer's connection IDs we hold.
+    pub fn active_remote_cids(&self) -> usize {
+        self.cids.remote_count()
     }
 
     /// RFC 9001 §4.9.2: Handshake keys are discarded once the handshake is confirmed.
@@ -801,7 +864,8 @@ impl Connection {
             if params.retry_source_connection_id != self.retry_scid {
                 return Err(mismatch("retry_source_connection_id"));
             }
-            self.peer_reset_token = params.stateless_reset_token;
+            self.cids
+                .set_initial_remote_token(params.stateless_reset_token);
         }
         self.peer_max_ack_delay = Duration::from_millis(params.max_ack_delay.into_inner());
         self.peer_ack_delay_exponent = params.ack_delay_exponent;
@@ -841,7 +905,7 @@ impl fmt::Debug for Connection {
             .field("side", &self.side)
             .field("state", &self.state)
             .field("local_cid", &self.local_cid)
-            .field("remote_cid", &self.remote_cid)
+            .field("remote_cid", &self.cids.remote())
             .finish_non_exhaustive()
     }
 }

@@ -177,7 +177,7 @@ impl Connection {
         self.stats.packets_received += 1;
         if self.side == Side::Client && id == SpaceId::Initial && self.peer_initial_scid.is_none() {
             // RFC 9000 §7.2: the client switches to the server's chosen connection ID.
-            self.remote_cid = located.scid;
+            self.cids.set_initial_remote(located.scid, None);
             self.peer_initial_scid = Some(located.scid);
         }
         self.heard_from_peer = true;
@@ -187,7 +187,7 @@ impl Connection {
             self.address_validated = true;
             self.discard_space(SpaceId::Initial);
         }
-        let ack_eliciting = self.process_frames(now, id, located.ty, payload)?;
+        let ack_eliciting = self.process_frames(now, id, &located, payload)?;
         let space = &mut self.spaces[id as usize];
         let largest_before = space.received.max();
         space.record_received(pn, now);
@@ -218,9 +218,10 @@ impl Connection {
         &mut self,
         now: Instant,
         id: SpaceId,
-        packet_type: PacketType,
+        packet: &ProtectedPacket,
         payload: &[u8],
     ) -> Result<bool, TransportError> {
+        let packet_type = packet.ty;
         let mut ack_eliciting = false;
         let mut any = false;
         for frame in Frames::new(payload) {
@@ -285,14 +286,22 @@ impl Connection {
                 }
                 Frame::Datagram(data) => self.on_datagram(ty, data)?,
                 Frame::PathChallenge(data) => self.path_response = Some(data),
-                Frame::PathResponse(_) | Frame::NewConnectionId(_) => {}
+                Frame::PathResponse(_) => {}
+                Frame::NewConnectionId(frame) => {
+                    let retire = self.cids.on_new_connection_id(&frame)?;
+                    self.spaces[SpaceId::Data as usize]
+                        .pending
+                        .retire_cids
+                        .extend(retire);
+                }
                 Frame::RetireConnectionId { sequence } => {
-                    // RFC 9000 §19.16, RFC9000-378: we only ever issued sequence number 0.
-                    if sequence.into_inner() > 0 {
-                        return Err(protocol_violation(
-                            ty,
-                            "retired a connection ID never issued",
-                        ));
+                    let retired = self
+                        .cids
+                        .on_retire_connection_id(sequence.into_inner(), &packet.dcid)?;
+                    if let Some(cid) = retired {
+                        self.endpoint_events
+                            .push_back(super::EndpointEvent::RetiredCid(cid));
+                        self.request_cids();
                     }
                 }
                 Frame::MaxData(_) | Frame::DataBlocked(_) => {}
@@ -383,12 +392,12 @@ impl Connection {
         // RFC9000-321, RFC9000-322, RFC9000-316.
         if !retry_tag_valid(self.version, &self.original_dcid, bytes)
             || retry.token.is_empty()
-            || retry.scid == self.remote_cid
+            || retry.scid == self.cids.remote()
         {
             return;
         }
         self.retry_scid = Some(retry.scid);
-        self.remote_cid = retry.scid;
+        self.cids.set_initial_remote(retry.scid, None);
         self.retry_token = Bytes::copy_from_slice(retry.token);
         // RFC 9001 §5.2: Initial keys now derive from the Retry's connection ID. RFC 9002
         // §6.3: Initial packets in flight are forgotten, not lost, and their CRYPTO data is

@@ -183,7 +183,7 @@ impl Connection {
         congestion_blocked: bool,
     ) -> Built {
         let start = buf.len();
-        let (version, dcid, scid) = (self.version, self.remote_cid, self.local_cid);
+        let (version, dcid, scid) = (self.version, self.cids.remote(), self.local_cid);
         let token: &[u8] = if self.side == Side::Client {
             &self.retry_token
         } else {
@@ -316,6 +316,32 @@ impl Connection {
                 record.ack_eliciting = true;
             }
             let space = &mut self.spaces[id as usize];
+            // Connection ID frames, sent again when lost (RFC 9000 §13.3); a NEW_CONNECTION_ID
+            // for an ID the peer already retired is dropped.
+            while let Some(issued) = space.pending.new_cids.pop() {
+                if !self.cids.is_local_active(issued.sequence) {
+                    continue;
+                }
+                if buf.len() + 1 + 8 + 8 + 1 + 20 + 16 > max_end {
+                    space.pending.new_cids.push(issued);
+                    break;
+                }
+                Frame::NewConnectionId(issued.frame()).encode(buf);
+                record.retransmit.new_cids.push(issued);
+                record.ack_eliciting = true;
+            }
+            while let Some(sequence) = space.pending.retire_cids.pop() {
+                if buf.len() + 1 + 8 > max_end {
+                    space.pending.retire_cids.push(sequence);
+                    break;
+                }
+                Frame::RetireConnectionId {
+                    sequence: VarInt::from_u64(sequence).expect("small"),
+                }
+                .encode(buf);
+                record.retransmit.retire_cids.push(sequence);
+                record.ack_eliciting = true;
+            }
             if self.side == Side::Server
                 && (self.handshake_done_pending || space.pending.handshake_done)
             {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Instant;
 
+use super::cids::IssuedCid;
 use crate::range_set::RangeSet;
 use crate::{DecodeError, TransportErrorCode};
 
@@ -31,17 +32,26 @@ pub(crate) struct Retransmit {
     pub(crate) crypto: Vec<Range<u64>>,
     /// A HANDSHAKE_DONE frame.
     pub(crate) handshake_done: bool,
+    /// NEW_CONNECTION_ID frames.
+    pub(crate) new_cids: Vec<IssuedCid>,
+    /// RETIRE_CONNECTION_ID frames, by sequence number.
+    pub(crate) retire_cids: Vec<u64>,
 }
 
 impl Retransmit {
     pub(crate) fn is_empty(&self) -> bool {
-        self.crypto.is_empty() && !self.handshake_done
+        self.crypto.is_empty()
+            && !self.handshake_done
+            && self.new_cids.is_empty()
+            && self.retire_cids.is_empty()
     }
 
     /// Merges `other` into what is waiting to be sent again.
     pub(crate) fn absorb(&mut self, other: Retransmit) {
         self.crypto.extend(other.crypto);
         self.handshake_done |= other.handshake_done;
+        self.new_cids.extend(other.new_cids);
+        self.retire_cids.extend(other.retire_cids);
     }
 }
 

@@ -1,0 +1,288 @@
+//! Connection ID management (RFC 9000 §5.1): the IDs this endpoint issued to the peer, and the
+//! IDs the peer issued to it.
+
+use std::collections::BTreeMap;
+
+use crate::TransportErrorCode;
+use crate::stateless_reset::StatelessResetToken;
+use crate::wire::{ConnectionId, FrameType, NewConnectionId, VarInt};
+
+use super::TransportError;
+
+/// A connection ID issued to the peer with NEW_CONNECTION_ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IssuedCid {
+    pub(crate) sequence: u64,
+    pub(crate) id: ConnectionId,
+    pub(crate) reset_token: StatelessResetToken,
+}
+
+impl IssuedCid {
+    pub(crate) fn frame(&self) -> NewConnectionId {
+        NewConnectionId {
+            sequence: VarInt::from_u64(self.sequence).expect("small"),
+            retire_prior_to: VarInt::ZERO,
+            id: self.id,
+            reset_token: self.reset_token,
+        }
+    }
+}
+
+/// Both directions' connection IDs.
+#[derive(Debug)]
+pub(crate) struct CidState {
+    /// IDs we issued that the peer has not retired, by sequence number.
+    local: BTreeMap<u64, ConnectionId>,
+    next_local_sequence: u64,
+    /// Whether our IDs are zero-length, which cannot be retired (RFC9000-380).
+    local_zero_length: bool,
+    /// IDs the peer issued and we have not retired.
+    remote: BTreeMap<u64, (ConnectionId, Option<StatelessResetToken>)>,
+    /// The sequence number of the remote ID in use.
+    remote_active: u64,
+    /// The largest Retire Prior To the peer sent.
+    remote_retire_prior_to: u64,
+    /// Our active_connection_id_limit: how many of the peer's IDs we keep.
+    limit: u64,
+}
+
+impl CidState {
+    pub(crate) fn new(
+        local: ConnectionId,
+        remote: ConnectionId,
+        remote_token: Option<StatelessResetToken>,
+        limit: u64,
+    ) -> Self {
+        Self {
+            local: BTreeMap::from([(0, local)]),
+            next_local_sequence: 1,
+            local_zero_length: local.is_empty(),
+            remote: BTreeMap::from([(0, (remote, remote_token))]),
+            remote_active: 0,
+            remote_retire_prior_to: 0,
+            limit,
+        }
+    }
+
+    /// The ID to send to.
+    pub(crate) fn remote(&self) -> ConnectionId {
+        self.remote[&self.remote_active].0
+    }
+
+    /// The stateless reset token of the ID in use (RFC9000-198: only IDs we used).
+    pub(crate) fn remote_reset_token(&self) -> Option<StatelessResetToken> {
+        self.remote[&self.remote_active].1
+    }
+
+    /// Replaces the ID in use before the peer issued any other: the client learns the server's
+    /// chosen ID from its first Initial or a Retry (RFC 9000 §7.2), and the server's reset token
+    /// for it from the transport parameters.
+    pub(crate) fn set_initial_remote(
+        &mut self,
+        id: ConnectionId,
+        token: Option<StatelessResetToken>,
+    ) {
+        self.remote.insert(0, (id, token));
+    }
+
+    pub(crate) fn set_initial_remote_token(&mut self, token: Option<StatelessResetToken>) {
+        if let Some(entry) = self.remote.get_mut(&0) {
+            entry.1 = token;
+        }
+    }
+
+    /// Our IDs the peer may still use.
+    pub(crate) fn local_count(&self) -> usize {
+        self.local.len()
+    }
+
+    /// The peer's IDs we hold.
+    pub(crate) fn remote_count(&self) -> usize {
+        self.remote.len()
+    }
+
+    /// Records IDs the endpoint allocated; returns the NEW_CONNECTION_ID frames to send.
+    pub(crate) fn issue(
+        &mut self,
+        ids: Vec<(ConnectionId, StatelessResetToken)>,
+    ) -> Vec<IssuedCid> {
+        ids.into_iter()
+            .map(|(id, reset_token)| {
+                let sequence = self.next_local_sequence;
+                self.next_local_sequence += 1;
+                self.local.insert(sequence, id);
+                IssuedCid {
+                    sequence,
+                    id,
+                    reset_token,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether an issued ID is still active (a lost NEW_CONNECTION_ID for a retired one is not
+    /// sent again).
+    pub(crate) fn is_local_active(&self, sequence: u64) -> bool {
+        self.local.contains_key(&sequence)
+    }
+
+    /// A NEW_CONNECTION_ID from the peer (RFC 9000 §19.15); returns the sequence numbers to
+    /// retire with RETIRE_CONNECTION_ID.
+    pub(crate) fn on_new_connection_id(
+        &mut self,
+        frame: &NewConnectionId,
+    ) -> Result<Vec<u64>, TransportError> {
+        let error = |code, reason: &str| TransportError {
+            code,
+            frame_type: Some(FrameType::NEW_CONNECTION_ID.0),
+            reason: reason.into(),
+        };
+        // RFC9000-372: we send to a zero-length ID, so the peer may not issue others.
+        if self.remote().is_empty() {
+            return Err(error(
+                TransportErrorCode::PROTOCOL_VIOLATION,
+                "NEW_CONNECTION_ID while using a zero-length connection ID",
+            ));
+        }
+        let sequence = frame.sequence.into_inner();
+        if let Some((known, token)) = self.remote.get(&sequence) {
+            // RFC9000-373: a repeated frame is fine; a different ID for a known number is not.
+            if *known != frame.id || *token != Some(frame.reset_token) && sequence != 0 {
+                return Err(error(
+                    TransportErrorCode::PROTOCOL_VIOLATION,
+                    "sequence number reused for another connection ID",
+                ));
+            }
+            return Ok(Vec::new());
+        }
+        if sequence < self.remote_retire_prior_to {
+            // RFC9000-377: already retired by an earlier Retire Prior To.
+            return Ok(vec![sequence]);
+        }
+        self.remote
+            .insert(sequence, (frame.id, Some(frame.reset_token)));
+        let retire_prior_to = frame.retire_prior_to.into_inner();
+        let mut retired = Vec::new();
+        // RFC9000-376: only an increase counts.
+        if retire_prior_to > self.remote_retire_prior_to {
+            self.remote_retire_prior_to = retire_prior_to;
+            retired = self
+                .remote
+                .range(..retire_prior_to)
+                .map(|(s, _)| *s)
+                .collect();
+            for sequence in &retired {
+                self.remote.remove(sequence);
+            }
+            if !self.remote.contains_key(&self.remote_active) {
+                self.remote_active = *self.remote.keys().next().expect("the new one remains");
+            }
+        }
+        // RFC 9000 §5.1.1: more active IDs than our limit is a CONNECTION_ID_LIMIT_ERROR.
+        if self.remote.len() as u64 > self.limit {
+            return Err(error(
+                TransportErrorCode::CONNECTION_ID_LIMIT_ERROR,
+                "more connection IDs than active_connection_id_limit",
+            ));
+        }
+        Ok(retired)
+    }
+
+    /// A RETIRE_CONNECTION_ID from the peer (RFC 9000 §19.16), received in a packet sent to
+    /// `packet_dcid`; returns the ID that stops routing, if it was still active.
+    pub(crate) fn on_retire_connection_id(
+        &mut self,
+        sequence: u64,
+        packet_dcid: &ConnectionId,
+    ) -> Result<Option<ConnectionId>, TransportError> {
+        let violation = |reason: &str| TransportError {
+            code: TransportErrorCode::PROTOCOL_VIOLATION,
+            frame_type: Some(FrameType::RETIRE_CONNECTION_ID.0),
+            reason: reason.into(),
+        };
+        // RFC9000-380 (zero-length IDs cannot be retired) and RFC9000-378.
+        if self.local_zero_length || sequence >= self.next_local_sequence {
+            return Err(violation("retired a connection ID never issued"));
+        }
+        let Some(id) = self.local.get(&sequence).copied() else {
+            return Ok(None);
+        };
+        // RFC9000-379: not the ID the packet itself was sent to.
+        if id == *packet_dcid {
+            return Err(violation(
+                "retired the connection ID the packet was sent to",
+            ));
+        }
+        self.local.remove(&sequence);
+        Ok(Some(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cid(b: u8) -> ConnectionId {
+        ConnectionId::from_slice(&[b; 8]).unwrap()
+    }
+
+    fn new_cid(sequence: u64, retire_prior_to: u64, b: u8) -> NewConnectionId {
+        NewConnectionId {
+            sequence: VarInt::from_u64(sequence).unwrap(),
+            retire_prior_to: VarInt::from_u64(retire_prior_to).unwrap(),
+            id: cid(b),
+            reset_token: StatelessResetToken::from([b; 16]),
+        }
+    }
+
+    #[test]
+    fn peer_ids_respect_the_limit_and_retire_prior_to() {
+        let mut state = CidState::new(cid(1), cid(2), None, 3);
+        assert_eq!(state.on_new_connection_id(&new_cid(1, 0, 3)), Ok(vec![]));
+        // A repeated frame is not an error (RFC9000-373); a changed one is.
+        assert_eq!(state.on_new_connection_id(&new_cid(1, 0, 3)), Ok(vec![]));
+        assert_eq!(
+            state
+                .on_new_connection_id(&new_cid(1, 0, 4))
+                .unwrap_err()
+                .code,
+            TransportErrorCode::PROTOCOL_VIOLATION
+        );
+        assert_eq!(state.on_new_connection_id(&new_cid(2, 0, 5)), Ok(vec![]));
+        // A fourth active ID exceeds our limit of three.
+        assert_eq!(
+            state
+                .on_new_connection_id(&new_cid(3, 0, 6))
+                .unwrap_err()
+                .code,
+            TransportErrorCode::CONNECTION_ID_LIMIT_ERROR
+        );
+        // Retire Prior To 2 retires 0 and 1 and moves us off the ID in use.
+        let mut state = CidState::new(cid(1), cid(2), None, 3);
+        state.on_new_connection_id(&new_cid(1, 0, 3)).unwrap();
+        assert_eq!(
+            state.on_new_connection_id(&new_cid(2, 2, 4)),
+            Ok(vec![0, 1])
+        );
+        assert_eq!(state.remote(), cid(4));
+        assert_eq!(
+            state.remote_reset_token(),
+            Some(StatelessResetToken::from([4; 16]))
+        );
+        // An ID below an earlier Retire Prior To is retired at once (RFC9000-377).
+        assert_eq!(state.on_new_connection_id(&new_cid(1, 0, 3)), Ok(vec![1]));
+    }
+
+    #[test]
+    fn retiring_our_ids() {
+        let mut state = CidState::new(cid(1), cid(2), None, 3);
+        let issued = state.issue(vec![(cid(7), StatelessResetToken::from([7; 16]))]);
+        assert_eq!(issued[0].sequence, 1);
+        // Not the ID the packet arrived on (RFC9000-379), not one never issued (RFC9000-378).
+        assert!(state.on_retire_connection_id(1, &cid(7)).is_err());
+        assert!(state.on_retire_connection_id(5, &cid(1)).is_err());
+        assert_eq!(state.on_retire_connection_id(1, &cid(1)), Ok(Some(cid(7))));
+        assert_eq!(state.on_retire_connection_id(1, &cid(1)), Ok(None));
+        assert!(!state.is_local_active(1));
+    }
+}
