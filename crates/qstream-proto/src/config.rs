@@ -112,6 +112,9 @@ pub struct ServerConfig {
     pub retry: bool,
     /// How long a Retry token stays valid.
     pub retry_token_lifetime: Duration,
+    /// How long a token sent in NEW_TOKEN for a later connection stays valid (RFC 9000
+    /// §8.1.3). Such a token lets the client skip the Retry and the anti-amplification limit.
+    pub new_token_lifetime: Duration,
 }
 
 impl ServerConfig {
@@ -122,6 +125,7 @@ impl ServerConfig {
             transport: Arc::new(TransportConfig::default()),
             retry: false,
             retry_token_lifetime: Duration::from_secs(10),
+            new_token_lifetime: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::config::{ClientConfig, EndpointConfig, ServerConfig};
 use crate::connection::{Connection, ConnectionInit, EndpointEvent, MIN_INITIAL_SIZE, Transmit};
 use crate::crypto::{retry_tag, rustls_version};
 use crate::stateless_reset::{StatelessResetKey, encode_stateless_reset, stateless_reset_len};
-use crate::token::TokenKey;
+use crate::token::{Token, TokenKey};
 use crate::wire::{
     ConnectionId, Packet, PacketType, RetryPacket, Version, VersionNegotiation, parse_packet,
 };
@@ -64,6 +64,10 @@ pub struct Endpoint {
     /// Datagrams sent on no connection's behalf: Version Negotiation and stateless resets.
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
     resets_sent: usize,
+    /// Client: the server name of each connection, to file the tokens it receives.
+    server_names: HashMap<ConnectionHandle, String>,
+    /// Client: the latest NEW_TOKEN token from each server, by name (RFC 9000 §8.1.3).
+    tokens: HashMap<String, bytes::Bytes>,
     reset_key: StatelessResetKey,
     token_key: TokenKey,
     /// The time tokens are dated from: the first time this endpoint was given.
@@ -89,6 +93,8 @@ impl Endpoint {
             incoming: VecDeque::new(),
             stateless: VecDeque::new(),
             resets_sent: 0,
+            server_names: HashMap::new(),
+            tokens: HashMap::new(),
             cursor: 0,
         }
     }
@@ -133,10 +139,13 @@ impl Endpoint {
             original_dcid,
             initial_keys_cid: original_dcid,
             local_cid_len: self.config.local_cid_len,
+            initial_token: self.tokens.get(server_name).cloned().unwrap_or_default(),
             address_validated: true,
             now,
         });
-        Ok(self.insert(connection, &[local_cid]))
+        let handle = self.insert(connection, &[local_cid]);
+        self.server_names.insert(handle, server_name.to_owned());
+        Ok(handle)
     }
 
     fn insert(&mut self, connection: Connection, cids: &[ConnectionId]) -> ConnectionHandle {
@@ -205,7 +214,7 @@ impl Endpoint {
         if let Some(handle) = dcid.and_then(|cid| self.routes.get(&cid).copied()) {
             let connection = self.connections.get_mut(&handle)?;
             connection.handle_datagram(now, remote, datagram);
-            self.process_endpoint_events(handle);
+            self.process_endpoint_events(now, handle);
             return Some(handle);
         }
         if first_ty_initial {
@@ -246,22 +255,31 @@ impl Endpoint {
         }
         let tls_version = rustls_version(version)?;
         let since_epoch = now.saturating_duration_since(*self.epoch.get_or_insert(now));
-        let (original_dcid, retry_scid) = if server.retry {
-            if token.is_empty() {
+        let presented = if token.is_empty() {
+            Token::Unusable
+        } else {
+            self.token_key.check(
+                remote,
+                token,
+                since_epoch,
+                server.retry_token_lifetime,
+                server.new_token_lifetime,
+            )
+        };
+        let (original_dcid, retry_scid, validated) = match presented {
+            // The Initial must go to the connection ID the Retry chose.
+            Token::Retry(valid) if valid.retry_scid == dcid => {
+                (valid.original_dcid, Some(dcid), true)
+            }
+            // RFC 9000 §8.1.3: an Initial with a Retry token that does not validate is dropped;
+            // the client times out rather than learn what a valid token looks like.
+            Token::Retry(_) | Token::InvalidRetry => return None,
+            Token::NewToken => (dcid, None, true),
+            Token::Unusable if server.retry => {
                 self.send_retry(remote, version, dcid, client_scid, since_epoch);
                 return None;
             }
-            // RFC 9000 §8.1.3: an Initial whose token does not validate is dropped; the client
-            // will time out rather than be told what a valid token looks like.
-            let valid =
-                self.token_key
-                    .validate(remote, token, since_epoch, server.retry_token_lifetime)?;
-            if valid.retry_scid != dcid {
-                return None;
-            }
-            (valid.original_dcid, Some(dcid))
-        } else {
-            (dcid, None)
+            Token::Unusable => (dcid, None, false),
         };
         // RFC 9000 §7.2: the client's first Destination Connection ID is at least 8 bytes.
         if original_dcid.len() < 8 {
@@ -289,12 +307,13 @@ impl Endpoint {
             original_dcid,
             initial_keys_cid: dcid,
             local_cid_len: self.config.local_cid_len,
-            address_validated: retry_scid.is_some(),
+            initial_token: bytes::Bytes::new(),
+            address_validated: validated,
             now,
         });
         connection.handle_datagram(now, remote, datagram);
         let handle = self.insert(connection, &[local_cid, dcid]);
-        self.process_endpoint_events(handle);
+        self.process_endpoint_events(now, handle);
         self.incoming.push_back(handle);
         Some(handle)
     }
@@ -395,13 +414,13 @@ impl Endpoint {
             }
         }
         for handle in handled {
-            self.process_endpoint_events(handle);
+            self.process_endpoint_events(now, handle);
         }
     }
 
     /// Carries out what a connection asked of the endpoint: connection IDs to route to it, or
     /// to stop routing.
-    fn process_endpoint_events(&mut self, handle: ConnectionHandle) {
+    fn process_endpoint_events(&mut self, now: Instant, handle: ConnectionHandle) {
         let mut events = Vec::new();
         if let Some(connection) = self.connections.get_mut(&handle) {
             while let Some(event) = connection.poll_endpoint_event() {
@@ -425,6 +444,21 @@ impl Endpoint {
                 EndpointEvent::RetiredCid(cid) => {
                     self.routes.remove(&cid);
                 }
+                EndpointEvent::NeedToken => {
+                    let Some(connection) = self.connections.get_mut(&handle) else {
+                        continue;
+                    };
+                    let since_epoch = now.saturating_duration_since(*self.epoch.get_or_insert(now));
+                    let token = self
+                        .token_key
+                        .issue_new_token(connection.remote_address(), since_epoch);
+                    connection.send_new_token(token.into());
+                }
+                EndpointEvent::NewToken(token) => {
+                    if let Some(name) = self.server_names.get(&handle) {
+                        self.tokens.insert(name.clone(), token);
+                    }
+                }
             }
         }
     }
@@ -432,6 +466,7 @@ impl Endpoint {
     /// Forgets a connection, drained or not. Its connection IDs stop routing.
     pub fn remove(&mut self, handle: ConnectionHandle) -> Option<Connection> {
         self.routes.retain(|_, h| *h != handle);
+        self.server_names.remove(&handle);
         self.connections.remove(&handle)
     }
 

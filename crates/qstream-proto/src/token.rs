@@ -1,9 +1,11 @@
-//! Retry tokens (RFC 9000 §8.1.2-§8.1.4): proof that a client can receive at its address.
+//! Address validation tokens (RFC 9000 §8.1.2-§8.1.4): proof that a client can receive at its
+//! address.
 //!
-//! A token carries the client's original Destination Connection ID, the Retry's Source Connection
-//! ID and when it was issued, authenticated together with the client's address by
-//! HMAC-SHA256 under the endpoint's key. It is bound to the address, expires, and cannot be
-//! forged or moved to another connection attempt.
+//! A Retry token carries the client's original Destination Connection ID, the Retry's Source
+//! Connection ID and when it was issued, authenticated together with the client's address and
+//! port by HMAC-SHA256 under the endpoint's key. A NEW_TOKEN token, for a later connection,
+//! carries only its issue time and is bound to the client's IP address (its port may change).
+//! Both expire and cannot be forged; a leading byte tells them apart (§8.1.3).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +15,20 @@ use aws_lc_rs::hmac;
 use crate::wire::ConnectionId;
 
 const TAG_LEN: usize = 16;
+const RETRY: u8 = 0;
+const NEW_TOKEN: u8 = 1;
+
+/// What kind of token a client presented.
+pub(crate) enum Token {
+    /// From our Retry, valid.
+    Retry(RetryToken),
+    /// From our NEW_TOKEN frame, valid.
+    NewToken,
+    /// A Retry token that is not valid: the Initial is dropped (§8.1.3).
+    InvalidRetry,
+    /// Anything else: treated as no token (§8.1.3).
+    Unusable,
+}
 
 /// Issues and checks Retry tokens.
 pub(crate) struct TokenKey(hmac::Key);
@@ -28,16 +44,75 @@ impl TokenKey {
         Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
     }
 
+    /// The tag over `body`, which starts with the kind byte; Retry tokens also bind the port.
     fn tag(&self, remote: SocketAddr, body: &[u8]) -> hmac::Tag {
         let mut context = hmac::Context::with_key(&self.0);
-        context.update(b"qstream retry token");
+        context.update(b"qstream address validation token");
         match remote {
             SocketAddr::V4(a) => context.update(&a.ip().octets()),
             SocketAddr::V6(a) => context.update(&a.ip().octets()),
         }
-        context.update(&remote.port().to_be_bytes());
+        if body.first() == Some(&RETRY) {
+            context.update(&remote.port().to_be_bytes());
+        }
         context.update(body);
         context.sign()
+    }
+
+    fn seal(&self, remote: SocketAddr, mut body: Vec<u8>) -> Vec<u8> {
+        let tag = self.tag(remote, &body);
+        body.extend_from_slice(&tag.as_ref()[..TAG_LEN]);
+        body
+    }
+
+    /// A token for a NEW_TOKEN frame, issued at `issued` (time since the endpoint started).
+    pub(crate) fn issue_new_token(&self, remote: SocketAddr, issued: Duration) -> Vec<u8> {
+        let mut body = vec![NEW_TOKEN];
+        body.extend_from_slice(&(issued.as_millis() as u64).to_be_bytes());
+        self.seal(remote, body)
+    }
+
+    /// Classifies the token of a client's Initial.
+    pub(crate) fn check(
+        &self,
+        remote: SocketAddr,
+        token: &[u8],
+        now: Duration,
+        retry_lifetime: Duration,
+        new_token_lifetime: Duration,
+    ) -> Token {
+        match token.first() {
+            Some(&RETRY) => match self.validate(remote, token, now, retry_lifetime) {
+                Some(retry) => Token::Retry(retry),
+                None => Token::InvalidRetry,
+            },
+            Some(&NEW_TOKEN) => match self.authentic_body(remote, token, now, new_token_lifetime) {
+                Some(_) => Token::NewToken,
+                None => Token::Unusable,
+            },
+            _ => Token::Unusable,
+        }
+    }
+
+    /// The body after the kind byte and issue time, if the tag is valid and the token young
+    /// enough.
+    fn authentic_body<'t>(
+        &self,
+        remote: SocketAddr,
+        token: &'t [u8],
+        now: Duration,
+        lifetime: Duration,
+    ) -> Option<&'t [u8]> {
+        let body_len = token.len().checked_sub(TAG_LEN)?;
+        let (body, tag) = token.split_at(body_len);
+        let expected = self.tag(remote, body);
+        aws_lc_rs::constant_time::verify_slices_are_equal(&expected.as_ref()[..TAG_LEN], tag)
+            .ok()?;
+        let issued = Duration::from_millis(u64::from_be_bytes(body.get(1..9)?.try_into().ok()?));
+        if now.saturating_sub(issued) > lifetime || issued > now {
+            return None;
+        }
+        Some(&body[9..])
     }
 
     /// A token for a client at `remote`, issued at `issued` (time since the endpoint started).
@@ -48,36 +123,26 @@ impl TokenKey {
         retry_scid: &ConnectionId,
         issued: Duration,
     ) -> Vec<u8> {
-        let mut token = Vec::with_capacity(8 + 2 + 40 + TAG_LEN);
-        token.extend_from_slice(&(issued.as_millis() as u64).to_be_bytes());
-        token.push(original_dcid.len() as u8);
-        token.extend_from_slice(original_dcid);
-        token.push(retry_scid.len() as u8);
-        token.extend_from_slice(retry_scid);
-        let tag = self.tag(remote, &token);
-        token.extend_from_slice(&tag.as_ref()[..TAG_LEN]);
-        token
+        let mut body = Vec::with_capacity(1 + 8 + 2 + 40 + TAG_LEN);
+        body.push(RETRY);
+        body.extend_from_slice(&(issued.as_millis() as u64).to_be_bytes());
+        body.push(original_dcid.len() as u8);
+        body.extend_from_slice(original_dcid);
+        body.push(retry_scid.len() as u8);
+        body.extend_from_slice(retry_scid);
+        self.seal(remote, body)
     }
 
     /// The token's contents, if it is authentic, for `remote`, and younger than `lifetime` at
     /// `now` (time since the endpoint started).
-    pub(crate) fn validate(
+    fn validate(
         &self,
         remote: SocketAddr,
         token: &[u8],
         now: Duration,
         lifetime: Duration,
     ) -> Option<RetryToken> {
-        let body_len = token.len().checked_sub(TAG_LEN)?;
-        let (body, tag) = token.split_at(body_len);
-        let expected = self.tag(remote, body);
-        aws_lc_rs::constant_time::verify_slices_are_equal(&expected.as_ref()[..TAG_LEN], tag)
-            .ok()?;
-        let issued = Duration::from_millis(u64::from_be_bytes(body.get(..8)?.try_into().ok()?));
-        if now.saturating_sub(issued) > lifetime || issued > now {
-            return None;
-        }
-        let rest = &body[8..];
+        let rest = self.authentic_body(remote, token, now, lifetime)?;
         let (&odcid_len, rest) = rest.split_first()?;
         let original_dcid = ConnectionId::from_slice(rest.get(..usize::from(odcid_len))?)?;
         let rest = &rest[usize::from(odcid_len)..];
@@ -127,5 +192,47 @@ mod tests {
                 .is_none()
         );
         assert!(key.validate(addr, &[], Duration::ZERO, lifetime).is_none());
+    }
+
+    #[test]
+    fn new_tokens_ignore_the_port_and_are_told_apart_from_retry_tokens() {
+        let key = TokenKey::new(&[9; 32]);
+        let addr: SocketAddr = "192.0.2.1:4433".parse().unwrap();
+        let moved: SocketAddr = "192.0.2.1:5555".parse().unwrap();
+        let day = Duration::from_secs(86_400);
+        let token = key.issue_new_token(addr, Duration::from_secs(1));
+        let check =
+            |remote, token: &[u8], now| key.check(remote, token, now, Duration::from_secs(10), day);
+        assert!(matches!(
+            check(moved, &token, Duration::from_secs(2)),
+            Token::NewToken
+        ));
+        assert!(matches!(
+            check(
+                "192.0.2.9:1".parse().unwrap(),
+                &token,
+                Duration::from_secs(2)
+            ),
+            Token::Unusable
+        ));
+        assert!(matches!(check(addr, &token, 2 * day), Token::Unusable));
+        let retry = key.issue(
+            addr,
+            &ConnectionId::EMPTY,
+            &ConnectionId::EMPTY,
+            Duration::ZERO,
+        );
+        assert!(matches!(
+            check(addr, &retry, Duration::from_secs(1)),
+            Token::Retry(_)
+        ));
+        assert!(matches!(
+            check(moved, &retry, Duration::from_secs(1)),
+            Token::InvalidRetry
+        ));
+        assert!(matches!(
+            check(addr, b"junk", Duration::ZERO),
+            Token::Unusable
+        ));
     }
 }

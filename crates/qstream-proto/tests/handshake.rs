@@ -184,3 +184,38 @@ fn handshake_then_both_sides_issue_connection_ids() {
         assert!(conn.close_reason().is_none());
     }
 }
+
+#[test]
+fn handshake_new_token_skips_retry_on_the_next_connection() {
+    let mut pair = Pair::new(PairOptions {
+        retry: true,
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    // Let the NEW_TOKEN frame arrive.
+    pair.run_until(Duration::from_millis(100), |_| false);
+    let now = pair.sim.now();
+    let config = pair.client_config.clone();
+    let second = pair
+        .sim
+        .endpoint(CLIENT)
+        .connect(now, &config, server_addr(), "localhost")
+        .unwrap();
+    let start = pair.sim.now();
+    assert!(pair.run_until(Duration::from_secs(5), |p| {
+        p.sim
+            .endpoint(CLIENT)
+            .connection(second)
+            .is_some_and(|c| c.is_handshake_confirmed())
+    }));
+    // No Retry round trip this time: 40 ms, as without Retry.
+    assert_eq!(pair.sim.now() - start, Duration::from_millis(40));
+    let params = pair.sim.endpoint(CLIENT).connection(second).unwrap();
+    assert!(
+        params
+            .peer_transport_parameters()
+            .unwrap()
+            .retry_source_connection_id
+            .is_none()
+    );
+}

@@ -253,8 +253,9 @@ pub struct Connection {
     peer_initial_scid: Option<ConnectionId>,
     /// The Source Connection ID of the Retry the client followed.
     retry_scid: Option<ConnectionId>,
-    /// The Retry token the client echoes in its Initials.
-    retry_token: Bytes,
+    /// The token the client sends in its Initials: from a Retry, or from an earlier
+    /// connection's NEW_TOKEN (RFC 9000 §8.1.3).
+    initial_token: Bytes,
     local_cid_len: usize,
 
     spaces: [PacketSpace; 3],
@@ -320,6 +321,10 @@ pub(crate) enum EndpointEvent {
     NeedCids(usize),
     /// This connection ID stopped routing here.
     RetiredCid(ConnectionId),
+    /// Server: make a token for NEW_TOKEN and hand it over with [`Connection::send_new_token`].
+    NeedToken,
+    /// Client: the server sent this token for later connections.
+    NewToken(Bytes),
 }
 
 /// The parameters a connection is created with, gathered by the endpoint.
@@ -336,7 +341,9 @@ pub(crate) struct ConnectionInit {
     /// Retry's Source Connection ID (RFC 9001 §5.2).
     pub(crate) initial_keys_cid: ConnectionId,
     pub(crate) local_cid_len: usize,
-    /// Server: whether the client's address is already validated (by a Retry token).
+    /// Client: the token for the first Initial, from an earlier connection's NEW_TOKEN.
+    pub(crate) initial_token: Bytes,
+    /// Server: whether the client's address is already validated (by a token).
     pub(crate) address_validated: bool,
     pub(crate) now: Instant,
 }
@@ -363,7 +370,7 @@ impl Connection {
             original_dcid: init.original_dcid,
             peer_initial_scid: (init.side == Side::Server).then_some(init.remote_cid),
             retry_scid: None,
-            retry_token: Bytes::new(),
+            initial_token: init.initial_token,
             local_cid_len: init.local_cid_len,
             spaces,
             one_rtt: None,
@@ -736,7 +743,11 @@ impl Connection {
                 }
             }
         }
-        if self.peer_params.is_none() {
+        // On resumption rustls offers the previous session's parameters (kept for 0-RTT) from
+        // the start; the client validates only this handshake's, which it has once the server's
+        // Finished gave it 1-RTT keys (EncryptedExtensions come first).
+        let params_from_this_handshake = self.side == Side::Server || self.one_rtt.is_some();
+        if self.peer_params.is_none() && params_from_this_handshake {
             if let Some(raw) = self.tls.quic_transport_parameters() {
                 let raw = raw.to_vec();
                 if let Err(error) = self.apply_peer_params(&raw) {
@@ -762,9 +773,11 @@ impl Connection {
             self.request_cids();
             if self.side == Side::Server {
                 // RFC 9001 §4.1.2: the server's handshake is confirmed when it completes; it
-                // tells the client with HANDSHAKE_DONE (RFC 9000 §19.20).
+                // tells the client with HANDSHAKE_DONE (RFC 9000 §19.20), and gives it a token
+                // for its next connection (§8.1.3).
                 self.handshake_done_pending = true;
                 self.confirm_handshake();
+                self.endpoint_events.push_back(EndpointEvent::NeedToken);
             }
         }
     }
@@ -801,6 +814,11 @@ impl Connection {
             .pending
             .new_cids
             .extend(issued);
+    }
+
+    /// Queues a NEW_TOKEN frame carrying `token` (RFC 9000 §19.7).
+    pub(crate) fn send_new_token(&mut self, token: Bytes) {
+        self.spaces[SpaceId::Data as usize].pending.new_token = Some(token);
     }
 
     /// How many of our connection IDs the peer may use.

@@ -278,11 +278,15 @@ impl Connection {
                         self.confirm_handshake();
                     }
                 }
-                Frame::NewToken(_) => {
+                Frame::NewToken(token) => {
                     // RFC 9000 §19.7, RFC9000-352.
                     if self.side == Side::Server {
                         return Err(protocol_violation(ty, "NEW_TOKEN from a client"));
                     }
+                    self.endpoint_events
+                        .push_back(super::EndpointEvent::NewToken(Bytes::copy_from_slice(
+                            token,
+                        )));
                 }
                 Frame::Datagram(data) => self.on_datagram(ty, data)?,
                 Frame::PathChallenge(data) => self.path_response = Some(data),
@@ -398,7 +402,7 @@ impl Connection {
         }
         self.retry_scid = Some(retry.scid);
         self.cids.set_initial_remote(retry.scid, None);
-        self.retry_token = Bytes::copy_from_slice(retry.token);
+        self.initial_token = Bytes::copy_from_slice(retry.token);
         // RFC 9001 §5.2: Initial keys now derive from the Retry's connection ID. RFC 9002
         // §6.3: Initial packets in flight are forgotten, not lost, and their CRYPTO data is
         // sent again (RFC9000-324: the same ClientHello).

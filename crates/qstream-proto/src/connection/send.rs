@@ -64,7 +64,7 @@ impl Connection {
             {
                 continue;
             }
-            let overhead = PACKET_OVERHEAD + self.retry_token.len() + MIN_FRAME_ROOM;
+            let overhead = PACKET_OVERHEAD + self.initial_token.len() + MIN_FRAME_ROOM;
             if limit.saturating_sub(buf.len()) < overhead {
                 break;
             }
@@ -184,8 +184,9 @@ impl Connection {
     ) -> Built {
         let start = buf.len();
         let (version, dcid, scid) = (self.version, self.cids.remote(), self.local_cid);
+        // RFC 9000 §17.2.2, RFC9000-307: a server's Initial has an empty token.
         let token: &[u8] = if self.side == Side::Client {
-            &self.retry_token
+            &self.initial_token
         } else {
             &[]
         };
@@ -341,6 +342,15 @@ impl Connection {
                 .encode(buf);
                 record.retransmit.retire_cids.push(sequence);
                 record.ack_eliciting = true;
+            }
+            if let Some(token) = space.pending.new_token.take() {
+                if buf.len() + 1 + 2 + token.len() > max_end {
+                    space.pending.new_token = Some(token);
+                } else {
+                    Frame::NewToken(&token).encode(buf);
+                    record.retransmit.new_token = Some(token);
+                    record.ack_eliciting = true;
+                }
             }
             if self.side == Side::Server
                 && (self.handshake_done_pending || space.pending.handshake_done)

@@ -36,6 +36,8 @@ pub(crate) struct Retransmit {
     pub(crate) new_cids: Vec<IssuedCid>,
     /// RETIRE_CONNECTION_ID frames, by sequence number.
     pub(crate) retire_cids: Vec<u64>,
+    /// A NEW_TOKEN frame's token.
+    pub(crate) new_token: Option<bytes::Bytes>,
 }
 
 impl Retransmit {
@@ -44,6 +46,7 @@ impl Retransmit {
             && !self.handshake_done
             && self.new_cids.is_empty()
             && self.retire_cids.is_empty()
+            && self.new_token.is_none()
     }
 
     /// Merges `other` into what is waiting to be sent again.
@@ -52,6 +55,9 @@ impl Retransmit {
         self.handshake_done |= other.handshake_done;
         self.new_cids.extend(other.new_cids);
         self.retire_cids.extend(other.retire_cids);
+        if other.new_token.is_some() {
+            self.new_token = other.new_token;
+        }
     }
 }
 

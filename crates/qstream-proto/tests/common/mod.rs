@@ -114,6 +114,7 @@ impl Default for PairOptions {
 /// A client and a server endpoint on a simulated link, the client connecting.
 pub struct Pair {
     pub sim: Simulator,
+    pub client_config: ClientConfig,
     pub client: ConnectionHandle,
     pub server: Option<ConnectionHandle>,
     pub client_events: Vec<Event>,
@@ -166,6 +167,7 @@ impl Pair {
             .unwrap();
         Self {
             sim,
+            client_config,
             client,
             server: None,
             client_events: Vec::new(),
