@@ -15,7 +15,7 @@ use crate::config::{ClientConfig, EndpointConfig, ServerConfig};
 use crate::connection::{Connection, ConnectionInit, EndpointEvent, MIN_INITIAL_SIZE, Transmit};
 use crate::crypto::{retry_tag, rustls_version};
 use crate::stateless_reset::{StatelessResetKey, encode_stateless_reset, stateless_reset_len};
-use crate::token::{Token, TokenKey};
+use crate::token::{PresentedToken, TokenKey};
 use crate::wire::{
     ConnectionId, Packet, PacketType, RetryPacket, Version, VersionNegotiation, parse_packet,
 };
@@ -256,7 +256,7 @@ impl Endpoint {
         let tls_version = rustls_version(version)?;
         let since_epoch = now.saturating_duration_since(*self.epoch.get_or_insert(now));
         let presented = if token.is_empty() {
-            Token::Unusable
+            PresentedToken::Unusable
         } else {
             self.token_key.check(
                 remote,
@@ -268,18 +268,18 @@ impl Endpoint {
         };
         let (original_dcid, retry_scid, validated) = match presented {
             // The Initial must go to the connection ID the Retry chose.
-            Token::Retry(valid) if valid.retry_scid == dcid => {
+            PresentedToken::Retry(valid) if valid.retry_scid == dcid => {
                 (valid.original_dcid, Some(dcid), true)
             }
             // RFC 9000 §8.1.3: an Initial with a Retry token that does not validate is dropped;
             // the client times out rather than learn what a valid token looks like.
-            Token::Retry(_) | Token::InvalidRetry => return None,
-            Token::NewToken => (dcid, None, true),
-            Token::Unusable if server.retry => {
+            PresentedToken::Retry(_) | PresentedToken::InvalidRetry => return None,
+            PresentedToken::NewToken => (dcid, None, true),
+            PresentedToken::Unusable if server.retry => {
                 self.send_retry(remote, version, dcid, client_scid, since_epoch);
                 return None;
             }
-            Token::Unusable => (dcid, None, false),
+            PresentedToken::Unusable => (dcid, None, false),
         };
         // RFC 9000 §7.2: the client's first Destination Connection ID is at least 8 bytes.
         if original_dcid.len() < 8 {

@@ -19,7 +19,7 @@ const RETRY: u8 = 0;
 const NEW_TOKEN: u8 = 1;
 
 /// What kind of token a client presented.
-pub(crate) enum Token {
+pub(crate) enum PresentedToken {
     /// From our Retry, valid.
     Retry(RetryToken),
     /// From our NEW_TOKEN frame, valid.
@@ -80,17 +80,17 @@ impl TokenKey {
         now: Duration,
         retry_lifetime: Duration,
         new_token_lifetime: Duration,
-    ) -> Token {
+    ) -> PresentedToken {
         match token.first() {
             Some(&RETRY) => match self.validate(remote, token, now, retry_lifetime) {
-                Some(retry) => Token::Retry(retry),
-                None => Token::InvalidRetry,
+                Some(retry) => PresentedToken::Retry(retry),
+                None => PresentedToken::InvalidRetry,
             },
             Some(&NEW_TOKEN) => match self.authentic_body(remote, token, now, new_token_lifetime) {
-                Some(_) => Token::NewToken,
-                None => Token::Unusable,
+                Some(_) => PresentedToken::NewToken,
+                None => PresentedToken::Unusable,
             },
-            _ => Token::Unusable,
+            _ => PresentedToken::Unusable,
         }
     }
 
@@ -205,7 +205,7 @@ mod tests {
             |remote, token: &[u8], now| key.check(remote, token, now, Duration::from_secs(10), day);
         assert!(matches!(
             check(moved, &token, Duration::from_secs(2)),
-            Token::NewToken
+            PresentedToken::NewToken
         ));
         assert!(matches!(
             check(
@@ -213,9 +213,12 @@ mod tests {
                 &token,
                 Duration::from_secs(2)
             ),
-            Token::Unusable
+            PresentedToken::Unusable
         ));
-        assert!(matches!(check(addr, &token, 2 * day), Token::Unusable));
+        assert!(matches!(
+            check(addr, &token, 2 * day),
+            PresentedToken::Unusable
+        ));
         let retry = key.issue(
             addr,
             &ConnectionId::EMPTY,
@@ -224,15 +227,15 @@ mod tests {
         );
         assert!(matches!(
             check(addr, &retry, Duration::from_secs(1)),
-            Token::Retry(_)
+            PresentedToken::Retry(_)
         ));
         assert!(matches!(
             check(moved, &retry, Duration::from_secs(1)),
-            Token::InvalidRetry
+            PresentedToken::InvalidRetry
         ));
         assert!(matches!(
             check(addr, b"junk", Duration::ZERO),
-            Token::Unusable
+            PresentedToken::Unusable
         ));
     }
 }
