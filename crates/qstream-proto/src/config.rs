@@ -26,6 +26,9 @@ pub struct TransportConfig {
     pub max_udp_payload_size: u16,
     /// The congestion controller (RFC 9002 §7).
     pub congestion_control: CongestionControl,
+    /// Mark packets ECT(0) and react to congestion marks (RFC 9000 §13.4); marking stops by
+    /// itself on paths that fail validation.
+    pub ecn: bool,
     /// The most out-of-order CRYPTO data buffered per encryption level; more is a
     /// CRYPTO_BUFFER_EXCEEDED error (RFC 9000 §7.5).
     pub crypto_buffer_size: usize,
@@ -50,6 +53,7 @@ impl Default for TransportConfig {
             ack_eliciting_threshold: 2,
             max_udp_payload_size: 1452,
             congestion_control: CongestionControl::NewReno,
+            ecn: true,
             crypto_buffer_size: 64 * 1024,
             max_datagram_frame_size: Some(1200),
             datagram_receive_buffer: 1024,

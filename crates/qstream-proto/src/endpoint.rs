@@ -12,7 +12,9 @@ use rand::{Rng, RngCore, SeedableRng};
 
 use crate::Side;
 use crate::config::{ClientConfig, EndpointConfig, ServerConfig};
-use crate::connection::{Connection, ConnectionInit, EndpointEvent, MIN_INITIAL_SIZE, Transmit};
+use crate::connection::{
+    Connection, ConnectionInit, EcnCodepoint, EndpointEvent, MIN_INITIAL_SIZE, Transmit,
+};
 use crate::crypto::{retry_tag, rustls_version};
 use crate::stateless_reset::{StatelessResetKey, encode_stateless_reset, stateless_reset_len};
 use crate::token::{PresentedToken, TokenKey};
@@ -174,11 +176,13 @@ impl Endpoint {
         }
     }
 
-    /// Processes a datagram from `remote`, returning the connection it was for, if any.
+    /// Processes a datagram from `remote` that arrived with ECN codepoint `ecn`, returning the
+    /// connection it was for, if any.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
         remote: SocketAddr,
+        ecn: Option<EcnCodepoint>,
         datagram: &mut [u8],
     ) -> Option<ConnectionHandle> {
         let first = parse_packet(datagram, self.config.local_cid_len).ok()?;
@@ -213,12 +217,21 @@ impl Endpoint {
         };
         if let Some(handle) = dcid.and_then(|cid| self.routes.get(&cid).copied()) {
             let connection = self.connections.get_mut(&handle)?;
-            connection.handle_datagram(now, remote, datagram);
+            connection.handle_datagram(now, remote, ecn, datagram);
             self.process_endpoint_events(now, handle);
             return Some(handle);
         }
         if first_ty_initial {
-            return self.accept_initial(now, remote, datagram, dcid?, scid, first_version?, &token);
+            return self.accept_initial(
+                now,
+                remote,
+                ecn,
+                datagram,
+                dcid?,
+                scid,
+                first_version?,
+                &token,
+            );
         }
         // RFC 9000 §10.3.1: a stateless reset carries a random connection ID, so it routes
         // nowhere; it is recognised by its trailing token (RFC9000-196: whatever its form).
@@ -242,6 +255,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         remote: SocketAddr,
+        ecn: Option<EcnCodepoint>,
         datagram: &mut [u8],
         dcid: ConnectionId,
         client_scid: ConnectionId,
@@ -311,7 +325,7 @@ impl Endpoint {
             address_validated: validated,
             now,
         });
-        connection.handle_datagram(now, remote, datagram);
+        connection.handle_datagram(now, remote, ecn, datagram);
         let handle = self.insert(connection, &[local_cid, dcid]);
         self.process_endpoint_events(now, handle);
         self.incoming.push_back(handle);
@@ -379,6 +393,7 @@ impl Endpoint {
             return Some(Transmit {
                 destination,
                 size: packet.len(),
+                ecn: None,
             });
         }
         let mut handles: Vec<ConnectionHandle> = self.connections.keys().copied().collect();

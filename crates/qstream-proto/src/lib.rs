@@ -25,7 +25,7 @@ mod token;
 pub mod wire;
 
 pub use config::{ClientConfig, EndpointConfig, ServerConfig, TransportConfig};
-pub use connection::{Connection, ConnectionError, Event, Transmit, TransportError};
+pub use connection::{Connection, ConnectionError, EcnCodepoint, Event, Transmit, TransportError};
 pub use endpoint::{ConnectError, ConnectionHandle, Endpoint};
 pub use error::{DecodeError, TransportErrorCode};
 

@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::Endpoint;
+use crate::connection::EcnCodepoint;
 
 /// The simulated link between every pair of endpoints, the same in both directions.
 #[derive(Clone, Debug)]
@@ -35,6 +36,11 @@ pub struct LinkConfig {
     pub corrupt: f64,
     /// Datagrams larger than this are dropped.
     pub mtu: usize,
+    /// Probability that an ECN-capable datagram is marked CE (congestion experienced) instead
+    /// of being dropped.
+    pub ce_mark: f64,
+    /// Clear every datagram's ECN codepoint, as some middleboxes do.
+    pub ecn_bleach: bool,
 }
 
 impl Default for LinkConfig {
@@ -48,6 +54,8 @@ impl Default for LinkConfig {
             duplicate: 0.0,
             corrupt: 0.0,
             mtu: 1500,
+            ce_mark: 0.0,
+            ecn_bleach: false,
         }
     }
 }
@@ -70,6 +78,7 @@ struct InFlight {
     seq: u64,
     from: SocketAddr,
     to: SocketAddr,
+    ecn: Option<EcnCodepoint>,
     data: Vec<u8>,
 }
 
@@ -176,7 +185,7 @@ impl Simulator {
         self.bytes_by.get(&addr).copied().unwrap_or(0)
     }
 
-    fn send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, ecn: Option<EcnCodepoint>, data: &[u8]) {
         self.stats.sent += 1;
         *self.bytes_by.entry(from).or_default() += data.len() as u64;
         if data.len() > self.link.mtu || self.rng.random_bool(self.link.loss) {
@@ -189,6 +198,15 @@ impl Simulator {
                 return;
             }
         }
+        let ecn = match ecn {
+            _ if self.link.ecn_bleach => None,
+            Some(EcnCodepoint::Ect0 | EcnCodepoint::Ect1)
+                if self.rng.random_bool(self.link.ce_mark) =>
+            {
+                Some(EcnCodepoint::Ce)
+            }
+            other => other,
+        };
         let mut data = data.to_vec();
         if !data.is_empty() && self.rng.random_bool(self.link.corrupt) {
             let i = self.rng.random_range(0..data.len());
@@ -220,6 +238,7 @@ impl Simulator {
                 seq: self.seq,
                 from,
                 to,
+                ecn,
                 data: data.clone(),
             }));
         }
@@ -235,7 +254,12 @@ impl Simulator {
                     break;
                 };
                 let data = std::mem::take(&mut self.buf);
-                self.send(from, transmit.destination, &data[..transmit.size]);
+                self.send(
+                    from,
+                    transmit.destination,
+                    transmit.ecn,
+                    &data[..transmit.size],
+                );
                 self.buf = data;
             }
         }
@@ -275,7 +299,7 @@ impl Simulator {
             if let Some((_, endpoint)) = self.endpoints.iter_mut().find(|(a, _)| *a == datagram.to)
             {
                 self.stats.delivered += 1;
-                endpoint.handle_datagram(self.now, datagram.from, &mut datagram.data);
+                endpoint.handle_datagram(self.now, datagram.from, datagram.ecn, &mut datagram.data);
             }
         }
         for (_, endpoint) in &mut self.endpoints {

@@ -112,3 +112,51 @@ fn recovery_rtt_estimate_converges_to_the_link() {
         assert!(error <= Duration::from_millis(2), "{delay_ms} ms: {rtt:?}");
     }
 }
+
+#[test]
+fn recovery_ecn_ce_is_acknowledged_at_once_and_shrinks_the_window() {
+    let mut pair = Pair::new(PairOptions {
+        client_transport: pinging(100),
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    pair.run_until(Duration::from_secs(1), |_| false);
+    // One ping per 100 ms is acknowledged after max_ack_delay: 20 ms + 25 ms.
+    let client = pair.client_conn().unwrap();
+    assert_eq!(client.rtt().latest(), Duration::from_millis(45));
+    let window = client.congestion_window();
+    assert!(client.ecn_sending());
+    // Now every ECN-capable datagram is marked CE instead of dropped.
+    pair.sim.set_link(LinkConfig {
+        ce_mark: 1.0,
+        ..LinkConfig::default()
+    });
+    pair.run_until(Duration::from_secs(1), |_| false);
+    let client = pair.client_conn().unwrap();
+    // RFC 9000 §13.2.1: CE-marked packets are acknowledged without delay.
+    assert_eq!(client.rtt().latest(), Duration::from_millis(20));
+    // RFC 9002 §7.1: a rising CE count is a congestion event, though nothing was lost.
+    let stats = client.stats();
+    assert!(stats.ecn_congestion_events > 0, "{stats:?}");
+    assert_eq!(stats.packets_lost, 0);
+    assert!(client.congestion_window() < window);
+    assert!(client.ecn_sending(), "consistent counts keep ECN validated");
+}
+
+#[test]
+fn recovery_ecn_stops_on_a_path_that_bleaches_it() {
+    let mut pair = Pair::new(PairOptions {
+        link: LinkConfig {
+            ecn_bleach: true,
+            ..LinkConfig::default()
+        },
+        client_transport: pinging(20),
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    pair.run_until(Duration::from_millis(500), |_| false);
+    // RFC 9000 §13.4.2.1: ECT(0) packets acknowledged without ECN counts fail validation.
+    assert!(!pair.client_conn().unwrap().ecn_sending());
+    assert!(!pair.server_conn().unwrap().ecn_sending());
+    assert!(pair.client_conn().unwrap().close_reason().is_none());
+}

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::TransportConfig;
+use crate::recovery::pacing::Pacer;
 use crate::recovery::{Controller, RttEstimator};
 use crate::stateless_reset::StatelessResetToken;
 use crate::wire::{ConnectionId, TransportParameters, VarInt, Version};
@@ -145,6 +146,17 @@ pub enum Event {
     DatagramReceived,
 }
 
+/// The ECN codepoint of a datagram's IP header (RFC 3168).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EcnCodepoint {
+    /// ECT(0): ECN-capable transport.
+    Ect0,
+    /// ECT(1): ECN-capable transport.
+    Ect1,
+    /// CE: congestion experienced, set by a router instead of dropping.
+    Ce,
+}
+
 /// A datagram to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -152,6 +164,8 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// Its length in the caller's buffer.
     pub size: usize,
+    /// The ECN codepoint to send it with, when ECN is in use.
+    pub ecn: Option<EcnCodepoint>,
 }
 
 /// Why a DATAGRAM could not be queued.
@@ -206,6 +220,8 @@ pub struct ConnectionStats {
     pub key_updates: u64,
     /// Key updates this endpoint initiated.
     pub key_updates_initiated: u64,
+    /// Acknowledgments that reported new ECN-CE marks: congestion signalled without loss.
+    pub ecn_congestion_events: u64,
 }
 
 #[derive(Debug)]
@@ -271,6 +287,12 @@ pub struct Connection {
     rtt: RttEstimator,
     pto_count: u32,
     cc: Box<dyn Controller>,
+    pacer: Pacer,
+    /// Whether packets are sent with ECT(0); cleared when ECN validation fails (RFC 9000
+    /// §13.4.2).
+    ecn_sending: bool,
+    /// When the pacer lets the next packet go, while it holds one back.
+    pacing_until: Option<Instant>,
     bytes_in_flight: u64,
     /// The peer's max_ack_delay, applied to our PTO once the handshake is confirmed.
     peer_max_ack_delay: Duration,
@@ -382,6 +404,9 @@ impl Connection {
             rtt: RttEstimator::new(init.config.initial_rtt),
             pto_count: 0,
             cc: init.config.congestion_control.build(max_datagram),
+            pacer: Pacer::new(max_datagram),
+            ecn_sending: init.config.ecn,
+            pacing_until: None,
             bytes_in_flight: 0,
             peer_max_ack_delay: Duration::from_millis(25),
             peer_ack_delay_exponent: 3,
@@ -486,6 +511,12 @@ impl Connection {
     /// The congestion window in bytes.
     pub fn congestion_window(&self) -> u64 {
         self.cc.window()
+    }
+
+    /// Whether packets go out marked ECT(0): ECN is enabled and the path passed validation so
+    /// far (RFC 9000 §13.4.2).
+    pub fn ecn_sending(&self) -> bool {
+        self.ecn_sending
     }
 
     /// Bytes sent and not yet acknowledged or declared lost.
@@ -623,6 +654,9 @@ impl Connection {
                 .push_back(Event::Closed(ConnectionError::TimedOut));
             self.state = State::Drained;
             return;
+        }
+        if self.pacing_until.is_some_and(|t| now >= t) {
+            self.pacing_until = None;
         }
         if let Some(keys) = &mut self.one_rtt {
             if keys.prev_discard_at.is_some_and(|d| now >= d) {

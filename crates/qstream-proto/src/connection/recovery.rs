@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::space::{SentPacket, SpaceId};
 use super::{Connection, State, TransportError};
 use crate::recovery::{PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD};
-use crate::wire::Ack;
+use crate::wire::{Ack, VarInt};
 use crate::{Side, TransportErrorCode};
 
 impl Connection {
@@ -183,11 +183,50 @@ impl Connection {
                 );
             }
         }
+        self.process_ecn(now, id, ack, &newly_acked);
         self.detect_and_remove_lost(now, id);
         if self.peer_completed_address_validation() {
             self.pto_count = 0;
         }
         Ok(())
+    }
+
+    /// ECN validation and congestion response (RFC 9000 §13.4.2, RFC 9002 §7.1): the counts
+    /// must account for every newly acknowledged ECT(0) packet, or marking stops; a rise in the
+    /// CE count is a congestion event.
+    fn process_ecn(
+        &mut self,
+        now: Instant,
+        id: SpaceId,
+        ack: &Ack<'_>,
+        newly_acked: &[(u64, SentPacket)],
+    ) {
+        let marked = newly_acked.iter().filter(|(_, p)| p.ecn_marked).count() as u64;
+        let space = &mut self.spaces[id as usize];
+        let Some(counts) = ack.ecn else {
+            // RFC 9000 §13.4.2.1: ECT packets acknowledged without ECN counts.
+            if marked > 0 {
+                self.ecn_sending = false;
+            }
+            return;
+        };
+        let previous = space.peer_ecn;
+        let grew = |new: VarInt, old: VarInt| new.into_inner().saturating_sub(old.into_inner());
+        let ect0_and_ce = grew(counts.ect0, previous.ect0) + grew(counts.ce, previous.ce);
+        let ce_increase = grew(counts.ce, previous.ce);
+        let decreased =
+            counts.ect0 < previous.ect0 || counts.ect1 < previous.ect1 || counts.ce < previous.ce;
+        space.peer_ecn = counts;
+        if decreased || ect0_and_ce < marked {
+            self.ecn_sending = false;
+            return;
+        }
+        if ce_increase > 0 {
+            if let Some(sent) = newly_acked.iter().map(|(_, p)| p.time).max() {
+                self.stats.ecn_congestion_events += 1;
+                self.cc.on_congestion_event(now, sent, false);
+            }
+        }
     }
 
     /// RFC 9002 Appendix A.10, DetectAndRemoveLostPackets, followed by OnPacketsLost.

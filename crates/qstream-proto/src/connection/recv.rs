@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::space::SpaceId;
-use super::{Connection, ConnectionError, Event, State, TransportError};
+use super::{Connection, ConnectionError, EcnCodepoint, Event, State, TransportError};
 use crate::crypto::{decrypt_payload, initial_keys, retry_tag_valid, unprotect_header};
 use crate::wire::{
     Frame, FrameType, Frames, Packet, PacketType, ProtectedPacket, RetryPacket, StreamId,
@@ -24,7 +24,14 @@ impl Connection {
     /// Processes a datagram the endpoint routed to this connection: every coalesced packet in it
     /// (RFC 9000 §12.2, RFC9000-214), each decrypted and acknowledged separately (RFC9000-218).
     /// Packets that cannot be decrypted are dropped; a protocol error closes the connection.
-    pub fn handle_datagram(&mut self, now: Instant, remote: SocketAddr, datagram: &mut [u8]) {
+    /// `ecn` is the datagram's ECN codepoint, when the socket reports it.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        datagram: &mut [u8],
+    ) {
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
         if !self.address_validated {
@@ -63,7 +70,7 @@ impl Connection {
                         self.stats.packets_dropped += 1;
                     } else {
                         let bytes = &mut datagram[offset..offset + len];
-                        match self.handle_packet(now, located, bytes) {
+                        match self.handle_packet(now, located, ecn, bytes) {
                             Ok(Outcome::Processed) => any_processed = true,
                             Ok(Outcome::Dropped) => self.stats.packets_dropped += 1,
                             Err(error) => {
@@ -99,6 +106,7 @@ impl Connection {
         &mut self,
         now: Instant,
         located: ProtectedPacket,
+        ecn: Option<EcnCodepoint>,
         bytes: &mut [u8],
     ) -> Result<Outcome, TransportError> {
         // We never advertise grease_quic_bit, so a cleared QUIC bit is invalid (RFC9000-291).
@@ -191,6 +199,21 @@ impl Connection {
         let space = &mut self.spaces[id as usize];
         let largest_before = space.received.max();
         space.record_received(pn, now);
+        // RFC 9000 §13.4.1: count each packet's codepoint; §13.2.1: acknowledge CE at once so
+        // the sender learns of congestion without delay.
+        let counts = &mut space.ecn_received;
+        let increment = |v: &mut crate::wire::VarInt| {
+            *v = crate::wire::VarInt::from_u64(v.into_inner() + 1).unwrap_or(*v);
+        };
+        match ecn {
+            Some(EcnCodepoint::Ect0) => increment(&mut counts.ect0),
+            Some(EcnCodepoint::Ect1) => increment(&mut counts.ect1),
+            Some(EcnCodepoint::Ce) => {
+                increment(&mut counts.ce);
+                space.ack_immediately = true;
+            }
+            None => {}
+        }
         if ack_eliciting {
             space.unacked_eliciting += 1;
             // RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged at once, as are

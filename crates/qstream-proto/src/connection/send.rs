@@ -53,9 +53,19 @@ impl Connection {
             }
         }
         let probing = self.spaces.iter().any(|s| s.probes > 0);
-        let congestion_blocked = !closing
+        let mut congestion_blocked = !closing
             && !probing
             && self.bytes_in_flight + MIN_INITIAL_SIZE as u64 > self.cc.window();
+        if !closing && !probing && !congestion_blocked {
+            // RFC 9002 §7.7: ack-eliciting packets wait for the pacer; ACKs do not.
+            self.pacing_until = self.pacer.delay(
+                now,
+                MIN_INITIAL_SIZE as u64,
+                self.cc.window(),
+                self.rtt.smoothed(),
+            );
+            congestion_blocked = self.pacing_until.is_some();
+        }
         buf.reserve(limit);
         let mut built: Vec<Built> = Vec::with_capacity(3);
         for id in SpaceId::ALL {
@@ -119,6 +129,7 @@ impl Connection {
         Some(Transmit {
             destination: self.remote,
             size: buf.len(),
+            ecn: self.ecn_sending.then_some(super::EcnCodepoint::Ect0),
         })
     }
 
@@ -219,6 +230,7 @@ impl Connection {
             size: 0,
             ack_eliciting: false,
             in_flight: false,
+            ecn_marked: self.ecn_sending,
             retransmit: Retransmit::default(),
         };
 
@@ -231,12 +243,10 @@ impl Connection {
                 .received
                 .iter_descending()
                 .map(|r| r.start..=r.end - 1);
-            Ack::encode(
-                ranges,
-                VarInt::from_u64(delay).unwrap_or(VarInt::MAX),
-                None,
-                buf,
-            );
+            // RFC 9000 §13.4.1: ECN counts are reported once any ECN mark was received.
+            let ecn = (space.ecn_received != Default::default()).then_some(space.ecn_received);
+            let delay = VarInt::from_u64(delay).unwrap_or(VarInt::MAX);
+            Ack::encode(ranges, delay, ecn, buf);
             space.on_ack_sent();
         }
 
@@ -435,6 +445,7 @@ impl Connection {
         }
         if record.in_flight {
             self.bytes_in_flight += u64::from(record.size);
+            self.pacer.on_sent(u64::from(record.size));
             self.spaces[id as usize].sent.insert(pn, record);
         }
         if id == SpaceId::Data {

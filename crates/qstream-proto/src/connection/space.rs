@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::cids::IssuedCid;
 use crate::range_set::RangeSet;
+use crate::wire::EcnCounts;
 use crate::{DecodeError, TransportErrorCode};
 
 /// The three packet number spaces.
@@ -69,6 +70,8 @@ pub(crate) struct SentPacket {
     pub(crate) size: u16,
     pub(crate) ack_eliciting: bool,
     pub(crate) in_flight: bool,
+    /// Sent with ECT(0).
+    pub(crate) ecn_marked: bool,
     pub(crate) retransmit: Retransmit,
 }
 
@@ -98,6 +101,10 @@ pub(crate) struct PacketSpace {
     pub(crate) ack_immediately: bool,
     /// When a delayed ACK must go out.
     pub(crate) ack_deadline: Option<Instant>,
+    /// ECN codepoints of the packets received (RFC 9000 §13.4.1), reported in ACK frames.
+    pub(crate) ecn_received: EcnCounts,
+    /// The peer's ECN counts in the latest ACK, to see what increased (§13.4.2.1).
+    pub(crate) peer_ecn: EcnCounts,
 
     pub(crate) crypto_send: CryptoSend,
     pub(crate) crypto_recv: CryptoRecv,
@@ -119,6 +126,8 @@ impl PacketSpace {
             unacked_eliciting: 0,
             ack_immediately: false,
             ack_deadline: None,
+            ecn_received: EcnCounts::default(),
+            peer_ecn: EcnCounts::default(),
             crypto_send: CryptoSend::default(),
             crypto_recv: CryptoRecv::default(),
         }

@@ -3,6 +3,7 @@
 
 mod cubic;
 mod new_reno;
+pub(crate) mod pacing;
 mod rtt;
 
 pub use rtt::RttEstimator;
