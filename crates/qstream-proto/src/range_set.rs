@@ -39,6 +39,42 @@ impl RangeSet {
         grew
     }
 
+    /// Removes every value of `range`.
+    pub(crate) fn remove_range(&mut self, range: Range<u64>) {
+        if range.is_empty() {
+            return;
+        }
+        let start_idx = self.ranges.partition_point(|r| r.end <= range.start);
+        let end_idx = self.ranges.partition_point(|r| r.start < range.end);
+        if start_idx >= end_idx {
+            return;
+        }
+        let first = self.ranges[start_idx].clone();
+        let last = self.ranges[end_idx - 1].clone();
+        let mut keep = Vec::with_capacity(2);
+        if first.start < range.start {
+            keep.push(first.start..range.start);
+        }
+        if last.end > range.end {
+            keep.push(range.end..last.end);
+        }
+        self.ranges.splice(start_idx..end_idx, keep);
+    }
+
+    /// Removes and returns the lowest range.
+    pub(crate) fn pop_lowest(&mut self) -> Option<Range<u64>> {
+        (!self.ranges.is_empty()).then(|| self.ranges.remove(0))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The ranges, lowest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        self.ranges.iter().cloned()
+    }
+
     /// Drops the lowest ranges until at most `max` remain.
     pub(crate) fn truncate_oldest(&mut self, max: usize) {
         let excess = self.ranges.len().saturating_sub(max);
@@ -79,6 +115,20 @@ mod tests {
         assert_eq!(set.iter_descending().collect::<Vec<_>>(), vec![0..10]);
         assert!(set.contains(0) && set.contains(9) && !set.contains(10));
         assert_eq!(set.max(), Some(9));
+    }
+
+    #[test]
+    fn removes_ranges() {
+        let mut set = RangeSet::default();
+        set.insert_range(0..10);
+        set.insert_range(20..30);
+        set.remove_range(5..25);
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![0..5, 25..30]);
+        set.remove_range(0..100);
+        assert!(set.is_empty());
+        set.insert_range(3..8);
+        assert_eq!(set.pop_lowest(), Some(3..8));
+        assert_eq!(set.pop_lowest(), None);
     }
 
     #[test]

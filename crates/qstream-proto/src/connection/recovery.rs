@@ -107,7 +107,7 @@ impl Connection {
             .map(|p| p.retransmit.clone())
             .collect();
         for retransmit in unacked {
-            space.pending.absorb(retransmit);
+            space.requeue(retransmit);
         }
     }
 
@@ -128,6 +128,7 @@ impl Connection {
                 reason: "ACK of a packet never sent".into(),
             });
         }
+        let raised = space.largest_acked.is_none_or(|l| largest > l);
         space.largest_acked = Some(space.largest_acked.map_or(largest, |l| l.max(largest)));
         let mut newly_acked: Vec<(u64, SentPacket)> = Vec::new();
         for range in ack.ranges() {
@@ -140,25 +141,28 @@ impl Connection {
         }
         let Some((largest_newly, largest_packet)) = newly_acked.iter().max_by_key(|(pn, _)| *pn)
         else {
+            // Only ACK-only packets were acknowledged: they are not tracked, unlike in RFC 9002
+            // Appendix A, so "nothing newly acknowledged" must not skip loss detection when the
+            // largest acknowledged moved past packets still outstanding.
+            if raised {
+                self.detect_and_remove_lost(now, id);
+            }
             return Ok(());
         };
         if *largest_newly == largest && newly_acked.iter().any(|(_, p)| p.ack_eliciting) {
             let latest_rtt = now.saturating_duration_since(largest_packet.time);
-            // RFC 9002 §5.3: ack delay is ignored for Initial and Handshake and capped at the
-            // peer's max_ack_delay once the handshake is confirmed.
-            let ack_delay = if id == SpaceId::Data {
-                let micros = ack
-                    .delay
-                    .into_inner()
-                    .saturating_mul(1 << self.peer_ack_delay_exponent.min(20));
-                let delay = Duration::from_micros(micros);
-                if self.handshake_confirmed {
-                    delay.min(self.peer_max_ack_delay)
-                } else {
-                    delay
-                }
+            // RFC 9002 §5.3: the reported delay is used in every space (it "MAY" be ignored for
+            // Initial; a repeated ACK after a lost one reports a real delay), and capped at the
+            // peer's max_ack_delay only once the handshake is confirmed (RFC9002-008/009).
+            let micros = ack
+                .delay
+                .into_inner()
+                .saturating_mul(1 << self.peer_ack_delay_exponent.min(20));
+            let reported = Duration::from_micros(micros);
+            let ack_delay = if self.handshake_confirmed {
+                reported.min(self.peer_max_ack_delay)
             } else {
-                Duration::ZERO
+                reported
             };
             self.rtt.update(latest_rtt, ack_delay);
             self.first_rtt_sample.get_or_insert(now);
@@ -171,6 +175,10 @@ impl Connection {
             }
         }
         let app_limited = self.bytes_in_flight < self.cc.window() / 2;
+        let space = &mut self.spaces[id as usize];
+        for (_, packet) in &newly_acked {
+            space.on_packet_acked(packet);
+        }
         for (_, packet) in &newly_acked {
             if packet.in_flight {
                 self.bytes_in_flight -= u64::from(packet.size);
@@ -255,7 +263,7 @@ impl Connection {
         let mut lost_packets = Vec::with_capacity(lost.len());
         for pn in &lost {
             let packet = space.sent.remove(pn).expect("listed above");
-            space.pending.absorb(packet.retransmit.clone());
+            space.requeue(packet.retransmit.clone());
             lost_packets.push((*pn, packet));
         }
         self.stats.packets_lost += lost_packets.len() as u64;

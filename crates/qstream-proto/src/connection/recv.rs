@@ -437,15 +437,10 @@ impl Connection {
             .filter(|p| p.in_flight)
             .map(|p| u64::from(p.size))
             .sum();
-        let crypto: Vec<_> = space
-            .sent
-            .values_mut()
-            .flat_map(|p| std::mem::take(&mut p.retransmit.crypto))
-            .collect();
         space.sent.clear();
         space.time_of_last_ack_eliciting = None;
         space.loss_time = None;
-        space.pending.crypto.extend(crypto);
+        space.crypto_send.resend_all();
         self.bytes_in_flight -= in_flight;
         self.pto_count = 0;
     }

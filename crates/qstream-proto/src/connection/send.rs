@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use rustls::quic::{HeaderProtectionKey, PacketKey};
 
-use super::space::{Retransmit, SentPacket, SpaceId};
+use super::space::{PacketSpace, Retransmit, SentPacket, SpaceId};
 use super::{ACK_DELAY_EXPONENT, CloseFrame, Connection, MIN_INITIAL_SIZE, State, Transmit};
 use crate::crypto::{TAG_LEN, protect};
 use crate::wire::{
@@ -231,10 +231,16 @@ impl Connection {
             ack_eliciting: false,
             in_flight: false,
             ecn_marked: self.ecn_sending,
+            largest_ack: None,
             retransmit: Retransmit::default(),
         };
 
-        if space.ack_pending() {
+        let eliciting_planned = !closing
+            && (space.probes > 0
+                || space.has_retransmittable_data()
+                || (id == SpaceId::Data && self.ping_pending));
+        if space.ack_pending() || (eliciting_planned && space.ack_unconfirmed()) {
+            record.largest_ack = space.received.max();
             let delay = space
                 .largest_received_time
                 .map_or(0, |t| now.saturating_duration_since(t).as_micros() as u64)
@@ -374,36 +380,19 @@ impl Connection {
         }
         let space = &mut self.spaces[id as usize];
         if !congestion_blocked || space.probes > 0 {
-            // CRYPTO data lost earlier first, then new data (RFC 9000 §13.3).
-            while let Some(range) = space.pending.crypto.pop() {
-                let room = crypto_room(buf.len(), max_end, range.start);
-                if room == 0 {
-                    space.pending.crypto.push(range);
-                    break;
+            write_crypto(space, buf, max_end, record);
+            if space.probes > 0 && !record.ack_eliciting {
+                // RFC 9002 §6.2.4: every probe may carry data still unacknowledged, so each of
+                // the two probes repeats it rather than one of them being a bare PING.
+                let outstanding: Vec<_> = space
+                    .sent
+                    .values()
+                    .flat_map(|p| p.retransmit.crypto.iter().cloned())
+                    .collect();
+                for range in outstanding {
+                    space.crypto_send.on_lost(range);
                 }
-                let data = space.crypto_send.range(&range, room);
-                let sent = range.start..range.start + data.len() as u64;
-                Frame::Crypto {
-                    offset: VarInt::from_u64(range.start).expect("crypto offsets are small"),
-                    data,
-                }
-                .encode(buf);
-                if sent.end < range.end {
-                    space.pending.crypto.push(sent.end..range.end);
-                }
-                record.retransmit.crypto.push(sent);
-                record.ack_eliciting = true;
-            }
-            let room = crypto_room(buf.len(), max_end, 1 << 14);
-            if let Some((offset, data)) = space.crypto_send.next_unsent(room) {
-                let sent = offset..offset + data.len() as u64;
-                Frame::Crypto {
-                    offset: VarInt::from_u64(offset).expect("crypto offsets are small"),
-                    data,
-                }
-                .encode(buf);
-                record.retransmit.crypto.push(sent);
-                record.ack_eliciting = true;
+                write_crypto(space, buf, max_end, record);
             }
             if id == SpaceId::Data {
                 while let Some(datagram) = self.datagrams_out.front() {
@@ -476,10 +465,27 @@ impl Connection {
     }
 }
 
-/// How many CRYPTO data bytes fit before `max_end` in a frame at `offset`.
-fn crypto_room(len: usize, max_end: usize, offset: u64) -> usize {
-    let header = 1 + VarInt::from_u64(offset).map_or(8, |v| v.size()) + 2;
-    max_end.saturating_sub(len).saturating_sub(header)
+/// CRYPTO data lost earlier first, then new data (RFC 9000 §13.3). A frame's header takes at
+/// most 11 bytes: type, an 8-byte offset, a 2-byte length.
+fn write_crypto(
+    space: &mut PacketSpace,
+    buf: &mut Vec<u8>,
+    max_end: usize,
+    record: &mut SentPacket,
+) {
+    while let Some((offset, data)) = space
+        .crypto_send
+        .next_chunk(max_end.saturating_sub(buf.len()).saturating_sub(11))
+    {
+        let sent = offset..offset + data.len() as u64;
+        Frame::Crypto {
+            offset: VarInt::from_u64(offset).expect("crypto offsets are small"),
+            data,
+        }
+        .encode(buf);
+        record.retransmit.crypto.push(sent);
+        record.ack_eliciting = true;
+    }
 }
 
 /// At most `max` bytes of `reason`, cut at a character boundary when it is UTF-8.

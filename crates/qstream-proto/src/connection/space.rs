@@ -72,6 +72,9 @@ pub(crate) struct SentPacket {
     pub(crate) in_flight: bool,
     /// Sent with ECT(0).
     pub(crate) ecn_marked: bool,
+    /// The largest packet number acknowledged by the ACK frame this packet carried: once this
+    /// packet is acknowledged, the peer knows we saw everything up to there.
+    pub(crate) largest_ack: Option<u64>,
     pub(crate) retransmit: Retransmit,
 }
 
@@ -105,6 +108,9 @@ pub(crate) struct PacketSpace {
     pub(crate) ecn_received: EcnCounts,
     /// The peer's ECN counts in the latest ACK, to see what increased (§13.4.2.1).
     pub(crate) peer_ecn: EcnCounts,
+    /// The largest packet number the peer knows we acknowledged: it acknowledged a packet of
+    /// ours carrying an ACK frame up to there (RFC 9000 §13.2.4).
+    pub(crate) peer_saw_acks_up_to: Option<u64>,
 
     pub(crate) crypto_send: CryptoSend,
     pub(crate) crypto_recv: CryptoRecv,
@@ -128,6 +134,7 @@ impl PacketSpace {
             ack_deadline: None,
             ecn_received: EcnCounts::default(),
             peer_ecn: EcnCounts::default(),
+            peer_saw_acks_up_to: None,
             crypto_send: CryptoSend::default(),
             crypto_recv: CryptoRecv::default(),
         }
@@ -162,6 +169,37 @@ impl PacketSpace {
         self.unacked_eliciting > 0
     }
 
+    /// Whether the peer may not know yet what we received: ACK frames that said so may have
+    /// been lost, so ack-eliciting packets repeat one (RFC 9000 §13.2.1 allows ACKs in any
+    /// packet; ACK-only packets are never retransmitted).
+    pub(crate) fn ack_unconfirmed(&self) -> bool {
+        match (self.received.max(), self.peer_saw_acks_up_to) {
+            (Some(largest), Some(seen)) => largest > seen,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// A packet of ours was acknowledged: its CRYPTO data is delivered, and the peer saw the
+    /// ACK frame it carried.
+    pub(crate) fn on_packet_acked(&mut self, packet: &SentPacket) {
+        for range in &packet.retransmit.crypto {
+            self.crypto_send.on_acked(range.clone());
+        }
+        if let Some(largest) = packet.largest_ack {
+            self.peer_saw_acks_up_to =
+                Some(self.peer_saw_acks_up_to.map_or(largest, |s| s.max(largest)));
+        }
+    }
+
+    /// Queues what a lost (or probed) packet carried to be sent again.
+    pub(crate) fn requeue(&mut self, mut retransmit: Retransmit) {
+        for range in retransmit.crypto.drain(..) {
+            self.crypto_send.on_lost(range);
+        }
+        self.pending.absorb(retransmit);
+    }
+
     /// Called when an ACK frame was written: nothing is owed any more.
     pub(crate) fn on_ack_sent(&mut self) {
         self.unacked_eliciting = 0;
@@ -181,12 +219,16 @@ impl PacketSpace {
 }
 
 /// Outgoing CRYPTO stream data of one encryption level. Handshake messages are small, so all of
-/// it is kept until the level's keys are discarded.
+/// it is kept until the level's keys are discarded. Bytes to send again and bytes acknowledged
+/// are kept as merged ranges, so each byte is queued at most once however many probes carried it.
 #[derive(Debug, Default)]
 pub(crate) struct CryptoSend {
     data: Vec<u8>,
     /// How much has been sent at least once.
     sent: u64,
+    /// Bytes to send again, never overlapping `acked`.
+    pending: RangeSet,
+    acked: RangeSet,
 }
 
 impl CryptoSend {
@@ -195,25 +237,52 @@ impl CryptoSend {
     }
 
     pub(crate) fn has_unsent(&self) -> bool {
-        self.sent < self.data.len() as u64
+        self.sent < self.data.len() as u64 || !self.pending.is_empty()
     }
 
-    /// The unsent bytes, up to `max`, with their offset; marks them sent.
-    pub(crate) fn next_unsent(&mut self, max: usize) -> Option<(u64, &[u8])> {
+    /// `range` was in a packet that was lost, or that a probe repeats.
+    pub(crate) fn on_lost(&mut self, range: Range<u64>) {
+        self.pending.insert_range(range.clone());
+        for acked in self.acked.iter().collect::<Vec<_>>() {
+            if acked.start < range.end && range.start < acked.end {
+                self.pending.remove_range(acked);
+            }
+        }
+    }
+
+    /// `range` was acknowledged.
+    pub(crate) fn on_acked(&mut self, range: Range<u64>) {
+        self.pending.remove_range(range.clone());
+        self.acked.insert_range(range);
+    }
+
+    /// Sends everything again: after a Retry, the first flight starts over (RFC 9000 §17.2.5.3).
+    pub(crate) fn resend_all(&mut self) {
+        if self.sent > 0 {
+            self.on_lost(0..self.sent);
+        }
+    }
+
+    /// The next bytes to send, at most `max`, with their offset: bytes to send again first,
+    /// then new ones.
+    pub(crate) fn next_chunk(&mut self, max: usize) -> Option<(u64, &[u8])> {
+        if max == 0 {
+            return None;
+        }
+        if let Some(range) = self.pending.pop_lowest() {
+            let end = range.end.min(range.start + max as u64);
+            if end < range.end {
+                self.pending.insert_range(end..range.end);
+            }
+            return Some((range.start, &self.data[range.start as usize..end as usize]));
+        }
         let start = self.sent as usize;
-        if start >= self.data.len() || max == 0 {
+        if start >= self.data.len() {
             return None;
         }
         let end = self.data.len().min(start + max);
         self.sent = end as u64;
         Some((start as u64, &self.data[start..end]))
-    }
-
-    /// Bytes in `range`, up to `max` of them.
-    pub(crate) fn range(&self, range: &Range<u64>, max: usize) -> &[u8] {
-        let start = (range.start as usize).min(self.data.len());
-        let end = (range.end as usize).min(self.data.len()).min(start + max);
-        &self.data[start..end]
     }
 }
 

@@ -29,13 +29,22 @@ impl RttEstimator {
     /// Takes a sample: `latest` is the time from sending the largest newly acknowledged packet to
     /// receiving its acknowledgment, `ack_delay` what the peer reported, already capped at its
     /// max_ack_delay once the handshake is confirmed (RFC 9002 §5.3).
+    ///
+    /// The first sample sets min_rtt as it is (RFC 9002 §5.2, RFC9002-004), but smoothed_rtt and
+    /// rttvar from the sample less the reported delay: §5.3 bases them on adjusted samples, and
+    /// during the handshake a peer whose earlier ACK was lost repeats it much later, reporting
+    /// that delay. Taken raw, such a first sample can inflate the PTO past the idle timeout.
     pub fn update(&mut self, latest: Duration, ack_delay: Duration) {
         self.latest = latest;
         if !self.has_sample {
             self.has_sample = true;
             self.min = latest;
-            self.smoothed = latest;
-            self.var = latest / 2;
+            let adjusted = latest
+                .checked_sub(ack_delay)
+                .unwrap_or(latest)
+                .max(super::GRANULARITY);
+            self.smoothed = adjusted;
+            self.var = adjusted / 2;
             return;
         }
         self.min = self.min.min(latest);
@@ -91,6 +100,16 @@ impl RttEstimator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_sample_discounts_a_reported_delay_but_not_min_rtt() {
+        let mut rtt = RttEstimator::new(Duration::from_millis(333));
+        rtt.update(Duration::from_millis(3020), Duration::from_millis(3000));
+        assert_eq!(rtt.min(), Duration::from_millis(3020));
+        assert_eq!(rtt.smoothed(), Duration::from_millis(20));
+        rtt.update(Duration::from_millis(21), Duration::ZERO);
+        assert_eq!(rtt.min(), Duration::from_millis(21));
+    }
 
     #[test]
     fn first_sample_then_smoothing() {
