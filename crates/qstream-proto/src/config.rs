@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::recovery::CongestionControl;
+use crate::streams::StreamConfig;
 use crate::wire::{TransportParameters, VarInt, Version};
 
 /// Transport settings shared by both sides of a connection.
@@ -38,6 +39,8 @@ pub struct TransportConfig {
     pub datagram_receive_buffer: usize,
     /// How many datagrams wait to be sent before the oldest is dropped.
     pub datagram_send_buffer: usize,
+    /// Streams: limits, windows, credit policy, and what releasing a stream sends.
+    pub streams: StreamConfig,
     /// Initiate a key update after this many packets sent with the same keys (RFC 9001 §6);
     /// `None` never initiates one (the peer's are still answered).
     pub key_update_interval: Option<u64>,
@@ -59,19 +62,26 @@ impl Default for TransportConfig {
             datagram_receive_buffer: 1024,
             datagram_send_buffer: 1024,
             key_update_interval: None,
+            streams: StreamConfig::default(),
         }
     }
 }
 
 impl TransportConfig {
     /// The transport parameters this configuration advertises; connection IDs are filled in by
-    /// the connection. Streams are not offered yet: their limits and windows stay at zero.
+    /// the connection.
     pub(crate) fn transport_parameters(&self) -> TransportParameters {
         TransportParameters {
             max_idle_timeout: self.max_idle_timeout.map_or(VarInt::ZERO, |t| {
                 VarInt::from_u64(t.as_millis() as u64).unwrap_or(VarInt::MAX)
             }),
             max_udp_payload_size: VarInt::from(self.max_udp_payload_size.max(1200)),
+            initial_max_data: varint(self.streams.connection_window),
+            initial_max_stream_data_bidi_local: varint(self.streams.stream_window),
+            initial_max_stream_data_bidi_remote: varint(self.streams.stream_window),
+            initial_max_stream_data_uni: varint(self.streams.stream_window),
+            initial_max_streams_bidi: varint(self.streams.max_concurrent_bidi),
+            initial_max_streams_uni: varint(self.streams.max_concurrent_uni),
             ack_delay_exponent: crate::connection::ACK_DELAY_EXPONENT,
             max_ack_delay: VarInt::from_u64(self.max_ack_delay.as_millis() as u64)
                 .unwrap_or(VarInt::MAX),
@@ -170,4 +180,8 @@ impl std::fmt::Debug for EndpointConfig {
             .field("stateless_reset", &self.stateless_reset)
             .finish_non_exhaustive()
     }
+}
+
+fn varint(value: u64) -> VarInt {
+    VarInt::from_u64(value).unwrap_or(VarInt::MAX)
 }

@@ -21,6 +21,7 @@ mod range_set;
 pub mod recovery;
 pub mod sim;
 pub mod stateless_reset;
+pub mod streams;
 mod token;
 pub mod wire;
 

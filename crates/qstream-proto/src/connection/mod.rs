@@ -25,7 +25,11 @@ use crate::config::TransportConfig;
 use crate::recovery::pacing::Pacer;
 use crate::recovery::{Controller, RttEstimator};
 use crate::stateless_reset::StatelessResetToken;
+use crate::streams::{
+    OpenError, OpenTicket, ReadOutcome, StreamError, StreamEvent, Streams, StreamsSnapshot,
+};
 use crate::wire::{ConnectionId, TransportParameters, VarInt, Version};
+use crate::wire::{Dir, StreamId};
 use crate::{Side, TransportErrorCode};
 use cids::CidState;
 use keys::OneRttKeys;
@@ -144,6 +148,8 @@ pub enum Event {
     Closed(ConnectionError),
     /// A DATAGRAM frame arrived (RFC 9221); read it with [`Connection::recv_datagram`].
     DatagramReceived,
+    /// Something happened on a stream.
+    Stream(StreamEvent),
 }
 
 /// The ECN codepoint of a datagram's IP header (RFC 3168).
@@ -261,6 +267,7 @@ pub struct Connection {
     local_cid: ConnectionId,
     /// Connection IDs issued by each side.
     cids: CidState,
+    streams: Streams,
     /// The Destination Connection ID of the client's first Initial: it derives Initial keys and
     /// is echoed in original_destination_connection_id.
     original_dcid: ConnectionId,
@@ -389,6 +396,7 @@ impl Connection {
                 None,
                 u64::from(ACTIVE_CID_LIMIT),
             ),
+            streams: Streams::new(init.side, init.config.streams.clone()),
             original_dcid: init.original_dcid,
             peer_initial_scid: (init.side == Side::Server).then_some(init.remote_cid),
             retry_scid: None,
@@ -533,7 +541,73 @@ impl Connection {
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.events
+            .pop_front()
+            .or_else(|| self.streams.poll_event().map(Event::Stream))
+    }
+
+    /// Opens a stream now, or fails at once with the peer's limit when there is no credit
+    /// (then the peer is told we are blocked). See [`Streams::open`].
+    pub fn open(&mut self, now: Instant, dir: Dir) -> Result<StreamId, OpenError> {
+        self.streams.open(now, dir)
+    }
+
+    /// Opens a stream now if credit allows, or queues the request, granted first-come
+    /// first-served with [`StreamEvent::OpenGranted`]. See [`Streams::request_open`].
+    pub fn request_open(&mut self, now: Instant, dir: Dir) -> Result<StreamId, OpenTicket> {
+        self.streams.request_open(now, dir)
+    }
+
+    /// Withdraws a queued open request without consuming a stream ID.
+    pub fn cancel_open(&mut self, ticket: OpenTicket) -> bool {
+        self.streams.cancel_open(ticket)
+    }
+
+    /// The next stream the peer opened. A peer's stream becomes visible when its first frame
+    /// arrives, not when the peer opens it locally (USER-PAIN item 5).
+    pub fn accept(&mut self, dir: Dir) -> Option<StreamId> {
+        self.streams.accept(dir)
+    }
+
+    /// Writes to a stream's send buffer; returns how much was taken.
+    pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
+        self.streams.write(id, data)
+    }
+
+    /// Finishes a stream's send half (quic-go Close).
+    pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
+        self.streams.finish(id)
+    }
+
+    /// Resets a stream's send half with `code` (quic-go CancelWrite).
+    pub fn reset_stream(&mut self, id: StreamId, code: VarInt) -> Result<(), StreamError> {
+        self.streams.reset(id, code)
+    }
+
+    /// Reads up to `max` bytes from a stream.
+    pub fn read(&mut self, id: StreamId, max: usize) -> Result<ReadOutcome, StreamError> {
+        self.streams.read(id, max)
+    }
+
+    /// Stops reading a stream with `code` (quic-go CancelRead).
+    pub fn stop(&mut self, id: StreamId, code: VarInt) -> Result<(), StreamError> {
+        self.streams.stop(id, code)
+    }
+
+    /// What dropping a stream handle does: resets an unfinished send half, stops an unread
+    /// receive half. See [`Streams::release`].
+    pub fn release(&mut self, id: StreamId) {
+        self.streams.release(id)
+    }
+
+    /// Sets a stream's scheduling priority (higher first).
+    pub fn set_priority(&mut self, id: StreamId, priority: i32) -> Result<(), StreamError> {
+        self.streams.set_priority(id, priority)
+    }
+
+    /// Every stream's state and the stream credit in both directions, now.
+    pub fn streams_snapshot(&self, now: Instant) -> StreamsSnapshot {
+        self.streams.snapshot(now)
     }
 
     /// Closes the connection on behalf of the application with `code` and `reason`, which the
@@ -921,6 +995,7 @@ impl Connection {
         }
         self.peer_max_ack_delay = Duration::from_millis(params.max_ack_delay.into_inner());
         self.peer_ack_delay_exponent = params.ack_delay_exponent;
+        self.streams.apply_peer_params(&params);
         self.peer_max_datagram = params
             .max_datagram_frame_size
             .map(VarInt::into_inner)

@@ -106,9 +106,17 @@ impl Connection {
             .filter(|p| p.ack_eliciting && p.in_flight)
             .map(|p| p.retransmit.clone())
             .collect();
-        for retransmit in unacked {
+        // Stream data: only the oldest outstanding packet's is sent again, one probe's worth,
+        // not a whole window of spurious retransmissions.
+        let oldest_streams = unacked
+            .first()
+            .map(|r| r.streams.clone())
+            .unwrap_or_default();
+        for mut retransmit in unacked {
+            retransmit.streams.clear();
             space.requeue(retransmit);
         }
+        self.streams.on_lost(&oldest_streams);
     }
 
     /// RFC 9002 Appendix A.7, OnAckReceived.
@@ -178,6 +186,9 @@ impl Connection {
         let space = &mut self.spaces[id as usize];
         for (_, packet) in &newly_acked {
             space.on_packet_acked(packet);
+        }
+        for (_, packet) in &newly_acked {
+            self.streams.on_acked(&packet.retransmit.streams);
         }
         for (_, packet) in &newly_acked {
             if packet.in_flight {
@@ -261,11 +272,15 @@ impl Connection {
             return;
         }
         let mut lost_packets = Vec::with_capacity(lost.len());
+        let mut lost_streams = Vec::new();
         for pn in &lost {
-            let packet = space.sent.remove(pn).expect("listed above");
-            space.requeue(packet.retransmit.clone());
+            let mut packet = space.sent.remove(pn).expect("listed above");
+            let mut retransmit = std::mem::take(&mut packet.retransmit);
+            lost_streams.append(&mut retransmit.streams);
+            space.requeue(retransmit);
             lost_packets.push((*pn, packet));
         }
+        self.streams.on_lost(&lost_streams);
         self.stats.packets_lost += lost_packets.len() as u64;
         let mut latest_sent = None;
         for (_, packet) in &lost_packets {

@@ -9,8 +9,8 @@ use super::space::SpaceId;
 use super::{Connection, ConnectionError, EcnCodepoint, Event, State, TransportError};
 use crate::crypto::{decrypt_payload, initial_keys, retry_tag_valid, unprotect_header};
 use crate::wire::{
-    Frame, FrameType, Frames, Packet, PacketType, ProtectedPacket, RetryPacket, StreamId,
-    VersionNegotiation, parse_packet, reserved_bits_valid,
+    Frame, FrameType, Frames, Packet, PacketType, ProtectedPacket, RetryPacket, VersionNegotiation,
+    parse_packet, reserved_bits_valid,
 };
 use crate::{Side, TransportErrorCode};
 
@@ -196,6 +196,7 @@ impl Connection {
             self.discard_space(SpaceId::Initial);
         }
         let ack_eliciting = self.process_frames(now, id, &located, payload)?;
+        let completed_stream = self.streams.take_completed_in_packet();
         let space = &mut self.spaces[id as usize];
         let largest_before = space.received.max();
         space.record_received(pn, now);
@@ -219,7 +220,12 @@ impl Connection {
             // RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged at once, as are
             // out-of-order packets (§13.2.1) and every second ack-eliciting packet (§13.2.2).
             let out_of_order = largest_before.is_some_and(|l| pn != l + 1);
+            // A packet that completes one of the peer's streams is acknowledged at once while
+            // we wait for stream credit: the peer releases the stream, and returns credit, only
+            // when our acknowledgment arrives (DESIGN invariant 1, USER-PAIN last paragraph).
+            let completes_stream_we_wait_on = completed_stream && self.streams.has_waiters();
             if id != SpaceId::Data
+                || completes_stream_we_wait_on
                 || out_of_order
                 || space.unacked_eliciting >= self.config.ack_eliciting_threshold
             {
@@ -247,7 +253,10 @@ impl Connection {
         let packet_type = packet.ty;
         let mut ack_eliciting = false;
         let mut any = false;
-        for frame in Frames::new(payload) {
+        // One copy of the payload, which received stream data then shares rather than copying
+        // again.
+        let payload = Bytes::copy_from_slice(payload);
+        for frame in Frames::new(&payload) {
             let frame = frame?;
             any = true;
             let ty = frame.ty();
@@ -331,14 +340,16 @@ impl Connection {
                         self.request_cids();
                     }
                 }
-                Frame::MaxData(_) | Frame::DataBlocked(_) => {}
-                Frame::MaxStreams { .. } | Frame::StreamsBlocked { .. } => {}
-                Frame::Stream(stream) => return Err(self.no_such_stream(ty, stream.id)),
-                Frame::ResetStream { id: stream, .. }
-                | Frame::StopSending { id: stream, .. }
-                | Frame::MaxStreamData { id: stream, .. }
-                | Frame::StreamDataBlocked { id: stream, .. } => {
-                    return Err(self.no_such_stream(ty, stream));
+                Frame::MaxData(_)
+                | Frame::DataBlocked(_)
+                | Frame::MaxStreams { .. }
+                | Frame::StreamsBlocked { .. }
+                | Frame::Stream(_)
+                | Frame::ResetStream { .. }
+                | Frame::StopSending { .. }
+                | Frame::MaxStreamData { .. }
+                | Frame::StreamDataBlocked { .. } => {
+                    self.streams.on_frame(now, &frame, &payload)?;
                 }
             }
         }
@@ -350,28 +361,6 @@ impl Connection {
             ));
         }
         Ok(ack_eliciting)
-    }
-
-    /// This endpoint allows the peer no streams and opens none, so any stream frame names a
-    /// stream that cannot exist: beyond the peer's limit of zero (RFC 9000 §4.6, RFC9000-029) or
-    /// one of ours never opened (§19.8 RFC9000-353, §19.5 RFC9000-346, §19.10 RFC9000-357).
-    fn no_such_stream(&self, ty: FrameType, stream: StreamId) -> TransportError {
-        let (code, reason) = if stream.initiator() == self.side {
-            (
-                TransportErrorCode::STREAM_STATE_ERROR,
-                "frame for a stream we never opened",
-            )
-        } else {
-            (
-                TransportErrorCode::STREAM_LIMIT_ERROR,
-                "stream beyond the advertised limit",
-            )
-        };
-        TransportError {
-            code,
-            frame_type: Some(ty.0),
-            reason: reason.into(),
-        }
     }
 
     /// RFC 9221 §3, RFC9221-004/005: a DATAGRAM we did not allow, or larger than we allowed,

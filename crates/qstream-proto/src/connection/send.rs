@@ -180,7 +180,8 @@ impl Connection {
             && (self.handshake_done_pending
                 || self.ping_pending
                 || self.path_response.is_some()
-                || !self.datagrams_out.is_empty());
+                || !self.datagrams_out.is_empty()
+                || self.streams.wants_to_send());
         space.probes > 0 || space.has_retransmittable_data() || data_space_work
     }
 
@@ -238,7 +239,7 @@ impl Connection {
         let eliciting_planned = !closing
             && (space.probes > 0
                 || space.has_retransmittable_data()
-                || (id == SpaceId::Data && self.ping_pending));
+                || (id == SpaceId::Data && (self.ping_pending || self.streams.wants_to_send())));
         if space.ack_pending() || (eliciting_planned && space.ack_unconfirmed()) {
             record.largest_ack = space.received.max();
             let delay = space
@@ -393,6 +394,13 @@ impl Connection {
                     space.crypto_send.on_lost(range);
                 }
                 write_crypto(space, buf, max_end, record);
+            }
+            if id == SpaceId::Data
+                && self
+                    .streams
+                    .write_frames(buf, max_end, &mut record.retransmit.streams)
+            {
+                record.ack_eliciting = true;
             }
             if id == SpaceId::Data {
                 while let Some(datagram) = self.datagrams_out.front() {

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::cids::IssuedCid;
 use crate::range_set::RangeSet;
+use crate::streams::StreamFrameRecord;
 use crate::wire::EcnCounts;
 use crate::{DecodeError, TransportErrorCode};
 
@@ -39,6 +40,9 @@ pub(crate) struct Retransmit {
     pub(crate) retire_cids: Vec<u64>,
     /// A NEW_TOKEN frame's token.
     pub(crate) new_token: Option<bytes::Bytes>,
+    /// Stream frames, handed to the stream map when acknowledged or lost rather than queued
+    /// here.
+    pub(crate) streams: Vec<StreamFrameRecord>,
 }
 
 impl Retransmit {

@@ -1,0 +1,411 @@
+//! The receiving half of a stream (RFC 9000 §3.2), with reassembly and flow control.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::TransportErrorCode;
+use crate::connection::TransportError;
+use crate::wire::{FrameType, VarInt};
+
+/// Receiving-half states (RFC 9000 §3.2, Figure 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvState {
+    /// Receiving; the final size is not known yet.
+    Recv,
+    /// The FIN arrived: the final size is known, some data is missing.
+    SizeKnown,
+    /// All data arrived; the application has not read all of it.
+    DataRecvd,
+    /// The application read everything. Terminal.
+    DataRead,
+    /// The peer reset the stream; the application has not been told.
+    ResetRecvd,
+    /// The application learned of the reset. Terminal.
+    ResetRead,
+}
+
+impl RecvState {
+    /// Whether no further transition can happen (RFC 9000 §3.2).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::DataRead | Self::ResetRead)
+    }
+}
+
+/// What reading a stream gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Bytes, in order.
+    Data(Bytes),
+    /// The stream ended normally; everything was read.
+    Finished,
+    /// The peer reset the stream with this code (RFC 9000 §3.2, RESET_STREAM).
+    Reset(VarInt),
+    /// Nothing to read now; more may come.
+    Blocked,
+}
+
+/// The receiving half.
+#[derive(Debug)]
+pub(crate) struct RecvHalf {
+    pub(crate) state: RecvState,
+    /// Out-of-order and unread data by offset; never overlapping, all at or above `read`.
+    chunks: BTreeMap<u64, Bytes>,
+    /// Offset of the next byte the application reads.
+    read: u64,
+    /// The highest offset received, which counts against flow control.
+    pub(crate) highest: u64,
+    pub(crate) final_size: Option<u64>,
+    /// The limit we advertised (MAX_STREAM_DATA).
+    pub(crate) max_data: u64,
+    /// The window the limit is kept ahead of what is read.
+    window: u64,
+    /// A MAX_STREAM_DATA with the current limit must be sent.
+    pub(crate) max_data_pending: bool,
+    /// The application stopped reading with this code (STOP_SENDING).
+    pub(crate) stop_code: Option<VarInt>,
+    /// STOP_SENDING must be (re)sent.
+    pub(crate) stop_pending: bool,
+    /// The peer's RESET_STREAM code.
+    pub(crate) reset_code: Option<VarInt>,
+    /// Bytes received in total (duplicates excluded), for the snapshot.
+    pub(crate) received_bytes: u64,
+}
+
+fn error(code: TransportErrorCode, ty: FrameType, reason: &str) -> TransportError {
+    TransportError {
+        code,
+        frame_type: Some(ty.0),
+        reason: reason.into(),
+    }
+}
+
+impl RecvHalf {
+    pub(crate) fn new(window: u64) -> Self {
+        Self {
+            state: RecvState::Recv,
+            chunks: BTreeMap::new(),
+            read: 0,
+            highest: 0,
+            final_size: None,
+            max_data: window,
+            window,
+            max_data_pending: false,
+            stop_code: None,
+            stop_pending: false,
+            reset_code: None,
+            received_bytes: 0,
+        }
+    }
+
+    /// Bytes the application read.
+    pub(crate) fn read_bytes(&self) -> u64 {
+        self.read
+    }
+
+    /// Bytes buffered, waiting for the application.
+    pub(crate) fn buffered(&self) -> usize {
+        self.chunks.values().map(Bytes::len).sum()
+    }
+
+    /// Whether the half counts as closed for stream credit (DESIGN invariant 1): everything read,
+    /// the reset seen, or stopped with the final size known.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.state.is_terminal() || (self.stop_code.is_some() && self.final_size.is_some())
+    }
+
+    /// A STREAM frame. Returns how much `highest` grew, which connection-level flow control
+    /// counts. Checks the final size (RFC 9000 §4.5) and the stream limit (§4.1).
+    pub(crate) fn on_data(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        fin: bool,
+        payload: &Bytes,
+    ) -> Result<u64, TransportError> {
+        let ty = FrameType::STREAM;
+        let end = offset + data.len() as u64;
+        if let Some(final_size) = self.final_size {
+            // RFC 9000 §4.5: no data beyond the final size, and the final size never changes.
+            if end > final_size || (fin && end != final_size) {
+                return Err(error(
+                    TransportErrorCode::FINAL_SIZE_ERROR,
+                    ty,
+                    "final size changed",
+                ));
+            }
+        }
+        if fin && end < self.highest {
+            return Err(error(
+                TransportErrorCode::FINAL_SIZE_ERROR,
+                ty,
+                "final size below data already received",
+            ));
+        }
+        // RFC 9000 §4.1, RFC9000-360.
+        if end > self.max_data {
+            return Err(error(
+                TransportErrorCode::FLOW_CONTROL_ERROR,
+                ty,
+                "stream data beyond MAX_STREAM_DATA",
+            ));
+        }
+        let grew = end.saturating_sub(self.highest);
+        self.highest = self.highest.max(end);
+        if fin {
+            self.final_size = Some(end);
+            if self.state == RecvState::Recv {
+                self.state = RecvState::SizeKnown;
+            }
+        }
+        if matches!(self.state, RecvState::ResetRecvd | RecvState::ResetRead)
+            || self.stop_code.is_some()
+        {
+            // Discarded; flow control still counted it.
+            return Ok(grew);
+        }
+        self.insert(offset, data, payload);
+        if self.state == RecvState::SizeKnown && self.all_received() {
+            self.state = RecvState::DataRecvd;
+        }
+        if self.state == RecvState::DataRecvd && self.read == self.final_size.unwrap_or(u64::MAX) {
+            self.state = RecvState::DataRead;
+        }
+        Ok(grew)
+    }
+
+    /// Keeps the part of `data` at `offset` not already held, sharing `payload`'s storage.
+    fn insert(&mut self, offset: u64, data: &[u8], payload: &Bytes) {
+        let mut start = offset.max(self.read);
+        let end = offset + data.len() as u64;
+        while start < end {
+            // Skip what an earlier chunk covers.
+            if let Some((&chunk_start, chunk)) = self.chunks.range(..=start).next_back() {
+                let chunk_end = chunk_start + chunk.len() as u64;
+                if chunk_end > start {
+                    start = chunk_end;
+                    continue;
+                }
+            }
+            let next = self
+                .chunks
+                .range(start..end)
+                .next()
+                .map_or(end, |(&s, _)| s);
+            let piece = &data[(start - offset) as usize..(next - offset) as usize];
+            if !piece.is_empty() {
+                self.received_bytes += piece.len() as u64;
+                self.chunks.insert(start, payload.slice_ref(piece));
+            }
+            start = next;
+        }
+    }
+
+    fn all_received(&self) -> bool {
+        let Some(final_size) = self.final_size else {
+            return false;
+        };
+        let mut expected = self.read;
+        for (&start, chunk) in &self.chunks {
+            if start != expected {
+                return false;
+            }
+            expected += chunk.len() as u64;
+        }
+        expected == final_size
+    }
+
+    /// Reads up to `max` bytes in order. Returns the outcome and how many bytes were consumed
+    /// (for connection-level flow control).
+    pub(crate) fn read(&mut self, max: usize) -> (ReadOutcome, u64) {
+        match self.state {
+            RecvState::ResetRecvd => {
+                self.state = RecvState::ResetRead;
+                return (ReadOutcome::Reset(self.reset_code.unwrap_or_default()), 0);
+            }
+            RecvState::ResetRead => {
+                return (ReadOutcome::Reset(self.reset_code.unwrap_or_default()), 0);
+            }
+            RecvState::DataRead => return (ReadOutcome::Finished, 0),
+            _ => {}
+        }
+        let Some(mut entry) = self.chunks.first_entry() else {
+            return (ReadOutcome::Blocked, 0);
+        };
+        if *entry.key() != self.read {
+            return (ReadOutcome::Blocked, 0);
+        }
+        let chunk = entry.get_mut();
+        let take = chunk.len().min(max.max(1));
+        let data = chunk.split_to(take);
+        if chunk.is_empty() {
+            entry.remove();
+        } else {
+            let rest = self.chunks.remove(&self.read).expect("present");
+            self.chunks.insert(self.read + take as u64, rest);
+        }
+        self.read += take as u64;
+        if self.state == RecvState::DataRecvd && Some(self.read) == self.final_size {
+            self.state = RecvState::DataRead;
+        }
+        // Keep the advertised limit a window ahead of what was read; announce it once half the
+        // window is used, so the peer never waits for credit while we read.
+        if self.final_size.is_none() && self.read + self.window - self.max_data >= self.window / 2 {
+            self.max_data = self.read + self.window;
+            self.max_data_pending = true;
+        }
+        (ReadOutcome::Data(data), take as u64)
+    }
+
+    /// Whether the application can read something now (data, the end, or a reset).
+    pub(crate) fn is_readable(&self) -> bool {
+        match self.state {
+            RecvState::ResetRecvd | RecvState::DataRecvd => true,
+            RecvState::DataRead | RecvState::ResetRead => false,
+            _ => self
+                .chunks
+                .first_key_value()
+                .is_some_and(|(&s, _)| s == self.read),
+        }
+    }
+
+    /// RESET_STREAM from the peer. Returns how much `highest` grew (counted against connection
+    /// flow control) and how many received-but-unread bytes were discarded (credit to return).
+    pub(crate) fn on_reset(
+        &mut self,
+        code: VarInt,
+        final_size: u64,
+    ) -> Result<(u64, u64), TransportError> {
+        let ty = FrameType::RESET_STREAM;
+        // RFC 9000 §4.5: the final size may not change, nor be below what was received.
+        if self.final_size.is_some_and(|f| f != final_size) || final_size < self.highest {
+            return Err(error(
+                TransportErrorCode::FINAL_SIZE_ERROR,
+                ty,
+                "final size changed",
+            ));
+        }
+        if final_size > self.max_data {
+            return Err(error(
+                TransportErrorCode::FLOW_CONTROL_ERROR,
+                ty,
+                "final size beyond MAX_STREAM_DATA",
+            ));
+        }
+        let grew = final_size - self.highest;
+        self.highest = final_size;
+        self.final_size = Some(final_size);
+        if matches!(
+            self.state,
+            RecvState::DataRead | RecvState::ResetRead | RecvState::ResetRecvd
+        ) {
+            return Ok((grew, 0));
+        }
+        let unread = final_size - self.read;
+        self.chunks.clear();
+        self.read = final_size;
+        self.reset_code = Some(code);
+        self.state = if self.stop_code.is_some() {
+            // The application already stopped: nobody will read the reset.
+            RecvState::ResetRead
+        } else {
+            RecvState::ResetRecvd
+        };
+        Ok((grew, unread))
+    }
+
+    /// The application stops reading (STOP_SENDING). Returns the buffered bytes discarded, whose
+    /// connection credit goes back to the peer (USER-PAIN item 7).
+    pub(crate) fn stop(&mut self, code: VarInt) -> u64 {
+        if self.stop_code.is_some() || self.state.is_terminal() {
+            return 0;
+        }
+        self.stop_code = Some(code);
+        // No STOP_SENDING once everything arrived (RFC 9000 §3.5): the peer has nothing to stop.
+        self.stop_pending = !matches!(self.state, RecvState::DataRecvd | RecvState::ResetRecvd);
+        let discarded = self.highest - self.read;
+        self.chunks.clear();
+        self.read = self.highest;
+        if self.state == RecvState::ResetRecvd {
+            self.state = RecvState::ResetRead;
+        }
+        if self.state == RecvState::DataRecvd {
+            self.state = RecvState::DataRead;
+        }
+        discarded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(
+        offset: u64,
+        bytes: &'static [u8],
+        fin: bool,
+        half: &mut RecvHalf,
+    ) -> Result<u64, TransportError> {
+        half.on_data(offset, bytes, fin, &Bytes::from_static(bytes))
+    }
+
+    #[test]
+    fn reassembles_out_of_order_overlapping_and_duplicated_data() {
+        let mut half = RecvHalf::new(100);
+        assert_eq!(data(6, b"world", true, &mut half), Ok(11));
+        assert_eq!(half.state, RecvState::SizeKnown);
+        assert_eq!(half.read(100).0, ReadOutcome::Blocked);
+        assert_eq!(data(0, b"hello w", false, &mut half), Ok(0));
+        assert_eq!(data(3, b"lo wo", false, &mut half), Ok(0));
+        assert_eq!(half.state, RecvState::DataRecvd);
+        let mut out = Vec::new();
+        while let (ReadOutcome::Data(bytes), _) = half.read(3) {
+            out.extend_from_slice(&bytes);
+        }
+        assert_eq!(out, b"hello world");
+        assert_eq!(half.state, RecvState::DataRead);
+        assert_eq!(half.read(3).0, ReadOutcome::Finished);
+    }
+
+    #[test]
+    fn final_size_and_flow_control_violations() {
+        let mut half = RecvHalf::new(10);
+        assert_eq!(data(0, b"abc", true, &mut half), Ok(3));
+        assert_eq!(
+            data(0, b"abcd", false, &mut half).unwrap_err().code,
+            TransportErrorCode::FINAL_SIZE_ERROR
+        );
+        assert_eq!(
+            data(0, b"ab", true, &mut half).unwrap_err().code,
+            TransportErrorCode::FINAL_SIZE_ERROR
+        );
+        assert_eq!(
+            half.on_reset(VarInt::ZERO, 4).unwrap_err().code,
+            TransportErrorCode::FINAL_SIZE_ERROR
+        );
+        let mut half = RecvHalf::new(10);
+        assert_eq!(
+            data(8, b"abc", false, &mut half).unwrap_err().code,
+            TransportErrorCode::FLOW_CONTROL_ERROR
+        );
+        assert_eq!(
+            half.on_reset(VarInt::ZERO, 11).unwrap_err().code,
+            TransportErrorCode::FLOW_CONTROL_ERROR
+        );
+    }
+
+    #[test]
+    fn reset_and_stop_return_credit() {
+        let mut half = RecvHalf::new(100);
+        data(0, b"0123456789", false, &mut half).unwrap();
+        assert_eq!(half.on_reset(VarInt::from_u32(7), 30), Ok((20, 30)));
+        assert_eq!(half.read(10).0, ReadOutcome::Reset(VarInt::from_u32(7)));
+        assert_eq!(half.state, RecvState::ResetRead);
+        let mut half = RecvHalf::new(100);
+        data(0, b"0123456789", false, &mut half).unwrap();
+        assert_eq!(half.stop(VarInt::from_u32(1)), 10);
+        assert!(half.stop_pending && !half.is_finished());
+        assert_eq!(half.on_reset(VarInt::from_u32(1), 15), Ok((5, 5)));
+        assert!(half.is_finished());
+    }
+}
