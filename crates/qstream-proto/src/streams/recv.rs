@@ -168,9 +168,6 @@ impl RecvHalf {
         if self.state == RecvState::SizeKnown && self.all_received() {
             self.state = RecvState::DataRecvd;
         }
-        if self.state == RecvState::DataRecvd && self.read == self.final_size.unwrap_or(u64::MAX) {
-            self.state = RecvState::DataRead;
-        }
         Ok(grew)
     }
 
@@ -230,6 +227,12 @@ impl RecvHalf {
             _ => {}
         }
         let Some(mut entry) = self.chunks.first_entry() else {
+            // Data Read is entered when the application learns of the end, not when it takes
+            // the last byte (RFC 9000 §3.2): only then may the stream be released.
+            if self.state == RecvState::DataRecvd {
+                self.state = RecvState::DataRead;
+                return (ReadOutcome::Finished, 0);
+            }
             return (ReadOutcome::Blocked, 0);
         };
         if *entry.key() != self.read {
@@ -245,9 +248,6 @@ impl RecvHalf {
             self.chunks.insert(self.read + take as u64, rest);
         }
         self.read += take as u64;
-        if self.state == RecvState::DataRecvd && Some(self.read) == self.final_size {
-            self.state = RecvState::DataRead;
-        }
         // Keep the advertised limit a window ahead of what was read; announce it once half the
         // window is used, so the peer never waits for credit while we read.
         if self.final_size.is_none() && self.read + self.window - self.max_data >= self.window / 2 {
@@ -363,6 +363,7 @@ mod tests {
             out.extend_from_slice(&bytes);
         }
         assert_eq!(out, b"hello world");
+        // The loop's last read returned Finished, which is what completes the half.
         assert_eq!(half.state, RecvState::DataRead);
         assert_eq!(half.read(3).0, ReadOutcome::Finished);
     }

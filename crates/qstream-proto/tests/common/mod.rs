@@ -262,3 +262,27 @@ pub fn seeds(count: u64) -> Vec<u64> {
         Err(_) => (1..=count).collect(),
     }
 }
+
+/// Reads what `id` has now into `out`; returns the end state when the stream ended.
+pub fn drain(
+    conn: &mut qstream_proto::Connection,
+    id: qstream_proto::wire::StreamId,
+    out: &mut Vec<u8>,
+) -> Option<qstream_proto::streams::ReadOutcome> {
+    use qstream_proto::streams::ReadOutcome;
+    loop {
+        match conn.read(id, 64 * 1024) {
+            Ok(ReadOutcome::Data(bytes)) => out.extend_from_slice(&bytes),
+            Ok(ReadOutcome::Blocked) => return None,
+            Ok(end) => return Some(end),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Deterministic test data: byte `i` of stream `seed` is a function of both.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64).wrapping_mul(31).wrapping_add(seed.wrapping_mul(7)) as u8)
+        .collect()
+}
