@@ -70,7 +70,9 @@ fn seed_half_open_server_blocks_the_client_and_says_why() {
     for i in 0..LIMIT {
         let now = pair.sim.now();
         let client = pair.client_conn().unwrap();
-        let id = client.open(now, Dir::Bi).unwrap_or_else(|e| panic!("open {i}: {e}"));
+        let id = client
+            .open(now, Dir::Bi)
+            .unwrap_or_else(|e| panic!("open {i}: {e}"));
         client.write(id, &request(i)).unwrap();
         client.finish(id).unwrap();
         opened.push(id);
@@ -84,14 +86,20 @@ fn seed_half_open_server_blocks_the_client_and_says_why() {
     let error = client.open(now, Dir::Bi).unwrap_err();
     assert_eq!(
         error,
-        qstream_proto::streams::OpenError::NoCredit { limit: LIMIT, waiting: 0 }
+        qstream_proto::streams::OpenError::NoCredit {
+            limit: LIMIT,
+            waiting: 0
+        }
     );
     let ticket = client.request_open(now, Dir::Bi).unwrap_err();
     // The client read every response to the end and released its streams; still it stays
     // blocked, and the server hears it is blocked (STREAMS_BLOCKED, RFC 9000 §4.6).
     for id in &opened {
         let mut body = Vec::new();
-        assert_eq!(drain(pair.client_conn().unwrap(), *id, &mut body), Some(ReadOutcome::Finished));
+        assert_eq!(
+            drain(pair.client_conn().unwrap(), *id, &mut body),
+            Some(ReadOutcome::Finished)
+        );
         assert_eq!(body, response(id.index()));
         pair.client_conn().unwrap().release(*id);
     }
@@ -117,15 +125,26 @@ fn seed_half_open_server_blocks_the_client_and_says_why() {
         .expect("a PeerBlocked report");
     assert_eq!(report.dir, Dir::Bi);
     assert_eq!(report.limit, LIMIT);
-    assert_eq!(report.held.iter().map(|(id, _)| *id).collect::<Vec<_>>(), opened);
-    assert!(report.held.iter().all(|(_, why)| *why == HeldReason::ReceiveNotReadOrStopped));
+    assert_eq!(
+        report.held.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        opened
+    );
+    assert!(
+        report
+            .held
+            .iter()
+            .all(|(_, why)| *why == HeldReason::ReceiveNotReadOrStopped)
+    );
     assert_eq!(
         HeldReason::ReceiveNotReadOrStopped.to_string(),
         "receive half not read to the end and not stopped"
     );
     let client_snapshot = pair.client_conn().unwrap().streams_snapshot(now);
     let credit = client_snapshot.credit(qstream_proto::Side::Client, Dir::Bi);
-    assert_eq!((credit.limit, credit.available, credit.waiting), (LIMIT, 0, 1));
+    assert_eq!(
+        (credit.limit, credit.available, credit.waiting),
+        (LIMIT, 0, 1)
+    );
 }
 
 /// Runs `count` request/response exchanges, the client opening a new stream whenever credit
@@ -147,7 +166,11 @@ fn pipelined_exchanges(habit: ServerHabit, count: u64) -> (u64, Duration) {
         let mut granted = None;
         for event in p.client_events.drain(..) {
             if let Event::Stream(StreamEvent::OpenGranted { ticket, id }) = event {
-                assert_eq!(waiting.map(|(t, _)| t), Some(ticket), "grants come in order");
+                assert_eq!(
+                    waiting.map(|(t, _)| t),
+                    Some(ticket),
+                    "grants come in order"
+                );
                 granted = Some(id);
             }
         }
@@ -197,7 +220,11 @@ fn pipelined_exchanges(habit: ServerHabit, count: u64) -> (u64, Duration) {
         snapshot.counters.max_streams_sent
     );
     // Every server stream was released and its credit returned.
-    assert!(snapshot.streams.len() <= LIMIT as usize, "{} streams held", snapshot.streams.len());
+    assert!(
+        snapshot.streams.len() <= LIMIT as usize,
+        "{} streams held",
+        snapshot.streams.len()
+    );
     (waits, longest_wait)
 }
 

@@ -57,3 +57,251 @@ fn streams_request_and_response_on_a_bidirectional_stream() {
     assert_eq!(got_request, request);
     assert_eq!(got_response, response);
 }
+
+/// Runs until `id`'s stream on the server is accepted and returns it.
+fn accept_on_server(pair: &mut Pair, dir: Dir) -> qstream_proto::wire::StreamId {
+    let mut accepted = None;
+    assert!(pair.run_until(Duration::from_secs(5), |p| {
+        accepted = p.server_conn().unwrap().accept(dir);
+        accepted.is_some()
+    }));
+    accepted.unwrap()
+}
+
+#[test]
+fn streams_state_transitions_through_the_snapshot() {
+    let mut pair = connected();
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    let id = client.open(now, Dir::Bi).unwrap();
+    let send_state = |pair: &mut Pair| {
+        let now = pair.sim.now();
+        let snapshot = pair.client_conn().unwrap().streams_snapshot(now);
+        snapshot
+            .streams
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.send.as_ref().unwrap().state)
+    };
+    assert_eq!(send_state(&mut pair), Some(SendState::Send));
+    pair.client_conn().unwrap().write(id, b"hello").unwrap();
+    pair.client_conn().unwrap().finish(id).unwrap();
+    // Sent (the FIN with it), not yet acknowledged: Data Sent.
+    pair.sim.step();
+    assert_eq!(send_state(&mut pair), Some(SendState::DataSent));
+    let sid = accept_on_server(&mut pair, Dir::Bi);
+    let recv_state = |pair: &mut Pair| {
+        let now = pair.sim.now();
+        let snapshot = pair.server_conn().unwrap().streams_snapshot(now);
+        snapshot
+            .streams
+            .iter()
+            .find(|s| s.id == sid)
+            .map(|s| s.recv.as_ref().unwrap().state)
+    };
+    assert_eq!(recv_state(&mut pair), Some(RecvState::DataRecvd));
+    pair.run_until(Duration::from_millis(100), |_| false);
+    assert_eq!(send_state(&mut pair), Some(SendState::DataRecvd));
+    let mut body = Vec::new();
+    assert_eq!(
+        drain(pair.server_conn().unwrap(), sid, &mut body),
+        Some(ReadOutcome::Finished)
+    );
+    assert_eq!(body, b"hello");
+    // The receive half is Data Read; the server's send half is still open: not released.
+    assert_eq!(recv_state(&mut pair), Some(RecvState::DataRead));
+    pair.server_conn().unwrap().finish(sid).unwrap();
+    pair.run_until(Duration::from_millis(100), |_| false);
+    let mut empty = Vec::new();
+    assert_eq!(
+        drain(pair.client_conn().unwrap(), id, &mut empty),
+        Some(ReadOutcome::Finished)
+    );
+    pair.run_until(Duration::from_millis(100), |_| false);
+    let now = pair.sim.now();
+    assert!(
+        pair.server_conn()
+            .unwrap()
+            .streams_snapshot(now)
+            .streams
+            .is_empty()
+    );
+    assert!(
+        pair.client_conn()
+            .unwrap()
+            .streams_snapshot(now)
+            .streams
+            .is_empty()
+    );
+    assert!(
+        pair.server_events
+            .contains(&Event::Stream(StreamEvent::Released(sid)))
+    );
+}
+
+#[test]
+fn streams_unidirectional_carry_data_one_way() {
+    let mut pair = connected();
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    let id = client.open(now, Dir::Uni).unwrap();
+    assert_eq!(
+        client.read(id, 10),
+        Err(qstream_proto::streams::StreamError::WrongDirection)
+    );
+    client.write(id, b"one way").unwrap();
+    client.finish(id).unwrap();
+    let sid = accept_on_server(&mut pair, Dir::Uni);
+    assert_eq!(sid, id);
+    let server = pair.server_conn().unwrap();
+    assert_eq!(
+        server.write(sid, b"x"),
+        Err(qstream_proto::streams::StreamError::WrongDirection)
+    );
+    let mut body = Vec::new();
+    pair.run_until(Duration::from_secs(1), |p| {
+        drain(p.server_conn().unwrap(), sid, &mut body) == Some(ReadOutcome::Finished)
+    });
+    assert_eq!(body, b"one way");
+}
+
+#[test]
+fn streams_reset_after_fin_reaches_the_peer() {
+    let mut pair = connected();
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    let id = client.open(now, Dir::Bi).unwrap();
+    client.write(id, &[1; 5000]).unwrap();
+    client.finish(id).unwrap();
+    // Data Sent to Reset Sent (RFC 9000 §3.1): allowed until everything is acknowledged.
+    pair.sim.step();
+    pair.client_conn()
+        .unwrap()
+        .reset_stream(id, VarInt::from_u32(77))
+        .unwrap();
+    let sid = accept_on_server(&mut pair, Dir::Bi);
+    let mut body = Vec::new();
+    let mut end = None;
+    pair.run_until(Duration::from_secs(1), |p| {
+        end = drain(p.server_conn().unwrap(), sid, &mut body);
+        end.is_some()
+    });
+    // Either all data and the end arrived before the reset, or the reset won: never a short
+    // stream that looks complete.
+    match end {
+        Some(ReadOutcome::Finished) => assert_eq!(body.len(), 5000),
+        Some(ReadOutcome::Reset(code)) => assert_eq!(code, VarInt::from_u32(77)),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn streams_lost_fin_then_reset_has_the_same_final_size() {
+    let mut pair = connected();
+    let now = pair.sim.now();
+    // Everything the client sends is lost for a while, so the FIN never arrives; then it
+    // resets. The RESET_STREAM's final size must equal what was sent (RFC 9000 §4.5).
+    pair.sim
+        .set_filter(Some(Box::new(|from, _, _| from != client_addr())));
+    let client = pair.client_conn().unwrap();
+    let id = client.open(now, Dir::Bi).unwrap();
+    client.write(id, &[2; 3000]).unwrap();
+    client.finish(id).unwrap();
+    pair.run_until(Duration::from_millis(5), |_| false);
+    pair.client_conn()
+        .unwrap()
+        .reset_stream(id, VarInt::from_u32(5))
+        .unwrap();
+    pair.sim.set_filter(None);
+    let sid = accept_on_server(&mut pair, Dir::Bi);
+    let mut body = Vec::new();
+    let mut end = None;
+    pair.run_until(Duration::from_secs(5), |p| {
+        end = drain(p.server_conn().unwrap(), sid, &mut body);
+        end.is_some()
+    });
+    assert_eq!(end, Some(ReadOutcome::Reset(VarInt::from_u32(5))));
+    assert!(
+        pair.server_conn().unwrap().close_reason().is_none(),
+        "no FINAL_SIZE_ERROR"
+    );
+}
+
+#[test]
+fn streams_stop_before_any_data_and_writing_to_a_stopped_stream() {
+    let mut pair = connected();
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    let id = client.open(now, Dir::Bi).unwrap();
+    client.write(id, b"first").unwrap();
+    let sid = accept_on_server(&mut pair, Dir::Bi);
+    // The server stops before reading anything.
+    pair.server_conn()
+        .unwrap()
+        .stop(sid, VarInt::from_u32(9))
+        .unwrap();
+    assert!(pair.run_until(Duration::from_secs(1), |p| {
+        p.client_events
+            .contains(&Event::Stream(StreamEvent::Stopped {
+                id,
+                code: VarInt::from_u32(9),
+            }))
+    }));
+    // Writing to a stream the peer stopped fails with the peer's code; the send half was reset
+    // with it (RFC 9000 §3.5).
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    assert_eq!(
+        client.write(id, b"more"),
+        Err(qstream_proto::streams::StreamError::Stopped(
+            VarInt::from_u32(9)
+        ))
+    );
+    let snapshot = client.streams_snapshot(now);
+    let send = snapshot
+        .streams
+        .iter()
+        .find(|s| s.id == id)
+        .and_then(|s| s.send.clone());
+    assert!(send.is_none_or(|s| matches!(s.state, SendState::ResetSent | SendState::ResetRecvd)));
+}
+
+#[test]
+fn streams_overlapping_duplicated_and_reordered_frames_reassemble() {
+    for seed in seeds(5) {
+        let mut pair = Pair::new(PairOptions {
+            seed,
+            link: qstream_proto::sim::LinkConfig {
+                duplicate: 0.2,
+                reorder: 0.3,
+                loss: 0.05,
+                ..Default::default()
+            },
+            ..PairOptions::default()
+        });
+        assert!(pair.drive_handshake(Duration::from_secs(10)));
+        let now = pair.sim.now();
+        let data = pattern(seed, 300_000);
+        let client = pair.client_conn().unwrap();
+        let id = client.open(now, Dir::Uni).unwrap();
+        let mut offset = 0;
+        let mut finished = false;
+        let mut sid = None;
+        let mut body = Vec::new();
+        let done = pair.run_until(Duration::from_secs(30), |p| {
+            let client = p.client_conn().unwrap();
+            if offset < data.len() {
+                offset += client.write(id, &data[offset..]).unwrap();
+            }
+            if offset == data.len() && !finished {
+                client.finish(id).unwrap();
+                finished = true;
+            }
+            let server = p.server_conn().unwrap();
+            sid = sid.or_else(|| server.accept(Dir::Uni));
+            sid.is_some_and(|s| drain(server, s, &mut body) == Some(ReadOutcome::Finished))
+        });
+        assert!(done, "seed {seed}: {} of {}", body.len(), data.len());
+        assert!(body == data, "seed {seed}: corrupted");
+    }
+}

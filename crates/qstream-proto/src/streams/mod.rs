@@ -1382,3 +1382,148 @@ impl StreamsSnapshot {
             .expect("all four kinds are listed")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::TransportParameters;
+
+    fn server() -> (Streams, Instant) {
+        let config = StreamConfig {
+            max_concurrent_bidi: 2,
+            stream_window: 1000,
+            connection_window: 1500,
+            ..StreamConfig::default()
+        };
+        let mut streams = Streams::new(Side::Server, config);
+        let params = TransportParameters {
+            initial_max_data: VarInt::from_u32(10_000),
+            initial_max_streams_bidi: VarInt::from_u32(5),
+            initial_max_streams_uni: VarInt::from_u32(5),
+            initial_max_stream_data_bidi_local: VarInt::from_u32(10_000),
+            initial_max_stream_data_bidi_remote: VarInt::from_u32(10_000),
+            ..TransportParameters::default()
+        };
+        streams.apply_peer_params(&params);
+        (streams, Instant::now())
+    }
+
+    fn client_bidi(index: u64) -> StreamId {
+        StreamId::new(Side::Client, Dir::Bi, index).unwrap()
+    }
+
+    fn data(
+        streams: &mut Streams,
+        now: Instant,
+        id: StreamId,
+        offset: u64,
+        len: usize,
+        fin: bool,
+    ) -> Result<(), TransportError> {
+        let payload = Bytes::from(vec![7u8; len]);
+        let frame = Frame::Stream(StreamFrame {
+            id,
+            offset: varint(offset),
+            fin,
+            data: &payload,
+        });
+        streams.on_frame(now, &frame, &payload)
+    }
+
+    #[test]
+    fn credit_peer_opening_beyond_the_limit_is_a_stream_limit_error() {
+        let (mut streams, now) = server();
+        assert!(data(&mut streams, now, client_bidi(1), 0, 1, false).is_ok());
+        // RFC 9000 §4.6, RFC9000-029: index 2 with a limit of 2.
+        let error = data(&mut streams, now, client_bidi(2), 0, 1, false).unwrap_err();
+        assert_eq!(error.code, TransportErrorCode::STREAM_LIMIT_ERROR);
+    }
+
+    #[test]
+    fn streams_opened_implicitly_by_a_higher_id() {
+        let (mut streams, now) = server();
+        data(&mut streams, now, client_bidi(1), 0, 1, false).unwrap();
+        // RFC 9000 §3.2: stream 0 opened too, and is accepted first.
+        assert_eq!(streams.accept(Dir::Bi), Some(client_bidi(0)));
+        assert_eq!(streams.accept(Dir::Bi), Some(client_bidi(1)));
+        assert_eq!(streams.accept(Dir::Bi), None);
+        let opened = std::iter::from_fn(|| streams.poll_event())
+            .filter(|e| matches!(e, StreamEvent::Opened(Dir::Bi)))
+            .count();
+        assert_eq!(opened, 2);
+    }
+
+    #[test]
+    fn streams_frames_on_the_wrong_direction_or_unopened_streams() {
+        let (mut streams, now) = server();
+        let ours_uni = StreamId::new(Side::Server, Dir::Uni, 0).unwrap();
+        let theirs_uni = StreamId::new(Side::Client, Dir::Uni, 0).unwrap();
+        let ours_unopened = StreamId::new(Side::Server, Dir::Bi, 3).unwrap();
+        let state_error = |r: Result<(), TransportError>| {
+            r.unwrap_err().code == TransportErrorCode::STREAM_STATE_ERROR
+        };
+        streams.open(now, Dir::Uni).unwrap();
+        let payload = Bytes::new();
+        // RFC9000-353, RFC9000-345, RFC9000-347, RFC9000-358, RFC9000-367, RFC9000-346/357.
+        assert!(state_error(data(&mut streams, now, ours_uni, 0, 1, false)));
+        let reset = Frame::ResetStream {
+            id: ours_uni,
+            error_code: VarInt::ZERO,
+            final_size: VarInt::ZERO,
+        };
+        assert!(state_error(streams.on_frame(now, &reset, &payload)));
+        let stop = Frame::StopSending {
+            id: theirs_uni,
+            error_code: VarInt::ZERO,
+        };
+        assert!(state_error(streams.on_frame(now, &stop, &payload)));
+        let max = Frame::MaxStreamData {
+            id: theirs_uni,
+            max: VarInt::ZERO,
+        };
+        assert!(state_error(streams.on_frame(now, &max, &payload)));
+        let blocked = Frame::StreamDataBlocked {
+            id: ours_uni,
+            limit: VarInt::ZERO,
+        };
+        assert!(state_error(streams.on_frame(now, &blocked, &payload)));
+        let stop = Frame::StopSending {
+            id: ours_unopened,
+            error_code: VarInt::ZERO,
+        };
+        assert!(state_error(streams.on_frame(now, &stop, &payload)));
+    }
+
+    #[test]
+    fn flow_peer_exceeding_the_windows_is_a_flow_control_error() {
+        let (mut streams, now) = server();
+        // Stream window 1000 (RFC9000-360).
+        let error = data(&mut streams, now, client_bidi(0), 500, 501, false).unwrap_err();
+        assert_eq!(error.code, TransportErrorCode::FLOW_CONTROL_ERROR);
+        // Connection window 1500 across streams (RFC9000-356).
+        let (mut streams, now) = server();
+        data(&mut streams, now, client_bidi(0), 0, 1000, false).unwrap();
+        let error = data(&mut streams, now, client_bidi(1), 0, 501, false).unwrap_err();
+        assert_eq!(error.code, TransportErrorCode::FLOW_CONTROL_ERROR);
+    }
+
+    #[test]
+    fn flow_reset_and_stop_return_connection_credit() {
+        let (mut streams, now) = server();
+        data(&mut streams, now, client_bidi(0), 0, 1000, false).unwrap();
+        let id = streams.accept(Dir::Bi).unwrap();
+        // Stopping discards 1000 unread bytes: the connection window moves on.
+        streams.stop(id, VarInt::ZERO).unwrap();
+        assert!(streams.max_data >= 2500, "max_data {}", streams.max_data);
+        // A reset's unread bytes count too.
+        let (mut streams, now) = server();
+        data(&mut streams, now, client_bidi(0), 0, 100, false).unwrap();
+        let reset = Frame::ResetStream {
+            id: client_bidi(0),
+            error_code: VarInt::from_u32(3),
+            final_size: VarInt::from_u32(900),
+        };
+        streams.on_frame(now, &reset, &Bytes::new()).unwrap();
+        assert!(streams.max_data >= 2400, "max_data {}", streams.max_data);
+    }
+}

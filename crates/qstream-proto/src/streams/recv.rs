@@ -350,7 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn reassembles_out_of_order_overlapping_and_duplicated_data() {
+    fn streams_reassemble_out_of_order_overlapping_and_duplicated_data() {
         let mut half = RecvHalf::new(100);
         assert_eq!(data(6, b"world", true, &mut half), Ok(11));
         assert_eq!(half.state, RecvState::SizeKnown);
@@ -369,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn final_size_and_flow_control_violations() {
+    fn streams_final_size_changes_and_flow_control_violations() {
         let mut half = RecvHalf::new(10);
         assert_eq!(data(0, b"abc", true, &mut half), Ok(3));
         assert_eq!(
@@ -396,7 +396,7 @@ mod tests {
     }
 
     #[test]
-    fn reset_and_stop_return_credit() {
+    fn flow_reset_and_stop_return_stream_credit() {
         let mut half = RecvHalf::new(100);
         data(0, b"0123456789", false, &mut half).unwrap();
         assert_eq!(half.on_reset(VarInt::from_u32(7), 30), Ok((20, 30)));

@@ -258,7 +258,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sends_retransmits_and_completes() {
+    fn streams_send_half_sends_retransmits_and_completes() {
         let mut half = SendHalf::new(10);
         half.write(b"hello world!");
         half.fin_pending = true;
@@ -288,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn lost_fin_goes_again() {
+    fn streams_lost_fin_goes_again() {
         let mut half = SendHalf::new(100);
         half.write(b"abc");
         half.fin_pending = true;

@@ -283,6 +283,10 @@ pub fn drain(
 /// Deterministic test data: byte `i` of stream `seed` is a function of both.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     (0..len)
-        .map(|i| (i as u64).wrapping_mul(31).wrapping_add(seed.wrapping_mul(7)) as u8)
+        .map(|i| {
+            (i as u64)
+                .wrapping_mul(31)
+                .wrapping_add(seed.wrapping_mul(7)) as u8
+        })
         .collect()
 }
