@@ -120,7 +120,7 @@ impl SendHalf {
         if !self.retransmit.is_empty() {
             return true;
         }
-        let new_limit = self.max_data.min(self.unsent + conn_credit);
+        let new_limit = self.max_data.min(self.unsent.saturating_add(conn_credit));
         (self.unsent < self.written() && self.unsent < new_limit)
             || (self.fin_pending && !self.fin_sent && self.unsent == self.written())
     }
@@ -155,7 +155,7 @@ impl SendHalf {
         }
         let limit = self
             .max_data
-            .min(self.unsent + *conn_credit)
+            .min(self.unsent.saturating_add(*conn_credit))
             .min(self.written());
         let end = limit.min(self.unsent + max as u64);
         let fin = self.fin_pending && end == self.written() && !self.fin_sent;

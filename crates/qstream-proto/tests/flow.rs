@@ -1,0 +1,101 @@
+//! Flow control (RFC 9000 §4): windows stall a writer without unbounded memory, and credit for
+//! discarded data comes back (USER-PAIN item 7).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use qstream_proto::streams::StreamEvent;
+use qstream_proto::wire::{Dir, VarInt};
+use qstream_proto::{Event, TransportConfig};
+
+#[test]
+fn flow_reader_that_never_reads_stalls_the_writer_with_bounded_memory() {
+    let mut server_transport = TransportConfig::default();
+    server_transport.streams.stream_window = 64 * 1024;
+    server_transport.streams.connection_window = 256 * 1024;
+    let mut pair = Pair::new(PairOptions {
+        server_transport,
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let now = pair.sim.now();
+    let id = pair.client_conn().unwrap().open(now, Dir::Uni).unwrap();
+    let chunk = vec![5u8; 100_000];
+    let mut written = 0usize;
+    pair.run_until(Duration::from_secs(3), |p| {
+        let client = p.client_conn().unwrap();
+        written += client.write(id, &chunk).unwrap();
+        // The server accepts the stream and never reads it.
+        let _ = p.server_conn().unwrap().accept(Dir::Uni);
+        false
+    });
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap().streams_snapshot(now);
+    let send = client.streams[0].send.clone().unwrap();
+    // The writer stopped exactly at the stream window and buffers at most its send buffer.
+    assert_eq!(send.sent, 64 * 1024);
+    assert!(send.buffered <= 1024 * 1024, "{send:?}");
+    assert_eq!(written as u64, send.written);
+    assert!(written <= 1024 * 1024 + 100_000);
+    let server = pair.server_conn().unwrap().streams_snapshot(now);
+    let recv = server.streams[0].recv.clone().unwrap();
+    assert_eq!(recv.buffered, 64 * 1024, "the reader buffers one window, no more");
+    assert!(pair.server_conn().unwrap().close_reason().is_none());
+}
+
+#[test]
+fn flow_10000_stopped_streams_return_connection_credit() {
+    // A connection window of 16 KiB, 1200 bytes per stream: without credit coming back for the
+    // discarded data, the connection would stall after about 13 streams.
+    let mut server_transport = TransportConfig::default();
+    server_transport.streams.connection_window = 16 * 1024;
+    server_transport.streams.max_concurrent_uni = 50;
+    let mut pair = Pair::new(PairOptions {
+        server_transport,
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let payload = vec![9u8; 1200];
+    let mut opened = 0u32;
+    let mut stopped = 0u32;
+    let done = pair.run_until(Duration::from_secs(3600), |p| {
+        let now = p.sim.now();
+        let client = p.client_conn().unwrap();
+        while opened < 10_000 {
+            match client.open(now, Dir::Uni) {
+                Ok(id) => {
+                    client.write(id, &payload).unwrap();
+                    opened += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        // The client releases streams the server stopped.
+        let client_events: Vec<Event> = p.client_events.drain(..).collect();
+        for event in client_events {
+            if let Event::Stream(StreamEvent::Stopped { id, .. }) = event {
+                p.client_conn().unwrap().release(id);
+            }
+        }
+        // The server accepts every stream and stops it without reading a byte.
+        p.server_events.clear();
+        let server = p.server_conn().unwrap();
+        while let Some(id) = server.accept(Dir::Uni) {
+            server.stop(id, VarInt::from_u32(1)).unwrap();
+            stopped += 1;
+        }
+        stopped == 10_000
+    });
+    assert!(done, "stalled after {stopped} streams");
+    let now = pair.sim.now();
+    let server = pair.server_conn().unwrap().streams_snapshot(now);
+    // Far more than one window's worth flowed: credit for the discarded bytes came back.
+    assert!(
+        server.data_received > 100 * 16 * 1024,
+        "only {} bytes flowed through a 16 KiB window",
+        server.data_received
+    );
+    assert!(server.max_data_sent > 16 * 1024, "credit came back");
+}
