@@ -41,7 +41,11 @@ fn flow_reader_that_never_reads_stalls_the_writer_with_bounded_memory() {
     assert!(written <= 1024 * 1024 + 100_000);
     let server = pair.server_conn().unwrap().streams_snapshot(now);
     let recv = server.streams[0].recv.clone().unwrap();
-    assert_eq!(recv.buffered, 64 * 1024, "the reader buffers one window, no more");
+    assert_eq!(
+        recv.buffered,
+        64 * 1024,
+        "the reader buffers one window, no more"
+    );
     assert!(pair.server_conn().unwrap().close_reason().is_none());
 }
 
