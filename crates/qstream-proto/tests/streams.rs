@@ -305,3 +305,40 @@ fn streams_overlapping_duplicated_and_reordered_frames_reassemble() {
         assert!(body == data, "seed {seed}: corrupted");
     }
 }
+
+#[test]
+fn streams_priority_first_then_round_robin() {
+    let mut pair = connected();
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    // A bulk stream with a lot to send, then a small stream at the same priority: round-robin
+    // lets the small one finish long before the bulk one.
+    let bulk = client.open(now, Dir::Uni).unwrap();
+    client.write(bulk, &[1; 1_000_000]).unwrap();
+    client.finish(bulk).unwrap();
+    let small = client.open(now, Dir::Uni).unwrap();
+    client.write(small, &[2; 2_000]).unwrap();
+    client.finish(small).unwrap();
+    // An urgent stream opened last but with a higher priority goes first.
+    let urgent = client.open(now, Dir::Uni).unwrap();
+    client.set_priority(urgent, 10).unwrap();
+    client.write(urgent, &[3; 20_000]).unwrap();
+    client.finish(urgent).unwrap();
+    let mut finished_order = Vec::new();
+    let mut bodies = std::collections::HashMap::new();
+    assert!(pair.run_until(Duration::from_secs(30), |p| {
+        let server = p.server_conn().unwrap();
+        while let Some(id) = server.accept(Dir::Uni) {
+            bodies.insert(id, Vec::new());
+        }
+        for (id, body) in bodies.iter_mut() {
+            if !finished_order.contains(id)
+                && drain(server, *id, body) == Some(ReadOutcome::Finished)
+            {
+                finished_order.push(*id);
+            }
+        }
+        finished_order.len() == 3
+    }));
+    assert_eq!(finished_order, vec![urgent, small, bulk]);
+}

@@ -1526,4 +1526,103 @@ mod tests {
         streams.on_frame(now, &reset, &Bytes::new()).unwrap();
         assert!(streams.max_data >= 2400, "max_data {}", streams.max_data);
     }
+
+    /// Random peer frames interleaved with application calls and with the fate of what we
+    /// send: typed errors at most, never a panic, whatever the peer does.
+    mod adversarial {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Step {
+            Peer(u8, u8, u64, usize, bool, u64),
+            App(u8, u8, usize),
+            Send(bool),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                (
+                    0u8..9,
+                    0u8..12,
+                    0u64..70_000,
+                    0usize..3000,
+                    any::<bool>(),
+                    0u64..(1 << 62)
+                )
+                    .prop_map(|(k, s, o, l, f, v)| Step::Peer(k, s, o, l, f, v)),
+                (0u8..9, 0u8..12, 0usize..5000).prop_map(|(k, s, n)| Step::App(k, s, n)),
+                any::<bool>().prop_map(Step::Send),
+            ]
+        }
+
+        fn id(selector: u8) -> StreamId {
+            let side = if selector & 1 == 0 {
+                Side::Client
+            } else {
+                Side::Server
+            };
+            let dir = if selector & 2 == 0 { Dir::Bi } else { Dir::Uni };
+            StreamId::new(side, dir, u64::from(selector >> 2)).unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn streams_random_peer_frames_never_panic(steps in prop::collection::vec(step(), 1..200)) {
+                let (mut streams, now) = server();
+                let mut in_flight: Vec<Vec<StreamFrameRecord>> = Vec::new();
+                for step in steps {
+                    match step {
+                        Step::Peer(kind, selector, offset, len, fin, value) => {
+                            let id = id(selector);
+                            let value = VarInt::from_u64(value).unwrap();
+                            let payload = Bytes::from(vec![1u8; len]);
+                            let frame = match kind {
+                                0 | 1 => Frame::Stream(StreamFrame { id, offset: varint(offset), fin, data: &payload }),
+                                2 => Frame::ResetStream { id, error_code: value, final_size: varint(offset) },
+                                3 => Frame::StopSending { id, error_code: value },
+                                4 => Frame::MaxStreamData { id, max: value },
+                                5 => Frame::StreamDataBlocked { id, limit: value },
+                                6 => Frame::MaxData(value),
+                                7 => Frame::MaxStreams { dir: id.dir(), count: varint(value.into_inner() % (MAX_STREAM_COUNT + 1)) },
+                                _ => Frame::StreamsBlocked { dir: id.dir(), limit: varint(value.into_inner() % (MAX_STREAM_COUNT + 1)) },
+                            };
+                            let _ = streams.on_frame(now, &frame, &payload);
+                        }
+                        Step::App(kind, selector, n) => {
+                            let id = id(selector);
+                            let _ = match kind {
+                                0 => streams.open(now, id.dir()).map(drop).map_err(drop),
+                                1 => streams.write(id, &vec![2u8; n]).map(drop).map_err(drop),
+                                2 => streams.finish(id).map_err(drop),
+                                3 => streams.reset(id, VarInt::from_u32(1)).map_err(drop),
+                                4 => streams.read(id, n).map(drop).map_err(drop),
+                                5 => streams.stop(id, VarInt::from_u32(2)).map_err(drop),
+                                6 => { streams.release(id); Ok(()) }
+                                7 => streams.accept(id.dir()).map(drop).ok_or(()),
+                                _ => streams.request_open(now, id.dir()).map(drop).map_err(drop),
+                            };
+                        }
+                        Step::Send(acked) => {
+                            let mut buf = Vec::new();
+                            let mut records = Vec::new();
+                            streams.write_frames(&mut buf, 1200, &mut records);
+                            prop_assert!(buf.len() <= 1200);
+                            in_flight.push(records);
+                            if let Some(records) = in_flight.first().cloned() {
+                                in_flight.remove(0);
+                                if acked {
+                                    streams.on_acked(&records);
+                                } else {
+                                    streams.on_lost(&records);
+                                }
+                            }
+                        }
+                    }
+                    let _ = streams.snapshot(now);
+                    while streams.poll_event().is_some() {}
+                }
+            }
+        }
+    }
 }
