@@ -103,3 +103,49 @@ fn flow_10000_stopped_streams_return_connection_credit() {
     );
     assert!(server.max_data_sent > 16 * 1024, "credit came back");
 }
+
+#[test]
+fn flow_windows_grow_when_the_reader_keeps_up() {
+    // A long fat link: 100 ms RTT, 50 MB/s. 64 KiB windows would cap throughput at 640 KB/s.
+    let mut server_transport = TransportConfig::default();
+    server_transport.streams.stream_window = 64 * 1024;
+    server_transport.streams.connection_window = 128 * 1024;
+    let mut pair = Pair::new(PairOptions {
+        link: qstream_proto::sim::LinkConfig {
+            delay: Duration::from_millis(50),
+            bandwidth: Some(50_000_000),
+            ..Default::default()
+        },
+        server_transport,
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let now = pair.sim.now();
+    let id = pair.client_conn().unwrap().open(now, Dir::Uni).unwrap();
+    let chunk = vec![1u8; 256 * 1024];
+    let mut received = 0usize;
+    let mut sid = None;
+    pair.run_until(Duration::from_secs(10), |p| {
+        let client = p.client_conn().unwrap();
+        while client.write(id, &chunk).unwrap() > 0 {}
+        let server = p.server_conn().unwrap();
+        sid = sid.or_else(|| server.accept(Dir::Uni));
+        if let Some(sid) = sid {
+            let mut sink = Vec::new();
+            drain(server, sid, &mut sink);
+            received += sink.len();
+        }
+        false
+    });
+    let now = pair.sim.now();
+    let snapshot = pair.server_conn().unwrap().streams_snapshot(now);
+    let window = snapshot.streams[0].recv.as_ref().unwrap().window;
+    assert!(window >= 1024 * 1024, "stream window stayed at {window}");
+    assert!(
+        snapshot.connection_window >= 1024 * 1024,
+        "{}",
+        snapshot.connection_window
+    );
+    // Far beyond what 64 KiB per 100 ms allows in 10 s (6.5 MB).
+    assert!(received > 20_000_000, "received {received}");
+}

@@ -702,6 +702,8 @@ impl Connection {
             self.idle_deadline,
             key_discard,
             keep_alive,
+            // RFC 9002 §7.7: the pacer's next release.
+            self.pacing_until,
         ]
         .into_iter()
         .flatten()

@@ -260,7 +260,7 @@ impl Connection {
         if closing {
             self.write_close(id, buf, max_end);
         } else {
-            self.write_frames(id, buf, max_end, congestion_blocked, &mut record);
+            self.write_frames(now, id, buf, max_end, congestion_blocked, &mut record);
         }
 
         // RFC 9001 §5.4.2: the sample starts 4 bytes after the packet number's start, so the
@@ -322,6 +322,7 @@ impl Connection {
 
     fn write_frames(
         &mut self,
+        now: Instant,
         id: SpaceId,
         buf: &mut Vec<u8>,
         max_end: usize,
@@ -396,9 +397,13 @@ impl Connection {
                 write_crypto(space, buf, max_end, record);
             }
             if id == SpaceId::Data
-                && self
-                    .streams
-                    .write_frames(buf, max_end, &mut record.retransmit.streams)
+                && self.streams.write_frames(
+                    buf,
+                    max_end,
+                    &mut record.retransmit.streams,
+                    now,
+                    self.rtt.smoothed(),
+                )
             {
                 record.ack_eliciting = true;
             }

@@ -33,12 +33,23 @@ impl Pacer {
         let rtt_nanos = rtt.as_nanos().max(1);
         // Bytes per RTT at the pacing rate.
         let rate = (window as u128 * 5 / 4).max(1);
-        if let Some(last) = self.last_refill {
-            let elapsed = now.saturating_duration_since(last).as_nanos();
-            let refill = (rate * elapsed / rtt_nanos).min(u128::from(self.capacity)) as u64;
-            self.tokens = (self.tokens + refill).min(self.capacity);
+        match self.last_refill {
+            None => self.last_refill = Some(now),
+            Some(last) => {
+                let elapsed = now.saturating_duration_since(last).as_nanos();
+                let refill = rate * elapsed / rtt_nanos;
+                if refill >= u128::from(self.capacity - self.tokens) {
+                    self.tokens = self.capacity;
+                    self.last_refill = Some(now);
+                } else if refill > 0 {
+                    // Advance the clock only by the time the whole bytes granted took, so
+                    // frequent calls do not lose the fractions.
+                    self.tokens += refill as u64;
+                    let used = (refill * rtt_nanos / rate) as u64;
+                    self.last_refill = Some(last + Duration::from_nanos(used));
+                }
+            }
         }
-        self.last_refill = Some(now);
         if self.tokens >= bytes {
             return None;
         }
@@ -71,5 +82,29 @@ mod tests {
         let next = pacer.delay(start, 1200, window, rtt).unwrap();
         assert_eq!(next - start, Duration::from_micros(800));
         assert_eq!(pacer.delay(next, 1200, window, rtt), None);
+    }
+
+    #[test]
+    fn frequent_calls_keep_the_rate() {
+        // Polled every 10 µs, as when datagrams arrive back to back: the fractions of a byte
+        // each interval earns must add up, or the pacer stalls until something else refills it.
+        let mut pacer = Pacer::new(1200);
+        let start = Instant::now();
+        let rtt = Duration::from_millis(100);
+        let window = 120_000;
+        let mut now = start;
+        let mut sent = 0u64;
+        while now - start < Duration::from_secs(1) {
+            if pacer.delay(now, 1200, window, rtt).is_none() {
+                pacer.on_sent(1200);
+                sent += 1200;
+            }
+            now += Duration::from_micros(10);
+        }
+        // 150 000 bytes per 100 ms, plus the initial burst.
+        assert!(
+            (1_500_000..=1_500_000 + 12_000 + 1200).contains(&sent),
+            "sent {sent}"
+        );
     }
 }

@@ -36,8 +36,12 @@ pub struct StreamConfig {
     pub max_concurrent_uni: u64,
     /// Per-stream receive window.
     pub stream_window: u64,
-    /// Connection receive window.
+    /// Connection receive window at the start.
     pub connection_window: u64,
+    /// The largest a stream's receive window grows to by auto-tuning.
+    pub max_stream_window: u64,
+    /// The largest the connection receive window grows to by auto-tuning.
+    pub max_connection_window: u64,
     /// How much written data a stream buffers before `write` accepts no more.
     pub send_buffer: u64,
     /// How many released streams are batched into one MAX_STREAMS. The default, 1, returns
@@ -56,6 +60,8 @@ impl Default for StreamConfig {
             max_concurrent_uni: 100,
             stream_window: 1024 * 1024,
             connection_window: 16 * 1024 * 1024,
+            max_stream_window: 16 * 1024 * 1024,
+            max_connection_window: 64 * 1024 * 1024,
             send_buffer: 1024 * 1024,
             credit_batch: 1,
             release_reset_code: VarInt::ZERO,
@@ -276,6 +282,9 @@ pub struct Streams {
     data_blocked_sent_at: Option<u64>,
     // Receiving side.
     max_data: u64,
+    /// The connection receive window now; grows by auto-tuning.
+    connection_window: u64,
+    last_max_data_update: Option<Instant>,
     data_received: u64,
     data_consumed: u64,
     max_data_pending: bool,
@@ -318,6 +327,8 @@ impl Streams {
                 credit(config.max_concurrent_uni),
             ],
             max_data: config.connection_window,
+            connection_window: config.connection_window,
+            last_max_data_update: None,
             config,
             streams: HashMap::new(),
             schedule: BTreeMap::new(),
@@ -644,8 +655,10 @@ impl Streams {
 
     fn on_consumed(&mut self, bytes: u64) {
         self.data_consumed += bytes;
-        let window = self.config.connection_window;
-        if self.max_data - self.data_consumed < window / 2 {
+        let window = self.connection_window;
+        // Saturating: after a peer overran the window (a connection error), the application may
+        // still stop or release streams, consuming more than was allowed.
+        if self.max_data.saturating_sub(self.data_consumed) < window / 2 {
             self.max_data = self.data_consumed + window;
             self.max_data_pending = true;
         }
@@ -936,17 +949,36 @@ impl Streams {
 
     /// Writes stream frames into `buf` up to `max_end`: flow control and credit first, then
     /// data by priority, round-robin within a priority. Returns whether anything was written.
+    /// `now` and the smoothed `rtt` drive receive-window auto-tuning.
     pub(crate) fn write_frames(
         &mut self,
         buf: &mut Vec<u8>,
         max_end: usize,
         records: &mut Vec<StreamFrameRecord>,
+        now: Instant,
+        rtt: Duration,
     ) -> bool {
         let before = buf.len();
         let put = |frame: Frame<'_>, buf: &mut Vec<u8>| frame.encode(buf);
         let room = |len: usize| max_end.saturating_sub(len);
         if self.max_data_pending && room(buf.len()) >= 9 {
             self.max_data_pending = false;
+            // Auto-tuning, as for streams: an update due within two RTTs of the last doubles
+            // the window.
+            if self
+                .last_max_data_update
+                .is_some_and(|last| now.saturating_duration_since(last) < 2 * rtt)
+            {
+                self.connection_window = (self.connection_window * 2).min(
+                    self.config
+                        .max_connection_window
+                        .max(self.connection_window),
+                );
+                self.max_data = self
+                    .max_data
+                    .max(self.data_consumed + self.connection_window);
+            }
+            self.last_max_data_update = Some(now);
             put(Frame::MaxData(varint(self.max_data)), buf);
             records.push(StreamFrameRecord::MaxData);
         }
@@ -1028,6 +1060,7 @@ impl Streams {
                 if recv.max_data_pending {
                     recv.max_data_pending = false;
                     if !recv.is_finished() && recv.final_size.is_none() {
+                        recv.autotune(now, rtt, self.config.max_stream_window);
                         put(
                             Frame::MaxStreamData {
                                 id,
@@ -1260,6 +1293,7 @@ impl Streams {
                     read: h.read_bytes(),
                     buffered: h.buffered() as u64,
                     stopped: h.stop_code.is_some(),
+                    window: h.window,
                 }),
                 held: (!self.is_released_candidate(s)).then(|| held_reason(s)),
             })
@@ -1270,6 +1304,7 @@ impl Streams {
             streams,
             counters: self.counters,
             max_data_sent: self.max_data,
+            connection_window: self.connection_window,
             max_data_received: self.peer_max_data,
             data_sent: self.data_sent,
             data_received: self.data_received,
@@ -1352,6 +1387,8 @@ pub struct RecvSnapshot {
     pub buffered: u64,
     /// Whether the application stopped reading.
     pub stopped: bool,
+    /// The receive window, as auto-tuned so far.
+    pub window: u64,
 }
 
 /// Streams and stream credit of a connection at one moment.
@@ -1365,6 +1402,8 @@ pub struct StreamsSnapshot {
     pub counters: CreditCounters,
     /// The connection flow control limit we advertised.
     pub max_data_sent: u64,
+    /// The connection receive window, as auto-tuned so far.
+    pub connection_window: u64,
     /// The connection flow control limit the peer advertised.
     pub max_data_received: u64,
     /// Stream bytes sent (new data).
@@ -1606,7 +1645,7 @@ mod tests {
                         Step::Send(acked) => {
                             let mut buf = Vec::new();
                             let mut records = Vec::new();
-                            streams.write_frames(&mut buf, 1200, &mut records);
+                            streams.write_frames(&mut buf, 1200, &mut records, now, Duration::from_millis(20));
                             prop_assert!(buf.len() <= 1200);
                             in_flight.push(records);
                             if let Some(records) = in_flight.first().cloned() {

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 
 use crate::TransportErrorCode;
@@ -58,8 +60,10 @@ pub(crate) struct RecvHalf {
     pub(crate) final_size: Option<u64>,
     /// The limit we advertised (MAX_STREAM_DATA).
     pub(crate) max_data: u64,
-    /// The window the limit is kept ahead of what is read.
-    window: u64,
+    /// The window the limit is kept ahead of what is read; grows by auto-tuning.
+    pub(crate) window: u64,
+    /// When the last MAX_STREAM_DATA was sent.
+    last_update: Option<Instant>,
     /// A MAX_STREAM_DATA with the current limit must be sent.
     pub(crate) max_data_pending: bool,
     /// The application stopped reading with this code (STOP_SENDING).
@@ -90,6 +94,7 @@ impl RecvHalf {
             final_size: None,
             max_data: window,
             window,
+            last_update: None,
             max_data_pending: false,
             stop_code: None,
             stop_pending: false,
@@ -255,6 +260,19 @@ impl RecvHalf {
             self.max_data_pending = true;
         }
         (ReadOutcome::Data(data), take as u64)
+    }
+
+    /// A window update is going out at `now`. If the previous one went out less than two RTTs
+    /// ago, the reader keeps up and the window limits the sender: it doubles, up to `max`.
+    pub(crate) fn autotune(&mut self, now: Instant, rtt: Duration, max: u64) {
+        if self
+            .last_update
+            .is_some_and(|last| now.saturating_duration_since(last) < 2 * rtt)
+        {
+            self.window = (self.window * 2).min(max.max(self.window));
+            self.max_data = self.max_data.max(self.read + self.window);
+        }
+        self.last_update = Some(now);
     }
 
     /// Whether the application can read something now (data, the end, or a reset).

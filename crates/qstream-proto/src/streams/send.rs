@@ -293,7 +293,7 @@ mod tests {
         half.write(b"abc");
         half.fin_pending = true;
         let mut credit = 100;
-        assert_eq!(half.next_chunk(100, &mut credit).unwrap().2, true);
+        assert!(half.next_chunk(100, &mut credit).unwrap().2);
         half.on_lost(0..3, true);
         assert_eq!(half.state, SendState::DataSent);
         let (offset, data, fin) = half.next_chunk(100, &mut credit).unwrap();
