@@ -954,16 +954,7 @@ impl Connection {
             return;
         }
         space.keys = None;
-        let in_flight: u64 = space
-            .sent
-            .values()
-            .filter(|p| p.in_flight)
-            .map(|p| u64::from(p.size))
-            .sum();
-        self.bytes_in_flight -= in_flight;
-        space.sent.clear();
-        space.loss_time = None;
-        space.time_of_last_ack_eliciting = None;
+        self.bytes_in_flight -= space.forget_sent();
         space.pending = Default::default();
         space.probes = 0;
         space.unacked_eliciting = 0;

@@ -420,17 +420,8 @@ impl Connection {
         // sent again (RFC9000-324: the same ClientHello).
         let space = &mut self.spaces[SpaceId::Initial as usize];
         space.keys = initial_keys(self.version, &retry.scid, Side::Client);
-        let in_flight: u64 = space
-            .sent
-            .values()
-            .filter(|p| p.in_flight)
-            .map(|p| u64::from(p.size))
-            .sum();
-        space.sent.clear();
-        space.time_of_last_ack_eliciting = None;
-        space.loss_time = None;
+        self.bytes_in_flight -= space.forget_sent();
         space.crypto_send.resend_all();
-        self.bytes_in_flight -= in_flight;
         self.pto_count = 0;
     }
 

@@ -211,6 +211,21 @@ impl PacketSpace {
         self.ack_deadline = None;
     }
 
+    /// Forgets every packet in flight without declaring it lost (RFC 9002 §6.3 after a Retry,
+    /// §6.4 when keys are discarded); returns the bytes they counted in flight.
+    pub(crate) fn forget_sent(&mut self) -> u64 {
+        let in_flight = self
+            .sent
+            .values()
+            .filter(|p| p.in_flight)
+            .map(|p| u64::from(p.size))
+            .sum();
+        self.sent.clear();
+        self.loss_time = None;
+        self.time_of_last_ack_eliciting = None;
+        in_flight
+    }
+
     /// Whether anything other than an ACK is waiting to be sent.
     pub(crate) fn has_retransmittable_data(&self) -> bool {
         !self.pending.is_empty() || self.crypto_send.has_unsent()
