@@ -1,7 +1,18 @@
 //! qstream: an async QUIC transport on tokio whose streams cannot leak or hang.
 //!
-//! The protocol lives in [`qstream_proto`], a sans-IO state machine; this crate will own sockets,
-//! timers and wakers. Until the async API lands it re-exports the protocol core, so applications
-//! and the `qstream` tool depend on one crate.
+//! The protocol lives in [`qstream_proto`], a sans-IO state machine; this crate owns the UDP
+//! socket (through quinn-udp), the timers and the wakers. One driver task per [`Endpoint`] does
+//! all I/O; [`Connection`], [`SendStream`] and [`RecvStream`] are handles.
+//!
+//! Closing, with quic-go's names: [`SendStream::finish`] is Close, [`SendStream::reset`] is
+//! CancelWrite, [`RecvStream::stop`] is CancelRead. Dropping a handle never leaks a half-open
+//! stream: an unfinished send half is reset, an unread receive half stopped.
 
+mod connection;
+mod endpoint;
+mod socket;
+
+pub use connection::{Connection, RecvStream, SendStream, TryOpenError};
+pub use endpoint::{Connecting, Endpoint};
 pub use qstream_proto as proto;
+pub use qstream_proto::{ClientConfig, ConnectionError, ServerConfig, TransportConfig};

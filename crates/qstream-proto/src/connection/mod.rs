@@ -600,6 +600,16 @@ impl Connection {
         self.streams.release(id)
     }
 
+    /// What dropping a stream's send handle does: resets it if unfinished.
+    pub fn release_send(&mut self, id: StreamId) {
+        self.streams.release_send(id)
+    }
+
+    /// What dropping a stream's receive handle does: stops it if not read to the end.
+    pub fn release_recv(&mut self, id: StreamId) {
+        self.streams.release_recv(id)
+    }
+
     /// Sets a stream's scheduling priority (higher first).
     pub fn set_priority(&mut self, id: StreamId, priority: i32) -> Result<(), StreamError> {
         self.streams.set_priority(id, priority)

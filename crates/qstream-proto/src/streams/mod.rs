@@ -605,6 +605,39 @@ impl Streams {
         self.maybe_release(id);
     }
 
+    /// Releases only the send half, as dropping a send-only handle of a bidirectional stream
+    /// does: reset if unfinished, never after [`Self::finish`].
+    pub fn release_send(&mut self, id: StreamId) {
+        let unfinished = self
+            .streams
+            .get(&id)
+            .and_then(|s| s.send.as_ref())
+            .is_some_and(|s| s.state == SendState::Send && !s.fin_pending);
+        if unfinished {
+            let code = self.config.release_reset_code;
+            let _ = self.reset(id, code);
+        }
+        self.maybe_release(id);
+    }
+
+    /// Releases only the receive half, as dropping a receive-only handle of a bidirectional
+    /// stream does: stop it if not read to the end.
+    pub fn release_recv(&mut self, id: StreamId) {
+        let unread = self
+            .streams
+            .get(&id)
+            .and_then(|s| s.recv.as_ref())
+            .is_some_and(|r| !r.is_finished());
+        if let Some(stream) = self.streams.get_mut(&id) {
+            stream.accepted = true;
+        }
+        if unread {
+            let code = self.config.release_stop_code;
+            let _ = self.stop(id, code);
+        }
+        self.maybe_release(id);
+    }
+
     /// Sets a stream's scheduling priority: higher first, round-robin among equals.
     pub fn set_priority(&mut self, id: StreamId, priority: i32) -> Result<(), StreamError> {
         let stream = self

@@ -1,0 +1,423 @@
+//! A connection and its streams, as seen by the application.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use qstream_proto::streams::{OpenTicket, ReadOutcome, StreamError, StreamsSnapshot};
+use qstream_proto::wire::{Dir, StreamId, VarInt};
+use qstream_proto::{ConnectionError, ConnectionHandle};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::endpoint::Shared;
+
+/// A QUIC connection. Cloning gives another handle to it.
+#[derive(Clone)]
+pub struct Connection {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) handle: ConnectionHandle,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(shared: Arc<Shared>, handle: ConnectionHandle) -> Self {
+        Self { shared, handle }
+    }
+
+    /// Runs `f` on the protocol connection, then wakes the driver to send what it queued.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut qstream_proto::Connection) -> T,
+    ) -> Result<T, ConnectionError> {
+        let mut state = self.shared.lock();
+        if let Some(error) = state
+            .connections
+            .get(&self.handle)
+            .and_then(|c| c.error.clone())
+        {
+            return Err(error);
+        }
+        let connection = state
+            .proto
+            .connection_mut(self.handle)
+            .ok_or(ConnectionError::LocallyClosed)?;
+        let result = f(connection);
+        drop(state);
+        self.shared.notify.notify_one();
+        Ok(result)
+    }
+
+    /// Registers the task to be woken at the connection's next event.
+    fn wait(&self, cx: &mut Context<'_>) {
+        let mut state = self.shared.lock();
+        state
+            .connections
+            .entry(self.handle)
+            .or_default()
+            .waiters
+            .push(cx.waker().clone());
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> Option<SocketAddr> {
+        let state = self.shared.lock();
+        state
+            .proto
+            .connection(self.handle)
+            .map(|c| c.remote_address())
+    }
+
+    /// Opens a bidirectional stream, waiting for stream credit: waiters are served first-come
+    /// first-served, and dropping the future (for example under `tokio::time::timeout`) consumes
+    /// no stream ID. quic-go's OpenStreamSync.
+    pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        let id = self.open(Dir::Bi).await?;
+        Ok((
+            SendStream::new(self.clone(), id),
+            RecvStream::new(self.clone(), id),
+        ))
+    }
+
+    /// Opens a unidirectional stream, waiting for credit like [`Self::open_bi`].
+    pub async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
+        let id = self.open(Dir::Uni).await?;
+        Ok(SendStream::new(self.clone(), id))
+    }
+
+    async fn open(&self, dir: Dir) -> Result<StreamId, ConnectionError> {
+        let request = self.with(|c| c.request_open(Instant::now(), dir))?;
+        let ticket = match request {
+            Ok(id) => return Ok(id),
+            Err(ticket) => ticket,
+        };
+        let mut guard = OpenGuard {
+            connection: self,
+            ticket: Some(ticket),
+        };
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            let entry = state.connections.entry(self.handle).or_default();
+            if let Some(id) = entry.granted.remove(&ticket.0) {
+                guard.ticket = None;
+                return Poll::Ready(Ok(id));
+            }
+            if let Some(error) = &entry.error {
+                return Poll::Ready(Err(error.clone()));
+            }
+            entry.waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Opens a bidirectional stream now, or fails at once when there is no credit.
+    pub fn try_open_bi(&self) -> Result<(SendStream, RecvStream), TryOpenError> {
+        let id = self
+            .with(|c| c.open(Instant::now(), Dir::Bi))?
+            .map_err(TryOpenError::NoCredit)?;
+        Ok((
+            SendStream::new(self.clone(), id),
+            RecvStream::new(self.clone(), id),
+        ))
+    }
+
+    /// The next bidirectional stream the peer opened. The peer's stream appears when its first
+    /// frame arrives, not when the peer opens it.
+    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        let id = self.accept(Dir::Bi).await?;
+        Ok((
+            SendStream::new(self.clone(), id),
+            RecvStream::new(self.clone(), id),
+        ))
+    }
+
+    /// The next unidirectional stream the peer opened.
+    pub async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
+        let id = self.accept(Dir::Uni).await?;
+        Ok(RecvStream::new(self.clone(), id))
+    }
+
+    async fn accept(&self, dir: Dir) -> Result<StreamId, ConnectionError> {
+        poll_fn(|cx| match self.with(|c| c.accept(dir)) {
+            Err(error) => Poll::Ready(Err(error)),
+            Ok(Some(id)) => Poll::Ready(Ok(id)),
+            Ok(None) => {
+                self.wait(cx);
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Closes the connection with an application `code` and `reason` the peer sees.
+    pub fn close(&self, code: VarInt, reason: &[u8]) {
+        let _ = self.with(|c| c.close(Instant::now(), code, reason));
+    }
+
+    /// Waits until the connection is closed, and says why.
+    pub async fn closed(&self) -> ConnectionError {
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            let entry = state.connections.entry(self.handle).or_default();
+            if let Some(error) = &entry.error {
+                return Poll::Ready(error.clone());
+            }
+            entry.waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Every stream's state and the stream credit in both directions, now.
+    pub fn streams(&self) -> Option<StreamsSnapshot> {
+        let state = self.shared.lock();
+        state
+            .proto
+            .connection(self.handle)
+            .map(|c| c.streams_snapshot(Instant::now()))
+    }
+
+    /// Traffic counters.
+    pub fn stats(&self) -> Option<qstream_proto::connection::ConnectionStats> {
+        let state = self.shared.lock();
+        state.proto.connection(self.handle).map(|c| c.stats())
+    }
+}
+
+/// Cancels a pending open when its future is dropped: no stream ID is consumed, and a stream
+/// granted in the meantime is released.
+struct OpenGuard<'a> {
+    connection: &'a Connection,
+    ticket: Option<OpenTicket>,
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket else {
+            return;
+        };
+        let mut state = self.connection.shared.lock();
+        let granted = state
+            .connections
+            .get_mut(&self.connection.handle)
+            .and_then(|c| c.granted.remove(&ticket.0));
+        if let Some(connection) = state.proto.connection_mut(self.connection.handle) {
+            if !connection.cancel_open(ticket) {
+                if let Some(id) = granted {
+                    connection.release(id);
+                }
+            }
+        }
+        drop(state);
+        self.connection.shared.notify.notify_one();
+    }
+}
+
+/// Why a stream could not be opened at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TryOpenError {
+    /// No stream credit; [`Connection::open_bi`] waits for it.
+    NoCredit(qstream_proto::streams::OpenError),
+    /// The connection is closed.
+    Connection(ConnectionError),
+}
+
+impl From<ConnectionError> for TryOpenError {
+    fn from(error: ConnectionError) -> Self {
+        Self::Connection(error)
+    }
+}
+
+impl std::fmt::Display for TryOpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoCredit(e) => e.fmt(f),
+            Self::Connection(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TryOpenError {}
+
+fn io_error(error: StreamError) -> io::Error {
+    let kind = match error {
+        StreamError::Stopped(_) | StreamError::Closed => io::ErrorKind::BrokenPipe,
+        StreamError::UnknownStream | StreamError::WrongDirection => io::ErrorKind::NotConnected,
+    };
+    io::Error::new(kind, error)
+}
+
+fn connection_io_error(error: ConnectionError) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, error)
+}
+
+/// The sending half of a stream.
+///
+/// `finish` ends it normally (quic-go's Close); `reset` abandons it (CancelWrite). Dropping it
+/// unfinished resets it, so a message cut short never looks complete to the peer; dropping it
+/// finished lets every byte arrive.
+#[derive(Debug)]
+pub struct SendStream {
+    connection: Connection,
+    id: StreamId,
+}
+
+impl SendStream {
+    fn new(connection: Connection, id: StreamId) -> Self {
+        Self { connection, id }
+    }
+
+    /// The stream's ID.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// Writes all of `data`, waiting for buffer space.
+    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        tokio::io::AsyncWriteExt::write_all(self, data).await
+    }
+
+    /// Ends the stream normally: everything written, then the end (quic-go's Close).
+    pub fn finish(&mut self) -> io::Result<()> {
+        self.connection
+            .with(|c| c.finish(self.id))
+            .map_err(connection_io_error)?
+            .map_err(io_error)
+    }
+
+    /// Abandons the stream with `code` (RESET_STREAM; quic-go's CancelWrite).
+    pub fn reset(&mut self, code: VarInt) -> io::Result<()> {
+        self.connection
+            .with(|c| c.reset_stream(self.id, code))
+            .map_err(connection_io_error)?
+            .map_err(io_error)
+    }
+}
+
+impl AsyncWrite for SendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match this.connection.with(|c| c.write(this.id, buf)) {
+            Err(error) => Poll::Ready(Err(connection_io_error(error))),
+            Ok(Err(error)) => Poll::Ready(Err(io_error(error))),
+            Ok(Ok(0)) if !buf.is_empty() => {
+                this.connection.wait(cx);
+                Poll::Pending
+            }
+            Ok(Ok(n)) => Poll::Ready(Ok(n)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.get_mut().finish())
+    }
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        let _ = self.connection.with(|c| c.release_send(self.id));
+    }
+}
+
+/// The receiving half of a stream.
+///
+/// `stop` discards incoming data (STOP_SENDING; quic-go's CancelRead). Dropping it before the
+/// end stops it, so the peer's credit comes back.
+#[derive(Debug)]
+pub struct RecvStream {
+    connection: Connection,
+    id: StreamId,
+}
+
+impl RecvStream {
+    fn new(connection: Connection, id: StreamId) -> Self {
+        Self { connection, id }
+    }
+
+    /// The stream's ID.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// Reads to the end, failing if more than `limit` bytes arrive.
+    pub async fn read_to_end(&mut self, limit: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = tokio::io::AsyncReadExt::read(self, &mut chunk).await?;
+            if n == 0 {
+                return Ok(out);
+            }
+            if out.len() + n > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "stream longer than the limit",
+                ));
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Stops reading with `code` (STOP_SENDING; quic-go's CancelRead).
+    pub fn stop(&mut self, code: VarInt) -> io::Result<()> {
+        self.connection
+            .with(|c| c.stop(self.id, code))
+            .map_err(connection_io_error)?
+            .map_err(io_error)
+    }
+}
+
+impl AsyncRead for RecvStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let max = buf.remaining();
+        match this.connection.with(|c| c.read(this.id, max)) {
+            Err(error) => Poll::Ready(Err(connection_io_error(error))),
+            // A released stream has been read to its end.
+            Ok(Err(StreamError::UnknownStream)) => Poll::Ready(Ok(())),
+            Ok(Err(error)) => Poll::Ready(Err(io_error(error))),
+            Ok(Ok(ReadOutcome::Data(bytes))) => {
+                buf.put_slice(&bytes);
+                Poll::Ready(Ok(()))
+            }
+            Ok(Ok(ReadOutcome::Finished)) => Poll::Ready(Ok(())),
+            Ok(Ok(ReadOutcome::Reset(code))) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("the peer reset the stream with code {code}"),
+            ))),
+            Ok(Ok(ReadOutcome::Blocked)) => {
+                this.connection.wait(cx);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for RecvStream {
+    fn drop(&mut self) {
+        let _ = self.connection.with(|c| c.release_recv(self.id));
+    }
+}

@@ -1,0 +1,318 @@
+//! The endpoint: one UDP socket, one driver task, every connection on it.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use qstream_proto::connection::Event;
+use qstream_proto::{
+    ClientConfig, ConnectError, ConnectionError, ConnectionHandle, EndpointConfig, ServerConfig,
+};
+use quinn_udp::RecvMeta;
+use rand::TryRngCore;
+use tokio::sync::Notify;
+
+use crate::connection::Connection;
+use crate::socket::{Socket, ecn};
+
+/// What the application side of one connection waits on.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionState {
+    pub(crate) connected: bool,
+    pub(crate) error: Option<ConnectionError>,
+    /// Futures and streams of this connection waiting for anything to change.
+    pub(crate) waiters: Vec<Waker>,
+    /// Open requests granted, by ticket.
+    pub(crate) granted: HashMap<u64, qstream_proto::wire::StreamId>,
+}
+
+/// Everything the driver and the handles share.
+pub(crate) struct State {
+    pub(crate) proto: qstream_proto::Endpoint,
+    pub(crate) connections: HashMap<ConnectionHandle, ConnectionState>,
+    incoming: VecDeque<ConnectionHandle>,
+    accept_waiters: Vec<Waker>,
+    closed: bool,
+}
+
+impl State {
+    /// Hands every event of every connection to the waiters it concerns.
+    fn dispatch_events(&mut self) {
+        while let Some(handle) = self.proto.accept() {
+            self.connections.entry(handle).or_default();
+            self.incoming.push_back(handle);
+            self.accept_waiters.drain(..).for_each(Waker::wake);
+        }
+        for handle in self.proto.connection_handles() {
+            let Some(connection) = self.proto.connection_mut(handle) else {
+                continue;
+            };
+            let state = self.connections.entry(handle).or_default();
+            let mut changed = false;
+            while let Some(event) = connection.poll_event() {
+                changed = true;
+                match event {
+                    Event::Connected => state.connected = true,
+                    Event::Closed(error) => state.error = Some(error),
+                    Event::Stream(qstream_proto::streams::StreamEvent::OpenGranted {
+                        ticket,
+                        id,
+                    }) => {
+                        state.granted.insert(ticket.0, id);
+                    }
+                    _ => {}
+                }
+            }
+            if changed {
+                state.waiters.drain(..).for_each(Waker::wake);
+            }
+        }
+    }
+}
+
+/// State shared between an endpoint's handles and its driver task.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Wakes the driver when an application call produced something to send.
+    pub(crate) notify: Notify,
+    socket: Socket,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A QUIC endpoint on one UDP socket, for clients, servers, or both. Cloning gives another
+/// handle to the same endpoint. A driver task on the current tokio runtime does all I/O; it
+/// stops when the last handle and connection are gone.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("local_addr", &self.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+fn endpoint_config() -> EndpointConfig {
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut seed)
+        .expect("the OS random source");
+    EndpointConfig::from_seed(seed)
+}
+
+impl Endpoint {
+    /// An endpoint that accepts connections on `addr` (and can also connect out).
+    pub fn server(config: ServerConfig, addr: SocketAddr) -> io::Result<Self> {
+        Self::new(addr, Some(config))
+    }
+
+    /// An endpoint for outgoing connections, bound to `addr` (use port 0 for any).
+    pub fn client(addr: SocketAddr) -> io::Result<Self> {
+        Self::new(addr, None)
+    }
+
+    fn new(addr: SocketAddr, server: Option<ServerConfig>) -> io::Result<Self> {
+        let socket = Socket::bind(addr)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                proto: qstream_proto::Endpoint::new(endpoint_config(), server),
+                connections: HashMap::new(),
+                incoming: VecDeque::new(),
+                accept_waiters: Vec::new(),
+                closed: false,
+            }),
+            notify: Notify::new(),
+            socket,
+        });
+        tokio::spawn(drive(Arc::downgrade(&shared)));
+        Ok(Self { shared })
+    }
+
+    /// The local address of the socket.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.shared.socket.local_addr()
+    }
+
+    /// Starts a connection to `addr`, authenticating the server as `server_name`. The
+    /// returned future resolves when the handshake completes.
+    pub fn connect(
+        &self,
+        config: &ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<Connecting, ConnectError> {
+        let handle = {
+            let mut state = self.shared.lock();
+            let handle = state
+                .proto
+                .connect(Instant::now(), config, addr, server_name)?;
+            state.connections.entry(handle).or_default();
+            handle
+        };
+        self.shared.notify.notify_one();
+        Ok(Connecting {
+            connection: Some(Connection::new(self.shared.clone(), handle)),
+        })
+    }
+
+    /// The next incoming connection, once its handshake completed; `None` after
+    /// [`Endpoint::close`].
+    pub async fn accept(&self) -> Option<Result<Connection, ConnectionError>> {
+        let handle = std::future::poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            if let Some(handle) = state.incoming.pop_front() {
+                return Poll::Ready(Some(handle));
+            }
+            if state.closed {
+                return Poll::Ready(None);
+            }
+            state.accept_waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await?;
+        let connecting = Connecting {
+            connection: Some(Connection::new(self.shared.clone(), handle)),
+        };
+        Some(connecting.await)
+    }
+
+    /// Closes every connection with `code` and `reason`, and stops accepting.
+    pub fn close(&self, code: qstream_proto::wire::VarInt, reason: &[u8]) {
+        let mut state = self.shared.lock();
+        state.closed = true;
+        let now = Instant::now();
+        for handle in state.proto.connection_handles() {
+            if let Some(connection) = state.proto.connection_mut(handle) {
+                connection.close(now, code, reason);
+            }
+        }
+        state.accept_waiters.drain(..).for_each(Waker::wake);
+        drop(state);
+        self.shared.notify.notify_one();
+    }
+
+    /// Waits until every connection has finished closing.
+    pub async fn wait_idle(&self) {
+        loop {
+            let busy = {
+                let state = self.shared.lock();
+                state
+                    .proto
+                    .connection_handles()
+                    .iter()
+                    .any(|h| state.proto.connection(*h).is_some_and(|c| !c.is_drained()))
+            };
+            if !busy {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A connection being established.
+#[derive(Debug)]
+pub struct Connecting {
+    connection: Option<Connection>,
+}
+
+impl Future for Connecting {
+    type Output = Result<Connection, ConnectionError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let connection = self.connection.as_ref().expect("polled after completion");
+        let mut state = connection.shared.lock();
+        let entry = state.connections.entry(connection.handle).or_default();
+        if let Some(error) = &entry.error {
+            return Poll::Ready(Err(error.clone()));
+        }
+        if entry.connected {
+            drop(state);
+            return Poll::Ready(Ok(self.connection.take().expect("present")));
+        }
+        entry.waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Datagrams received per system call at most.
+const BATCH: usize = 32;
+/// Receive buffer per datagram: the largest UDP payload.
+const DATAGRAM_BUFFER: usize = 65_536;
+
+/// The driver: receives, handles timers, sends, and wakes waiters, until every handle is gone.
+async fn drive(shared: std::sync::Weak<Shared>) {
+    let mut buffers = vec![vec![0u8; DATAGRAM_BUFFER]; BATCH];
+    let mut meta = vec![RecvMeta::default(); BATCH];
+    let mut out = Vec::with_capacity(1500);
+    loop {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        // Timers and everything waiting to be sent.
+        let mut sends = Vec::new();
+        let deadline = {
+            let mut state = shared.lock();
+            let now = Instant::now();
+            if state.proto.poll_timeout().is_some_and(|t| t <= now) {
+                state.proto.handle_timeout(now);
+            }
+            while let Some(transmit) = state.proto.poll_transmit(now, &mut out) {
+                sends.push((
+                    transmit.destination,
+                    transmit.ecn,
+                    out[..transmit.size].to_vec(),
+                ));
+            }
+            state.dispatch_events();
+            state.proto.poll_timeout()
+        };
+        for (destination, ecn, datagram) in sends {
+            // A failed send is a lost datagram; recovery repairs it.
+            let _ = shared.socket.send(destination, ecn, &datagram).await;
+        }
+        let sleep = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let received = std::future::poll_fn(|cx| {
+            let mut slices: Vec<IoSliceMut<'_>> =
+                buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            shared.socket.poll_recv(cx, &mut slices, &mut meta)
+        });
+        tokio::select! {
+            result = received => {
+                let Ok(count) = result else { continue };
+                let mut state = shared.lock();
+                let now = Instant::now();
+                for (buffer, meta) in buffers.iter_mut().zip(&meta).take(count) {
+                    // GRO may deliver several datagrams of `stride` bytes in one buffer.
+                    for datagram in buffer[..meta.len].chunks_mut(meta.stride.max(1)) {
+                        state.proto.handle_datagram(now, meta.addr, ecn(meta.ecn), datagram);
+                    }
+                }
+            }
+            _ = sleep => {}
+            _ = shared.notify.notified() => {}
+        }
+        // Drop our strong reference before waiting again, so handles alone keep it alive.
+        drop(shared);
+    }
+}
