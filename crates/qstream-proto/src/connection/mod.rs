@@ -267,6 +267,9 @@ pub struct Connection {
     local_cid: ConnectionId,
     /// Connection IDs issued by each side.
     cids: CidState,
+    /// Connection IDs asked of the endpoint and not yet handed over: they count as issued, so
+    /// several retirements in one datagram do not over-issue (RFC 9000 §5.1.1).
+    cids_requested: usize,
     streams: Streams,
     /// The Destination Connection ID of the client's first Initial: it derives Initial keys and
     /// is echoed in original_destination_connection_id.
@@ -396,6 +399,7 @@ impl Connection {
                 None,
                 u64::from(ACTIVE_CID_LIMIT),
             ),
+            cids_requested: 0,
             streams: Streams::new(init.side, init.config.streams.clone()),
             original_dcid: init.original_dcid,
             peer_initial_scid: (init.side == Side::Server).then_some(init.remote_cid),
@@ -914,8 +918,9 @@ impl Connection {
             .as_ref()
             .map_or(2, |p| p.active_connection_id_limit.into_inner());
         let wanted = peer_limit.min(u64::from(ACTIVE_CID_LIMIT)) as usize;
-        let missing = wanted.saturating_sub(self.cids.local_count());
+        let missing = wanted.saturating_sub(self.cids.local_count() + self.cids_requested);
         if missing > 0 {
+            self.cids_requested += missing;
             self.endpoint_events
                 .push_back(EndpointEvent::NeedCids(missing));
         }
@@ -929,6 +934,7 @@ impl Connection {
     /// Connection IDs the endpoint allocated and routes here, with their reset tokens; they are
     /// sent to the peer in NEW_CONNECTION_ID frames.
     pub(crate) fn issue_cids(&mut self, ids: Vec<(ConnectionId, StatelessResetToken)>) {
+        self.cids_requested = self.cids_requested.saturating_sub(ids.len());
         let issued = self.cids.issue(ids);
         self.spaces[SpaceId::Data as usize]
             .pending
