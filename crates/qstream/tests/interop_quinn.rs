@@ -16,13 +16,19 @@ struct Tls {
 const ALPN: &[u8] = b"qstream-test";
 
 fn tls() -> Tls {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let cert: CertificateDer<'static> = cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    // One certificate for the whole test binary: every client trusts every server.
+    static IDENTITY: std::sync::OnceLock<(CertificateDer<'static>, Vec<u8>)> =
+        std::sync::OnceLock::new();
+    let (cert, key) = IDENTITY.get_or_init(|| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.der().clone(), key.serialize_der())
+    });
+    let cert = cert.clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.clone()));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -154,5 +160,330 @@ async fn interop_quinn_quinn_client_to_qstream_server() {
             reason: "bye".into()
         }
     );
-    let _ = TransportConfig::default();
+}
+
+/// How a test server answers each stream.
+#[derive(Clone, Copy)]
+enum Habit {
+    /// Reads the request to the end and sends it back.
+    Echo,
+    /// Sends a fixed response, finishes, and drops both halves without reading (the seed
+    /// scenario's server).
+    RespondWithoutReading,
+}
+
+const RESPONSE: &[u8] = b"response without reading the request";
+
+/// A quinn server answering every stream per `habit`, with a bidirectional stream limit.
+fn quinn_server(habit: Habit, limit: u32, ip: &str) -> SocketAddr {
+    let tls = tls();
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.server).unwrap();
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(limit));
+    config.transport_config(Arc::new(transport));
+    let endpoint = quinn::Endpoint::server(config, format!("{ip}:0").parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            tokio::spawn(async move {
+                let Ok(connection) = incoming.await else {
+                    return;
+                };
+                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                    tokio::spawn(async move {
+                        match habit {
+                            Habit::Echo => {
+                                let Ok(request) = recv.read_to_end(1 << 27).await else {
+                                    return;
+                                };
+                                let _ = send.write_all(&request).await;
+                                let _ = send.finish();
+                            }
+                            Habit::RespondWithoutReading => {
+                                let _ = send.write_all(RESPONSE).await;
+                                let _ = send.finish();
+                            }
+                        }
+                        // Keep the send half until its data is acknowledged; recv dropped.
+                        let _ = send.stopped().await;
+                    });
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A qstream server answering every stream per `habit`.
+fn qstream_server(habit: Habit, transport: TransportConfig, retry: bool, ip: &str) -> SocketAddr {
+    let tls = tls();
+    let mut config = ServerConfig::new(Arc::new(tls.server));
+    config.transport = Arc::new(transport);
+    config.retry = retry;
+    let endpoint = Endpoint::server(config, format!("{ip}:0").parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(Ok(connection)) = endpoint.accept().await {
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                    tokio::spawn(async move {
+                        match habit {
+                            Habit::Echo => {
+                                let Ok(request) = recv.read_to_end(1 << 27).await else {
+                                    return;
+                                };
+                                let _ = send.write_all(&request).await;
+                                let _ = send.finish();
+                            }
+                            Habit::RespondWithoutReading => {
+                                let _ = send.write_all(RESPONSE).await;
+                                let _ = send.finish();
+                                // Both handles dropped here: finished send half kept, receive
+                                // half stopped.
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn qstream_client(addr: SocketAddr, transport: TransportConfig) -> qstream::Connection {
+    let ip = if addr.is_ipv6() { "[::1]" } else { "127.0.0.1" };
+    let client = Endpoint::client(format!("{ip}:0").parse().unwrap()).unwrap();
+    let mut config = ClientConfig::new(Arc::new(tls().client));
+    config.transport = Arc::new(transport);
+    tokio::time::timeout(TIMEOUT, client.connect(&config, addr, "localhost").unwrap())
+        .await
+        .expect("handshake timed out")
+        .expect("handshake")
+}
+
+async fn quinn_client(addr: SocketAddr) -> quinn::Connection {
+    let ip = if addr.is_ipv6() { "[::1]" } else { "127.0.0.1" };
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls().client).unwrap();
+    let mut endpoint = quinn::Endpoint::client(format!("{ip}:0").parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    tokio::time::timeout(TIMEOUT, endpoint.connect(addr, "localhost").unwrap())
+        .await
+        .expect("handshake timed out")
+        .expect("handshake")
+}
+
+async fn qstream_exchange(connection: &qstream::Connection, request: &[u8]) -> Vec<u8> {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(request).await.unwrap();
+    send.finish().unwrap();
+    recv.read_to_end(1 << 27).await.unwrap()
+}
+
+async fn quinn_exchange(connection: &quinn::Connection, request: &[u8]) -> Vec<u8> {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(request).await.unwrap();
+    send.finish().unwrap();
+    recv.read_to_end(1 << 27).await.unwrap()
+}
+
+#[tokio::test]
+async fn interop_quinn_50mib_on_one_stream_both_roles() {
+    let data = message(50 << 20);
+    let addr = quinn_server(Habit::Echo, 100, "127.0.0.1");
+    let connection = qstream_client(addr, TransportConfig::default()).await;
+    let echoed = tokio::time::timeout(TIMEOUT * 3, qstream_exchange(&connection, &data))
+        .await
+        .unwrap();
+    assert!(
+        echoed == data,
+        "qstream client: {} of {} bytes",
+        echoed.len(),
+        data.len()
+    );
+    let addr = qstream_server(Habit::Echo, TransportConfig::default(), false, "127.0.0.1");
+    let connection = quinn_client(addr).await;
+    let echoed = tokio::time::timeout(TIMEOUT * 3, quinn_exchange(&connection, &data))
+        .await
+        .unwrap();
+    assert!(
+        echoed == data,
+        "quinn client: {} of {} bytes",
+        echoed.len(),
+        data.len()
+    );
+}
+
+#[tokio::test]
+async fn interop_quinn_seed_scenario_2000_exchanges_limit_100_both_roles() {
+    // The server finishes its response and drops the stream without reading the request: the
+    // client must be able to go on opening streams through a limit of 100, never hanging.
+    let addr = quinn_server(Habit::RespondWithoutReading, 100, "127.0.0.1");
+    let connection = qstream_client(addr, TransportConfig::default()).await;
+    for i in 0..2000 {
+        let response = tokio::time::timeout(TIMEOUT, qstream_exchange(&connection, b"request"))
+            .await
+            .unwrap_or_else(|_| panic!("qstream client hung at exchange {i}"));
+        assert_eq!(response, RESPONSE);
+    }
+    let mut transport = TransportConfig::default();
+    transport.streams.max_concurrent_bidi = 100;
+    let addr = qstream_server(Habit::RespondWithoutReading, transport, false, "127.0.0.1");
+    let connection = quinn_client(addr).await;
+    for i in 0..2000 {
+        let response = tokio::time::timeout(TIMEOUT, quinn_exchange(&connection, b"request"))
+            .await
+            .unwrap_or_else(|_| panic!("quinn client hung at exchange {i}"));
+        assert_eq!(response, RESPONSE);
+    }
+}
+
+#[tokio::test]
+async fn interop_quinn_200_concurrent_streams_both_roles() {
+    let addr = quinn_server(Habit::Echo, 100, "127.0.0.1");
+    let connection = qstream_client(addr, TransportConfig::default()).await;
+    let tasks: Vec<_> = (0..200u32)
+        .map(|i| {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                let request = message(1000 + i as usize * 37);
+                assert_eq!(qstream_exchange(&connection, &request).await, request);
+            })
+        })
+        .collect();
+    for task in tasks {
+        tokio::time::timeout(TIMEOUT, task).await.unwrap().unwrap();
+    }
+    let addr = qstream_server(Habit::Echo, TransportConfig::default(), false, "127.0.0.1");
+    let connection = quinn_client(addr).await;
+    let tasks: Vec<_> = (0..200u32)
+        .map(|i| {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                let request = message(1000 + i as usize * 37);
+                assert_eq!(quinn_exchange(&connection, &request).await, request);
+            })
+        })
+        .collect();
+    for task in tasks {
+        tokio::time::timeout(TIMEOUT, task).await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn interop_quinn_reset_and_stop_codes_cross_stacks() {
+    let tls_pair = tls();
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls_pair.server).unwrap();
+    let quinn_endpoint = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let addr = quinn_endpoint.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let connection = quinn_endpoint.accept().await.unwrap().await.unwrap();
+        // First stream: the qstream client resets it with 11; quinn sees the code.
+        let (_send, mut recv) = connection.accept_bi().await.unwrap();
+        let reset = recv.read_to_end(1 << 20).await.unwrap_err();
+        // Second stream: quinn stops it with 22; the qstream client sees the code on write.
+        let (_send2, mut recv2) = connection.accept_bi().await.unwrap();
+        recv2.stop(quinn::VarInt::from_u32(22)).unwrap();
+        (reset, connection)
+    });
+    let connection = qstream_client(addr, TransportConfig::default()).await;
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    send.write_all(b"some bytes").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send.reset(qstream::proto::wire::VarInt::from_u32(11))
+        .unwrap();
+    let (mut send2, _recv2) = connection.open_bi().await.unwrap();
+    send2.write_all(b"x").await.unwrap();
+    let (reset, _quinn_connection) = tokio::time::timeout(TIMEOUT, server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(reset, quinn::ReadToEndError::Read(quinn::ReadError::Reset(code)) if code == quinn::VarInt::from_u32(11)),
+        "quinn saw {reset:?}"
+    );
+    let stopped = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let Err(error) = send2.write_all(b"more").await {
+                return error;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(stopped.to_string().contains("22"), "qstream saw {stopped}");
+}
+
+#[tokio::test]
+async fn interop_quinn_key_updates_mid_transfer() {
+    let addr = quinn_server(Habit::Echo, 100, "127.0.0.1");
+    let transport = TransportConfig {
+        key_update_interval: Some(500),
+        ..TransportConfig::default()
+    };
+    let connection = qstream_client(addr, transport).await;
+    let data = message(8 << 20);
+    let echoed = tokio::time::timeout(TIMEOUT, qstream_exchange(&connection, &data))
+        .await
+        .unwrap();
+    assert!(echoed == data);
+    let stats = connection.stats().unwrap();
+    assert!(stats.key_updates_initiated >= 3, "{stats:?}");
+}
+
+#[tokio::test]
+async fn interop_quinn_client_through_qstream_retry() {
+    let addr = qstream_server(Habit::Echo, TransportConfig::default(), true, "127.0.0.1");
+    let connection = quinn_client(addr).await;
+    assert_eq!(
+        quinn_exchange(&connection, b"after retry").await,
+        b"after retry"
+    );
+}
+
+#[tokio::test]
+async fn interop_quinn_over_ipv6() {
+    let addr = quinn_server(Habit::Echo, 100, "[::1]");
+    let connection = qstream_client(addr, TransportConfig::default()).await;
+    assert_eq!(qstream_exchange(&connection, b"v6").await, b"v6");
+    let addr = qstream_server(Habit::Echo, TransportConfig::default(), false, "[::1]");
+    let connection = quinn_client(addr).await;
+    assert_eq!(quinn_exchange(&connection, b"v6").await, b"v6");
+}
+
+#[tokio::test]
+async fn interop_quinn_qstream_client_through_quinn_retry() {
+    let tls_pair = tls();
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls_pair.server).unwrap();
+    let endpoint = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            // Validate every address with a Retry first.
+            if !incoming.remote_address_validated() {
+                incoming.retry().unwrap();
+                continue;
+            }
+            let connection = incoming.await.unwrap();
+            let (mut send, mut recv) = connection.accept_bi().await.unwrap();
+            let request = recv.read_to_end(1 << 20).await.unwrap();
+            send.write_all(&request).await.unwrap();
+            send.finish().unwrap();
+            let _ = send.stopped().await;
+        }
+    });
+    let connection = qstream_client(addr, TransportConfig::default()).await;
+    assert_eq!(
+        qstream_exchange(&connection, b"after quinn's retry").await,
+        b"after quinn's retry"
+    );
 }
