@@ -132,6 +132,70 @@ impl Connection {
         ))
     }
 
+    /// Opens a unidirectional stream now, or fails at once when there is no credit.
+    pub fn try_open_uni(&self) -> Result<SendStream, TryOpenError> {
+        let id = self
+            .with(|c| c.open(Instant::now(), Dir::Uni))?
+            .map_err(TryOpenError::NoCredit)?;
+        Ok(SendStream::new(self.clone(), id))
+    }
+
+    /// Sends an unreliable datagram (RFC 9221): it arrives once or not at all.
+    pub fn send_datagram(&self, data: bytes::Bytes) -> Result<(), SendDatagramError> {
+        self.with(|c| c.send_datagram(data))
+            .map_err(SendDatagramError::Connection)?
+            .map_err(SendDatagramError::Datagram)
+    }
+
+    /// The next datagram from the peer.
+    pub async fn read_datagram(&self) -> Result<bytes::Bytes, ConnectionError> {
+        poll_fn(|cx| match self.with(|c| c.recv_datagram()) {
+            Err(error) => Poll::Ready(Err(error)),
+            Ok(Some(data)) => Poll::Ready(Ok(data)),
+            Ok(None) => {
+                self.wait(cx);
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// The round-trip time estimate: smoothed RTT.
+    pub fn rtt(&self) -> Option<std::time::Duration> {
+        let state = self.shared.lock();
+        state
+            .proto
+            .connection(self.handle)
+            .map(|c| c.rtt().smoothed())
+    }
+
+    /// The congestion window in bytes.
+    pub fn congestion_window(&self) -> Option<u64> {
+        let state = self.shared.lock();
+        state
+            .proto
+            .connection(self.handle)
+            .map(|c| c.congestion_window())
+    }
+
+    /// The ALPN protocol the handshake agreed on.
+    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        let state = self.shared.lock();
+        state
+            .proto
+            .connection(self.handle)
+            .and_then(|c| c.alpn_protocol().map(<[u8]>::to_vec))
+    }
+
+    /// The peer's certificate chain, as it presented it.
+    pub fn peer_certificates(&self) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+        let state = self.shared.lock();
+        state
+            .proto
+            .connection(self.handle)
+            .and_then(|c| c.peer_certificates().map(<[_]>::to_vec))
+    }
+
     /// The next bidirectional stream the peer opened. The peer's stream appears when its first
     /// frame arrives, not when the peer opens it.
     pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
@@ -224,6 +288,26 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
+/// Why a datagram could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendDatagramError {
+    /// The peer does not accept it, or it is too large; see the inner error.
+    Datagram(qstream_proto::connection::SendDatagramError),
+    /// The connection is closed.
+    Connection(ConnectionError),
+}
+
+impl std::fmt::Display for SendDatagramError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Datagram(e) => e.fmt(f),
+            Self::Connection(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SendDatagramError {}
+
 /// Why a stream could not be opened at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TryOpenError {
@@ -294,6 +378,46 @@ impl SendStream {
             .with(|c| c.finish(self.id))
             .map_err(connection_io_error)?
             .map_err(io_error)
+    }
+
+    /// Sets the stream's scheduling priority: higher goes first, round-robin among equals.
+    pub fn set_priority(&mut self, priority: i32) -> io::Result<()> {
+        self.connection
+            .with(|c| c.set_priority(self.id, priority))
+            .map_err(connection_io_error)?
+            .map_err(io_error)
+    }
+
+    /// Waits until the peer stops the stream (STOP_SENDING) and returns its code, or `None`
+    /// once everything written was acknowledged or the stream is gone.
+    pub async fn stopped(&self) -> Result<Option<VarInt>, ConnectionError> {
+        poll_fn(|cx| {
+            let result = self.connection.with(|c| {
+                let snapshot = c.streams_snapshot(Instant::now());
+                match snapshot
+                    .streams
+                    .iter()
+                    .find(|s| s.id == self.id)
+                    .and_then(|s| s.send.clone())
+                {
+                    None => Some(None),
+                    Some(send) if send.stopped_by_peer.is_some() => Some(send.stopped_by_peer),
+                    Some(send) if send.state == qstream_proto::streams::SendState::DataRecvd => {
+                        Some(None)
+                    }
+                    Some(_) => None,
+                }
+            });
+            match result {
+                Err(error) => Poll::Ready(Err(error)),
+                Ok(Some(outcome)) => Poll::Ready(Ok(outcome)),
+                Ok(None) => {
+                    self.connection.wait(cx);
+                    Poll::Pending
+                }
+            }
+        })
+        .await
     }
 
     /// Abandons the stream with `code` (RESET_STREAM; quic-go's CancelWrite).

@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     /// Wakes the driver when an application call produced something to send.
     pub(crate) notify: Notify,
     socket: Socket,
+    /// Whether sends may batch datagrams with GSO.
+    gso: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -138,9 +140,19 @@ impl Endpoint {
             }),
             notify: Notify::new(),
             socket,
+            gso: std::sync::atomic::AtomicBool::new(true),
         });
         tokio::spawn(drive(Arc::downgrade(&shared)));
         Ok(Self { shared })
+    }
+
+    /// Turns batching of sends with generic segmentation offload on or off (it is on where the
+    /// kernel supports it). Packet captures see one large buffer per batch, so turn it off to
+    /// capture individual datagrams.
+    pub fn set_gso(&self, enabled: bool) {
+        self.shared
+            .gso
+            .store(enabled, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The local address of the socket.
@@ -250,6 +262,32 @@ impl Future for Connecting {
     }
 }
 
+/// Splits queued datagrams into runs that one GSO send can carry: same destination and ECN
+/// codepoint, all the size of the first except possibly the last, at most `max_segments`.
+fn gso_batches(
+    sends: &[(SocketAddr, Option<qstream_proto::EcnCodepoint>, Vec<u8>)],
+    max_segments: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < sends.len() {
+        let (destination, ecn, first) = &sends[start];
+        let mut end = start + 1;
+        while end < sends.len()
+            && end - start < max_segments
+            && sends[end].0 == *destination
+            && sends[end].1 == *ecn
+            && sends[end].2.len() <= first.len()
+            && sends[end - 1].2.len() == first.len()
+        {
+            end += 1;
+        }
+        batches.push(start..end);
+        start = end;
+    }
+    batches
+}
+
 /// Datagrams received per system call at most.
 const BATCH: usize = 32;
 /// Receive buffer per datagram: the largest UDP payload.
@@ -282,9 +320,23 @@ async fn drive(shared: std::sync::Weak<Shared>) {
             state.dispatch_events();
             state.proto.poll_timeout()
         };
-        for (destination, ecn, datagram) in sends {
+        let max_segments = if shared.gso.load(std::sync::atomic::Ordering::Relaxed) {
+            shared.socket.max_gso_segments()
+        } else {
+            1
+        };
+        for batch in gso_batches(&sends, max_segments) {
+            let (destination, ecn, first) = &sends[batch.start];
+            let segment_size = (batch.len() > 1).then_some(first.len());
+            let contents: Vec<u8> = sends[batch]
+                .iter()
+                .flat_map(|(_, _, d)| d.iter().copied())
+                .collect();
             // A failed send is a lost datagram; recovery repairs it.
-            let _ = shared.socket.send(destination, ecn, &datagram).await;
+            let _ = shared
+                .socket
+                .send(*destination, *ecn, &contents, segment_size)
+                .await;
         }
         let sleep = async {
             match deadline {
@@ -314,5 +366,30 @@ async fn drive(shared: std::sync::Weak<Shared>) {
         }
         // Drop our strong reference before waiting again, so handles alone keep it alive.
         drop(shared);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_batches_group_equal_sizes_to_one_destination() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let d = |addr, len| (addr, None, vec![0u8; len]);
+        let sends = vec![
+            d(a, 1200),
+            d(a, 1200),
+            d(a, 500),
+            d(a, 1200),
+            d(b, 1200),
+            d(b, 1200),
+        ];
+        assert_eq!(gso_batches(&sends, 10), vec![0..3, 3..4, 4..6]);
+        assert_eq!(
+            gso_batches(&sends, 1),
+            (0..6).map(|i| i..i + 1).collect::<Vec<_>>()
+        );
     }
 }

@@ -48,12 +48,19 @@ impl Socket {
         }
     }
 
-    /// Sends one datagram, waiting for the socket to be writable if needed.
+    /// How many equal-sized datagrams one send may carry with GSO; 1 without it.
+    pub(crate) fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Sends one datagram, or with `segment_size` several of that size (the last may be shorter)
+    /// in one system call (GSO), waiting for the socket to be writable if needed.
     pub(crate) async fn send(
         &self,
         destination: SocketAddr,
         ecn: Option<EcnCodepoint>,
         contents: &[u8],
+        segment_size: Option<usize>,
     ) -> io::Result<()> {
         let transmit = Transmit {
             destination,
@@ -63,7 +70,7 @@ impl Socket {
                 EcnCodepoint::Ce => quinn_udp::EcnCodepoint::Ce,
             }),
             contents,
-            segment_size: None,
+            segment_size,
             src_ip: None,
         };
         loop {

@@ -154,3 +154,99 @@ async fn loopback_drop_after_finish_delivers_every_byte() {
         message.len()
     );
 }
+
+#[tokio::test]
+async fn loopback_waiting_opens_are_served_in_order() {
+    let mut transport = TransportConfig::default();
+    transport.streams.max_concurrent_bidi = 1;
+    let (_server, client, server) = pair("127.0.0.1", transport).await;
+    let (mut first, _first_recv) = client.open_bi().await.unwrap();
+    // Three opens wait, started in order a, b, c.
+    let (order_tx, mut order_rx) = tokio::sync::mpsc::unbounded_channel();
+    for name in ["a", "b", "c"] {
+        let client = client.clone();
+        let order = order_tx.clone();
+        tokio::spawn(async move {
+            let (mut send, _recv) = client.open_bi().await.unwrap();
+            order.send((name, send.id().index())).unwrap();
+            send.finish().unwrap();
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The server answers and releases every stream, so credit returns one at a time.
+    tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = server.accept_bi().await {
+            let _ = recv.read_to_end(1 << 10).await;
+            // The client may have dropped its receive half already (stopping this one).
+            let _ = send.finish();
+        }
+    });
+    first.finish().unwrap();
+    drop(first);
+    let mut order = Vec::new();
+    while order.len() < 3 {
+        order.push(
+            tokio::time::timeout(Duration::from_secs(5), order_rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert_eq!(order, vec![("a", 1), ("b", 2), ("c", 3)]);
+}
+
+#[tokio::test]
+async fn loopback_datagrams_stopped_codes_and_accessors() {
+    let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
+    client
+        .send_datagram(bytes::Bytes::from_static(b"unreliable"))
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), server.read_datagram())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got[..], b"unreliable");
+    assert_eq!(client.alpn_protocol().as_deref(), Some(ALPN));
+    assert_eq!(client.peer_certificates().map(|c| c.len()), Some(1));
+    assert!(client.rtt().is_some() && client.congestion_window().unwrap() > 0);
+    // STOP_SENDING's code reaches the writer (quic-go's CancelRead on the other side).
+    let (mut send, _recv) = client.open_bi().await.unwrap();
+    send.write_all(b"hello").await.unwrap();
+    let (_server_send, mut server_recv) = server.accept_bi().await.unwrap();
+    server_recv.stop(VarInt::from_u32(33)).unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(5), send.stopped())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, Some(VarInt::from_u32(33)));
+}
+
+#[tokio::test]
+async fn loopback_transfer_with_gso_off() {
+    let (server_config, client_config) = configs(TransportConfig::default());
+    let server = Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    server.set_gso(false);
+    let addr = server.local_addr().unwrap();
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client.set_gso(false);
+    let (connection, accepted) = tokio::join!(
+        client.connect(&client_config, addr, "localhost").unwrap(),
+        server.accept()
+    );
+    let (connection, accepted) = (connection.unwrap(), accepted.unwrap().unwrap());
+    let reader = tokio::spawn(async move {
+        let (_s, mut recv) = accepted.accept_bi().await.unwrap();
+        recv.read_to_end(4 << 20).await.unwrap()
+    });
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    let data = vec![9u8; 3 << 20];
+    send.write_all(&data).await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .unwrap()
+            .unwrap(),
+        data
+    );
+}
