@@ -219,3 +219,39 @@ fn handshake_new_token_skips_retry_on_the_next_connection() {
             .is_none()
     );
 }
+
+#[test]
+fn handshake_frame_counts_agree_on_both_sides() {
+    use qstream_proto::wire::FrameType;
+    let mut pair = Pair::new(PairOptions::default());
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    pair.run_until(Duration::from_millis(200), |_| false);
+    let client = pair.client_conn().unwrap().stats();
+    let server = pair.server_conn().unwrap().stats();
+    // No loss: what one side sent, the other received.
+    for ty in [
+        FrameType::CRYPTO,
+        FrameType::HANDSHAKE_DONE,
+        FrameType::NEW_CONNECTION_ID,
+        FrameType::NEW_TOKEN,
+    ] {
+        assert_eq!(
+            server.frames_sent.get(ty),
+            client.frames_received.get(ty),
+            "{ty:?}"
+        );
+        assert_eq!(
+            client.frames_sent.get(ty),
+            server.frames_received.get(ty),
+            "{ty:?}"
+        );
+    }
+    assert_eq!(server.frames_sent.get(FrameType::HANDSHAKE_DONE), 1);
+    assert!(
+        client.frames_sent.get(FrameType::CRYPTO) >= 2,
+        "ClientHello and Finished"
+    );
+    // With ECN in use, ACKs carry ECN counts (type 0x03).
+    let acks = server.frames_sent.get(FrameType::ACK) + server.frames_sent.get(FrameType::ACK_ECN);
+    assert!(acks > 0);
+}

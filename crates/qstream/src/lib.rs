@@ -16,3 +16,10 @@ pub use connection::{Connection, RecvStream, SendDatagramError, SendStream, TryO
 pub use endpoint::{Connecting, Endpoint};
 pub use qstream_proto as proto;
 pub use qstream_proto::{ClientConfig, ConnectionError, ServerConfig, TransportConfig};
+
+/// A rustls key log that appends TLS secrets to the file named by the `SSLKEYLOGFILE`
+/// environment variable, and does nothing when it is unset: set it as `key_log` on a rustls
+/// client or server configuration to let Wireshark decrypt captures.
+pub fn key_log() -> std::sync::Arc<dyn rustls::KeyLog> {
+    std::sync::Arc::new(rustls::KeyLogFile::new())
+}

@@ -28,7 +28,7 @@ use crate::stateless_reset::StatelessResetToken;
 use crate::streams::{
     OpenError, OpenTicket, ReadOutcome, StreamError, StreamEvent, Streams, StreamsSnapshot,
 };
-use crate::wire::{ConnectionId, TransportParameters, VarInt, Version};
+use crate::wire::{ConnectionId, FrameType, TransportParameters, VarInt, Version};
 use crate::wire::{Dir, StreamId};
 use crate::{Side, TransportErrorCode};
 use cids::CidState;
@@ -228,6 +228,60 @@ pub struct ConnectionStats {
     pub key_updates_initiated: u64,
     /// Acknowledgments that reported new ECN-CE marks: congestion signalled without loss.
     pub ecn_congestion_events: u64,
+    /// Frames sent, by type.
+    pub frames_sent: FrameCounts,
+    /// Frames received in packets that decrypted, by type.
+    pub frames_received: FrameCounts,
+}
+
+/// How many frames of each type (RFC 9000 §19, DATAGRAM) went one way.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameCounts {
+    /// Indexed by frame type for 0x00..=0x1e; DATAGRAM at 0x1f.
+    counts: [u64; 32],
+}
+
+impl FrameCounts {
+    fn index(ty: FrameType) -> Option<usize> {
+        match ty.0 {
+            0x00..=0x1e => Some(ty.0 as usize),
+            0x30 | 0x31 => Some(0x1f),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn count(&mut self, ty: FrameType) {
+        if let Some(i) = Self::index(ty) {
+            self.counts[i] += 1;
+        }
+    }
+
+    /// How many frames of `ty` were counted; every STREAM type (0x08..=0x0f) is counted
+    /// under its own value, as are both ACK, MAX_STREAMS, STREAMS_BLOCKED and CONNECTION_CLOSE
+    /// types.
+    pub fn get(&self, ty: FrameType) -> u64 {
+        Self::index(ty).map_or(0, |i| self.counts[i])
+    }
+
+    /// STREAM frames of every type.
+    pub fn stream(&self) -> u64 {
+        self.counts[0x08..=0x0f].iter().sum()
+    }
+}
+
+impl fmt::Debug for FrameCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (i, &n) in self.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let ty = if i == 0x1f {
+                FrameType::DATAGRAM_LEN
+            } else {
+                FrameType(i as u64)
+            };
+            map.entry(&format_args!("{ty:?}"), &n);
+        }
+        map.finish()
+    }
 }
 
 #[derive(Debug)]

@@ -269,6 +269,7 @@ impl Connection {
                 });
             }
             ack_eliciting |= ty.is_ack_eliciting();
+            self.stats.frames_received.count(ty);
             match frame {
                 Frame::Padding(_) | Frame::Ping => {}
                 Frame::Ack(ack) => self.on_ack_received(now, id, &ack)?,

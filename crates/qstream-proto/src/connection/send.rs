@@ -104,6 +104,13 @@ impl Connection {
         let mut ends: Vec<usize> = built.iter().skip(1).map(|b| b.start).collect();
         ends.push(buf.len());
         for (packet, &end) in built.iter().zip(&ends) {
+            // Count what we send by reading our own plaintext: no per-frame bookkeeping at
+            // every write site.
+            let pn_len = usize::from(buf[packet.start] & 0x03) + 1;
+            let payload = &buf[packet.pn_offset + pn_len..end - TAG_LEN];
+            for frame in crate::wire::Frames::new(payload).map_while(Result::ok) {
+                self.stats.frames_sent.count(frame.ty());
+            }
             let (header_key, packet_key) = self.local_keys(packet.space);
             protect(
                 &mut buf[packet.start..end],
