@@ -89,7 +89,8 @@ impl Connection {
         ))
     }
 
-    /// Opens a unidirectional stream, waiting for credit like [`Self::open_bi`].
+    /// Opens a unidirectional stream, waiting for credit like [`Self::open_bi`] (quic-go's
+    /// OpenUniStreamSync).
     pub async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
         let id = self.open(Dir::Uni).await?;
         Ok(SendStream::new(self.clone(), id))
@@ -121,7 +122,8 @@ impl Connection {
         .await
     }
 
-    /// Opens a bidirectional stream now, or fails at once when there is no credit.
+    /// Opens a bidirectional stream now, or fails at once when there is no credit (quic-go's
+    /// OpenStream).
     pub fn try_open_bi(&self) -> Result<(SendStream, RecvStream), TryOpenError> {
         let id = self
             .with(|c| c.open(Instant::now(), Dir::Bi))?
@@ -132,7 +134,8 @@ impl Connection {
         ))
     }
 
-    /// Opens a unidirectional stream now, or fails at once when there is no credit.
+    /// Opens a unidirectional stream now, or fails at once when there is no credit (quic-go's
+    /// OpenUniStream).
     pub fn try_open_uni(&self) -> Result<SendStream, TryOpenError> {
         let id = self
             .with(|c| c.open(Instant::now(), Dir::Uni))?
@@ -140,14 +143,15 @@ impl Connection {
         Ok(SendStream::new(self.clone(), id))
     }
 
-    /// Sends an unreliable datagram (RFC 9221): it arrives once or not at all.
+    /// Sends an unreliable datagram (RFC 9221): it arrives once or not at all (quic-go's
+    /// SendDatagram).
     pub fn send_datagram(&self, data: bytes::Bytes) -> Result<(), SendDatagramError> {
         self.with(|c| c.send_datagram(data))
             .map_err(SendDatagramError::Connection)?
             .map_err(SendDatagramError::Datagram)
     }
 
-    /// The next datagram from the peer.
+    /// The next datagram from the peer (quic-go's ReceiveDatagram).
     pub async fn read_datagram(&self) -> Result<bytes::Bytes, ConnectionError> {
         poll_fn(|cx| match self.with(|c| c.recv_datagram()) {
             Err(error) => Poll::Ready(Err(error)),
@@ -196,8 +200,8 @@ impl Connection {
             .and_then(|c| c.peer_certificates().map(<[_]>::to_vec))
     }
 
-    /// The next bidirectional stream the peer opened. The peer's stream appears when its first
-    /// frame arrives, not when the peer opens it.
+    /// The next bidirectional stream the peer opened (quic-go's AcceptStream). The peer's stream
+    /// appears when its first frame arrives, not when the peer opens it.
     pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
         let id = self.accept(Dir::Bi).await?;
         Ok((
@@ -206,7 +210,7 @@ impl Connection {
         ))
     }
 
-    /// The next unidirectional stream the peer opened.
+    /// The next unidirectional stream the peer opened (quic-go's AcceptUniStream).
     pub async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
         let id = self.accept(Dir::Uni).await?;
         Ok(RecvStream::new(self.clone(), id))
@@ -224,12 +228,14 @@ impl Connection {
         .await
     }
 
-    /// Closes the connection with an application `code` and `reason` the peer sees.
+    /// Closes the connection with an application `code` and `reason` the peer sees (quic-go's
+    /// CloseWithError).
     pub fn close(&self, code: VarInt, reason: &[u8]) {
         let _ = self.with(|c| c.close(Instant::now(), code, reason));
     }
 
-    /// Waits until the connection is closed, and says why.
+    /// Waits until the connection is closed, and says why (quic-go's Context().Done() with
+    /// the close error).
     pub async fn closed(&self) -> ConnectionError {
         poll_fn(|cx| {
             let mut state = self.shared.lock();
@@ -287,6 +293,20 @@ impl Drop for OpenGuard<'_> {
         self.connection.shared.notify.notify_one();
     }
 }
+
+/// The peer reset the stream (RESET_STREAM, quic-go's CancelWrite on its side) with this
+/// application code. Reads fail with an `io::Error` of kind `ConnectionReset` carrying it:
+/// `error.get_ref().and_then(|e| e.downcast_ref::<ResetByPeer>())`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResetByPeer(pub VarInt);
+
+impl std::fmt::Display for ResetByPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the peer reset the stream with code {}", self.0)
+    }
+}
+
+impl std::error::Error for ResetByPeer {}
 
 /// Why a datagram could not be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,7 +387,7 @@ impl SendStream {
         self.id
     }
 
-    /// Writes all of `data`, waiting for buffer space.
+    /// Writes all of `data`, waiting for buffer space (quic-go's Write).
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         tokio::io::AsyncWriteExt::write_all(self, data).await
     }
@@ -388,7 +408,8 @@ impl SendStream {
             .map_err(io_error)
     }
 
-    /// Waits until the peer stops the stream (STOP_SENDING) and returns its code, or `None`
+    /// Waits until the peer stops the stream (STOP_SENDING, quic-go's CancelRead on its side)
+    /// and returns its code, or `None`
     /// once everything written was acknowledged or the stream is gone.
     pub async fn stopped(&self) -> Result<Option<VarInt>, ConnectionError> {
         poll_fn(|cx| {
@@ -482,7 +503,8 @@ impl RecvStream {
         self.id
     }
 
-    /// Reads to the end, failing if more than `limit` bytes arrive.
+    /// Reads to the end, failing if more than `limit` bytes arrive (quic-go: io.ReadAll on the
+    /// stream, bounded).
     pub async fn read_to_end(&mut self, limit: usize) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
         let mut chunk = vec![0u8; 64 * 1024];
@@ -530,7 +552,7 @@ impl AsyncRead for RecvStream {
             Ok(Ok(ReadOutcome::Finished)) => Poll::Ready(Ok(())),
             Ok(Ok(ReadOutcome::Reset(code))) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
-                format!("the peer reset the stream with code {code}"),
+                ResetByPeer(code),
             ))),
             Ok(Ok(ReadOutcome::Blocked)) => {
                 this.connection.wait(cx);

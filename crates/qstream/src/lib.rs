@@ -12,7 +12,9 @@ mod connection;
 mod endpoint;
 mod socket;
 
-pub use connection::{Connection, RecvStream, SendDatagramError, SendStream, TryOpenError};
+pub use connection::{
+    Connection, RecvStream, ResetByPeer, SendDatagramError, SendStream, TryOpenError,
+};
 pub use endpoint::{Connecting, Endpoint};
 pub use qstream_proto as proto;
 pub use qstream_proto::{ClientConfig, ConnectionError, ServerConfig, TransportConfig};

@@ -116,6 +116,11 @@ async fn loopback_drop_resets_an_unfinished_stream_and_the_peer_sees_it() {
     drop(recv);
     let error = server_recv.read_to_end(1 << 20).await.unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    // The code travels typed: the release code, 0 by default.
+    let reset = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<qstream::ResetByPeer>());
+    assert_eq!(reset, Some(&qstream::ResetByPeer(VarInt::ZERO)));
 }
 
 #[tokio::test]
@@ -249,4 +254,45 @@ async fn loopback_transfer_with_gso_off() {
             .unwrap(),
         data
     );
+}
+
+#[tokio::test]
+async fn loopback_unidirectional_streams_try_open_and_wait_idle() {
+    let mut transport = TransportConfig::default();
+    transport.streams.max_concurrent_uni = 1;
+    let (server_endpoint, client, server) = pair("127.0.0.1", transport).await;
+    let mut uni = client.open_uni().await.unwrap();
+    uni.write_all(b"one way").await.unwrap();
+    // The limit is one: try_open fails at once with the limit, it does not wait.
+    match client.try_open_uni() {
+        Err(qstream::TryOpenError::NoCredit(error)) => {
+            assert!(error.to_string().contains("allows 1"))
+        }
+        other => panic!("expected NoCredit, got {other:?}"),
+    }
+    uni.finish().unwrap();
+    drop(uni);
+    let mut recv = server.accept_uni().await.unwrap();
+    assert_eq!(recv.read_to_end(100).await.unwrap(), b"one way");
+    drop(recv);
+    // The stream was released on both sides: credit is back.
+    let second = tokio::time::timeout(Duration::from_secs(5), client.open_uni())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.id().index(), 1);
+    assert!(client.try_open_bi().is_ok());
+    drop(second);
+    // Closing the server endpoint closes its connections; wait_idle returns once drained.
+    server_endpoint.close(VarInt::from_u32(3), b"shutting down");
+    let error = tokio::time::timeout(Duration::from_secs(5), client.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(error, qstream::ConnectionError::ApplicationClosed { .. }),
+        "{error}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), server_endpoint.wait_idle())
+        .await
+        .unwrap();
 }
