@@ -58,15 +58,37 @@ impl Connection {
         Ok(result)
     }
 
-    /// Registers the task to be woken at the connection's next event.
-    fn wait(&self, cx: &mut Context<'_>) {
+    /// Runs `f` like [`Self::with`]; when it returns `Pending`, registers the task to be woken
+    /// at the connection's next event while still holding the lock, so no event between the
+    /// check and the registration is missed.
+    fn poll_with<T>(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut qstream_proto::Connection) -> Poll<T>,
+    ) -> Poll<Result<T, ConnectionError>> {
         let mut state = self.shared.lock();
-        state
+        if let Some(error) = state
             .connections
-            .entry(self.handle)
-            .or_default()
-            .waiters
-            .push(cx.waker().clone());
+            .get(&self.handle)
+            .and_then(|c| c.error.clone())
+        {
+            return Poll::Ready(Err(error));
+        }
+        let Some(connection) = state.proto.connection_mut(self.handle) else {
+            return Poll::Ready(Err(ConnectionError::LocallyClosed));
+        };
+        let result = f(connection);
+        if result.is_pending() {
+            state
+                .connections
+                .entry(self.handle)
+                .or_default()
+                .waiters
+                .push(cx.waker().clone());
+        }
+        drop(state);
+        self.shared.notify.notify_one();
+        result.map(Ok)
     }
 
     /// The peer's address.
@@ -153,15 +175,8 @@ impl Connection {
 
     /// The next datagram from the peer (quic-go's ReceiveDatagram).
     pub async fn read_datagram(&self) -> Result<bytes::Bytes, ConnectionError> {
-        poll_fn(|cx| match self.with(|c| c.recv_datagram()) {
-            Err(error) => Poll::Ready(Err(error)),
-            Ok(Some(data)) => Poll::Ready(Ok(data)),
-            Ok(None) => {
-                self.wait(cx);
-                Poll::Pending
-            }
-        })
-        .await
+        poll_fn(|cx| self.poll_with(cx, |c| c.recv_datagram().map_or(Poll::Pending, Poll::Ready)))
+            .await
     }
 
     /// The round-trip time estimate: smoothed RTT.
@@ -217,15 +232,7 @@ impl Connection {
     }
 
     async fn accept(&self, dir: Dir) -> Result<StreamId, ConnectionError> {
-        poll_fn(|cx| match self.with(|c| c.accept(dir)) {
-            Err(error) => Poll::Ready(Err(error)),
-            Ok(Some(id)) => Poll::Ready(Ok(id)),
-            Ok(None) => {
-                self.wait(cx);
-                Poll::Pending
-            }
-        })
-        .await
+        poll_fn(|cx| self.poll_with(cx, |c| c.accept(dir).map_or(Poll::Pending, Poll::Ready))).await
     }
 
     /// Closes the connection with an application `code` and `reason` the peer sees (quic-go's
@@ -413,7 +420,7 @@ impl SendStream {
     /// once everything written was acknowledged or the stream is gone.
     pub async fn stopped(&self) -> Result<Option<VarInt>, ConnectionError> {
         poll_fn(|cx| {
-            let result = self.connection.with(|c| {
+            self.connection.poll_with(cx, |c| {
                 let snapshot = c.streams_snapshot(Instant::now());
                 match snapshot
                     .streams
@@ -421,22 +428,16 @@ impl SendStream {
                     .find(|s| s.id == self.id)
                     .and_then(|s| s.send.clone())
                 {
-                    None => Some(None),
-                    Some(send) if send.stopped_by_peer.is_some() => Some(send.stopped_by_peer),
-                    Some(send) if send.state == qstream_proto::streams::SendState::DataRecvd => {
-                        Some(None)
+                    None => Poll::Ready(None),
+                    Some(send) if send.stopped_by_peer.is_some() => {
+                        Poll::Ready(send.stopped_by_peer)
                     }
-                    Some(_) => None,
+                    Some(send) if send.state == qstream_proto::streams::SendState::DataRecvd => {
+                        Poll::Ready(None)
+                    }
+                    Some(_) => Poll::Pending,
                 }
-            });
-            match result {
-                Err(error) => Poll::Ready(Err(error)),
-                Ok(Some(outcome)) => Poll::Ready(Ok(outcome)),
-                Ok(None) => {
-                    self.connection.wait(cx);
-                    Poll::Pending
-                }
-            }
+            })
         })
         .await
     }
@@ -457,14 +458,17 @@ impl AsyncWrite for SendStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match this.connection.with(|c| c.write(this.id, buf)) {
-            Err(error) => Poll::Ready(Err(connection_io_error(error))),
-            Ok(Err(error)) => Poll::Ready(Err(io_error(error))),
-            Ok(Ok(0)) if !buf.is_empty() => {
-                this.connection.wait(cx);
-                Poll::Pending
-            }
-            Ok(Ok(n)) => Poll::Ready(Ok(n)),
+        let written = this
+            .connection
+            .poll_with(cx, |c| match c.write(this.id, buf) {
+                Ok(0) if !buf.is_empty() => Poll::Pending,
+                result => Poll::Ready(result),
+            });
+        match written {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(error)) => Poll::Ready(Err(connection_io_error(error))),
+            Poll::Ready(Ok(Err(error))) => Poll::Ready(Err(io_error(error))),
+            Poll::Ready(Ok(Ok(n))) => Poll::Ready(Ok(n)),
         }
     }
 
@@ -540,7 +544,16 @@ impl AsyncRead for RecvStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let max = buf.remaining();
-        match this.connection.with(|c| c.read(this.id, max)) {
+        let read = this
+            .connection
+            .poll_with(cx, |c| match c.read(this.id, max) {
+                Ok(ReadOutcome::Blocked) => Poll::Pending,
+                result => Poll::Ready(result),
+            });
+        let Poll::Ready(read) = read else {
+            return Poll::Pending;
+        };
+        match read {
             Err(error) => Poll::Ready(Err(connection_io_error(error))),
             // A released stream has been read to its end.
             Ok(Err(StreamError::UnknownStream)) => Poll::Ready(Ok(())),
@@ -554,10 +567,8 @@ impl AsyncRead for RecvStream {
                 io::ErrorKind::ConnectionReset,
                 ResetByPeer(code),
             ))),
-            Ok(Ok(ReadOutcome::Blocked)) => {
-                this.connection.wait(cx);
-                Poll::Pending
-            }
+            // `poll_with` turned `Blocked` into `Pending` with the waker registered.
+            Ok(Ok(ReadOutcome::Blocked)) => Poll::Pending,
         }
     }
 }
