@@ -1,6 +1,8 @@
 //! The `qstream` command: streaming data transfer over QUIC.
 
 mod demo;
+mod get;
+mod serve;
 mod tls;
 
 use std::process::ExitCode;
@@ -20,6 +22,10 @@ enum Command {
     /// Transfers data between a server and a client in this process, over loopback with a
     /// fresh self-signed certificate, verifying every byte with BLAKE3.
     Demo(demo::DemoArgs),
+    /// Serves the files of a directory over ALPN hq-interop (HTTP/0.9 over QUIC).
+    Serve(serve::ServeArgs),
+    /// Fetches files over hq-interop, concurrently over one connection per server.
+    Get(get::GetArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +43,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Get(args) => get::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,306 @@
+//! `qstream get`: fetches files over hq-interop (HTTP/0.9 over QUIC), concurrently over one
+//! connection per server.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qstream::proto::Side;
+use qstream::proto::wire::{Dir, VarInt};
+use qstream::{ClientConfig, Connection, ConnectionError, Endpoint, ResetByPeer};
+use tokio::io::AsyncWriteExt;
+
+use crate::serve::HQ_INTEROP;
+use crate::tls;
+
+/// Options of `qstream get`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct GetArgs {
+    /// URLs to fetch, like https://example.net:4433/file.
+    #[arg(required = true)]
+    urls: Vec<String>,
+    /// Directory to save the files in.
+    #[arg(short = 'o', long, default_value = ".")]
+    output: PathBuf,
+    /// Trust the certificate(s) in this PEM file (the server's own, or its CA).
+    #[arg(long, conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Accept any server certificate (testing only).
+    #[arg(long)]
+    insecure: bool,
+    /// Give up on a download that waits this long for stream credit, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    open_timeout: f64,
+    /// Give up connecting after this long, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
+}
+
+/// A parsed https URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Url {
+    host: String,
+    port: u16,
+    path: String,
+}
+
+fn parse_url(text: &str) -> Result<Url, String> {
+    let invalid = || format!("invalid URL {text:?}: expected https://host[:port]/path");
+    let rest = text.strip_prefix("https://").ok_or_else(invalid)?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(invalid)?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => port.parse().map_err(|_| invalid())?,
+            None if after.is_empty() => 443,
+            None => return Err(invalid()),
+        };
+        (host.to_owned(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host.to_owned(), port.parse().map_err(|_| invalid())?),
+            None => (authority.to_owned(), 443),
+        }
+    };
+    if host.is_empty() || path.contains(char::is_whitespace) {
+        return Err(invalid());
+    }
+    Ok(Url {
+        host,
+        port,
+        path: path.to_owned(),
+    })
+}
+
+pub(crate) async fn run(args: GetArgs) -> Result<(), Box<dyn Error>> {
+    let urls: Vec<Url> = args
+        .urls
+        .iter()
+        .map(|u| parse_url(u))
+        .collect::<Result<_, _>>()?;
+    std::fs::create_dir_all(&args.output).map_err(|e| {
+        format!(
+            "cannot use {} as output directory: {e}",
+            args.output.display()
+        )
+    })?;
+    let tls = if args.insecure {
+        tls::client_insecure(HQ_INTEROP)?
+    } else if let Some(ca) = &args.ca {
+        tls::client_trusting_file(ca, HQ_INTEROP)?
+    } else {
+        tls::client_trusting_nothing(HQ_INTEROP)?
+    };
+    let config = ClientConfig::new(Arc::new(tls));
+    let mut by_server: BTreeMap<(String, u16), Vec<Url>> = BTreeMap::new();
+    for url in urls {
+        by_server
+            .entry((url.host.clone(), url.port))
+            .or_default()
+            .push(url);
+    }
+    let mut failures = 0;
+    for ((host, port), urls) in by_server {
+        match fetch_from(&host, port, &urls, &config, &args).await {
+            Ok(failed) => failures += failed,
+            Err(error) => {
+                eprintln!("{host}:{port}: {error}");
+                failures += urls.len();
+            }
+        }
+    }
+    if failures > 0 {
+        return Err(format!("{failures} of {} downloads failed", args.urls.len()).into());
+    }
+    Ok(())
+}
+
+/// Fetches `urls` from one server over one connection; returns how many failed.
+async fn fetch_from(
+    host: &str,
+    port: u16,
+    urls: &[Url],
+    config: &ClientConfig,
+    args: &GetArgs,
+) -> Result<usize, Box<dyn Error>> {
+    let addr = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let local = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let endpoint = Endpoint::client(local.parse()?)?;
+    let connecting = endpoint.connect(config, addr, host)?;
+    let connection =
+        match tokio::time::timeout(Duration::from_secs_f64(args.connect_timeout), connecting).await
+        {
+            Err(_) => {
+                return Err(format!(
+                    "no answer within {} s: is the server running and the UDP port open?",
+                    args.connect_timeout
+                )
+                .into());
+            }
+            Ok(Err(error)) => return Err(explain_handshake_error(&error).into()),
+            Ok(Ok(connection)) => connection,
+        };
+    let tasks: Vec<_> = urls
+        .iter()
+        .map(|url| {
+            let connection = connection.clone();
+            let url = url.clone();
+            let output = args.output.clone();
+            let open_timeout = Duration::from_secs_f64(args.open_timeout);
+            tokio::spawn(async move { fetch(&connection, &url, &output, open_timeout).await })
+        })
+        .collect();
+    let mut failed = 0;
+    for (task, url) in tasks.into_iter().zip(urls) {
+        match task.await {
+            Ok(Ok(bytes)) => println!("{}: {bytes} bytes", url.path),
+            Ok(Err(error)) => {
+                eprintln!("{}: {error}", url.path);
+                failed += 1;
+            }
+            Err(error) => {
+                eprintln!("{}: {error}", url.path);
+                failed += 1;
+            }
+        }
+    }
+    connection.close(VarInt::ZERO, b"");
+    Ok(failed)
+}
+
+fn explain_handshake_error(error: &ConnectionError) -> String {
+    match error.tls_alert() {
+        // bad_certificate, unknown_ca, decrypt_error from our side: the certificate.
+        Some(42 | 48 | 51) if matches!(error, ConnectionError::TransportError(_)) => format!(
+            "the server's certificate is not trusted ({error}); pass --ca FILE with its \
+             certificate, or --insecure for testing"
+        ),
+        Some(120) => format!("the server does not speak hq-interop ({error})"),
+        _ => format!("the handshake failed: {error}"),
+    }
+}
+
+/// Downloads one file; returns its size.
+async fn fetch(
+    connection: &Connection,
+    url: &Url,
+    output: &std::path::Path,
+    open_timeout: Duration,
+) -> Result<u64, String> {
+    let (mut send, mut recv) = match tokio::time::timeout(open_timeout, connection.open_bi()).await
+    {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(error)) => return Err(error.to_string()),
+        Err(_) => return Err(credit_timeout_message(connection, open_timeout)),
+    };
+    send.write_all(format!("GET {}\r\n", url.path).as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    let name = url
+        .path
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("index.html");
+    let file_path = output.join(name);
+    let mut file = tokio::fs::File::create(&file_path)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", file_path.display()))?;
+    let mut received = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match tokio::io::AsyncReadExt::read(&mut recv, &mut buf).await {
+            Ok(n) => n,
+            Err(error) => {
+                let _ = tokio::fs::remove_file(&file_path).await;
+                let code = error
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<ResetByPeer>());
+                return Err(match code {
+                    Some(ResetByPeer(code)) if code.into_inner() == 0x10c => {
+                        "not found on the server (stream reset with 0x10c)".to_owned()
+                    }
+                    _ => error.to_string(),
+                });
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n])
+            .await
+            .map_err(|e| format!("cannot write {}: {e} (disk full?)", file_path.display()))?;
+        received += n as u64;
+    }
+    file.flush()
+        .await
+        .map_err(|e| format!("cannot write {}: {e} (disk full?)", file_path.display()))?;
+    Ok(received)
+}
+
+/// Why an open waited too long: the peer's limit, and how many of our streams are done on our
+/// side but still count against it because the peer has not released them.
+fn credit_timeout_message(connection: &Connection, waited: Duration) -> String {
+    let Some(snapshot) = connection.streams() else {
+        return format!("no stream credit within {waited:?}");
+    };
+    let credit = snapshot.credit(Side::Client, Dir::Bi);
+    let done_here = credit.opened_total - credit.open;
+    format!(
+        "waited {waited:?} for stream credit: the server allows {} bidirectional streams in \
+         total and all are used; {done_here} of ours are finished on our side but the server has \
+         not released them (it holds them half-open), {} still open here",
+        credit.limit, credit.open
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_bad_ones_are_explained() {
+        assert_eq!(
+            parse_url("https://example.net:4433/a/b.txt"),
+            Ok(Url {
+                host: "example.net".into(),
+                port: 4433,
+                path: "/a/b.txt".into()
+            })
+        );
+        assert_eq!(parse_url("https://[::1]:9/x").unwrap().host, "::1");
+        assert_eq!(
+            parse_url("https://host").unwrap(),
+            Url {
+                host: "host".into(),
+                port: 443,
+                path: "/".into()
+            }
+        );
+        for bad in [
+            "http://host/x",
+            "https://:1/x",
+            "https://host:port/x",
+            "https://[::1/x",
+            "host/x",
+        ] {
+            assert!(
+                parse_url(bad).unwrap_err().contains("expected https://"),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! `qstream serve`: files over ALPN hq-interop (HTTP/0.9 over QUIC), as interop servers do.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use qstream::proto::wire::VarInt;
+use qstream::{Endpoint, RecvStream, SendStream, ServerConfig, TransportConfig};
+use tokio::io::AsyncReadExt;
+
+use crate::tls::{self, Identity};
+
+/// The ALPN of HTTP/0.9 over QUIC used by the QUIC interop runner.
+pub(crate) const HQ_INTEROP: &[u8] = b"hq-interop";
+/// The code interop servers reset a stream with when the file is missing or refused.
+const NOT_FOUND: u32 = 0x10c;
+/// The longest request line accepted.
+const MAX_REQUEST: usize = 8 * 1024;
+
+/// Options of `qstream serve`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on, for example 127.0.0.1:4433 or [::]:4433.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Directory whose files are served.
+    #[arg(long)]
+    root: PathBuf,
+    /// Certificate chain (PEM), with --key. Without them a self-signed certificate is made and
+    /// its SHA-256 fingerprint printed.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Validate client addresses with a Retry first.
+    #[arg(long)]
+    retry: bool,
+    /// Bidirectional streams a client may have open at once.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    max_streams: u64,
+}
+
+pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
+    let root = std::fs::canonicalize(&args.root)
+        .map_err(|e| format!("cannot serve {}: {e}", args.root.display()))?;
+    if !root.is_dir() {
+        return Err(format!("cannot serve {}: not a directory", root.display()).into());
+    }
+    let identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
+        _ => {
+            let identity = Identity::self_signed(&["localhost"])?;
+            println!(
+                "self-signed certificate, SHA-256 fingerprint {}",
+                identity.fingerprint()
+            );
+            identity
+        }
+    };
+    let mut config = ServerConfig::new(Arc::new(tls::server(&identity, HQ_INTEROP)?));
+    let mut transport = TransportConfig::default();
+    transport.streams.max_concurrent_bidi = args.max_streams;
+    config.transport = Arc::new(transport);
+    config.retry = args.retry;
+    let endpoint = Endpoint::server(config, args.listen).map_err(|e| {
+        format!(
+            "cannot listen on {}: {e} (is another program using that port?)",
+            args.listen
+        )
+    })?;
+    println!("serving {} on {}", root.display(), endpoint.local_addr()?);
+    let root = Arc::new(root);
+    while let Some(connecting) = endpoint.accept().await {
+        let Ok(connection) = connecting else { continue };
+        let root = root.clone();
+        tokio::spawn(async move {
+            while let Ok((send, recv)) = connection.accept_bi().await {
+                tokio::spawn(answer(send, recv, root.clone()));
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Answers one request as soon as its line ends, whether or not the client finished its side,
+/// and leaves nothing half-open: the handles are dropped at the end, which stops a receive
+/// half not read to its end.
+async fn answer(mut send: SendStream, mut recv: RecvStream, root: Arc<PathBuf>) {
+    let line = match read_request_line(&mut recv).await {
+        Some(line) => line,
+        None => {
+            let _ = send.reset(VarInt::from_u32(NOT_FOUND));
+            return;
+        }
+    };
+    let Some(path) = line.strip_prefix("GET ").map(str::trim) else {
+        eprintln!("refused request {line:?}: not a GET");
+        let _ = send.reset(VarInt::from_u32(NOT_FOUND));
+        return;
+    };
+    let Some(file) = resolve(&root, path) else {
+        eprintln!("GET {path}: not found or outside the root (reset {NOT_FOUND:#x})");
+        let _ = send.reset(VarInt::from_u32(NOT_FOUND));
+        return;
+    };
+    match tokio::fs::File::open(&file).await {
+        Ok(mut file) => {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut sent = 0u64;
+            loop {
+                match file.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if send.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        sent += n as u64;
+                    }
+                    Err(error) => {
+                        eprintln!("GET {path}: read error {error}");
+                        let _ = send.reset(VarInt::from_u32(NOT_FOUND));
+                        return;
+                    }
+                }
+            }
+            let _ = send.finish();
+            eprintln!("GET {path}: {sent} bytes");
+        }
+        Err(error) => {
+            eprintln!("GET {path}: {error} (reset {NOT_FOUND:#x})");
+            let _ = send.reset(VarInt::from_u32(NOT_FOUND));
+        }
+    }
+}
+
+/// Reads up to the first CRLF (or the end of the stream); `None` if it is too long or not text.
+async fn read_request_line(recv: &mut RecvStream) -> Option<String> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        if let Some(end) = request.windows(2).position(|w| w == b"\r\n") {
+            request.truncate(end);
+            break;
+        }
+        let n = recv.read(&mut buf).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+        if request.len() > MAX_REQUEST {
+            return None;
+        }
+    }
+    String::from_utf8(request).ok()
+}
+
+/// The file `path` names under `root`, refusing anything that escapes it.
+fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
+    let relative = Path::new(path.strip_prefix('/')?);
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return None;
+    }
+    let file = std::fs::canonicalize(root.join(relative)).ok()?;
+    (file.starts_with(root) && file.is_file()).then_some(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_cannot_escape_the_root() {
+        let dir = std::env::temp_dir().join(format!("qstream-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/file"), b"x").unwrap();
+        let root = std::fs::canonicalize(&dir).unwrap();
+        assert!(resolve(&root, "/sub/file").is_some());
+        for bad in [
+            "/../etc/passwd",
+            "/sub/../../x",
+            "sub/file",
+            "//etc/passwd",
+            "/sub",
+            "/missing",
+        ] {
+            assert!(resolve(&root, bad).is_none(), "{bad}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

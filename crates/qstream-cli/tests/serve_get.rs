@@ -1,0 +1,297 @@
+//! `qstream serve` and `qstream get`, run as binaries, with the failures a user meets.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A `qstream serve` process, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(root: &Path, extra: &[&str]) -> Server {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qstream"))
+        .args(["serve", "--listen", &addr, "--root"])
+        .arg(root)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it says it is serving.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("serving ") {
+            break;
+        }
+    }
+    Server { child, addr }
+}
+
+fn qstream(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_qstream"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("qstream-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn website(name: &str) -> PathBuf {
+    let root = temp_dir(name);
+    std::fs::write(root.join("small.txt"), b"hello over QUIC\n").unwrap();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(root.join("big.bin"), big).unwrap();
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/nested.txt"), b"nested").unwrap();
+    root
+}
+
+#[test]
+fn get_fetches_several_files_byte_for_byte() {
+    let root = website("several");
+    let server = serve(&root, &[]);
+    let out = temp_dir("several-out");
+    let urls: Vec<String> = ["small.txt", "big.bin", "sub/nested.txt"]
+        .iter()
+        .map(|f| format!("https://{}/{f}", server.addr))
+        .collect();
+    let mut args = vec!["get", "--insecure", "-o", out.to_str().unwrap()];
+    args.extend(urls.iter().map(String::as_str));
+    let (ok, stdout, stderr) = qstream(&args);
+    assert!(ok, "{stdout}{stderr}");
+    for (served, saved) in [
+        ("small.txt", "small.txt"),
+        ("big.bin", "big.bin"),
+        ("sub/nested.txt", "nested.txt"),
+    ] {
+        assert_eq!(
+            std::fs::read(root.join(served)).unwrap(),
+            std::fs::read(out.join(saved)).unwrap(),
+            "{served}"
+        );
+    }
+}
+
+#[test]
+fn get_with_ca_trusts_the_servers_own_certificate() {
+    let root = website("ca");
+    let certs = temp_dir("ca-certs");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(certs.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(certs.join("key.pem"), key.serialize_pem()).unwrap();
+    let (cert_path, key_path) = (certs.join("cert.pem"), certs.join("key.pem"));
+    let server = serve(
+        &root,
+        &[
+            "--cert",
+            cert_path.to_str().unwrap(),
+            "--key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let out = temp_dir("ca-out");
+    let url = format!("https://localhost:{port}/small.txt");
+    let (ok, stdout, stderr) = qstream(&[
+        "get",
+        "--ca",
+        cert_path.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        &url,
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(
+        std::fs::read(out.join("small.txt")).unwrap(),
+        b"hello over QUIC\n"
+    );
+}
+
+#[test]
+fn get_reports_missing_files_and_refused_paths_and_fetches_the_rest() {
+    let root = website("missing");
+    let server = serve(&root, &[]);
+    let out = temp_dir("missing-out");
+    let good = format!("https://{}/small.txt", server.addr);
+    let missing = format!("https://{}/nope.txt", server.addr);
+    let escape = format!("https://{}/../../etc/passwd", server.addr);
+    let (ok, _, stderr) = qstream(&[
+        "get",
+        "--insecure",
+        "-o",
+        out.to_str().unwrap(),
+        &good,
+        &missing,
+        &escape,
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("/nope.txt: not found on the server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/../../etc/passwd: not found"), "{stderr}");
+    assert!(stderr.contains("2 of 3 downloads failed"), "{stderr}");
+    assert!(out.join("small.txt").exists());
+}
+
+#[test]
+fn get_explains_untrusted_certificates_unreachable_servers_and_bad_urls() {
+    let root = website("errors");
+    let server = serve(&root, &[]);
+    let url = format!("https://{}/small.txt", server.addr);
+    let (ok, _, stderr) = qstream(&["get", "-o", temp_dir("errors-out").to_str().unwrap(), &url]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("not trusted") && stderr.contains("--ca"),
+        "{stderr}"
+    );
+    let unreachable = format!("https://127.0.0.1:{}/x", free_port());
+    let (ok, _, stderr) = qstream(&["get", "--insecure", "--connect-timeout", "1", &unreachable]);
+    assert!(!ok);
+    assert!(stderr.contains("no answer within 1 s"), "{stderr}");
+    let (ok, _, stderr) = qstream(&["get", "--insecure", "ftp://example.net/x"]);
+    assert!(!ok);
+    assert!(stderr.contains("invalid URL"), "{stderr}");
+}
+
+#[test]
+fn serve_explains_a_port_in_use_and_a_missing_root() {
+    let root = website("port");
+    let server = serve(&root, &[]);
+    let (ok, _, stderr) = qstream(&[
+        "serve",
+        "--listen",
+        &server.addr,
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot listen") && stderr.contains("another program"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = qstream(&["serve", "--listen", "127.0.0.1:0", "--root", "/no/such/dir"]);
+    assert!(!ok);
+    assert!(stderr.contains("cannot serve /no/such/dir"), "{stderr}");
+}
+
+#[test]
+fn serve_never_holds_streams_half_open_for_a_client_that_never_finishes() {
+    // The seed scenario's client: it never finishes its streams, reads each response to the
+    // end and drops them. Through --max-streams 10, it must open stream after stream.
+    let root = website("seed");
+    let server = serve(&root, &["--max-streams", "10"]);
+    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(NoVerification))
+        .with_no_client_auth();
+        tls.alpn_protocols = vec![b"hq-interop".to_vec()];
+        let client = qstream::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let connection = client
+            .connect(
+                &qstream::ClientConfig::new(std::sync::Arc::new(tls)),
+                addr,
+                "localhost",
+            )
+            .unwrap()
+            .await
+            .unwrap();
+        for i in 0..2000 {
+            let (mut send, mut recv) =
+                tokio::time::timeout(Duration::from_secs(5), connection.open_bi())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("stream {i}: no credit: the server holds streams half-open")
+                    })
+                    .unwrap();
+            send.write_all(b"GET /small.txt\r\n").await.unwrap();
+            // Never finished.
+            assert_eq!(
+                recv.read_to_end(1 << 10).await.unwrap(),
+                b"hello over QUIC\n"
+            );
+        }
+    });
+}
+
+#[derive(Debug)]
+struct NoVerification;
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
