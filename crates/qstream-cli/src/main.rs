@@ -2,6 +2,7 @@
 
 mod demo;
 mod get;
+mod pipe;
 mod serve;
 mod tls;
 
@@ -26,6 +27,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Fetches files over hq-interop, concurrently over one connection per server.
     Get(get::GetArgs),
+    /// Sends a file or standard input to `qstream recv`, checked end to end with BLAKE3.
+    Send(pipe::SendArgs),
+    /// Receives one `qstream send` transfer into a file or standard output.
+    Recv(pipe::RecvArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +50,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Get(args) => get::run(args).await,
+            Command::Send(args) => pipe::send(args).await,
+            Command::Recv(args) => pipe::recv(args).await,
         }
     });
     match result {

@@ -105,30 +105,77 @@ pub(crate) fn client_trusting_nothing(alpn: &[u8]) -> Result<rustls::ClientConfi
 
 /// A TLS 1.3 client configuration that accepts any server certificate: for testing only.
 pub(crate) fn client_insecure(alpn: &[u8]) -> Result<rustls::ClientConfig, rustls::Error> {
+    client_with_check(None, alpn)
+}
+
+/// A TLS 1.3 client configuration that accepts exactly the server certificate whose SHA-256
+/// digest is `fingerprint`, whatever its names and issuer.
+pub(crate) fn client_pinned(
+    fingerprint: [u8; 32],
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    client_with_check(Some(fingerprint), alpn)
+}
+
+/// A SHA-256 fingerprint from 64 hex digits, colons between pairs allowed.
+pub(crate) fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    let invalid = || format!("invalid fingerprint {text:?}: expected 32 hex pairs like ab:cd:…");
+    let digits: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
+    if digits.len() != 64 {
+        return Err(invalid());
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks(2)) {
+        let pair = std::str::from_utf8(pair).map_err(|_| invalid())?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| invalid())?;
+    }
+    Ok(out)
+}
+
+fn client_with_check(
+    pinned: Option<[u8; 32]>,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = provider();
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let check = ServerCertificateCheck {
+        provider: provider.clone(),
+        pinned,
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_custom_certificate_verifier(Arc::new(check))
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
     config.key_log = qstream::key_log();
     Ok(config)
 }
 
-/// Accepts every certificate, still checking the handshake signatures made with it.
+/// Accepts the certificate with the pinned fingerprint, or any when none is pinned; either way
+/// the handshake signatures made with it are still checked.
 #[derive(Debug)]
-struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+struct ServerCertificateCheck {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    pinned: Option<[u8; 32]>,
+}
 
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+impl rustls::client::danger::ServerCertVerifier for ServerCertificateCheck {
     fn verify_server_cert(
         &self,
-        _: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _: &[CertificateDer<'_>],
         _: &rustls::pki_types::ServerName<'_>,
         _: &[u8],
         _: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if let Some(pinned) = self.pinned {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, end_entity);
+            if digest.as_ref() != pinned {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        }
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
@@ -142,7 +189,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -156,12 +203,14 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -176,4 +225,26 @@ fn client_with_roots(
     config.alpn_protocols = vec![alpn.to_vec()];
     config.key_log = qstream::key_log();
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_with_or_without_colons_and_bad_ones_are_refused() {
+        let identity = Identity::self_signed(&["localhost"]).unwrap();
+        let printed = identity.fingerprint();
+        let parsed = parse_fingerprint(&printed).unwrap();
+        assert_eq!(parse_fingerprint(&printed.replace(':', "")), Ok(parsed));
+        for bad in [
+            "",
+            "00:11",
+            &"zz".repeat(32),
+            &"0".repeat(65),
+            "é".repeat(32).as_str(),
+        ] {
+            assert!(parse_fingerprint(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,0 +1,268 @@
+//! `qstream send` and `qstream recv`: one byte stream through a pipe, checked end to end.
+//!
+//! The sender opens one bidirectional stream, writes everything and finishes. The receiver
+//! writes what arrives to its output, then answers with the BLAKE3 hash of what it wrote and
+//! finishes. The sender compares it with the hash of what it sent and closes the connection with
+//! [`TRANSFER_OK`] or [`HASH_MISMATCH`], so both ends exit with the same verdict.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use qstream::proto::wire::VarInt;
+use qstream::{ClientConfig, ConnectionError, Endpoint, ServerConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::tls::{self, Identity};
+
+/// The ALPN of qstream's pipe protocol.
+const PIPE_ALPN: &[u8] = b"qstream-pipe/1";
+/// Connection close code: the receiver's hash matched.
+const TRANSFER_OK: u32 = 0;
+/// Connection close code: the receiver's hash differed from the sender's.
+const HASH_MISMATCH: u32 = 1;
+/// Stream stop and connection close code: the receiver could not write its output.
+const RECEIVER_FAILED: u32 = 2;
+/// How long an endpoint waits for its CONNECTION_CLOSE to go out before exiting.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Options of `qstream send`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct SendArgs {
+    /// The receiver, as host:port.
+    addr: String,
+    /// File to send; `-` or nothing reads standard input.
+    #[arg(default_value = "-")]
+    file: String,
+    /// Trust the certificate(s) in this PEM file.
+    #[arg(long, conflicts_with_all = ["insecure", "fingerprint"])]
+    ca: Option<PathBuf>,
+    /// Trust exactly the certificate with this SHA-256 fingerprint, as `qstream recv` prints it.
+    #[arg(long, conflicts_with = "insecure")]
+    fingerprint: Option<String>,
+    /// Accept any certificate (testing only).
+    #[arg(long)]
+    insecure: bool,
+    /// Give up connecting after this long, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
+}
+
+/// Options of `qstream recv`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct RecvArgs {
+    /// Address to listen on, for example 127.0.0.1:4433 or [::]:4433.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// File to write; `-` or nothing writes standard output.
+    #[arg(short = 'o', long, default_value = "-")]
+    output: String,
+    /// Certificate chain (PEM), with --key. Without them a self-signed certificate is made and
+    /// its SHA-256 fingerprint printed on standard error.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
+    let mut input: Box<dyn AsyncRead + Unpin + Send> = if args.file == "-" {
+        Box::new(tokio::io::stdin())
+    } else {
+        Box::new(
+            tokio::fs::File::open(&args.file)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", args.file))?,
+        )
+    };
+    let tls = if args.insecure {
+        tls::client_insecure(PIPE_ALPN)?
+    } else if let Some(fingerprint) = &args.fingerprint {
+        tls::client_pinned(tls::parse_fingerprint(fingerprint)?, PIPE_ALPN)?
+    } else if let Some(ca) = &args.ca {
+        tls::client_trusting_file(ca, PIPE_ALPN)?
+    } else {
+        return Err(
+            "name the receiver's certificate: --fingerprint (printed by qstream recv), \
+                    --ca FILE, or --insecure for testing"
+                .into(),
+        );
+    };
+    let (host, port) = args
+        .addr
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host.trim_matches(['[', ']']), port.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("invalid address {:?}: expected host:port", args.addr))?;
+    let addr = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let local = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let endpoint = Endpoint::client(local.parse()?)?;
+    let connecting = endpoint.connect(&ClientConfig::new(Arc::new(tls)), addr, host)?;
+    let connection =
+        match tokio::time::timeout(Duration::from_secs_f64(args.connect_timeout), connecting).await
+        {
+            Err(_) => {
+                return Err(format!(
+                    "no answer from {addr} within {} s: is qstream recv running there?",
+                    args.connect_timeout
+                )
+                .into());
+            }
+            Ok(Err(error)) => return Err(explain_handshake_error(&error).into()),
+            Ok(Ok(connection)) => connection,
+        };
+    let started = Instant::now();
+    let (mut send, mut recv) = connection.open_bi().await?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut sent = 0u64;
+    loop {
+        let n = input
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", args.file))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Err(error) = send.write_all(&buf[..n]).await {
+            let receiver_failed = match send.stopped().await {
+                Ok(Some(code)) => code.into_inner() == u64::from(RECEIVER_FAILED),
+                Err(ConnectionError::ApplicationClosed { code, .. }) => {
+                    code.into_inner() == u64::from(RECEIVER_FAILED)
+                }
+                Ok(None) | Err(_) => false,
+            };
+            return Err(if receiver_failed {
+                "the receiver could not write its output and stopped the transfer".into()
+            } else {
+                format!("sending failed: {error}").into()
+            });
+        }
+        sent += n as u64;
+    }
+    send.finish()?;
+    let answer = recv.read_to_end(blake3::OUT_LEN).await?;
+    let ours = hasher.finalize();
+    let verdict = if answer.as_slice() == ours.as_bytes().as_slice() {
+        connection.close(VarInt::from_u32(TRANSFER_OK), b"hash matches");
+        Ok(())
+    } else {
+        connection.close(VarInt::from_u32(HASH_MISMATCH), b"hash mismatch");
+        Err("the receiver's BLAKE3 hash differs from what was sent".into())
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+    eprintln!(
+        "sent {sent} bytes in {elapsed:.2} s ({:.1} MB/s), BLAKE3 {}",
+        sent as f64 / elapsed / 1e6,
+        ours.to_hex()
+    );
+    verdict
+}
+
+pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
+    let mut output: Box<dyn AsyncWrite + Unpin + Send> = if args.output == "-" {
+        Box::new(tokio::io::stdout())
+    } else {
+        Box::new(
+            tokio::fs::File::create(&args.output)
+                .await
+                .map_err(|e| format!("cannot create {}: {e}", args.output))?,
+        )
+    };
+    let identity = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
+        _ => {
+            let identity = Identity::self_signed(&["localhost"])?;
+            eprintln!(
+                "self-signed certificate, SHA-256 fingerprint {}",
+                identity.fingerprint()
+            );
+            identity
+        }
+    };
+    let config = ServerConfig::new(Arc::new(tls::server(&identity, PIPE_ALPN)?));
+    let endpoint = Endpoint::server(config, args.listen).map_err(|e| {
+        format!(
+            "cannot listen on {}: {e} (is another program using that port?)",
+            args.listen
+        )
+    })?;
+    eprintln!("listening on {}", endpoint.local_addr()?);
+    let connection = loop {
+        match endpoint.accept().await {
+            Some(Ok(connection)) => break connection,
+            Some(Err(error)) => eprintln!("a connection attempt failed: {error}"),
+            None => return Err("the endpoint closed".into()),
+        }
+    };
+    let (mut send, mut recv) = connection.accept_bi().await?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut received = 0u64;
+    loop {
+        let n = recv.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Err(error) = output.write_all(&buf[..n]).await {
+            // Tell the sender to stop rather than let it fill a stream nobody reads.
+            let _ = recv.stop(VarInt::from_u32(RECEIVER_FAILED));
+            connection.close(
+                VarInt::from_u32(RECEIVER_FAILED),
+                b"cannot write the output",
+            );
+            let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+            return Err(format!("cannot write {}: {error}", args.output).into());
+        }
+        received += n as u64;
+    }
+    output
+        .flush()
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", args.output))?;
+    let hash = hasher.finalize();
+    send.write_all(hash.as_bytes()).await?;
+    send.finish()?;
+    let verdict = match connection.closed().await {
+        ConnectionError::ApplicationClosed { code, .. }
+            if code.into_inner() == u64::from(TRANSFER_OK) =>
+        {
+            Ok(())
+        }
+        ConnectionError::ApplicationClosed { code, .. }
+            if code.into_inner() == u64::from(HASH_MISMATCH) =>
+        {
+            Err("the sender's BLAKE3 hash differs from what arrived".into())
+        }
+        other => Err(format!("the connection ended before the sender confirmed: {other}").into()),
+    };
+    eprintln!("received {received} bytes, BLAKE3 {}", hash.to_hex());
+    verdict
+}
+
+fn explain_handshake_error(error: &ConnectionError) -> String {
+    match error.tls_alert() {
+        // bad_certificate, unknown_ca, access_denied (a fingerprint mismatch), decrypt_error,
+        // raised by our side: the certificate.
+        Some(42 | 48 | 49 | 51) if matches!(error, ConnectionError::TransportError(_)) => format!(
+            "the receiver's certificate is not the one named by --fingerprint or --ca ({error})"
+        ),
+        Some(120) => {
+            format!("the peer is not qstream recv: it does not speak {PIPE_ALPN:?} ({error})")
+        }
+        _ => format!("the handshake failed: {error}"),
+    }
+}
