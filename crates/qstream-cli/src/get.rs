@@ -13,6 +13,7 @@ use qstream::{ClientConfig, Connection, ConnectionError, Endpoint, ResetByPeer};
 use tokio::io::AsyncWriteExt;
 
 use crate::serve::HQ_INTEROP;
+use crate::stats::StatsArgs;
 use crate::tls;
 
 /// Options of `qstream get`.
@@ -36,7 +37,12 @@ pub(crate) struct GetArgs {
     /// Give up connecting after this long, in seconds.
     #[arg(long, default_value_t = 10.0)]
     connect_timeout: f64,
+    #[command(flatten)]
+    stats: StatsArgs,
 }
+
+/// How long an open waits for credit before `get` says it is waiting.
+const CREDIT_WAIT_NOTICE: Duration = Duration::from_secs(1);
 
 /// A parsed https URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,6 +159,7 @@ async fn fetch_from(
             Ok(Err(error)) => return Err(explain_handshake_error(&error).into()),
             Ok(Ok(connection)) => connection,
         };
+    args.stats.watch(&connection, format!("{host}:{port}"));
     let tasks: Vec<_> = urls
         .iter()
         .map(|url| {
@@ -200,12 +207,7 @@ async fn fetch(
     output: &std::path::Path,
     open_timeout: Duration,
 ) -> Result<u64, String> {
-    let (mut send, mut recv) = match tokio::time::timeout(open_timeout, connection.open_bi()).await
-    {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(error)) => return Err(error.to_string()),
-        Err(_) => return Err(credit_timeout_message(connection, open_timeout)),
-    };
+    let (mut send, mut recv) = open_reporting_waits(connection, &url.path, open_timeout).await?;
     send.write_all(format!("GET {}\r\n", url.path).as_bytes())
         .await
         .map_err(|e| e.to_string())?;
@@ -251,18 +253,43 @@ async fn fetch(
     Ok(received)
 }
 
-/// Why an open waited too long: the peer's limit, and how many of our streams are done on our
+/// Opens a stream, saying so on standard error when it has to wait for credit, and giving up
+/// after `open_timeout` with the cause. The open keeps its place in the queue while it waits.
+async fn open_reporting_waits(
+    connection: &Connection,
+    path: &str,
+    open_timeout: Duration,
+) -> Result<(qstream::SendStream, qstream::RecvStream), String> {
+    let open = connection.open_bi();
+    tokio::pin!(open);
+    let quiet = CREDIT_WAIT_NOTICE.min(open_timeout);
+    if let Ok(result) = tokio::time::timeout(quiet, &mut open).await {
+        return result.map_err(|e| e.to_string());
+    }
+    eprintln!("{path}: {}", credit_wait_message(connection));
+    match tokio::time::timeout(open_timeout - quiet, &mut open).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "gave up after {open_timeout:?}: {}",
+            credit_wait_message(connection)
+        )),
+    }
+}
+
+/// Why an open waits: the peer's limit, and how many of our streams are done on our
 /// side but still count against it because the peer has not released them.
-fn credit_timeout_message(connection: &Connection, waited: Duration) -> String {
+fn credit_wait_message(connection: &Connection) -> String {
     let Some(snapshot) = connection.streams() else {
-        return format!("no stream credit within {waited:?}");
+        return "waiting for stream credit".to_owned();
     };
     let credit = snapshot.credit(Side::Client, Dir::Bi);
+    // MAX_STREAMS is cumulative: a stream we are done with counts against the limit until the
+    // server releases its side and raises it.
     let done_here = credit.opened_total - credit.open;
     format!(
-        "waited {waited:?} for stream credit: the server allows {} bidirectional streams in \
-         total and all are used; {done_here} of ours are finished on our side but the server has \
-         not released them (it holds them half-open), {} still open here",
+        "waiting for stream credit: the server allows {} bidirectional streams in total and all \
+         are used; {done_here} of ours are finished on our side but the server has not released \
+         them (it holds them half-open), {} still open here",
         credit.limit, credit.open
     )
 }

@@ -4,6 +4,7 @@ mod demo;
 mod get;
 mod pipe;
 mod serve;
+mod stats;
 mod tls;
 
 use std::process::ExitCode;

@@ -15,6 +15,7 @@ use qstream::proto::wire::VarInt;
 use qstream::{ClientConfig, ConnectionError, Endpoint, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::stats::StatsArgs;
 use crate::tls::{self, Identity};
 
 /// The ALPN of qstream's pipe protocol.
@@ -48,6 +49,8 @@ pub(crate) struct SendArgs {
     /// Give up connecting after this long, in seconds.
     #[arg(long, default_value_t = 10.0)]
     connect_timeout: f64,
+    #[command(flatten)]
+    stats: StatsArgs,
 }
 
 /// Options of `qstream recv`.
@@ -66,6 +69,8 @@ pub(crate) struct RecvArgs {
     /// Private key (PEM) of --cert.
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
+    #[command(flatten)]
+    stats: StatsArgs,
 }
 
 pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
@@ -121,6 +126,7 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
             Ok(Err(error)) => return Err(explain_handshake_error(&error).into()),
             Ok(Ok(connection)) => connection,
         };
+    args.stats.watch(&connection, "send");
     let started = Instant::now();
     let (mut send, mut recv) = connection.open_bi().await?;
     let mut hasher = blake3::Hasher::new();
@@ -207,6 +213,7 @@ pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
             None => return Err("the endpoint closed".into()),
         }
     };
+    args.stats.watch(&connection, "recv");
     let (mut send, mut recv) = connection.accept_bi().await?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];

@@ -9,6 +9,7 @@ use qstream::proto::wire::VarInt;
 use qstream::{Endpoint, RecvStream, SendStream, ServerConfig, TransportConfig};
 use tokio::io::AsyncReadExt;
 
+use crate::stats::StatsArgs;
 use crate::tls::{self, Identity};
 
 /// The ALPN of HTTP/0.9 over QUIC used by the QUIC interop runner.
@@ -40,6 +41,8 @@ pub(crate) struct ServeArgs {
     /// Bidirectional streams a client may have open at once.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     max_streams: u64,
+    #[command(flatten)]
+    stats: StatsArgs,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
@@ -75,6 +78,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     while let Some(connecting) = endpoint.accept().await {
         let Ok(connection) = connecting else { continue };
         let root = root.clone();
+        if let Some(peer) = connection.remote_address() {
+            args.stats.watch(&connection, peer.to_string());
+        }
         tokio::spawn(async move {
             while let Ok((send, recv)) = connection.accept_bi().await {
                 tokio::spawn(answer(send, recv, root.clone()));

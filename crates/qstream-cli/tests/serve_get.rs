@@ -295,3 +295,87 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
             .supported_schemes()
     }
 }
+
+#[test]
+fn get_says_when_a_server_never_returns_credit_and_gives_up_naming_the_cause() {
+    // The seed scenario's server: it answers and finishes each response but never reads its
+    // requests to the end nor stops them, so it never releases a stream and never raises
+    // MAX_STREAMS (here 2).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let mut tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    tls.alpn_protocols = vec![b"hq-interop".to_vec()];
+    let mut config = qstream::ServerConfig::new(std::sync::Arc::new(tls));
+    let mut transport = qstream::TransportConfig::default();
+    transport.streams.max_concurrent_bidi = 2;
+    config.transport = std::sync::Arc::new(transport);
+    let server = {
+        let _guard = runtime.enter();
+        qstream::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap()
+    };
+    let addr = server.local_addr().unwrap();
+    runtime.spawn(async move {
+        while let Some(Ok(connection)) = server.accept().await {
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                    let mut request = [0u8; 64];
+                    let _ = tokio::io::AsyncReadExt::read(&mut recv, &mut request).await;
+                    let _ = send.write_all(b"response\n").await;
+                    let _ = send.finish();
+                    // Never read to the end, never stopped.
+                    held.push((send, recv));
+                }
+            });
+        }
+    });
+    let urls: Vec<String> = (0..4)
+        .map(|i| format!("https://127.0.0.1:{}/file{i}", addr.port()))
+        .collect();
+    let out = temp_dir("no-credit");
+    let mut args = vec![
+        "get",
+        "--insecure",
+        "--stats",
+        "--open-timeout",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend(urls.iter().map(String::as_str));
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = qstream(&args);
+    assert!(!ok);
+    assert!(started.elapsed() < Duration::from_secs(20), "it hung");
+    // Said while waiting, then again as the cause of the failure.
+    assert!(stderr.contains(": waiting for stream credit"), "{stderr}");
+    assert!(
+        stderr.contains("gave up after 3s: waiting for stream credit: the server allows 2"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 of ours are finished on our side"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 of 4 downloads failed"), "{stderr}");
+    // --stats shows the opens waiting and the STREAMS_BLOCKED we sent.
+    assert!(stderr.contains("2 opens waiting"), "{stderr}");
+    assert!(stderr.contains("STREAMS_BLOCKED sent 1"), "{stderr}");
+}

@@ -1,0 +1,103 @@
+//! `--stats`: the connection's counters and its stream/credit snapshot, printed every second.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use qstream::Connection;
+use qstream::proto::Side;
+use qstream::proto::wire::Dir;
+
+/// How often the report is printed.
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `--stats` option, shared by the commands that make connections.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub(crate) struct StatsArgs {
+    /// Print each connection's counters and stream/credit snapshot every second (stderr).
+    #[arg(long)]
+    pub(crate) stats: bool,
+}
+
+impl StatsArgs {
+    /// Starts the reporter on `connection` when `--stats` was given.
+    pub(crate) fn watch(self, connection: &Connection, label: impl Into<String>) {
+        if self.stats {
+            spawn_reporter(connection.clone(), label.into());
+        }
+    }
+}
+
+/// Prints a report on `connection` to standard error every second until it closes.
+fn spawn_reporter(connection: Connection, label: String) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(INTERVAL);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = connection.closed() => break,
+            }
+            if let Some(report) = report(&connection) {
+                eprintln!("[{label}] {report}");
+            }
+        }
+    });
+}
+
+/// The report on `connection` now, or `None` once it is gone.
+pub(crate) fn report(connection: &Connection) -> Option<String> {
+    let stats = connection.stats()?;
+    let snapshot = connection.streams()?;
+    let mut out = format!(
+        "rtt {:.1} ms, cwnd {} B, sent {} B in {} packets, received {} B in {} packets, {} lost, \
+         {} PTOs; MAX_STREAMS sent {} received {}, STREAMS_BLOCKED sent {} received {}",
+        connection.rtt().unwrap_or_default().as_secs_f64() * 1e3,
+        connection.congestion_window().unwrap_or_default(),
+        stats.bytes_sent,
+        stats.packets_sent,
+        stats.bytes_received,
+        stats.packets_received,
+        stats.packets_lost,
+        stats.pto_count,
+        snapshot.counters.max_streams_sent,
+        snapshot.counters.max_streams_received,
+        snapshot.counters.streams_blocked_sent,
+        snapshot.counters.streams_blocked_received,
+    );
+    for initiator in [Side::Client, Side::Server] {
+        for dir in [Dir::Bi, Dir::Uni] {
+            let credit = snapshot.credit(initiator, dir);
+            if credit.opened_total == 0 && credit.waiting == 0 {
+                continue;
+            }
+            let _ = write!(
+                out,
+                "\n  {}-initiated {}: {} open, {} opened of limit {}, {} \
+                 available, {} opens waiting",
+                match initiator {
+                    Side::Client => "client",
+                    Side::Server => "server",
+                },
+                match dir {
+                    Dir::Bi => "bidirectional",
+                    Dir::Uni => "unidirectional",
+                },
+                credit.open,
+                credit.opened_total,
+                credit.limit,
+                credit.available,
+                credit.waiting
+            );
+        }
+    }
+    for stream in &snapshot.streams {
+        let Some(held) = stream.held else { continue };
+        let _ = write!(
+            out,
+            "\n  stream {} held for {:.1} s: {held}",
+            stream.id,
+            stream.age.as_secs_f64()
+        );
+    }
+    Some(out)
+}
