@@ -36,6 +36,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // RUST_LOG selects what is logged (for example RUST_LOG=qstream=debug); warnings by default.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

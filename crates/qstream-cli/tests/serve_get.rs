@@ -379,3 +379,29 @@ fn get_says_when_a_server_never_returns_credit_and_gives_up_naming_the_cause() {
     assert!(stderr.contains("2 opens waiting"), "{stderr}");
     assert!(stderr.contains("STREAMS_BLOCKED sent 1"), "{stderr}");
 }
+
+#[test]
+fn rust_log_turns_on_the_stacks_logging_and_it_is_quiet_by_default() {
+    let root = website("rust-log");
+    let server = serve(&root, &[]);
+    let out = temp_dir("rust-log-out");
+    let url = format!("https://{}/small.txt", server.addr);
+    let run = |rust_log: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_qstream"));
+        command.args(["get", "--insecure", "-o", out.to_str().unwrap(), &url]);
+        command.env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let logged = run(Some("qstream=debug"));
+    assert!(
+        logged.contains("DEBUG") && logged.contains("connected"),
+        "{logged}"
+    );
+    let quiet = run(None);
+    assert!(!quiet.contains("DEBUG"), "{quiet}");
+}

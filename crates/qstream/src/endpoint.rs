@@ -57,8 +57,29 @@ impl State {
             while let Some(event) = connection.poll_event() {
                 changed = true;
                 match event {
-                    Event::Connected => state.connected = true,
-                    Event::Closed(error) => state.error = Some(error),
+                    Event::Connected => {
+                        tracing::debug!(remote = %connection.remote_address(), "connected");
+                        state.connected = true;
+                    }
+                    Event::Closed(error) => {
+                        tracing::debug!(remote = %connection.remote_address(), %error, "closed");
+                        state.error = Some(error);
+                    }
+                    Event::Stream(qstream_proto::streams::StreamEvent::PeerBlocked(report)) => {
+                        let held: Vec<String> = report
+                            .held
+                            .iter()
+                            .map(|(id, reason)| format!("stream {id}: {reason}"))
+                            .collect();
+                        tracing::warn!(
+                            remote = %connection.remote_address(),
+                            limit = report.limit,
+                            "the peer is blocked opening {:?} streams because this application \
+                             holds its streams: {}",
+                            report.dir,
+                            held.join("; ")
+                        );
+                    }
                     Event::Stream(qstream_proto::streams::StreamEvent::OpenGranted {
                         ticket,
                         id,
@@ -333,10 +354,13 @@ async fn drive(shared: std::sync::Weak<Shared>) {
                 .flat_map(|(_, _, d)| d.iter().copied())
                 .collect();
             // A failed send is a lost datagram; recovery repairs it.
-            let _ = shared
+            if let Err(error) = shared
                 .socket
                 .send(*destination, *ecn, &contents, segment_size)
-                .await;
+                .await
+            {
+                tracing::debug!(%destination, %error, "send failed");
+            }
         }
         let sleep = async {
             match deadline {
@@ -351,7 +375,13 @@ async fn drive(shared: std::sync::Weak<Shared>) {
         });
         tokio::select! {
             result = received => {
-                let Ok(count) = result else { continue };
+                let count = match result {
+                    Ok(count) => count,
+                    Err(error) => {
+                        tracing::debug!(%error, "receive failed");
+                        continue;
+                    }
+                };
                 let mut state = shared.lock();
                 let now = Instant::now();
                 for (buffer, meta) in buffers.iter_mut().zip(&meta).take(count) {
