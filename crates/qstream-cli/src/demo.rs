@@ -11,6 +11,7 @@ use qstream::proto::wire::VarInt;
 use qstream::{ClientConfig, Endpoint, ServerConfig, TransportConfig};
 use tokio::io::AsyncReadExt;
 
+use crate::observe::ObserveArgs;
 use crate::tls::{self, Identity};
 
 const ALPN: &[u8] = b"qstream-demo";
@@ -28,6 +29,8 @@ pub(crate) struct DemoArgs {
     /// No progress bars, only the summary.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    observe: ObserveArgs,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -70,10 +73,12 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn Error>> {
     transport.streams.max_concurrent_bidi = args.streams;
     server_config.transport = Arc::new(transport);
     let server = Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
+    args.observe.apply(&server)?;
     let addr = server.local_addr()?;
     tokio::spawn(serve(server));
 
     let client_endpoint = Endpoint::client("127.0.0.1:0".parse()?)?;
+    args.observe.apply(&client_endpoint)?;
     let client_config = ClientConfig::new(Arc::new(tls::client(&identity.cert, ALPN)?));
     let connection = tokio::time::timeout(
         Duration::from_secs(10),

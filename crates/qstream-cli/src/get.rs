@@ -12,8 +12,8 @@ use qstream::proto::wire::{Dir, VarInt};
 use qstream::{ClientConfig, Connection, ConnectionError, Endpoint, ResetByPeer};
 use tokio::io::AsyncWriteExt;
 
+use crate::observe::ObserveArgs;
 use crate::serve::HQ_INTEROP;
-use crate::stats::StatsArgs;
 use crate::tls;
 
 /// Options of `qstream get`.
@@ -38,7 +38,7 @@ pub(crate) struct GetArgs {
     #[arg(long, default_value_t = 10.0)]
     connect_timeout: f64,
     #[command(flatten)]
-    stats: StatsArgs,
+    observe: ObserveArgs,
 }
 
 /// How long an open waits for credit before `get` says it is waiting.
@@ -145,6 +145,7 @@ async fn fetch_from(
         "0.0.0.0:0"
     };
     let endpoint = Endpoint::client(local.parse()?)?;
+    args.observe.apply(&endpoint)?;
     let connecting = endpoint.connect(config, addr, host)?;
     let connection =
         match tokio::time::timeout(Duration::from_secs_f64(args.connect_timeout), connecting).await
@@ -159,7 +160,7 @@ async fn fetch_from(
             Ok(Err(error)) => return Err(explain_handshake_error(&error).into()),
             Ok(Ok(connection)) => connection,
         };
-    args.stats.watch(&connection, format!("{host}:{port}"));
+    args.observe.watch(&connection, format!("{host}:{port}"));
     let tasks: Vec<_> = urls
         .iter()
         .map(|url| {

@@ -2,9 +2,9 @@
 
 mod demo;
 mod get;
+mod observe;
 mod pipe;
 mod serve;
-mod stats;
 mod tls;
 
 use std::process::ExitCode;

@@ -15,7 +15,7 @@ use qstream::proto::wire::VarInt;
 use qstream::{ClientConfig, ConnectionError, Endpoint, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::stats::StatsArgs;
+use crate::observe::ObserveArgs;
 use crate::tls::{self, Identity};
 
 /// The ALPN of qstream's pipe protocol.
@@ -50,7 +50,7 @@ pub(crate) struct SendArgs {
     #[arg(long, default_value_t = 10.0)]
     connect_timeout: f64,
     #[command(flatten)]
-    stats: StatsArgs,
+    observe: ObserveArgs,
 }
 
 /// Options of `qstream recv`.
@@ -70,7 +70,7 @@ pub(crate) struct RecvArgs {
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
     #[command(flatten)]
-    stats: StatsArgs,
+    observe: ObserveArgs,
 }
 
 pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
@@ -112,6 +112,7 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
         "0.0.0.0:0"
     };
     let endpoint = Endpoint::client(local.parse()?)?;
+    args.observe.apply(&endpoint)?;
     let connecting = endpoint.connect(&ClientConfig::new(Arc::new(tls)), addr, host)?;
     let connection =
         match tokio::time::timeout(Duration::from_secs_f64(args.connect_timeout), connecting).await
@@ -126,7 +127,7 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
             Ok(Err(error)) => return Err(explain_handshake_error(&error).into()),
             Ok(Ok(connection)) => connection,
         };
-    args.stats.watch(&connection, "send");
+    args.observe.watch(&connection, "send");
     let started = Instant::now();
     let (mut send, mut recv) = connection.open_bi().await?;
     let mut hasher = blake3::Hasher::new();
@@ -205,6 +206,7 @@ pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
             args.listen
         )
     })?;
+    args.observe.apply(&endpoint)?;
     eprintln!("listening on {}", endpoint.local_addr()?);
     let connection = loop {
         match endpoint.accept().await {
@@ -213,7 +215,7 @@ pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
             None => return Err("the endpoint closed".into()),
         }
     };
-    args.stats.watch(&connection, "recv");
+    args.observe.watch(&connection, "recv");
     let (mut send, mut recv) = connection.accept_bi().await?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];

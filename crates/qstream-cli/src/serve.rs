@@ -9,7 +9,7 @@ use qstream::proto::wire::VarInt;
 use qstream::{Endpoint, RecvStream, SendStream, ServerConfig, TransportConfig};
 use tokio::io::AsyncReadExt;
 
-use crate::stats::StatsArgs;
+use crate::observe::ObserveArgs;
 use crate::tls::{self, Identity};
 
 /// The ALPN of HTTP/0.9 over QUIC used by the QUIC interop runner.
@@ -42,7 +42,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     max_streams: u64,
     #[command(flatten)]
-    stats: StatsArgs,
+    observe: ObserveArgs,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
@@ -73,13 +73,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
             args.listen
         )
     })?;
+    args.observe.apply(&endpoint)?;
     println!("serving {} on {}", root.display(), endpoint.local_addr()?);
     let root = Arc::new(root);
     while let Some(connecting) = endpoint.accept().await {
         let Ok(connection) = connecting else { continue };
         let root = root.clone();
         if let Some(peer) = connection.remote_address() {
-            args.stats.watch(&connection, peer.to_string());
+            args.observe.watch(&connection, peer.to_string());
         }
         tokio::spawn(async move {
             while let Ok((send, recv)) = connection.accept_bi().await {

@@ -72,6 +72,8 @@ pub struct Endpoint {
     tokens: HashMap<String, bytes::Bytes>,
     reset_key: StatelessResetKey,
     token_key: TokenKey,
+    /// Whether new connections record a qlog trace.
+    qlog: bool,
     /// The time tokens are dated from: the first time this endpoint was given.
     epoch: Option<Instant>,
     rng: StdRng,
@@ -85,6 +87,7 @@ impl Endpoint {
         Self {
             reset_key: StatelessResetKey::new(&config.reset_key),
             token_key: TokenKey::new(&[&config.reset_key[..], b"retry tokens"].concat()),
+            qlog: false,
             epoch: None,
             rng: StdRng::from_seed(config.rng_seed),
             config: Arc::new(config),
@@ -143,6 +146,7 @@ impl Endpoint {
             local_cid_len: self.config.local_cid_len,
             initial_token: self.tokens.get(server_name).cloned().unwrap_or_default(),
             address_validated: true,
+            qlog: self.qlog,
             now,
         });
         let handle = self.insert(connection, &[local_cid]);
@@ -323,6 +327,7 @@ impl Endpoint {
             local_cid_len: self.config.local_cid_len,
             initial_token: bytes::Bytes::new(),
             address_validated: validated,
+            qlog: self.qlog,
             now,
         });
         connection.handle_datagram(now, remote, ecn, datagram);
@@ -498,6 +503,12 @@ impl Endpoint {
     /// A connection, to act on it.
     pub fn connection_mut(&mut self, handle: ConnectionHandle) -> Option<&mut Connection> {
         self.connections.get_mut(&handle)
+    }
+
+    /// Makes connections created from now on record a qlog trace, taken with
+    /// [`Connection::poll_qlog`].
+    pub fn set_qlog(&mut self, enabled: bool) {
+        self.qlog = enabled;
     }
 
     /// Handles of every connection the endpoint holds.

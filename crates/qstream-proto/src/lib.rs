@@ -17,6 +17,7 @@ pub mod connection;
 pub mod crypto;
 mod endpoint;
 mod error;
+mod qlog;
 mod range_set;
 pub mod recovery;
 pub mod sim;

@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -18,6 +19,7 @@ use rand::TryRngCore;
 use tokio::sync::Notify;
 
 use crate::connection::Connection;
+use crate::qlog::QlogFile;
 use crate::socket::{Socket, ecn};
 
 /// What the application side of one connection waits on.
@@ -29,6 +31,8 @@ pub(crate) struct ConnectionState {
     pub(crate) waiters: Vec<Waker>,
     /// Open requests granted, by ticket.
     pub(crate) granted: HashMap<u64, qstream_proto::wire::StreamId>,
+    /// Where its qlog records go, when the endpoint writes qlog.
+    qlog: QlogFile,
 }
 
 /// Everything the driver and the handles share.
@@ -38,6 +42,8 @@ pub(crate) struct State {
     incoming: VecDeque<ConnectionHandle>,
     accept_waiters: Vec<Waker>,
     closed: bool,
+    /// The directory qlog files are written to, if any.
+    qlog_dir: Option<PathBuf>,
 }
 
 impl State {
@@ -53,6 +59,9 @@ impl State {
                 continue;
             };
             let state = self.connections.entry(handle).or_default();
+            if let Some(dir) = &self.qlog_dir {
+                state.qlog.write_records(dir, connection);
+            }
             let mut changed = false;
             while let Some(event) = connection.poll_event() {
                 changed = true;
@@ -158,6 +167,7 @@ impl Endpoint {
                 incoming: VecDeque::new(),
                 accept_waiters: Vec::new(),
                 closed: false,
+                qlog_dir: None,
             }),
             notify: Notify::new(),
             socket,
@@ -174,6 +184,19 @@ impl Endpoint {
         self.shared
             .gso
             .store(enabled, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Writes a qlog trace (JSON-SEQ, draft-ietf-quic-qlog-main-schema-14) of every connection
+    /// made from now on to `dir`, one file per connection named after its original Destination
+    /// Connection ID and role, with every packet's frames and every stream state change
+    /// (`stream_state_updated`). The directory is created if needed.
+    pub fn set_qlog_dir(&self, dir: impl Into<PathBuf>) -> io::Result<()> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        let mut state = self.shared.lock();
+        state.qlog_dir = Some(dir);
+        state.proto.set_qlog(true);
+        Ok(())
     }
 
     /// The local address of the socket.

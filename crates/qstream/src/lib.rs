@@ -10,6 +10,7 @@
 
 mod connection;
 mod endpoint;
+mod qlog;
 mod socket;
 
 pub use connection::{

@@ -33,7 +33,8 @@ use crate::wire::{Dir, StreamId};
 use crate::{Side, TransportErrorCode};
 use cids::CidState;
 use keys::OneRttKeys;
-use space::{PacketSpace, SpaceId};
+use space::PacketSpace;
+pub(crate) use space::SpaceId;
 
 /// The ack_delay_exponent this implementation advertises (RFC 9000 §18.2 default).
 pub(crate) const ACK_DELAY_EXPONENT: u8 = 3;
@@ -333,6 +334,8 @@ pub struct Connection {
     peer_initial_scid: Option<ConnectionId>,
     /// The Source Connection ID of the Retry the client followed.
     retry_scid: Option<ConnectionId>,
+    /// The qlog trace, when recording.
+    qlog: Option<crate::qlog::Qlog>,
     /// The token the client sends in its Initials: from a Retry, or from an earlier
     /// connection's NEW_TOKEN (RFC 9000 §8.1.3).
     initial_token: Bytes,
@@ -432,6 +435,8 @@ pub(crate) struct ConnectionInit {
     /// Server: whether the client's address is already validated (by a token).
     pub(crate) address_validated: bool,
     pub(crate) now: Instant,
+    /// Whether to record a qlog trace.
+    pub(crate) qlog: bool,
 }
 
 impl Connection {
@@ -458,6 +463,9 @@ impl Connection {
             original_dcid: init.original_dcid,
             peer_initial_scid: (init.side == Side::Server).then_some(init.remote_cid),
             retry_scid: None,
+            qlog: init
+                .qlog
+                .then(|| crate::qlog::Qlog::new(init.now, init.side, &init.original_dcid)),
             initial_token: init.initial_token,
             local_cid_len: init.local_cid_len,
             spaces,
@@ -676,6 +684,25 @@ impl Connection {
     /// Every stream's state and the stream credit in both directions, now.
     pub fn streams_snapshot(&self, now: Instant) -> StreamsSnapshot {
         self.streams.snapshot(now)
+    }
+
+    /// The next qlog record (JSON-SEQ: a record separator, one JSON object, a newline) when
+    /// the endpoint records qlog traces ([`crate::Endpoint::set_qlog`]). The first record is the
+    /// file header. Stream state changes are observed when the queue runs empty, so take
+    /// every record after each batch of input and output. Records queue until taken.
+    pub fn poll_qlog(&mut self, now: Instant) -> Option<String> {
+        let qlog = self.qlog.as_mut()?;
+        if let Some(record) = qlog.pop() {
+            return Some(record);
+        }
+        qlog.stream_states(now, &self.streams.snapshot(now));
+        qlog.pop()
+    }
+
+    /// The Destination Connection ID of the client's first Initial: both ends know it, so it
+    /// names the connection in logs and qlog file names.
+    pub fn original_destination_cid(&self) -> ConnectionId {
+        self.original_dcid
     }
 
     /// Closes the connection on behalf of the application with `code` and `reason`, which the

@@ -278,6 +278,9 @@ impl Connection {
             let mut retransmit = std::mem::take(&mut packet.retransmit);
             lost_streams.append(&mut retransmit.streams);
             space.requeue(retransmit);
+            if let Some(qlog) = &mut self.qlog {
+                qlog.packet_lost(now, id, *pn);
+            }
             lost_packets.push((*pn, packet));
         }
         self.streams.on_lost(&lost_streams);

@@ -159,6 +159,7 @@ impl Connection {
                     .packet
             }
         };
+        let length = bytes.len();
         let Ok(payload) = decrypt_payload(bytes, header.header_len, pn, packet_key) else {
             return Ok(Outcome::Dropped);
         };
@@ -194,6 +195,9 @@ impl Connection {
             // RFC 9001 §4.9.1: the server discards Initial keys at its first Handshake packet.
             self.address_validated = true;
             self.discard_space(SpaceId::Initial);
+        }
+        if let Some(qlog) = &mut self.qlog {
+            qlog.packet(now, false, id, pn, length, payload);
         }
         let ack_eliciting = self.process_frames(now, id, &located, payload)?;
         let completed_stream = self.streams.take_completed_in_packet();

@@ -111,6 +111,16 @@ impl Connection {
             for frame in crate::wire::Frames::new(payload).map_while(Result::ok) {
                 self.stats.frames_sent.count(frame.ty());
             }
+            if let Some(qlog) = &mut self.qlog {
+                qlog.packet(
+                    now,
+                    true,
+                    packet.space,
+                    packet.pn,
+                    end - packet.start,
+                    payload,
+                );
+            }
             let (header_key, packet_key) = self.local_keys(packet.space);
             protect(
                 &mut buf[packet.start..end],

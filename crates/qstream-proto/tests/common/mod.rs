@@ -93,6 +93,8 @@ pub struct PairOptions {
     pub retry: bool,
     /// Extra names on the server certificate, to make its first flight large.
     pub extra_names: usize,
+    /// Both endpoints record qlog traces.
+    pub qlog: bool,
 }
 
 impl Default for PairOptions {
@@ -107,6 +109,7 @@ impl Default for PairOptions {
             server_alpn: ALPN,
             retry: false,
             extra_names: 0,
+            qlog: false,
         }
     }
 }
@@ -160,6 +163,8 @@ impl Pair {
             server_addr(),
             Endpoint::new(EndpointConfig::from_seed(server_seed), Some(server_config)),
         );
+        sim.endpoint(CLIENT).set_qlog(options.qlog);
+        sim.endpoint(SERVER).set_qlog(options.qlog);
         let now = sim.now();
         let client = sim
             .endpoint(CLIENT)

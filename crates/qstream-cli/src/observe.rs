@@ -1,26 +1,41 @@
-//! `--stats`: the connection's counters and its stream/credit snapshot, printed every second.
+//! What the commands show of their connections: `--stats` (counters and the stream/credit
+//! snapshot every second) and `--qlog-dir` (a qlog file per connection).
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use qstream::Connection;
 use qstream::proto::Side;
 use qstream::proto::wire::Dir;
+use qstream::{Connection, Endpoint};
 
 /// How often the report is printed.
 const INTERVAL: Duration = Duration::from_secs(1);
 
-/// The `--stats` option, shared by the commands that make connections.
-#[derive(clap::Args, Debug, Clone, Copy)]
-pub(crate) struct StatsArgs {
+/// The observability options shared by the commands that make connections.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ObserveArgs {
     /// Print each connection's counters and stream/credit snapshot every second (stderr).
     #[arg(long)]
-    pub(crate) stats: bool,
+    stats: bool,
+    /// Write a qlog file (JSON-SEQ, loadable by qvis) per connection into this directory.
+    #[arg(long, env = "QLOGDIR")]
+    qlog_dir: Option<PathBuf>,
 }
 
-impl StatsArgs {
+impl ObserveArgs {
+    /// Makes `endpoint` write qlog files when `--qlog-dir` was given.
+    pub(crate) fn apply(&self, endpoint: &Endpoint) -> Result<(), String> {
+        match &self.qlog_dir {
+            Some(dir) => endpoint
+                .set_qlog_dir(dir)
+                .map_err(|e| format!("cannot write qlog files to {}: {e}", dir.display())),
+            None => Ok(()),
+        }
+    }
+
     /// Starts the reporter on `connection` when `--stats` was given.
-    pub(crate) fn watch(self, connection: &Connection, label: impl Into<String>) {
+    pub(crate) fn watch(&self, connection: &Connection, label: impl Into<String>) {
         if self.stats {
             spawn_reporter(connection.clone(), label.into());
         }
