@@ -79,7 +79,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn Error>> {
 
     let client_endpoint = Endpoint::client("127.0.0.1:0".parse()?)?;
     args.observe.apply(&client_endpoint)?;
-    let client_config = ClientConfig::new(Arc::new(tls::client(&identity.cert, ALPN)?));
+    let client_config = ClientConfig::new(Arc::new(tls::client(identity.cert(), ALPN)?));
     let connection = tokio::time::timeout(
         Duration::from_secs(10),
         client_endpoint.connect(&client_config, addr, "localhost")?,

@@ -243,15 +243,24 @@ async fn fetch(
         if n == 0 {
             break;
         }
-        file.write_all(&buf[..n])
-            .await
-            .map_err(|e| format!("cannot write {}: {e} (disk full?)", file_path.display()))?;
+        if let Err(error) = file.write_all(&buf[..n]).await {
+            return Err(write_failed(&file_path, error).await);
+        }
         received += n as u64;
     }
-    file.flush()
-        .await
-        .map_err(|e| format!("cannot write {}: {e} (disk full?)", file_path.display()))?;
+    if let Err(error) = file.flush().await {
+        return Err(write_failed(&file_path, error).await);
+    }
     Ok(received)
+}
+
+/// Removes the partial file `path` and says why writing it failed.
+async fn write_failed(path: &std::path::Path, error: std::io::Error) -> String {
+    let _ = tokio::fs::remove_file(path).await;
+    format!(
+        "cannot write {}: {error} (disk full?); the partial file was removed",
+        path.display()
+    )
 }
 
 /// Opens a stream, saying so on standard error when it has to wait for credit, and giving up

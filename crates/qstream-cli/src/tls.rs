@@ -7,30 +7,52 @@ use std::path::Path;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// A certificate and key for a server.
+/// A certificate chain and its key, for a server.
 pub(crate) struct Identity {
-    pub(crate) cert: CertificateDer<'static>,
-    pub(crate) key: PrivateKeyDer<'static>,
+    /// The end-entity certificate first, then any intermediates.
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
 }
 
 impl Identity {
-    /// A certificate chain and key from PEM files.
+    /// A certificate chain and key from PEM files, checked to belong together.
     pub(crate) fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, String> {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .and_then(|certs| certs.collect::<Result<_, _>>())
             .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?;
-        let cert = chain
-            .into_iter()
-            .next()
-            .ok_or_else(|| format!("{}: no certificate in the file", cert.display()))?;
-        let key = PrivateKeyDer::from_pem_file(key)
+        if chain.is_empty() {
+            return Err(format!("{}: no certificate in the file", cert.display()));
+        }
+        let key_der = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
-        Ok(Self { cert, key })
+        match rustls::sign::CertifiedKey::from_der(chain.clone(), key_der.clone_key(), &provider())
+        {
+            Ok(_) => Ok(Self {
+                chain,
+                key: key_der,
+            }),
+            Err(rustls::Error::InconsistentKeys(_)) => Err(format!(
+                "the private key {} does not belong to the certificate {}: pass the key the \
+                 certificate was issued for",
+                key.display(),
+                cert.display()
+            )),
+            Err(error) => Err(format!(
+                "cannot use the certificate {} with the key {}: {error}",
+                cert.display(),
+                key.display()
+            )),
+        }
+    }
+
+    /// The end-entity certificate.
+    pub(crate) fn cert(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
     }
 
     /// The certificate's SHA-256 fingerprint, as colon-separated hex pairs.
     pub(crate) fn fingerprint(&self) -> String {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.cert);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.cert());
         digest
             .as_ref()
             .iter()
@@ -46,7 +68,7 @@ impl Identity {
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?
                 .self_signed(&key)?;
         Ok(Self {
-            cert: cert.der().clone(),
+            chain: vec![cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         })
     }
@@ -64,7 +86,7 @@ pub(crate) fn server(
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())?;
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![alpn.to_vec()];
     config.key_log = qstream::key_log();
     Ok(config)

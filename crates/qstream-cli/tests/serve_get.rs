@@ -405,3 +405,78 @@ fn rust_log_turns_on_the_stacks_logging_and_it_is_quiet_by_default() {
     let quiet = run(None);
     assert!(!quiet.contains("DEBUG"), "{quiet}");
 }
+
+#[test]
+fn serve_explains_unreadable_and_mismatched_certificates_and_keys() {
+    let dir = temp_dir("bad-keys");
+    let root = website("bad-keys-root");
+    let write_identity = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let cert_path = dir.join(format!("{name}.crt"));
+        let key_path = dir.join(format!("{name}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (
+            cert_path.to_str().unwrap().to_owned(),
+            key_path.to_str().unwrap().to_owned(),
+        )
+    };
+    let (cert_a, _) = write_identity("a");
+    let (_, key_b) = write_identity("b");
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a PEM file\n").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let root = root.to_str().unwrap();
+    for (cert, key, message) in [
+        (
+            cert_a.as_str(),
+            key_b.as_str(),
+            "does not belong to the certificate",
+        ),
+        (
+            "/no/such.crt",
+            key_b.as_str(),
+            "cannot read the certificate /no/such.crt",
+        ),
+        (cert_a.as_str(), root, "cannot read the private key"),
+        (garbage, key_b.as_str(), "no certificate in the file"),
+        (cert_a.as_str(), garbage, "cannot read the private key"),
+    ] {
+        let (ok, _, stderr) = qstream(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--root",
+            root,
+            "--cert",
+            cert,
+            "--key",
+            key,
+        ]);
+        assert!(!ok, "{cert} {key} accepted");
+        assert!(stderr.contains(message), "{cert} {key}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+#[test]
+fn get_says_the_disk_is_full_and_leaves_no_partial_file_behind() {
+    let root = website("disk-full");
+    let server = serve(&root, &[]);
+    let out = temp_dir("disk-full-out");
+    // Writes to /dev/full fail with ENOSPC, as on a full disk.
+    std::os::unix::fs::symlink("/dev/full", out.join("big.bin")).unwrap();
+    let url = format!("https://{}/big.bin", server.addr);
+    let (ok, _, stderr) = qstream(&["get", "--insecure", "-o", out.to_str().unwrap(), &url]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains("disk full"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 of 1 downloads failed"), "{stderr}");
+    assert!(std::fs::symlink_metadata(out.join("big.bin")).is_err());
+}
