@@ -46,13 +46,14 @@ const CREDIT_WAIT_NOTICE: Duration = Duration::from_secs(1);
 
 /// A parsed https URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Url {
-    host: String,
-    port: u16,
-    path: String,
+pub(crate) struct Url {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) path: String,
 }
 
-fn parse_url(text: &str) -> Result<Url, String> {
+/// An `https://host[:port]/path` URL, or a message saying what is wrong with it.
+pub(crate) fn parse_url(text: &str) -> Result<Url, String> {
     let invalid = || format!("invalid URL {text:?}: expected https://host[:port]/path");
     let rest = text.strip_prefix("https://").ok_or_else(invalid)?;
     let (authority, path) = match rest.find('/') {
@@ -189,7 +190,7 @@ async fn fetch_from(
     Ok(failed)
 }
 
-fn explain_handshake_error(error: &ConnectionError) -> String {
+pub(crate) fn explain_handshake_error(error: &ConnectionError) -> String {
     match error.tls_alert() {
         // bad_certificate, unknown_ca, decrypt_error from our side: the certificate.
         Some(42 | 48 | 51) if matches!(error, ConnectionError::TransportError(_)) => format!(
@@ -201,8 +202,9 @@ fn explain_handshake_error(error: &ConnectionError) -> String {
     }
 }
 
-/// Downloads one file; returns its size.
-async fn fetch(
+/// Downloads one file into `output`, named after the last segment of its path; returns its
+/// size.
+pub(crate) async fn fetch(
     connection: &Connection,
     url: &Url,
     output: &std::path::Path,

@@ -2,6 +2,7 @@
 
 mod demo;
 mod get;
+mod interop;
 mod observe;
 mod pipe;
 mod serve;
@@ -32,6 +33,9 @@ enum Command {
     Send(pipe::SendArgs),
     /// Receives one `qstream send` transfer into a file or standard output.
     Recv(pipe::RecvArgs),
+    /// Runs as a QUIC interop runner endpoint (ROLE, TESTCASE, REQUESTS from the environment);
+    /// exits 127 for a test case it does not support.
+    Interop(interop::InteropArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,13 +66,19 @@ fn main() -> ExitCode {
             Command::Get(args) => get::run(args).await,
             Command::Send(args) => pipe::send(args).await,
             Command::Recv(args) => pipe::recv(args).await,
+            Command::Interop(args) => interop::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("qstream: {error}");
-            ExitCode::FAILURE
+            if error.is::<interop::Unsupported>() {
+                // The interop runner's code for a test case an endpoint does not implement.
+                ExitCode::from(127)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

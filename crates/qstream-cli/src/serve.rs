@@ -75,12 +75,19 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     })?;
     args.observe.apply(&endpoint)?;
     println!("serving {} on {}", root.display(), endpoint.local_addr()?);
+    serve_files(&endpoint, root, &args.observe).await;
+    Ok(())
+}
+
+/// Answers hq-interop requests on every connection `endpoint` accepts with the files under
+/// `root`, until the endpoint closes.
+pub(crate) async fn serve_files(endpoint: &Endpoint, root: PathBuf, observe: &ObserveArgs) {
     let root = Arc::new(root);
     while let Some(connecting) = endpoint.accept().await {
         let Ok(connection) = connecting else { continue };
         let root = root.clone();
         if let Some(peer) = connection.remote_address() {
-            args.observe.watch(&connection, peer.to_string());
+            observe.watch(&connection, peer.to_string());
         }
         tokio::spawn(async move {
             while let Ok((send, recv)) = connection.accept_bi().await {
@@ -88,7 +95,6 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
             }
         });
     }
-    Ok(())
 }
 
 /// Answers one request as soon as its line ends, whether or not the client finished its side,

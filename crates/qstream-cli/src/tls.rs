@@ -74,8 +74,27 @@ impl Identity {
     }
 }
 
+/// Which TLS 1.3 cipher suites an endpoint offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Suites {
+    /// AES-128-GCM, AES-256-GCM and ChaCha20-Poly1305.
+    All,
+    /// Only TLS_CHACHA20_POLY1305_SHA256 (the interop runner's chacha20 case).
+    ChaCha20Only,
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    provider_with(Suites::All)
+}
+
+fn provider_with(suites: Suites) -> Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if suites == Suites::ChaCha20Only {
+        provider
+            .cipher_suites
+            .retain(|s| s.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
+    }
+    Arc::new(provider)
 }
 
 /// A TLS 1.3 server configuration presenting `identity` with `alpn`.
@@ -83,7 +102,16 @@ pub(crate) fn server(
     identity: &Identity,
     alpn: &[u8],
 ) -> Result<rustls::ServerConfig, rustls::Error> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    server_with(identity, alpn, Suites::All)
+}
+
+/// A TLS 1.3 server configuration presenting `identity` with `alpn`, offering `suites`.
+pub(crate) fn server_with(
+    identity: &Identity,
+    alpn: &[u8],
+    suites: Suites,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider_with(suites))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
@@ -127,7 +155,15 @@ pub(crate) fn client_trusting_nothing(alpn: &[u8]) -> Result<rustls::ClientConfi
 
 /// A TLS 1.3 client configuration that accepts any server certificate: for testing only.
 pub(crate) fn client_insecure(alpn: &[u8]) -> Result<rustls::ClientConfig, rustls::Error> {
-    client_with_check(None, alpn)
+    client_with_check(None, alpn, Suites::All)
+}
+
+/// Like [`client_insecure`], offering only `suites`.
+pub(crate) fn client_insecure_with(
+    alpn: &[u8],
+    suites: Suites,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    client_with_check(None, alpn, suites)
 }
 
 /// A TLS 1.3 client configuration that accepts exactly the server certificate whose SHA-256
@@ -136,7 +172,7 @@ pub(crate) fn client_pinned(
     fingerprint: [u8; 32],
     alpn: &[u8],
 ) -> Result<rustls::ClientConfig, rustls::Error> {
-    client_with_check(Some(fingerprint), alpn)
+    client_with_check(Some(fingerprint), alpn, Suites::All)
 }
 
 /// A SHA-256 fingerprint from 64 hex digits, colons between pairs allowed.
@@ -157,8 +193,9 @@ pub(crate) fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
 fn client_with_check(
     pinned: Option<[u8; 32]>,
     alpn: &[u8],
+    suites: Suites,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = provider();
+    let provider = provider_with(suites);
     let check = ServerCertificateCheck {
         provider: provider.clone(),
         pinned,

@@ -1,0 +1,272 @@
+//! `qstream interop`: an endpoint for the QUIC interop runner
+//! (<https://github.com/quic-interop/quic-interop-runner>), configured by its environment:
+//! ROLE, TESTCASE, REQUESTS, SSLKEYLOGFILE and QLOGDIR; files from /www, downloads into
+//! /downloads, certificates from /certs.
+
+use std::error::Error;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qstream::proto::wire::VarInt;
+use qstream::{ClientConfig, Endpoint, ServerConfig, TransportConfig};
+
+use crate::get::{self, Url};
+use crate::observe::ObserveArgs;
+use crate::serve::{self, HQ_INTEROP};
+use crate::tls::{self, Identity, Suites};
+
+/// How long the client waits for a handshake, and for stream credit.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Key updates every this many packets in the keyupdate case: several within the first MB.
+const KEY_UPDATE_INTERVAL: u64 = 50;
+
+/// Options of `qstream interop`; each also comes from the runner's environment.
+#[derive(clap::Args, Debug)]
+pub(crate) struct InteropArgs {
+    /// client or server.
+    #[arg(long, env = "ROLE")]
+    role: Role,
+    /// The runner's test case, such as handshake, transfer, retry or keyupdate.
+    #[arg(long, env = "TESTCASE")]
+    testcase: String,
+    /// Client: the URLs to download, separated by spaces.
+    #[arg(long, env = "REQUESTS", default_value = "")]
+    requests: String,
+    /// Server: the directory whose files are served.
+    #[arg(long, default_value = "/www")]
+    www: PathBuf,
+    /// Client: the directory downloads are saved in.
+    #[arg(long, default_value = "/downloads")]
+    downloads: PathBuf,
+    /// Server: the directory holding cert.pem (the chain) and priv.key.
+    #[arg(long, default_value = "/certs")]
+    certs: PathBuf,
+    /// Server: the address to listen on.
+    #[arg(long, default_value = "[::]:443")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    observe: ObserveArgs,
+}
+
+/// Which end of the runner's connections this endpoint is.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Client,
+    Server,
+}
+
+/// A test case this endpoint does not implement: the runner expects exit code 127.
+#[derive(Debug)]
+pub(crate) struct Unsupported(String);
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "test case {:?} is not supported", self.0)
+    }
+}
+
+impl Error for Unsupported {}
+
+/// What a test case asks of the endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Case {
+    /// A new connection per request (the runner's multiconnect: handshakeloss,
+    /// handshakecorruption).
+    connection_per_request: bool,
+    /// The server validates the client's address with Retry.
+    retry: bool,
+    /// The client updates keys early and often.
+    key_update: bool,
+    /// Only ChaCha20-Poly1305 is offered.
+    chacha20: bool,
+    /// Small initial flow control windows, so they must grow during the transfer.
+    small_windows: bool,
+}
+
+impl Case {
+    fn from_name(name: &str) -> Result<Self, Unsupported> {
+        let case = Self::default();
+        Ok(match name {
+            "handshake" | "ecn" => case,
+            "transfer" | "multiplexing" | "longrtt" | "transferloss" | "transfercorruption"
+            | "blackhole" | "goodput" | "crosstraffic" => Self {
+                small_windows: true,
+                ..case
+            },
+            "multiconnect" | "handshakeloss" | "handshakecorruption" => Self {
+                connection_per_request: true,
+                ..case
+            },
+            "retry" => Self {
+                retry: true,
+                ..case
+            },
+            "keyupdate" => Self {
+                key_update: true,
+                ..case
+            },
+            "chacha20" => Self {
+                chacha20: true,
+                ..case
+            },
+            // resumption, zerortt and v2 need session resumption, 0-RTT and compatible
+            // version negotiation, which qstream does not have yet.
+            other => return Err(Unsupported(other.to_owned())),
+        })
+    }
+
+    fn suites(self) -> Suites {
+        if self.chacha20 {
+            Suites::ChaCha20Only
+        } else {
+            Suites::All
+        }
+    }
+}
+
+pub(crate) async fn run(args: InteropArgs) -> Result<(), Box<dyn Error>> {
+    let case = Case::from_name(&args.testcase)?;
+    match args.role {
+        Role::Server => run_server(&args, case).await,
+        Role::Client => run_client(&args, case).await,
+    }
+}
+
+async fn run_server(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>> {
+    let identity =
+        Identity::from_pem_files(&args.certs.join("cert.pem"), &args.certs.join("priv.key"))?;
+    let mut config = ServerConfig::new(Arc::new(tls::server_with(
+        &identity,
+        HQ_INTEROP,
+        case.suites(),
+    )?));
+    config.retry = case.retry;
+    let endpoint = Endpoint::server(config, args.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    args.observe.apply(&endpoint)?;
+    eprintln!(
+        "interop server ({}) on {}",
+        args.testcase,
+        endpoint.local_addr()?
+    );
+    serve::serve_files(&endpoint, args.www.clone(), &args.observe).await;
+    Ok(())
+}
+
+async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>> {
+    let urls: Vec<Url> = args
+        .requests
+        .split_whitespace()
+        .map(get::parse_url)
+        .collect::<Result<_, _>>()?;
+    let Some(first) = urls.first() else {
+        return Err("REQUESTS names no URL".into());
+    };
+    std::fs::create_dir_all(&args.downloads)
+        .map_err(|e| format!("cannot use {}: {e}", args.downloads.display()))?;
+    let addr = tokio::net::lookup_host((first.host.as_str(), first.port))
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", first.host))?
+        .next()
+        .ok_or_else(|| format!("{} has no address", first.host))?;
+    let local = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let endpoint = Endpoint::client(local.parse()?)?;
+    args.observe.apply(&endpoint)?;
+    let mut transport = TransportConfig::default();
+    if case.small_windows {
+        transport.streams.stream_window = 64 * 1024;
+        transport.streams.connection_window = 256 * 1024;
+    }
+    if case.key_update {
+        transport.key_update_interval = Some(KEY_UPDATE_INTERVAL);
+    }
+    let mut config = ClientConfig::new(Arc::new(tls::client_insecure_with(
+        HQ_INTEROP,
+        case.suites(),
+    )?));
+    config.transport = Arc::new(transport);
+    let batches: Vec<&[Url]> = if case.connection_per_request {
+        urls.chunks(1).collect()
+    } else {
+        vec![&urls]
+    };
+    let mut failed = 0;
+    for batch in batches {
+        let connecting = endpoint.connect(&config, addr, &first.host)?;
+        let connection = match tokio::time::timeout(CLIENT_TIMEOUT, connecting).await {
+            Err(_) => {
+                return Err(format!("no handshake with {addr} within {CLIENT_TIMEOUT:?}").into());
+            }
+            Ok(Err(error)) => return Err(get::explain_handshake_error(&error).into()),
+            Ok(Ok(connection)) => connection,
+        };
+        args.observe.watch(&connection, addr.to_string());
+        let downloads: Vec<_> = batch
+            .iter()
+            .map(|url| {
+                let connection = connection.clone();
+                let url = url.clone();
+                let output = args.downloads.clone();
+                tokio::spawn(async move {
+                    let result = get::fetch(&connection, &url, &output, CLIENT_TIMEOUT).await;
+                    (url, result)
+                })
+            })
+            .collect();
+        for download in downloads {
+            match download.await {
+                Ok((_, Ok(_))) => {}
+                Ok((url, Err(error))) => {
+                    eprintln!("{}: {error}", url.path);
+                    failed += 1;
+                }
+                Err(error) => {
+                    eprintln!("a download task failed: {error}");
+                    failed += 1;
+                }
+            }
+        }
+        connection.close(VarInt::ZERO, b"");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    if failed > 0 {
+        return Err(format!("{failed} of {} downloads failed", urls.len()).into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_test_cases_map_to_behaviours_and_the_rest_are_unsupported() {
+        assert!(
+            Case::from_name("handshakeloss")
+                .unwrap()
+                .connection_per_request
+        );
+        assert!(
+            Case::from_name("multiconnect")
+                .unwrap()
+                .connection_per_request
+        );
+        assert!(Case::from_name("retry").unwrap().retry);
+        assert!(Case::from_name("keyupdate").unwrap().key_update);
+        assert_eq!(
+            Case::from_name("chacha20").unwrap().suites(),
+            Suites::ChaCha20Only
+        );
+        assert!(Case::from_name("transfer").unwrap().small_windows);
+        for name in ["zerortt", "resumption", "v2", "http3", "rebind-port", ""] {
+            assert!(Case::from_name(name).is_err(), "{name}");
+        }
+    }
+}

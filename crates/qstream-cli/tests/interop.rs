@@ -1,0 +1,147 @@
+//! `qstream interop` in both roles, configured through the runner's environment variables.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// A running `qstream interop` server, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("qstream-interop-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// /www with `count` files of `size` bytes, and /certs as the runner lays them out.
+fn runner_dirs(name: &str, count: usize, size: usize) -> (PathBuf, PathBuf, Vec<String>) {
+    let www = temp_dir(&format!("{name}-www"));
+    let certs = temp_dir(&format!("{name}-certs"));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["server".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(certs.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(certs.join("priv.key"), key.serialize_pem()).unwrap();
+    let files = (0..count)
+        .map(|i| {
+            let name = format!("file{i}");
+            let data: Vec<u8> = (0..size)
+                .map(|j| (j * 31 + i * 7 + j / 977) as u8)
+                .collect();
+            std::fs::write(www.join(&name), data).unwrap();
+            name
+        })
+        .collect();
+    (www, certs, files)
+}
+
+fn server(testcase: &str, www: &PathBuf, certs: &PathBuf) -> Server {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qstream"))
+        .arg("interop")
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--www"])
+        .arg(www)
+        .arg("--certs")
+        .arg(certs)
+        .env("ROLE", "server")
+        .env("TESTCASE", testcase)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("interop server") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    Server { child, port }
+}
+
+/// Runs the client for `testcase` and checks every file arrived intact; the client writes
+/// qlog files to `qlog_dir` when given.
+fn run_case(testcase: &str, count: usize, size: usize, qlog_dir: Option<&PathBuf>) {
+    let (www, certs, files) = runner_dirs(testcase, count, size);
+    let server = server(testcase, &www, &certs);
+    let downloads = temp_dir(&format!("{testcase}-downloads"));
+    let requests: Vec<String> = files
+        .iter()
+        .map(|f| format!("https://127.0.0.1:{}/{f}", server.port))
+        .collect();
+    let mut client = Command::new(env!("CARGO_BIN_EXE_qstream"));
+    client
+        .arg("interop")
+        .arg("--downloads")
+        .arg(&downloads)
+        .env("ROLE", "client")
+        .env("TESTCASE", testcase)
+        .env("REQUESTS", requests.join(" "));
+    if let Some(dir) = qlog_dir {
+        client.env("QLOGDIR", dir);
+    }
+    let output = client.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{testcase}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in files {
+        assert!(
+            std::fs::read(www.join(&file)).unwrap()
+                == std::fs::read(downloads.join(&file)).unwrap(),
+            "{testcase}: {file} differs"
+        );
+    }
+}
+
+#[test]
+fn interop_transfer_downloads_files_concurrently_through_growing_windows() {
+    run_case("transfer", 3, 2_000_000, None);
+}
+
+#[test]
+fn interop_multiconnect_uses_a_connection_per_file() {
+    let qlog = temp_dir("multiconnect-qlog");
+    run_case("multiconnect", 5, 1024, Some(&qlog));
+    // One qlog per connection (QLOGDIR): five connections.
+    assert_eq!(std::fs::read_dir(&qlog).unwrap().count(), 5);
+}
+
+#[test]
+fn interop_retry_keyupdate_chacha20_and_handshake_complete() {
+    for testcase in ["retry", "keyupdate", "chacha20", "handshake"] {
+        run_case(testcase, 1, 1_000_000, None);
+    }
+}
+
+#[test]
+fn interop_exits_127_for_test_cases_it_does_not_support() {
+    for role in ["client", "server"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_qstream"))
+            .arg("interop")
+            .env("ROLE", role)
+            .env("TESTCASE", "zerortt")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(127), "{role}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("\"zerortt\" is not supported"), "{stderr}");
+    }
+}
