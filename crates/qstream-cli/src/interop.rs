@@ -84,6 +84,8 @@ struct Case {
     chacha20: bool,
     /// Small initial flow control windows, so they must grow during the transfer.
     small_windows: bool,
+    /// The first file on one connection, the rest on a second that resumes the TLS session.
+    resumption: bool,
 }
 
 impl Case {
@@ -112,8 +114,12 @@ impl Case {
                 chacha20: true,
                 ..case
             },
-            // resumption, zerortt and v2 need session resumption, 0-RTT and compatible
-            // version negotiation, which qstream does not have yet.
+            "resumption" => Self {
+                resumption: true,
+                ..case
+            },
+            // zerortt and v2 need 0-RTT and compatible version negotiation, which qstream does
+            // not have yet.
             other => return Err(Unsupported(other.to_owned())),
         })
     }
@@ -194,11 +200,14 @@ async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
     config.transport = Arc::new(transport);
     let batches: Vec<&[Url]> = if case.connection_per_request {
         urls.chunks(1).collect()
+    } else if case.resumption && urls.len() > 1 {
+        let (first, rest) = urls.split_at(1);
+        vec![first, rest]
     } else {
         vec![&urls]
     };
     let mut failed = 0;
-    for batch in batches {
+    for (index, batch) in batches.into_iter().enumerate() {
         let connecting = endpoint.connect(&config, addr, &first.host)?;
         let connection = match tokio::time::timeout(CLIENT_TIMEOUT, connecting).await {
             Err(_) => {
@@ -208,6 +217,9 @@ async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
             Ok(Ok(connection)) => connection,
         };
         args.observe.watch(&connection, addr.to_string());
+        if case.resumption && index > 0 && connection.handshake_resumed() != Some(true) {
+            return Err("the second connection did not resume the TLS session".into());
+        }
         let downloads: Vec<_> = batch
             .iter()
             .map(|url| {
@@ -265,7 +277,8 @@ mod tests {
             Suites::ChaCha20Only
         );
         assert!(Case::from_name("transfer").unwrap().small_windows);
-        for name in ["zerortt", "resumption", "v2", "http3", "rebind-port", ""] {
+        assert!(Case::from_name("resumption").unwrap().resumption);
+        for name in ["zerortt", "v2", "http3", "rebind-port", ""] {
             assert!(Case::from_name(name).is_err(), "{name}");
         }
     }

@@ -132,6 +132,12 @@ fn interop_retry_keyupdate_chacha20_and_handshake_complete() {
 }
 
 #[test]
+fn interop_resumption_resumes_the_tls_session_on_the_second_connection() {
+    // The client fails unless its second handshake resumed.
+    run_case("resumption", 3, 10_000, None);
+}
+
+#[test]
 fn interop_exits_127_for_test_cases_it_does_not_support() {
     for role in ["client", "server"] {
         let output = Command::new(env!("CARGO_BIN_EXE_qstream"))

@@ -206,6 +206,16 @@ impl Connection {
             .and_then(|c| c.alpn_protocol().map(<[u8]>::to_vec))
     }
 
+    /// Whether the handshake resumed an earlier TLS session (quic-go's
+    /// ConnectionState().TLS.DidResume); `None` until it completes.
+    pub fn handshake_resumed(&self) -> Option<bool> {
+        let state = self.shared.lock();
+        state
+            .proto
+            .connection(self.handle)
+            .and_then(|c| c.handshake_resumed())
+    }
+
     /// The peer's certificate chain, as it presented it.
     pub fn peer_certificates(&self) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
         let state = self.shared.lock();

@@ -567,6 +567,14 @@ impl Connection {
         self.tls.alpn_protocol()
     }
 
+    /// Whether the TLS handshake resumed an earlier session with a ticket (no certificate
+    /// exchanged); `None` until the handshake completes.
+    pub fn handshake_resumed(&self) -> Option<bool> {
+        self.tls
+            .handshake_kind()
+            .map(|kind| kind == rustls::HandshakeKind::Resumed)
+    }
+
     /// The peer's certificate chain, once the handshake has it.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         self.tls.peer_certificates()
