@@ -41,6 +41,58 @@ pub(crate) struct GetArgs {
     observe: ObserveArgs,
 }
 
+/// Why a download failed; each has its own exit code, documented in `qstream get --help`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Failure {
+    /// Anything else: a reset stream, a lost connection.
+    Other = 1,
+    /// No connection: unreachable, or the handshake failed.
+    Connect = 3,
+    /// The server has no such file (it reset the stream with 0x10c).
+    NotFound = 4,
+    /// No stream credit within --open-timeout.
+    NoCredit = 5,
+    /// The file could not be written.
+    Write = 6,
+}
+
+/// A failed download: its kind and what to tell the user.
+#[derive(Debug)]
+pub(crate) struct FetchError {
+    pub(crate) failure: Failure,
+    pub(crate) message: String,
+}
+
+impl FetchError {
+    fn new(failure: Failure, message: impl Into<String>) -> Self {
+        Self {
+            failure,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// `get`'s overall failure: the message and the exit code of the worst failure.
+#[derive(Debug)]
+pub(crate) struct GetFailed {
+    pub(crate) failure: Failure,
+    message: String,
+}
+
+impl std::fmt::Display for GetFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Error for GetFailed {}
+
 /// How long an open waits for credit before `get` says it is waiting.
 const CREDIT_WAIT_NOTICE: Duration = Duration::from_secs(1);
 
@@ -111,30 +163,33 @@ pub(crate) async fn run(args: GetArgs) -> Result<(), Box<dyn Error>> {
             .or_default()
             .push(url);
     }
-    let mut failures = 0;
+    let mut failures = Vec::new();
     for ((host, port), urls) in by_server {
         match fetch_from(&host, port, &urls, &config, &args).await {
-            Ok(failed) => failures += failed,
+            Ok(failed) => failures.extend(failed),
             Err(error) => {
                 eprintln!("{host}:{port}: {error}");
-                failures += urls.len();
+                failures.extend(std::iter::repeat_n(Failure::Connect, urls.len()));
             }
         }
     }
-    if failures > 0 {
-        return Err(format!("{failures} of {} downloads failed", args.urls.len()).into());
+    if let Some(worst) = failures.iter().max() {
+        return Err(Box::new(GetFailed {
+            failure: *worst,
+            message: format!("{} of {} downloads failed", failures.len(), args.urls.len()),
+        }));
     }
     Ok(())
 }
 
-/// Fetches `urls` from one server over one connection; returns how many failed.
+/// Fetches `urls` from one server over one connection; returns the failures.
 async fn fetch_from(
     host: &str,
     port: u16,
     urls: &[Url],
     config: &ClientConfig,
     args: &GetArgs,
-) -> Result<usize, Box<dyn Error>> {
+) -> Result<Vec<Failure>, Box<dyn Error>> {
     let addr = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
@@ -172,17 +227,17 @@ async fn fetch_from(
             tokio::spawn(async move { fetch(&connection, &url, &output, open_timeout).await })
         })
         .collect();
-    let mut failed = 0;
+    let mut failed = Vec::new();
     for (task, url) in tasks.into_iter().zip(urls) {
         match task.await {
             Ok(Ok(bytes)) => println!("{}: {bytes} bytes", url.path),
             Ok(Err(error)) => {
                 eprintln!("{}: {error}", url.path);
-                failed += 1;
+                failed.push(error.failure);
             }
             Err(error) => {
                 eprintln!("{}: {error}", url.path);
-                failed += 1;
+                failed.push(Failure::Other);
             }
         }
     }
@@ -209,21 +264,25 @@ pub(crate) async fn fetch(
     url: &Url,
     output: &std::path::Path,
     open_timeout: Duration,
-) -> Result<u64, String> {
+) -> Result<u64, FetchError> {
+    let other = |e: &dyn std::fmt::Display| FetchError::new(Failure::Other, e.to_string());
     let (mut send, mut recv) = open_reporting_waits(connection, &url.path, open_timeout).await?;
     send.write_all(format!("GET {}\r\n", url.path).as_bytes())
         .await
-        .map_err(|e| e.to_string())?;
-    send.finish().map_err(|e| e.to_string())?;
+        .map_err(|e| other(&e))?;
+    send.finish().map_err(|e| other(&e))?;
     let name = url
         .path
         .rsplit('/')
         .find(|s| !s.is_empty())
         .unwrap_or("index.html");
     let file_path = output.join(name);
-    let mut file = tokio::fs::File::create(&file_path)
-        .await
-        .map_err(|e| format!("cannot create {}: {e}", file_path.display()))?;
+    let mut file = tokio::fs::File::create(&file_path).await.map_err(|e| {
+        FetchError::new(
+            Failure::Write,
+            format!("cannot create {}: {e}", file_path.display()),
+        )
+    })?;
     let mut received = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -235,10 +294,11 @@ pub(crate) async fn fetch(
                     .get_ref()
                     .and_then(|e| e.downcast_ref::<ResetByPeer>());
                 return Err(match code {
-                    Some(ResetByPeer(code)) if code.into_inner() == 0x10c => {
-                        "not found on the server (stream reset with 0x10c)".to_owned()
-                    }
-                    _ => error.to_string(),
+                    Some(ResetByPeer(code)) if code.into_inner() == 0x10c => FetchError::new(
+                        Failure::NotFound,
+                        "not found on the server (stream reset with 0x10c)",
+                    ),
+                    _ => other(&error),
                 });
             }
         };
@@ -257,11 +317,14 @@ pub(crate) async fn fetch(
 }
 
 /// Removes the partial file `path` and says why writing it failed.
-async fn write_failed(path: &std::path::Path, error: std::io::Error) -> String {
+async fn write_failed(path: &std::path::Path, error: std::io::Error) -> FetchError {
     let _ = tokio::fs::remove_file(path).await;
-    format!(
-        "cannot write {}: {error} (disk full?); the partial file was removed",
-        path.display()
+    FetchError::new(
+        Failure::Write,
+        format!(
+            "cannot write {}: {error} (disk full?); the partial file was removed",
+            path.display()
+        ),
     )
 }
 
@@ -271,19 +334,23 @@ async fn open_reporting_waits(
     connection: &Connection,
     path: &str,
     open_timeout: Duration,
-) -> Result<(qstream::SendStream, qstream::RecvStream), String> {
+) -> Result<(qstream::SendStream, qstream::RecvStream), FetchError> {
+    let lost = |e: ConnectionError| FetchError::new(Failure::Other, e.to_string());
     let open = connection.open_bi();
     tokio::pin!(open);
     let quiet = CREDIT_WAIT_NOTICE.min(open_timeout);
     if let Ok(result) = tokio::time::timeout(quiet, &mut open).await {
-        return result.map_err(|e| e.to_string());
+        return result.map_err(lost);
     }
     eprintln!("{path}: {}", credit_wait_message(connection));
     match tokio::time::timeout(open_timeout - quiet, &mut open).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err(format!(
-            "gave up after {open_timeout:?}: {}",
-            credit_wait_message(connection)
+        Ok(result) => result.map_err(lost),
+        Err(_) => Err(FetchError::new(
+            Failure::NoCredit,
+            format!(
+                "gave up after {open_timeout:?}: {}",
+                credit_wait_message(connection)
+            ),
         )),
     }
 }

@@ -28,6 +28,12 @@ enum Command {
     /// Serves the files of a directory over ALPN hq-interop (HTTP/0.9 over QUIC).
     Serve(serve::ServeArgs),
     /// Fetches files over hq-interop, concurrently over one connection per server.
+    #[command(
+        after_help = "Exit codes: 0 every file downloaded; 1 other failure; 2 bad \
+                            arguments; 3 cannot connect; 4 a file was not found; 5 no stream \
+                            credit within --open-timeout; 6 cannot write a file. With several \
+                            failures, the highest code."
+    )]
     Get(get::GetArgs),
     /// Sends a file or standard input to `qstream recv`, checked end to end with BLAKE3.
     Send(pipe::SendArgs),
@@ -76,6 +82,8 @@ fn main() -> ExitCode {
             if error.is::<interop::Unsupported>() {
                 // The interop runner's code for a test case an endpoint does not implement.
                 ExitCode::from(127)
+            } else if let Some(failed) = error.downcast_ref::<get::GetFailed>() {
+                ExitCode::from(failed.failure as u8)
             } else {
                 ExitCode::FAILURE
             }

@@ -47,12 +47,18 @@ fn serve(root: &Path, extra: &[&str]) -> Server {
 }
 
 fn qstream(args: &[&str]) -> (bool, String, String) {
+    let (code, stdout, stderr) = qstream_exit(args);
+    (code == Some(0), stdout, stderr)
+}
+
+/// Runs `qstream` with `args`: its exit code, standard output and standard error.
+fn qstream_exit(args: &[&str]) -> (Option<i32>, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_qstream"))
         .args(args)
         .output()
         .unwrap();
     (
-        output.status.success(),
+        output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
@@ -150,7 +156,7 @@ fn get_reports_missing_files_and_refused_paths_and_fetches_the_rest() {
     let good = format!("https://{}/small.txt", server.addr);
     let missing = format!("https://{}/nope.txt", server.addr);
     let escape = format!("https://{}/../../etc/passwd", server.addr);
-    let (ok, _, stderr) = qstream(&[
+    let (code, _, stderr) = qstream_exit(&[
         "get",
         "--insecure",
         "-o",
@@ -159,7 +165,7 @@ fn get_reports_missing_files_and_refused_paths_and_fetches_the_rest() {
         &missing,
         &escape,
     ]);
-    assert!(!ok);
+    assert_eq!(code, Some(4), "exit code for a missing file");
     assert!(
         stderr.contains("/nope.txt: not found on the server"),
         "{stderr}"
@@ -181,8 +187,9 @@ fn get_explains_untrusted_certificates_unreachable_servers_and_bad_urls() {
         "{stderr}"
     );
     let unreachable = format!("https://127.0.0.1:{}/x", free_port());
-    let (ok, _, stderr) = qstream(&["get", "--insecure", "--connect-timeout", "1", &unreachable]);
-    assert!(!ok);
+    let (code, _, stderr) =
+        qstream_exit(&["get", "--insecure", "--connect-timeout", "1", &unreachable]);
+    assert_eq!(code, Some(3), "exit code for no connection");
     assert!(stderr.contains("no answer within 1 s"), "{stderr}");
     let (ok, _, stderr) = qstream(&["get", "--insecure", "ftp://example.net/x"]);
     assert!(!ok);
@@ -361,8 +368,8 @@ fn get_says_when_a_server_never_returns_credit_and_gives_up_naming_the_cause() {
     ];
     args.extend(urls.iter().map(String::as_str));
     let started = std::time::Instant::now();
-    let (ok, _, stderr) = qstream(&args);
-    assert!(!ok);
+    let (code, _, stderr) = qstream_exit(&args);
+    assert_eq!(code, Some(5), "exit code for no stream credit");
     assert!(started.elapsed() < Duration::from_secs(20), "it hung");
     // Said while waiting, then again as the cause of the failure.
     assert!(stderr.contains(": waiting for stream credit"), "{stderr}");
@@ -471,8 +478,8 @@ fn get_says_the_disk_is_full_and_leaves_no_partial_file_behind() {
     // Writes to /dev/full fail with ENOSPC, as on a full disk.
     std::os::unix::fs::symlink("/dev/full", out.join("big.bin")).unwrap();
     let url = format!("https://{}/big.bin", server.addr);
-    let (ok, _, stderr) = qstream(&["get", "--insecure", "-o", out.to_str().unwrap(), &url]);
-    assert!(!ok);
+    let (code, _, stderr) = qstream_exit(&["get", "--insecure", "-o", out.to_str().unwrap(), &url]);
+    assert_eq!(code, Some(6), "exit code for a write failure");
     assert!(
         stderr.contains("No space left on device") && stderr.contains("disk full"),
         "{stderr}"
