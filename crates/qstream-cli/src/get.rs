@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qstream::proto::Side;
 use qstream::proto::wire::{Dir, VarInt};
 use qstream::{ClientConfig, Connection, ConnectionError, Endpoint, ResetByPeer};
@@ -217,6 +218,11 @@ async fn fetch_from(
             Ok(Ok(connection)) => connection,
         };
     args.observe.watch(&connection, format!("{host}:{port}"));
+    // Drawn only when standard error is a terminal.
+    let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let style =
+        ProgressStyle::with_template("{spinner} {prefix:30!} {bytes:>10} {bytes_per_sec:>12}")
+            .expect("a valid template");
     let tasks: Vec<_> = urls
         .iter()
         .map(|url| {
@@ -224,7 +230,16 @@ async fn fetch_from(
             let url = url.clone();
             let output = args.output.clone();
             let open_timeout = Duration::from_secs_f64(args.open_timeout);
-            tokio::spawn(async move { fetch(&connection, &url, &output, open_timeout).await })
+            let bar = bars.add(
+                ProgressBar::no_length()
+                    .with_style(style.clone())
+                    .with_prefix(url.path.clone()),
+            );
+            tokio::spawn(async move {
+                let result = fetch(&connection, &url, &output, open_timeout, Some(&bar)).await;
+                bar.finish();
+                result
+            })
         })
         .collect();
     let mut failed = Vec::new();
@@ -264,6 +279,7 @@ pub(crate) async fn fetch(
     url: &Url,
     output: &std::path::Path,
     open_timeout: Duration,
+    progress: Option<&ProgressBar>,
 ) -> Result<u64, FetchError> {
     let other = |e: &dyn std::fmt::Display| FetchError::new(Failure::Other, e.to_string());
     let (mut send, mut recv) = open_reporting_waits(connection, &url.path, open_timeout).await?;
@@ -309,6 +325,9 @@ pub(crate) async fn fetch(
             return Err(write_failed(&file_path, error).await);
         }
         received += n as u64;
+        if let Some(bar) = progress {
+            bar.set_position(received);
+        }
     }
     if let Err(error) = file.flush().await {
         return Err(write_failed(&file_path, error).await);

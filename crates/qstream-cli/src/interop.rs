@@ -227,7 +227,7 @@ async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
                 let url = url.clone();
                 let output = args.downloads.clone();
                 tokio::spawn(async move {
-                    let result = get::fetch(&connection, &url, &output, CLIENT_TIMEOUT).await;
+                    let result = get::fetch(&connection, &url, &output, CLIENT_TIMEOUT, None).await;
                     (url, result)
                 })
             })
