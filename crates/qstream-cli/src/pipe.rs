@@ -188,16 +188,9 @@ pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
                 .map_err(|e| format!("cannot create {}: {e}", args.output))?,
         )
     };
-    let identity = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
-        _ => {
-            let identity = Identity::self_signed(&["localhost"])?;
-            eprintln!(
-                "self-signed certificate, SHA-256 fingerprint {}",
-                identity.fingerprint()
-            );
-            identity
-        }
+    let (identity, self_signed) = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => (Identity::from_pem_files(cert, key)?, false),
+        _ => (Identity::self_signed(&["localhost"])?, true),
     };
     let config = ServerConfig::new(Arc::new(tls::server(&identity, PIPE_ALPN)?));
     let endpoint = Endpoint::server(config, args.listen).map_err(|e| {
@@ -207,6 +200,12 @@ pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
         )
     })?;
     args.observe.apply(&endpoint)?;
+    if self_signed {
+        eprintln!(
+            "self-signed certificate, SHA-256 fingerprint {}",
+            identity.fingerprint()
+        );
+    }
     eprintln!("listening on {}", endpoint.local_addr()?);
     let connection = loop {
         match endpoint.accept().await {

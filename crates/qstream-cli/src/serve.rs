@@ -51,16 +51,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     if !root.is_dir() {
         return Err(format!("cannot serve {}: not a directory", root.display()).into());
     }
-    let identity = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
-        _ => {
-            let identity = Identity::self_signed(&["localhost"])?;
-            println!(
-                "self-signed certificate, SHA-256 fingerprint {}",
-                identity.fingerprint()
-            );
-            identity
-        }
+    let (identity, self_signed) = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => (Identity::from_pem_files(cert, key)?, false),
+        _ => (Identity::self_signed(&["localhost"])?, true),
     };
     let mut config = ServerConfig::new(Arc::new(tls::server(&identity, HQ_INTEROP)?));
     let mut transport = TransportConfig::default();
@@ -74,6 +67,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         )
     })?;
     args.observe.apply(&endpoint)?;
+    if self_signed {
+        println!(
+            "self-signed certificate, SHA-256 fingerprint {}",
+            identity.fingerprint()
+        );
+    }
     println!("serving {} on {}", root.display(), endpoint.local_addr()?);
     serve_files(&endpoint, root, &args.observe).await;
     Ok(())

@@ -200,7 +200,7 @@ fn get_explains_untrusted_certificates_unreachable_servers_and_bad_urls() {
 fn serve_explains_a_port_in_use_and_a_missing_root() {
     let root = website("port");
     let server = serve(&root, &[]);
-    let (ok, _, stderr) = qstream(&[
+    let (ok, stdout, stderr) = qstream(&[
         "serve",
         "--listen",
         &server.addr,
@@ -212,6 +212,8 @@ fn serve_explains_a_port_in_use_and_a_missing_root() {
         stderr.contains("cannot listen") && stderr.contains("another program"),
         "{stderr}"
     );
+    // Nothing announced for a server that never ran.
+    assert!(stdout.is_empty(), "{stdout}");
     let (ok, _, stderr) = qstream(&["serve", "--listen", "127.0.0.1:0", "--root", "/no/such/dir"]);
     assert!(!ok);
     assert!(stderr.contains("cannot serve /no/such/dir"), "{stderr}");
