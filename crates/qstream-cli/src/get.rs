@@ -10,9 +10,10 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qstream::proto::Side;
 use qstream::proto::wire::{Dir, VarInt};
-use qstream::{ClientConfig, Connection, ConnectionError, Endpoint, ResetByPeer};
+use qstream::{ClientConfig, Connection, ConnectionError, ResetByPeer};
 use tokio::io::AsyncWriteExt;
 
+use crate::endpoints;
 use crate::observe::ObserveArgs;
 use crate::serve::HQ_INTEROP;
 use crate::tls;
@@ -191,18 +192,7 @@ async fn fetch_from(
     config: &ClientConfig,
     args: &GetArgs,
 ) -> Result<Vec<Failure>, Box<dyn Error>> {
-    let addr = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} has no address"))?;
-    let local = if addr.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    };
-    let endpoint = Endpoint::client(local.parse()?)?;
-    args.observe.apply(&endpoint)?;
+    let (endpoint, addr) = endpoints::client(host, port, &args.observe).await?;
     let connecting = endpoint.connect(config, addr, host)?;
     let connection =
         match tokio::time::timeout(Duration::from_secs_f64(args.connect_timeout), connecting).await
@@ -261,15 +251,12 @@ async fn fetch_from(
 }
 
 pub(crate) fn explain_handshake_error(error: &ConnectionError) -> String {
-    match error.tls_alert() {
-        // bad_certificate, unknown_ca, decrypt_error from our side: the certificate.
-        Some(42 | 48 | 51) if matches!(error, ConnectionError::TransportError(_)) => format!(
-            "the server's certificate is not trusted ({error}); pass --ca FILE with its \
-             certificate, or --insecure for testing"
-        ),
-        Some(120) => format!("the server does not speak hq-interop ({error})"),
-        _ => format!("the handshake failed: {error}"),
-    }
+    endpoints::explain_handshake_error(
+        error,
+        "the server's certificate is not trusted: pass --ca FILE with its certificate, or \
+         --insecure for testing",
+        "the server does not speak hq-interop",
+    )
 }
 
 /// Downloads one file into `output`, named after the last segment of its path; returns its

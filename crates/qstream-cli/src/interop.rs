@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qstream::proto::wire::VarInt;
-use qstream::{ClientConfig, Endpoint, ServerConfig, TransportConfig};
+use qstream::{ClientConfig, ServerConfig, TransportConfig};
 
+use crate::endpoints;
 use crate::get::{self, Url};
 use crate::observe::ObserveArgs;
 use crate::serve::{self, HQ_INTEROP};
@@ -150,9 +151,7 @@ async fn run_server(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
         case.suites(),
     )?));
     config.retry = case.retry;
-    let endpoint = Endpoint::server(config, args.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    args.observe.apply(&endpoint)?;
+    let endpoint = endpoints::server(config, args.listen, &args.observe)?;
     eprintln!(
         "interop server ({}) on {}",
         args.testcase,
@@ -173,18 +172,7 @@ async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
     };
     std::fs::create_dir_all(&args.downloads)
         .map_err(|e| format!("cannot use {}: {e}", args.downloads.display()))?;
-    let addr = tokio::net::lookup_host((first.host.as_str(), first.port))
-        .await
-        .map_err(|e| format!("cannot resolve {}: {e}", first.host))?
-        .next()
-        .ok_or_else(|| format!("{} has no address", first.host))?;
-    let local = if addr.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    };
-    let endpoint = Endpoint::client(local.parse()?)?;
-    args.observe.apply(&endpoint)?;
+    let (endpoint, addr) = endpoints::client(&first.host, first.port, &args.observe).await?;
     let mut transport = TransportConfig::default();
     if case.small_windows {
         transport.streams.stream_window = 64 * 1024;

@@ -1,6 +1,7 @@
 //! The `qstream` command: streaming data transfer over QUIC.
 
 mod demo;
+mod endpoints;
 mod get;
 mod interop;
 mod observe;

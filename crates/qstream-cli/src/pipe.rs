@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qstream::proto::wire::VarInt;
-use qstream::{ClientConfig, ConnectionError, Endpoint, ServerConfig};
+use qstream::{ClientConfig, ConnectionError, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::endpoints;
 use crate::observe::ObserveArgs;
 use crate::tls::{self, Identity};
 
@@ -101,18 +102,7 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
         .rsplit_once(':')
         .and_then(|(host, port)| Some((host.trim_matches(['[', ']']), port.parse::<u16>().ok()?)))
         .ok_or_else(|| format!("invalid address {:?}: expected host:port", args.addr))?;
-    let addr = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} has no address"))?;
-    let local = if addr.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    };
-    let endpoint = Endpoint::client(local.parse()?)?;
-    args.observe.apply(&endpoint)?;
+    let (endpoint, addr) = endpoints::client(host, port, &args.observe).await?;
     let connecting = endpoint.connect(&ClientConfig::new(Arc::new(tls)), addr, host)?;
     let connection =
         match tokio::time::timeout(Duration::from_secs_f64(args.connect_timeout), connecting).await
@@ -188,18 +178,10 @@ pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
                 .map_err(|e| format!("cannot create {}: {e}", args.output))?,
         )
     };
-    let (identity, self_signed) = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => (Identity::from_pem_files(cert, key)?, false),
-        _ => (Identity::self_signed(&["localhost"])?, true),
-    };
+    let (identity, self_signed) =
+        Identity::from_options(args.cert.as_deref(), args.key.as_deref())?;
     let config = ServerConfig::new(Arc::new(tls::server(&identity, PIPE_ALPN)?));
-    let endpoint = Endpoint::server(config, args.listen).map_err(|e| {
-        format!(
-            "cannot listen on {}: {e} (is another program using that port?)",
-            args.listen
-        )
-    })?;
-    args.observe.apply(&endpoint)?;
+    let endpoint = endpoints::server(config, args.listen, &args.observe)?;
     if self_signed {
         eprintln!(
             "self-signed certificate, SHA-256 fingerprint {}",
@@ -262,15 +244,9 @@ pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
 }
 
 fn explain_handshake_error(error: &ConnectionError) -> String {
-    match error.tls_alert() {
-        // bad_certificate, unknown_ca, access_denied (a fingerprint mismatch), decrypt_error,
-        // raised by our side: the certificate.
-        Some(42 | 48 | 49 | 51) if matches!(error, ConnectionError::TransportError(_)) => format!(
-            "the receiver's certificate is not the one named by --fingerprint or --ca ({error})"
-        ),
-        Some(120) => {
-            format!("the peer is not qstream recv: it does not speak {PIPE_ALPN:?} ({error})")
-        }
-        _ => format!("the handshake failed: {error}"),
-    }
+    endpoints::explain_handshake_error(
+        error,
+        "the receiver's certificate is not the one named by --fingerprint or --ca",
+        "the peer is not qstream recv: it does not speak qstream-pipe/1",
+    )
 }

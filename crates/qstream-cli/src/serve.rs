@@ -9,6 +9,7 @@ use qstream::proto::wire::VarInt;
 use qstream::{Endpoint, RecvStream, SendStream, ServerConfig, TransportConfig};
 use tokio::io::AsyncReadExt;
 
+use crate::endpoints;
 use crate::observe::ObserveArgs;
 use crate::tls::{self, Identity};
 
@@ -51,22 +52,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     if !root.is_dir() {
         return Err(format!("cannot serve {}: not a directory", root.display()).into());
     }
-    let (identity, self_signed) = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => (Identity::from_pem_files(cert, key)?, false),
-        _ => (Identity::self_signed(&["localhost"])?, true),
-    };
+    let (identity, self_signed) =
+        Identity::from_options(args.cert.as_deref(), args.key.as_deref())?;
     let mut config = ServerConfig::new(Arc::new(tls::server(&identity, HQ_INTEROP)?));
     let mut transport = TransportConfig::default();
     transport.streams.max_concurrent_bidi = args.max_streams;
     config.transport = Arc::new(transport);
     config.retry = args.retry;
-    let endpoint = Endpoint::server(config, args.listen).map_err(|e| {
-        format!(
-            "cannot listen on {}: {e} (is another program using that port?)",
-            args.listen
-        )
-    })?;
-    args.observe.apply(&endpoint)?;
+    let endpoint = endpoints::server(config, args.listen, &args.observe)?;
     if self_signed {
         println!(
             "self-signed certificate, SHA-256 fingerprint {}",

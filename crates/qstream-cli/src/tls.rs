@@ -45,6 +45,18 @@ impl Identity {
         }
     }
 
+    /// The server identity the `--cert`/`--key` options name, or a fresh self-signed one;
+    /// the flag says which (the self-signed one's fingerprint is for the user to see).
+    pub(crate) fn from_options(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<(Self, bool), Box<dyn std::error::Error>> {
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok((Self::from_pem_files(cert, key)?, false)),
+            _ => Ok((Self::self_signed(&["localhost"])?, true)),
+        }
+    }
+
     /// The end-entity certificate.
     pub(crate) fn cert(&self) -> &CertificateDer<'static> {
         &self.chain[0]
@@ -289,6 +301,22 @@ fn client_with_roots(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chacha20_only_offers_exactly_chacha20_and_all_offers_more() {
+        let suites = |choice| -> Vec<rustls::CipherSuite> {
+            provider_with(choice)
+                .cipher_suites
+                .iter()
+                .map(|s| s.suite())
+                .collect()
+        };
+        assert_eq!(
+            suites(Suites::ChaCha20Only),
+            [rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256]
+        );
+        assert!(suites(Suites::All).contains(&rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+    }
 
     #[test]
     fn fingerprints_parse_with_or_without_colons_and_bad_ones_are_refused() {
