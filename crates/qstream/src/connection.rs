@@ -41,6 +41,17 @@ impl Connection {
         f: impl FnOnce(&mut qstream_proto::Connection) -> T,
     ) -> Result<T, ConnectionError> {
         let mut state = self.shared.lock();
+        let result = f(self.live(&mut state)?);
+        drop(state);
+        self.shared.notify.notify_one();
+        Ok(result)
+    }
+
+    /// The protocol connection, or why it is gone.
+    fn live<'a>(
+        &self,
+        state: &'a mut crate::endpoint::State,
+    ) -> Result<&'a mut qstream_proto::Connection, ConnectionError> {
         if let Some(error) = state
             .connections
             .get(&self.handle)
@@ -48,14 +59,10 @@ impl Connection {
         {
             return Err(error);
         }
-        let connection = state
+        state
             .proto
             .connection_mut(self.handle)
-            .ok_or(ConnectionError::LocallyClosed)?;
-        let result = f(connection);
-        drop(state);
-        self.shared.notify.notify_one();
-        Ok(result)
+            .ok_or(ConnectionError::LocallyClosed)
     }
 
     /// Runs `f` like [`Self::with`]; when it returns `Pending`, registers the task to be woken
@@ -67,17 +74,10 @@ impl Connection {
         f: impl FnOnce(&mut qstream_proto::Connection) -> Poll<T>,
     ) -> Poll<Result<T, ConnectionError>> {
         let mut state = self.shared.lock();
-        if let Some(error) = state
-            .connections
-            .get(&self.handle)
-            .and_then(|c| c.error.clone())
-        {
-            return Poll::Ready(Err(error));
-        }
-        let Some(connection) = state.proto.connection_mut(self.handle) else {
-            return Poll::Ready(Err(ConnectionError::LocallyClosed));
+        let result = match self.live(&mut state) {
+            Ok(connection) => f(connection),
+            Err(error) => return Poll::Ready(Err(error)),
         };
-        let result = f(connection);
         if result.is_pending() {
             state
                 .connections
