@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::connection::Connection;
 use crate::qlog::QlogFile;
-use crate::socket::{Socket, ecn};
+use crate::socket::{IoStats, Socket, ecn};
 
 /// What the application side of one connection waits on.
 #[derive(Debug, Default)]
@@ -202,6 +202,12 @@ impl Endpoint {
     /// The local address of the socket.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared.socket.local_addr()
+    }
+
+    /// The system calls this endpoint's socket made and the datagrams they carried, since it
+    /// was bound: datagrams per call show how well GSO and GRO batch.
+    pub fn io_stats(&self) -> IoStats {
+        self.shared.socket.io_stats()
     }
 
     /// Starts a connection to `addr`, authenticating the server as `server_name`. The

@@ -19,6 +19,7 @@ pub use connection::{
 pub use endpoint::{Connecting, Endpoint};
 pub use qstream_proto as proto;
 pub use qstream_proto::{ClientConfig, ConnectionError, ServerConfig, TransportConfig};
+pub use socket::IoStats;
 
 /// A rustls key log that appends TLS secrets to the file named by the `SSLKEYLOGFILE`
 /// environment variable, and does nothing when it is unset: set it as `key_log` on a rustls

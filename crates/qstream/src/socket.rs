@@ -2,6 +2,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use qstream_proto::EcnCodepoint;
@@ -13,6 +14,28 @@ use tokio::io::Interest;
 pub(crate) struct Socket {
     io: tokio::net::UdpSocket,
     state: UdpSocketState,
+    counters: IoCounters,
+}
+
+/// System calls made on an endpoint's socket and the datagrams they carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// Send system calls that succeeded.
+    pub send_calls: u64,
+    /// Datagrams those calls carried (more than the calls when GSO batches them).
+    pub datagrams_sent: u64,
+    /// Receive system calls that returned datagrams.
+    pub recv_calls: u64,
+    /// Datagrams those calls returned (more than the calls with recvmmsg and GRO).
+    pub datagrams_received: u64,
+}
+
+#[derive(Debug, Default)]
+struct IoCounters {
+    send_calls: AtomicU64,
+    datagrams_sent: AtomicU64,
+    recv_calls: AtomicU64,
+    datagrams_received: AtomicU64,
 }
 
 impl Socket {
@@ -23,11 +46,23 @@ impl Socket {
         Ok(Self {
             io: tokio::net::UdpSocket::from_std(socket)?,
             state,
+            counters: IoCounters::default(),
         })
     }
 
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.local_addr()
+    }
+
+    /// The system calls made so far and the datagrams they carried.
+    pub(crate) fn io_stats(&self) -> IoStats {
+        let c = &self.counters;
+        IoStats {
+            send_calls: c.send_calls.load(Ordering::Relaxed),
+            datagrams_sent: c.datagrams_sent.load(Ordering::Relaxed),
+            recv_calls: c.recv_calls.load(Ordering::Relaxed),
+            datagrams_received: c.datagrams_received.load(Ordering::Relaxed),
+        }
     }
 
     /// Receives a batch of datagrams when any are ready.
@@ -43,6 +78,17 @@ impl Socket {
                 self.state.recv((&self.io).into(), bufs, meta)
             }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Ok(count) => {
+                    let datagrams: usize = meta[..count]
+                        .iter()
+                        .map(|m| m.len.div_ceil(m.stride.max(1)))
+                        .sum();
+                    self.counters.recv_calls.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .datagrams_received
+                        .fetch_add(datagrams as u64, Ordering::Relaxed);
+                    return Poll::Ready(Ok(count));
+                }
                 result => return Poll::Ready(result),
             }
         }
@@ -79,6 +125,14 @@ impl Socket {
                 self.state.send((&self.io).into(), &transmit)
             }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Ok(()) => {
+                    let datagrams = segment_size.map_or(1, |size| contents.len().div_ceil(size));
+                    self.counters.send_calls.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .datagrams_sent
+                        .fetch_add(datagrams as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
                 result => return result,
             }
         }

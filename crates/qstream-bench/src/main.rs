@@ -1,0 +1,287 @@
+//! `qstream-bench`: qstream, quinn and TCP+TLS side by side on loopback, in turns, with
+//! medians and ratios. See the README for how to run it and the latest figures.
+
+mod harness;
+mod report;
+mod scenarios;
+mod stacks;
+mod tls;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use report::{Measure, Report};
+use scenarios::Failure;
+use stacks::{Qstream, Quinn, Stack, TcpTls};
+use tls::Tls;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Benchmarks qstream against quinn and TCP+TLS on loopback"
+)]
+struct Args {
+    /// Tiny sizes, one round: checks that every scenario runs, measures nothing useful.
+    #[arg(long)]
+    smoke: bool,
+    /// Rounds; every stack runs every scenario once per round, in turns.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Scenarios to run (all by default).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<Scenario>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Measures idle memory of one stack in this fresh process and prints the JSON figures
+    /// (run by the benchmark itself).
+    #[command(hide = true)]
+    MemoryChild {
+        #[arg(long)]
+        stack: StackName,
+        #[arg(long)]
+        connections: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Bulk,
+    Churn,
+    Handshakes,
+    Memory,
+    Latency,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StackName {
+    Qstream,
+    Quinn,
+    Tcp,
+}
+
+impl StackName {
+    const ALL: [StackName; 3] = [Self::Qstream, Self::Quinn, Self::Tcp];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Qstream => Qstream::NAME,
+            Self::Quinn => Quinn::NAME,
+            Self::Tcp => TcpTls::NAME,
+        }
+    }
+}
+
+/// How big each scenario is.
+struct Sizes {
+    bulk_bytes: u64,
+    churn: Duration,
+    handshakes: Duration,
+    idle_connections: usize,
+    latency_samples: usize,
+}
+
+impl Sizes {
+    fn new(smoke: bool) -> Self {
+        if smoke {
+            Self {
+                bulk_bytes: 4 << 20,
+                churn: Duration::from_millis(200),
+                handshakes: Duration::from_millis(200),
+                idle_connections: 20,
+                latency_samples: 50,
+            }
+        } else {
+            Self {
+                bulk_bytes: 1 << 30,
+                churn: Duration::from_secs(3),
+                handshakes: Duration::from_secs(3),
+                idle_connections: 1000,
+                latency_samples: 5000,
+            }
+        }
+    }
+}
+
+/// Runs `scenario` for the stack `S`.
+fn run_scenario<S: Stack>(
+    scenario: Scenario,
+    tls: &Tls,
+    sizes: &Sizes,
+) -> Vec<(String, Result<Vec<Measure>, Failure>)> {
+    match scenario {
+        Scenario::Bulk => vec![("bulk".into(), scenarios::bulk::<S>(tls, sizes.bulk_bytes))],
+        Scenario::Churn => [1, 50, 100]
+            .into_iter()
+            .map(|c| {
+                let result = scenarios::churn::<S>(tls, c, sizes.churn);
+                (format!("churn c={c}"), result)
+            })
+            .collect(),
+        Scenario::Handshakes => [1, 8]
+            .into_iter()
+            .map(|c| {
+                let result = scenarios::handshakes::<S>(tls, c, sizes.handshakes);
+                (format!("handshakes c={c}"), result)
+            })
+            .collect(),
+        Scenario::Latency => vec![(
+            "latency".into(),
+            scenarios::latency::<S>(tls, sizes.latency_samples),
+        )],
+        Scenario::Memory => unreachable!("idle memory runs in a child process"),
+    }
+}
+
+/// Runs the idle-memory scenario of `stack` in a fresh child process.
+fn memory_in_child(stack: StackName, connections: usize) -> Result<Vec<Measure>, Failure> {
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let output = std::process::Command::new(exe)
+        .args(["memory-child", "--stack"])
+        .arg(stack.to_possible_value().expect("named").get_name())
+        .args(["--connections", &connections.to_string()])
+        .output()
+        .map_err(|e| format!("memory child: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "memory child failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let kib: Option<f64> = String::from_utf8_lossy(&output.stdout).trim().parse().ok();
+    Ok(vec![Measure::lower(
+        "idle memory",
+        "per connection",
+        "KiB",
+        kib,
+    )])
+}
+
+fn memory_child(stack: StackName, connections: usize) -> ExitCode {
+    let result = Tls::new()
+        .map_err(|e| e.to_string())
+        .and_then(|tls| match stack {
+            StackName::Qstream => scenarios::idle_memory::<Qstream>(&tls, connections),
+            StackName::Quinn => scenarios::idle_memory::<Quinn>(&tls, connections),
+            StackName::Tcp => scenarios::idle_memory::<TcpTls>(&tls, connections),
+        });
+    match result {
+        Ok(measures) => {
+            let kib = measures.first().and_then(|m| m.value);
+            println!("{}", kib.map_or("nan".to_owned(), |k| k.to_string()));
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("{failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the benchmark ran, for the report.
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|k| k.trim().to_owned());
+    serde_json::json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "kernel": kernel,
+        "pinned": harness::pinned(),
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(Command::MemoryChild { stack, connections }) = args.command {
+        return memory_child(stack, connections);
+    }
+    let tls = match Tls::new() {
+        Ok(tls) => tls,
+        Err(error) => {
+            eprintln!("qstream-bench: cannot set up TLS: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sizes = Sizes::new(args.smoke);
+    let rounds = if args.smoke { 1 } else { args.rounds };
+    let scenarios = if args.scenarios.is_empty() {
+        vec![
+            Scenario::Bulk,
+            Scenario::Churn,
+            Scenario::Handshakes,
+            Scenario::Memory,
+            Scenario::Latency,
+        ]
+    } else {
+        args.scenarios.clone()
+    };
+    let mut report = Report::new(StackName::ALL.iter().map(|s| s.label()).collect());
+    for round in 0..rounds {
+        for &scenario in &scenarios {
+            // Turns: each round starts with a different stack.
+            for turn in 0..StackName::ALL.len() {
+                let stack = StackName::ALL[(turn + round as usize) % StackName::ALL.len()];
+                let results = match (scenario, stack) {
+                    (Scenario::Memory, _) => vec![(
+                        "idle memory".to_owned(),
+                        memory_in_child(stack, sizes.idle_connections),
+                    )],
+                    (_, StackName::Qstream) => run_scenario::<Qstream>(scenario, &tls, &sizes),
+                    (_, StackName::Quinn) => run_scenario::<Quinn>(scenario, &tls, &sizes),
+                    (_, StackName::Tcp) => run_scenario::<TcpTls>(scenario, &tls, &sizes),
+                };
+                for (name, result) in results {
+                    eprintln!("round {}/{rounds}: {name}, {}", round + 1, stack.label());
+                    match result {
+                        Ok(measures) => report.add(stack.label(), measures),
+                        Err(failure) => {
+                            eprintln!("  failed: {failure}");
+                            report.fail(format!("{} {name}: {failure}", stack.label()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    print!("{}", report.table());
+    let context = serde_json::json!({
+        "machine": machine(),
+        "rounds": rounds,
+        "smoke": args.smoke,
+        "bulk_bytes": sizes.bulk_bytes,
+        "idle_connections": sizes.idle_connections,
+        "latency_samples": sizes.latency_samples,
+        "churn_seconds": sizes.churn.as_secs_f64(),
+        "handshake_seconds": sizes.handshakes.as_secs_f64(),
+    });
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report.json(context)).expect("JSON");
+        if let Err(error) = std::fs::write(path, text) {
+            eprintln!("qstream-bench: cannot write {}: {error}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if report.failures().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("qstream-bench: {} runs failed", report.failures().len());
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,62 @@
+//! The benchmark in smoke mode: every scenario runs for every stack and yields figures, so the
+//! benchmark cannot rot. Sizes are tiny; the figures are not checked, only their presence.
+
+use std::process::Command;
+
+#[test]
+fn smoke_every_scenario_yields_figures_for_every_stack() {
+    let json =
+        std::env::temp_dir().join(format!("qstream-bench-smoke-{}.json", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_qstream-bench"))
+        .args(["--smoke", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run qstream-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "qstream-bench failed:\n{stderr}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("qstream/quinn"), "no table:\n{table}");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written")).unwrap();
+    std::fs::remove_file(&json).ok();
+    assert_eq!(report["failures"].as_array().map(Vec::len), Some(0));
+    let results = report["results"].as_array().expect("results");
+    let scenarios: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r["scenario"].as_str())
+        .collect();
+    for expected in [
+        "bulk",
+        "churn c=1",
+        "churn c=50",
+        "churn c=100",
+        "handshakes c=1",
+        "handshakes c=8",
+        "idle memory",
+        "latency",
+    ] {
+        assert!(
+            scenarios.contains(&expected),
+            "{expected} missing from {scenarios:?}"
+        );
+    }
+    for row in results {
+        let metric = row["metric"].as_str().unwrap();
+        // Datagram and ACK counters exist only for the QUIC stacks.
+        let stacks: &[&str] = if metric.contains("datagrams") || metric.contains("ACKs") {
+            &["qstream", "quinn"]
+        } else {
+            &["qstream", "quinn", "tcp+tls"]
+        };
+        for stack in stacks {
+            let median = row["median"][stack].as_f64();
+            assert!(
+                median.is_some_and(|m| m.is_finite() && m >= 0.0),
+                "{} {metric}: {stack} has no figure: {row}",
+                row["scenario"]
+            );
+        }
+        assert!(row["ratio"]["qstream/quinn"].is_number() || metric.contains("ACKs"));
+    }
+}
