@@ -1,7 +1,7 @@
 //! The endpoint: owns connections, routes datagrams to them by connection ID, accepts new ones,
 //! and answers what no connection can (RFC 9000 §5.2, §6, §10.3).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +62,14 @@ pub struct Endpoint {
     /// Connection IDs that route to a connection: the ones it issued, and for servers the
     /// client's first Destination Connection ID.
     routes: HashMap<ConnectionId, ConnectionHandle>,
+    /// The same routes by connection, so forgetting a connection is not a scan of all routes.
+    routes_of: HashMap<ConnectionHandle, Vec<ConnectionId>>,
+    /// Connections that may have something to send: touched since they last had nothing.
+    /// Polling only these keeps sending independent of how many connections sit idle.
+    sendable: BTreeSet<ConnectionHandle>,
+    /// Connections that may have new events or state since [`Self::poll_changed`] last
+    /// returned them.
+    changed: BTreeSet<ConnectionHandle>,
     incoming: VecDeque<ConnectionHandle>,
     /// Datagrams sent on no connection's behalf: Version Negotiation and stateless resets.
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -95,6 +103,9 @@ impl Endpoint {
             connections: HashMap::new(),
             next_handle: 0,
             routes: HashMap::new(),
+            routes_of: HashMap::new(),
+            sendable: BTreeSet::new(),
+            changed: BTreeSet::new(),
             incoming: VecDeque::new(),
             stateless: VecDeque::new(),
             resets_sent: 0,
@@ -158,10 +169,22 @@ impl Endpoint {
         let handle = ConnectionHandle(self.next_handle);
         self.next_handle += 1;
         for cid in cids {
-            self.routes.insert(*cid, handle);
+            self.add_route(*cid, handle);
         }
         self.connections.insert(handle, connection);
+        self.touch(handle);
         handle
+    }
+
+    fn add_route(&mut self, cid: ConnectionId, handle: ConnectionHandle) {
+        self.routes.insert(cid, handle);
+        self.routes_of.entry(handle).or_default().push(cid);
+    }
+
+    /// Notes that `handle` may have something to send and new events.
+    fn touch(&mut self, handle: ConnectionHandle) {
+        self.sendable.insert(handle);
+        self.changed.insert(handle);
     }
 
     fn random_cid(&mut self, len: usize) -> ConnectionId {
@@ -222,6 +245,7 @@ impl Endpoint {
         if let Some(handle) = dcid.and_then(|cid| self.routes.get(&cid).copied()) {
             let connection = self.connections.get_mut(&handle)?;
             connection.handle_datagram(now, remote, ecn, datagram);
+            self.touch(handle);
             self.process_endpoint_events(now, handle);
             return Some(handle);
         }
@@ -243,7 +267,8 @@ impl Endpoint {
             .connections
             .iter_mut()
             .find_map(|(handle, c)| c.check_stateless_reset(now, datagram).then_some(*handle));
-        if reset.is_some() {
+        if let Some(handle) = reset {
+            self.touch(handle);
             return reset;
         }
         if matches!(first, Packet::Protected(ref p) if p.ty == PacketType::OneRtt) {
@@ -401,18 +426,30 @@ impl Endpoint {
                 ecn: None,
             });
         }
-        let mut handles: Vec<ConnectionHandle> = self.connections.keys().copied().collect();
-        handles.sort_unstable();
-        let count = handles.len();
-        for i in 0..count {
-            let handle = handles[(self.cursor + i) % count];
-            let connection = self.connections.get_mut(&handle).expect("listed above");
-            if let Some(transmit) = connection.poll_transmit(now, buf) {
-                self.cursor = (self.cursor + i + 1) % count.max(1);
-                return Some(transmit);
+        // Round robin over the connections that may have something to send, from the one
+        // after the last that sent; those with nothing leave the set until touched again.
+        let cursor = ConnectionHandle(self.cursor);
+        let mut idle = Vec::new();
+        let mut sent = None;
+        for &handle in self.sendable.range(cursor..).chain(self.sendable.range(..cursor)) {
+            let transmit = self
+                .connections
+                .get_mut(&handle)
+                .and_then(|c| c.poll_transmit(now, buf));
+            match transmit {
+                Some(transmit) => {
+                    sent = Some((handle, transmit));
+                    break;
+                }
+                None => idle.push(handle),
             }
         }
-        None
+        for handle in idle {
+            self.sendable.remove(&handle);
+        }
+        let (handle, transmit) = sent?;
+        self.cursor = handle.0 + 1;
+        Some(transmit)
     }
 
     /// The earliest time [`Self::handle_timeout`] must be called.
@@ -434,6 +471,7 @@ impl Endpoint {
             }
         }
         for handle in handled {
+            self.touch(handle);
             self.process_endpoint_events(now, handle);
         }
     }
@@ -453,7 +491,7 @@ impl Endpoint {
                     let ids: Vec<_> = (0..count)
                         .map(|_| {
                             let cid = self.new_cid();
-                            self.routes.insert(cid, handle);
+                            self.add_route(cid, handle);
                             (cid, self.reset_key.token(&cid))
                         })
                         .collect();
@@ -463,6 +501,9 @@ impl Endpoint {
                 }
                 EndpointEvent::RetiredCid(cid) => {
                     self.routes.remove(&cid);
+                    if let Some(cids) = self.routes_of.get_mut(&handle) {
+                        cids.retain(|c| *c != cid);
+                    }
                 }
                 EndpointEvent::NeedToken => {
                     let Some(connection) = self.connections.get_mut(&handle) else {
@@ -485,8 +526,14 @@ impl Endpoint {
 
     /// Forgets a connection, drained or not. Its connection IDs stop routing.
     pub fn remove(&mut self, handle: ConnectionHandle) -> Option<Connection> {
-        self.routes.retain(|_, h| *h != handle);
+        for cid in self.routes_of.remove(&handle).unwrap_or_default() {
+            if self.routes.get(&cid) == Some(&handle) {
+                self.routes.remove(&cid);
+            }
+        }
         self.server_names.remove(&handle);
+        self.sendable.remove(&handle);
+        self.changed.remove(&handle);
         self.connections.remove(&handle)
     }
 
@@ -500,9 +547,26 @@ impl Endpoint {
         self.connections.get(&handle)
     }
 
-    /// A connection, to act on it.
+    /// A connection, to act on it. It counts as touched: [`Self::poll_transmit`] looks at it
+    /// again and [`Self::poll_changed`] returns it.
     pub fn connection_mut(&mut self, handle: ConnectionHandle) -> Option<&mut Connection> {
+        if self.connections.contains_key(&handle) {
+            self.touch(handle);
+        }
         self.connections.get_mut(&handle)
+    }
+
+    /// The next connection that may have new events or a new state (received a datagram, had
+    /// a timer fire, or was acted on) since it was last returned, to take its events; each is
+    /// returned once however many changes came in between, and taking it does not count as a
+    /// change.
+    pub fn poll_changed(&mut self) -> Option<(ConnectionHandle, &mut Connection)> {
+        while let Some(handle) = self.changed.pop_first() {
+            if self.connections.contains_key(&handle) {
+                return self.connections.get_mut(&handle).map(|c| (handle, c));
+            }
+        }
+        None
     }
 
     /// Makes connections created from now on record a qlog trace, taken with

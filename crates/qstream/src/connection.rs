@@ -15,11 +15,28 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::endpoint::Shared;
 
-/// A QUIC connection. Cloning gives another handle to it.
+/// A QUIC connection. Cloning gives another handle to it. When the last handle (connection
+/// or stream) is dropped, the connection is closed with application code 0 if still open, and
+/// its state is freed once it has drained.
 #[derive(Clone)]
 pub struct Connection {
     pub(crate) shared: Arc<Shared>,
     pub(crate) handle: ConnectionHandle,
+    /// Shared by every handle; the last one dropped abandons the connection.
+    _owner: Arc<Owner>,
+}
+
+/// Abandons its connection when dropped: see [`Connection`].
+struct Owner {
+    shared: Arc<Shared>,
+    handle: ConnectionHandle,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.lock().abandon(self.handle);
+        self.shared.notify.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -31,8 +48,17 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// The one application handle to `handle`, from which every other is cloned.
     pub(crate) fn new(shared: Arc<Shared>, handle: ConnectionHandle) -> Self {
-        Self { shared, handle }
+        let owner = Arc::new(Owner {
+            shared: shared.clone(),
+            handle,
+        });
+        Self {
+            shared,
+            handle,
+            _owner: owner,
+        }
     }
 
     /// Runs `f` on the protocol connection, then wakes the driver to send what it queued.

@@ -33,6 +33,8 @@ pub(crate) struct ConnectionState {
     pub(crate) granted: HashMap<u64, qstream_proto::wire::StreamId>,
     /// Where its qlog records go, when the endpoint writes qlog.
     qlog: QlogFile,
+    /// Every application handle to it is gone: forget it once drained.
+    abandoned: bool,
 }
 
 /// Everything the driver and the handles share.
@@ -54,10 +56,7 @@ impl State {
             self.incoming.push_back(handle);
             self.accept_waiters.drain(..).for_each(Waker::wake);
         }
-        for handle in self.proto.connection_handles() {
-            let Some(connection) = self.proto.connection_mut(handle) else {
-                continue;
-            };
+        while let Some((handle, connection)) = self.proto.poll_changed() {
             let state = self.connections.entry(handle).or_default();
             if let Some(dir) = &self.qlog_dir {
                 state.qlog.write_records(dir, connection);
@@ -100,6 +99,33 @@ impl State {
             }
             if changed {
                 state.waiters.drain(..).for_each(Waker::wake);
+            }
+            if connection.is_drained() {
+                // Nothing more can happen on it; handles still see its error.
+                if let Some(error) = connection.close_reason() {
+                    state.error.get_or_insert_with(|| error.clone());
+                }
+                state.waiters.drain(..).for_each(Waker::wake);
+                if state.abandoned {
+                    self.connections.remove(&handle);
+                }
+                self.proto.remove(handle);
+            }
+        }
+    }
+
+    /// The last application handle to `handle` is gone: nobody can use the connection any
+    /// more, so it is closed (code 0) if still open, and forgotten once drained.
+    pub(crate) fn abandon(&mut self, handle: ConnectionHandle) {
+        match self.proto.connection_mut(handle) {
+            Some(connection) => {
+                if !connection.is_closed() {
+                    connection.close(Instant::now(), qstream_proto::wire::VarInt::ZERO, b"");
+                }
+                self.connections.entry(handle).or_default().abandoned = true;
+            }
+            None => {
+                self.connections.remove(&handle);
             }
         }
     }
