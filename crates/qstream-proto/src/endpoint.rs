@@ -431,7 +431,11 @@ impl Endpoint {
         let cursor = ConnectionHandle(self.cursor);
         let mut idle = Vec::new();
         let mut sent = None;
-        for &handle in self.sendable.range(cursor..).chain(self.sendable.range(..cursor)) {
+        for &handle in self
+            .sendable
+            .range(cursor..)
+            .chain(self.sendable.range(..cursor))
+        {
             let transmit = self
                 .connections
                 .get_mut(&handle)

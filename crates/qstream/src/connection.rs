@@ -35,7 +35,7 @@ struct Owner {
 impl Drop for Owner {
     fn drop(&mut self) {
         self.shared.lock().abandon(self.handle);
-        self.shared.notify.notify_one();
+        self.shared.remove_user();
     }
 }
 
@@ -50,6 +50,7 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// The one application handle to `handle`, from which every other is cloned.
     pub(crate) fn new(shared: Arc<Shared>, handle: ConnectionHandle) -> Self {
+        shared.add_user();
         let owner = Arc::new(Owner {
             shared: shared.clone(),
             handle,

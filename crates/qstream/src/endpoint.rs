@@ -139,6 +139,9 @@ pub(crate) struct Shared {
     socket: Socket,
     /// Whether sends may batch datagrams with GSO.
     gso: std::sync::atomic::AtomicBool,
+    /// Endpoint handles and connections with application handles. At zero, the driver closes
+    /// what is left and stops once it has drained.
+    users: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -147,14 +150,40 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Counts one more user: an endpoint handle or a connection's handles.
+    pub(crate) fn add_user(&self) {
+        self.users.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Counts one user less, and wakes the driver so it notices when none is left.
+    pub(crate) fn remove_user(&self) {
+        self.users.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_one();
+    }
 }
 
 /// A QUIC endpoint on one UDP socket, for clients, servers, or both. Cloning gives another
-/// handle to the same endpoint. A driver task on the current tokio runtime does all I/O; it
-/// stops when the last handle and connection are gone.
-#[derive(Clone)]
+/// handle to the same endpoint. A driver task on the current tokio runtime does all I/O; when
+/// the last endpoint handle and connection handle are gone, it closes the connections left
+/// (code 0), waits for them to drain, and stops.
 pub struct Endpoint {
     pub(crate) shared: Arc<Shared>,
+}
+
+impl Clone for Endpoint {
+    fn clone(&self) -> Self {
+        self.shared.add_user();
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.shared.remove_user();
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -198,8 +227,9 @@ impl Endpoint {
             notify: Notify::new(),
             socket,
             gso: std::sync::atomic::AtomicBool::new(true),
+            users: std::sync::atomic::AtomicUsize::new(1),
         });
-        tokio::spawn(drive(Arc::downgrade(&shared)));
+        tokio::spawn(drive(shared.clone()));
         Ok(Self { shared })
     }
 
@@ -228,6 +258,19 @@ impl Endpoint {
     /// The local address of the socket.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared.socket.local_addr()
+    }
+
+    /// How many connections this endpoint keeps state for: open, closing or draining ones, and
+    /// drained ones an application handle still refers to. Connections whose handles are all
+    /// dropped are forgotten once drained, so this does not grow with connections served.
+    pub fn connection_count(&self) -> usize {
+        let state = self.shared.lock();
+        let gone_but_held = state
+            .connections
+            .keys()
+            .filter(|h| state.proto.connection(**h).is_none())
+            .count();
+        state.proto.connection_handles().len() + gone_but_held
     }
 
     /// The system calls this endpoint's socket made and the datagrams they carried, since it
@@ -369,20 +412,30 @@ const BATCH: usize = 32;
 /// Receive buffer per datagram: the largest UDP payload.
 const DATAGRAM_BUFFER: usize = 65_536;
 
-/// The driver: receives, handles timers, sends, and wakes waiters, until every handle is gone.
-async fn drive(shared: std::sync::Weak<Shared>) {
+/// The driver: receives, handles timers, sends, and wakes waiters, until every handle is gone
+/// and every connection drained.
+async fn drive(shared: Arc<Shared>) {
     let mut buffers = vec![vec![0u8; DATAGRAM_BUFFER]; BATCH];
     let mut meta = vec![RecvMeta::default(); BATCH];
     let mut out = Vec::with_capacity(1500);
     loop {
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
         // Timers and everything waiting to be sent.
         let mut sends = Vec::new();
         let deadline = {
             let mut state = shared.lock();
             let now = Instant::now();
+            let unused = shared.users.load(std::sync::atomic::Ordering::SeqCst) == 0;
+            if unused {
+                // Nobody can use a connection any more: close them all, stop once drained.
+                state.closed = true;
+                for handle in state.proto.connection_handles() {
+                    if let Some(connection) = state.proto.connection_mut(handle) {
+                        if !connection.is_closed() {
+                            connection.close(now, qstream_proto::wire::VarInt::ZERO, b"");
+                        }
+                    }
+                }
+            }
             if state.proto.poll_timeout().is_some_and(|t| t <= now) {
                 state.proto.handle_timeout(now);
             }
@@ -394,7 +447,14 @@ async fn drive(shared: std::sync::Weak<Shared>) {
                 ));
             }
             state.dispatch_events();
-            state.proto.poll_timeout()
+            if unused && state.proto.connection_handles().is_empty() {
+                None
+            } else {
+                Some(state.proto.poll_timeout())
+            }
+        };
+        let Some(deadline) = deadline else {
+            return;
         };
         let max_segments = if shared.gso.load(std::sync::atomic::Ordering::Relaxed) {
             shared.socket.max_gso_segments()
@@ -449,8 +509,6 @@ async fn drive(shared: std::sync::Weak<Shared>) {
             _ = sleep => {}
             _ = shared.notify.notified() => {}
         }
-        // Drop our strong reference before waiting again, so handles alone keep it alive.
-        drop(shared);
     }
 }
 

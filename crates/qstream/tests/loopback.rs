@@ -124,6 +124,81 @@ async fn loopback_drop_resets_an_unfinished_stream_and_the_peer_sees_it() {
 }
 
 #[tokio::test]
+async fn loopback_dropping_the_last_handle_closes_with_code_zero() {
+    let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
+    let (send, _recv) = client.open_bi().await.unwrap();
+    drop(client);
+    // A stream still refers to the connection: it stays open.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), server.closed())
+            .await
+            .is_err(),
+        "closed while a stream handle was alive"
+    );
+    drop((send, _recv));
+    let error = tokio::time::timeout(Duration::from_secs(5), server.closed())
+        .await
+        .unwrap();
+    assert_eq!(
+        error,
+        qstream::ConnectionError::ApplicationClosed {
+            code: VarInt::ZERO,
+            reason: "".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn loopback_endpoints_forget_drained_connections() {
+    let (server_config, client_config) = configs(TransportConfig::default());
+    let server = Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let accepting = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let connection = server.accept().await.unwrap().unwrap();
+                tokio::spawn(async move { connection.closed().await });
+            }
+        })
+    };
+    let mut held = Vec::new();
+    for i in 0..20 {
+        let connection = client
+            .connect(&client_config, server_addr, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        connection.close(VarInt::from_u32(1), b"done");
+        if i == 0 {
+            held.push(connection);
+        }
+    }
+    accepting.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while server.connection_count() > 0 || client.connection_count() > 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "server keeps {} connections, client {}",
+            server.connection_count(),
+            client.connection_count()
+        )
+    });
+    // The drained connection still held reports why it closed, and is then forgotten too.
+    assert!(matches!(
+        held[0].open_bi().await,
+        Err(qstream::ConnectionError::LocallyClosed)
+    ));
+    drop(held);
+    assert_eq!(client.connection_count(), 0);
+}
+
+#[tokio::test]
 async fn loopback_close_code_and_reason_reach_the_peer() {
     let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
     client.close(VarInt::from_u32(42), b"bye");
