@@ -106,26 +106,32 @@ where
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (clock_tx, clock_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_thread = std::thread::spawn(move || {
-        pin(1);
-        let _ = clock_tx.send(ThreadClock::current());
-        runtime().block_on(async move {
-            tokio::select! {
-                _ = server(addr_tx) => {}
-                _ = stop_rx => {}
-            }
-        });
-    });
+    let server_thread = std::thread::Builder::new()
+        .name("bench-server".into())
+        .spawn(move || {
+            pin(1);
+            let _ = clock_tx.send(ThreadClock::current());
+            runtime().block_on(async move {
+                tokio::select! {
+                    _ = server(addr_tx) => {}
+                    _ = stop_rx => {}
+                }
+            });
+        })
+        .expect("a server thread");
     let server_clock = clock_rx.recv().expect("the server thread started");
     let addr = addr_rx.recv().expect("the server is listening");
-    let client_thread = std::thread::spawn(move || {
-        pin(0);
-        let clocks = Clocks {
-            client: ThreadClock::current(),
-            server: server_clock,
-        };
-        runtime().block_on(client(addr, clocks))
-    });
+    let client_thread = std::thread::Builder::new()
+        .name("bench-client".into())
+        .spawn(move || {
+            pin(0);
+            let clocks = Clocks {
+                client: ThreadClock::current(),
+                server: server_clock,
+            };
+            runtime().block_on(client(addr, clocks))
+        })
+        .expect("a client thread");
     let result = client_thread.join().expect("the client thread panicked");
     let _ = stop_tx.send(());
     server_thread.join().expect("the server thread panicked");

@@ -32,6 +32,9 @@ struct Args {
     /// Scenarios to run (all by default).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<Scenario>,
+    /// Stacks to run (all by default); the first is the one ratios are about.
+    #[arg(long, value_delimiter = ',')]
+    stacks: Vec<StackName>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -232,12 +235,17 @@ fn main() -> ExitCode {
     } else {
         args.scenarios.clone()
     };
-    let mut report = Report::new(StackName::ALL.iter().map(|s| s.label()).collect());
+    let stacks = if args.stacks.is_empty() {
+        StackName::ALL.to_vec()
+    } else {
+        args.stacks.clone()
+    };
+    let mut report = Report::new(stacks.iter().map(|s| s.label()).collect());
     for round in 0..rounds {
         for &scenario in &scenarios {
             // Turns: each round starts with a different stack.
-            for turn in 0..StackName::ALL.len() {
-                let stack = StackName::ALL[(turn + round as usize) % StackName::ALL.len()];
+            for turn in 0..stacks.len() {
+                let stack = stacks[(turn + round as usize) % stacks.len()];
                 let results = match (scenario, stack) {
                     (Scenario::Memory, _) => vec![(
                         "idle memory".to_owned(),

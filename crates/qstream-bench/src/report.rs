@@ -135,8 +135,9 @@ impl Report {
     /// The first stack's median over each other stack's.
     fn ratios(row: &Row) -> Vec<Option<f64>> {
         let medians = Self::medians(row);
-        medians[1..]
+        medians
             .iter()
+            .skip(1)
             .map(|other| {
                 let (ours, theirs) = (medians[0]?, (*other)?);
                 (theirs != 0.0).then(|| ours / theirs)

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rustc_hash::FxHashMap;
+
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
@@ -57,13 +59,13 @@ const MAX_RESETS_PER_BURST: usize = 64;
 pub struct Endpoint {
     config: Arc<EndpointConfig>,
     server: Option<Arc<ServerConfig>>,
-    connections: HashMap<ConnectionHandle, Connection>,
+    connections: FxHashMap<ConnectionHandle, Connection>,
     next_handle: usize,
     /// Connection IDs that route to a connection: the ones it issued, and for servers the
     /// client's first Destination Connection ID.
     routes: HashMap<ConnectionId, ConnectionHandle>,
     /// The same routes by connection, so forgetting a connection is not a scan of all routes.
-    routes_of: HashMap<ConnectionHandle, Vec<ConnectionId>>,
+    routes_of: FxHashMap<ConnectionHandle, Vec<ConnectionId>>,
     /// Connections that may have something to send: touched since they last had nothing.
     /// Polling only these keeps sending independent of how many connections sit idle.
     sendable: BTreeSet<ConnectionHandle>,
@@ -75,7 +77,7 @@ pub struct Endpoint {
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
     resets_sent: usize,
     /// Client: the server name of each connection, to file the tokens it receives.
-    server_names: HashMap<ConnectionHandle, String>,
+    server_names: FxHashMap<ConnectionHandle, String>,
     /// Client: the latest NEW_TOKEN token from each server, by name (RFC 9000 §8.1.3).
     tokens: HashMap<String, bytes::Bytes>,
     reset_key: StatelessResetKey,
@@ -100,16 +102,16 @@ impl Endpoint {
             rng: StdRng::from_seed(config.rng_seed),
             config: Arc::new(config),
             server: server.map(Arc::new),
-            connections: HashMap::new(),
+            connections: FxHashMap::default(),
             next_handle: 0,
             routes: HashMap::new(),
-            routes_of: HashMap::new(),
+            routes_of: FxHashMap::default(),
             sendable: BTreeSet::new(),
             changed: BTreeSet::new(),
             incoming: VecDeque::new(),
             stateless: VecDeque::new(),
             resets_sent: 0,
-            server_names: HashMap::new(),
+            server_names: FxHashMap::default(),
             tokens: HashMap::new(),
             cursor: 0,
         }

@@ -548,20 +548,51 @@ impl RecvStream {
     /// stream, bounded).
     pub async fn read_to_end(&mut self, limit: usize) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            let n = tokio::io::AsyncReadExt::read(self, &mut chunk).await?;
-            if n == 0 {
-                return Ok(out);
-            }
-            if out.len() + n > limit {
+        while let Some(chunk) = self.read_chunk(usize::MAX).await? {
+            if out.len() + chunk.len() > limit {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "stream longer than the limit",
                 ));
             }
-            out.extend_from_slice(&chunk[..n]);
+            out.extend_from_slice(&chunk);
         }
+        Ok(out)
+    }
+
+    /// The next bytes in order, at most `max`, without copying them; `None` at the end of the
+    /// stream. Fails with [`ResetByPeer`] inside an `io::Error` if the peer reset the stream.
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<bytes::Bytes>> {
+        poll_fn(|cx| self.poll_read_chunk(cx, max)).await
+    }
+
+    fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<io::Result<Option<bytes::Bytes>>> {
+        let id = self.id;
+        let read = self.connection.poll_with(cx, |c| match c.read(id, max) {
+            Ok(ReadOutcome::Blocked) => Poll::Pending,
+            result => Poll::Ready(result),
+        });
+        let Poll::Ready(read) = read else {
+            return Poll::Pending;
+        };
+        Poll::Ready(match read {
+            Err(error) => Err(connection_io_error(error)),
+            // A released stream has been read to its end.
+            Ok(Err(StreamError::UnknownStream)) => Ok(None),
+            Ok(Err(error)) => Err(io_error(error)),
+            Ok(Ok(ReadOutcome::Data(bytes))) => Ok(Some(bytes)),
+            Ok(Ok(ReadOutcome::Finished)) => Ok(None),
+            Ok(Ok(ReadOutcome::Reset(code))) => Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                ResetByPeer(code),
+            )),
+            // `poll_with` turned `Blocked` into `Pending` with the waker registered.
+            Ok(Ok(ReadOutcome::Blocked)) => return Poll::Pending,
+        })
     }
 
     /// Stops reading with `code` (STOP_SENDING; quic-go's CancelRead).
@@ -579,34 +610,12 @@ impl AsyncRead for RecvStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
         let max = buf.remaining();
-        let read = this
-            .connection
-            .poll_with(cx, |c| match c.read(this.id, max) {
-                Ok(ReadOutcome::Blocked) => Poll::Pending,
-                result => Poll::Ready(result),
-            });
-        let Poll::Ready(read) = read else {
-            return Poll::Pending;
-        };
-        match read {
-            Err(error) => Poll::Ready(Err(connection_io_error(error))),
-            // A released stream has been read to its end.
-            Ok(Err(StreamError::UnknownStream)) => Poll::Ready(Ok(())),
-            Ok(Err(error)) => Poll::Ready(Err(io_error(error))),
-            Ok(Ok(ReadOutcome::Data(bytes))) => {
-                buf.put_slice(&bytes);
-                Poll::Ready(Ok(()))
-            }
-            Ok(Ok(ReadOutcome::Finished)) => Poll::Ready(Ok(())),
-            Ok(Ok(ReadOutcome::Reset(code))) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                ResetByPeer(code),
-            ))),
-            // `poll_with` turned `Blocked` into `Pending` with the waker registered.
-            Ok(Ok(ReadOutcome::Blocked)) => Poll::Pending,
+        let chunk = std::task::ready!(self.get_mut().poll_read_chunk(cx, max))?;
+        if let Some(bytes) = chunk {
+            buf.put_slice(&bytes);
         }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The endpoint: one UDP socket, one driver task, every connection on it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use qstream_proto::{
 };
 use quinn_udp::RecvMeta;
 use rand::TryRngCore;
+use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
 use crate::connection::Connection;
@@ -30,7 +31,7 @@ pub(crate) struct ConnectionState {
     /// Futures and streams of this connection waiting for anything to change.
     pub(crate) waiters: Vec<Waker>,
     /// Open requests granted, by ticket.
-    pub(crate) granted: HashMap<u64, qstream_proto::wire::StreamId>,
+    pub(crate) granted: FxHashMap<u64, qstream_proto::wire::StreamId>,
     /// Where its qlog records go, when the endpoint writes qlog.
     qlog: QlogFile,
     /// Every application handle to it is gone: forget it once drained.
@@ -40,7 +41,7 @@ pub(crate) struct ConnectionState {
 /// Everything the driver and the handles share.
 pub(crate) struct State {
     pub(crate) proto: qstream_proto::Endpoint,
-    pub(crate) connections: HashMap<ConnectionHandle, ConnectionState>,
+    pub(crate) connections: FxHashMap<ConnectionHandle, ConnectionState>,
     incoming: VecDeque<ConnectionHandle>,
     accept_waiters: Vec<Waker>,
     closed: bool,
@@ -218,7 +219,7 @@ impl Endpoint {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 proto: qstream_proto::Endpoint::new(endpoint_config(), server),
-                connections: HashMap::new(),
+                connections: FxHashMap::default(),
                 incoming: VecDeque::new(),
                 accept_waiters: Vec::new(),
                 closed: false,

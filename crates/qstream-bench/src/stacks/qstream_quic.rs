@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use qstream::proto::wire::{FrameType, VarInt};
 use qstream::{ClientConfig, Connection, Endpoint, RecvStream, SendStream, ServerConfig};
-use tokio::io::AsyncReadExt;
 
 use super::{RESPONSE_LEN, STREAM_LIMIT, SendCounters, Stack, body_chunk, other};
 use crate::tls::Tls;
@@ -21,8 +20,7 @@ pub(crate) struct QstreamEndpoint {
 }
 
 async fn respond(mut send: SendStream, mut recv: RecvStream) -> io::Result<()> {
-    let mut buf = vec![0u8; 32 * 1024];
-    while recv.read(&mut buf).await? != 0 {}
+    while recv.read_chunk(usize::MAX).await?.is_some() {}
     send.write_all(&[0; RESPONSE_LEN]).await?;
     send.finish()
 }

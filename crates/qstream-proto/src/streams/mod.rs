@@ -12,12 +12,13 @@ mod send;
 pub use recv::{ReadOutcome, RecvState};
 pub use send::SendState;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 
 use crate::connection::TransportError;
 use crate::wire::{
@@ -268,7 +269,8 @@ pub struct CreditCounters {
 pub struct Streams {
     side: Side,
     config: StreamConfig,
-    streams: HashMap<StreamId, StreamState>,
+    /// Keyed with a fast non-keyed hash: the peer picks IDs only below its stream limits.
+    streams: FxHashMap<StreamId, StreamState>,
     credit: [Credit; 2],
     /// Streams with data to send, by priority (highest first), round-robin within a level.
     schedule: BTreeMap<std::cmp::Reverse<i32>, VecDeque<StreamId>>,
@@ -330,7 +332,7 @@ impl Streams {
             connection_window: config.connection_window,
             last_max_data_update: None,
             config,
-            streams: HashMap::new(),
+            streams: FxHashMap::default(),
             schedule: BTreeMap::new(),
             control: VecDeque::new(),
             next_ticket: 0,
