@@ -69,7 +69,9 @@ fuzz_target!(|input: &[u8]| {
     server.handle_datagram(now, client, None, &mut raw);
     let mut buf = Vec::new();
     for _ in 0..8 {
-        while server.poll_transmit(now, &mut buf).is_some() {}
+        while server.poll_transmit(now, &mut buf).is_some() {
+            buf.clear();
+        }
         now += Duration::from_millis(500);
         server.handle_timeout(now);
     }

@@ -251,7 +251,8 @@ fn number(value: Option<f64>, decimals: usize) -> String {
     match value {
         None => "–".to_owned(),
         Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
-        Some(v) => format!("{v:.decimals$}"),
+        Some(v) if v.abs() >= 10.0 => format!("{v:.decimals$}"),
+        Some(v) => format!("{v:.3}"),
     }
 }
 

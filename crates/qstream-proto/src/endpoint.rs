@@ -417,10 +417,10 @@ impl Endpoint {
         self.stateless.push_back((remote, packet));
     }
 
-    /// The next datagram to send, from any connection, written into `buf`.
+    /// The next datagram to send, from any connection, appended to `buf`: its last
+    /// [`Transmit::size`] bytes. `buf` is unchanged when there is nothing to send.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         if let Some((destination, packet)) = self.stateless.pop_front() {
-            buf.clear();
             buf.extend_from_slice(&packet);
             return Some(Transmit {
                 destination,

@@ -250,6 +250,7 @@ impl Simulator {
             loop {
                 let (addr, endpoint) = &mut self.endpoints[i];
                 let from = *addr;
+                self.buf.clear();
                 let Some(transmit) = endpoint.poll_transmit(self.now, &mut self.buf) else {
                     break;
                 };

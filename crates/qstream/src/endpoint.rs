@@ -382,10 +382,15 @@ impl Future for Connecting {
     }
 }
 
-/// Splits queued datagrams into runs that one GSO send can carry: same destination and ECN
-/// codepoint, all the size of the first except possibly the last, at most `max_segments`.
+/// Splits queued datagrams (their place in the send buffer) into runs that one GSO send can
+/// carry: same destination and ECN codepoint, all the size of the first except possibly the
+/// last, at most `max_segments`.
 fn gso_batches(
-    sends: &[(SocketAddr, Option<qstream_proto::EcnCodepoint>, Vec<u8>)],
+    sends: &[(
+        SocketAddr,
+        Option<qstream_proto::EcnCodepoint>,
+        std::ops::Range<usize>,
+    )],
     max_segments: usize,
 ) -> Vec<std::ops::Range<usize>> {
     let mut batches = Vec::new();
@@ -410,6 +415,18 @@ fn gso_batches(
 
 /// Datagrams received per system call at most.
 const BATCH: usize = 32;
+
+/// Hands received datagrams to the protocol endpoint.
+fn handle_received(state: &mut State, now: Instant, buffers: &mut [Vec<u8>], meta: &[RecvMeta]) {
+    for (buffer, meta) in buffers.iter_mut().zip(meta) {
+        // GRO may deliver several datagrams of `stride` bytes in one buffer.
+        for datagram in buffer[..meta.len].chunks_mut(meta.stride.max(1)) {
+            state
+                .proto
+                .handle_datagram(now, meta.addr, ecn(meta.ecn), datagram);
+        }
+    }
+}
 /// Receive buffer per datagram: the largest UDP payload.
 const DATAGRAM_BUFFER: usize = 65_536;
 
@@ -440,12 +457,11 @@ async fn drive(shared: Arc<Shared>) {
             if state.proto.poll_timeout().is_some_and(|t| t <= now) {
                 state.proto.handle_timeout(now);
             }
+            // Datagrams are gathered back to back in `out`, so a GSO batch is one slice of it.
+            out.clear();
             while let Some(transmit) = state.proto.poll_transmit(now, &mut out) {
-                sends.push((
-                    transmit.destination,
-                    transmit.ecn,
-                    out[..transmit.size].to_vec(),
-                ));
+                let end = out.len();
+                sends.push((transmit.destination, transmit.ecn, end - transmit.size..end));
             }
             state.dispatch_events();
             if unused && state.proto.connection_handles().is_empty() {
@@ -465,14 +481,11 @@ async fn drive(shared: Arc<Shared>) {
         for batch in gso_batches(&sends, max_segments) {
             let (destination, ecn, first) = &sends[batch.start];
             let segment_size = (batch.len() > 1).then_some(first.len());
-            let contents: Vec<u8> = sends[batch]
-                .iter()
-                .flat_map(|(_, _, d)| d.iter().copied())
-                .collect();
+            let contents = &out[first.start..sends[batch.end - 1].2.end];
             // A failed send is a lost datagram; recovery repairs it.
             if let Err(error) = shared
                 .socket
-                .send(*destination, *ecn, &contents, segment_size)
+                .send(*destination, *ecn, contents, segment_size)
                 .await
             {
                 tracing::debug!(%destination, %error, "send failed");
@@ -500,12 +513,7 @@ async fn drive(shared: Arc<Shared>) {
                 };
                 let mut state = shared.lock();
                 let now = Instant::now();
-                for (buffer, meta) in buffers.iter_mut().zip(&meta).take(count) {
-                    // GRO may deliver several datagrams of `stride` bytes in one buffer.
-                    for datagram in buffer[..meta.len].chunks_mut(meta.stride.max(1)) {
-                        state.proto.handle_datagram(now, meta.addr, ecn(meta.ecn), datagram);
-                    }
-                }
+                handle_received(&mut state, now, &mut buffers, &meta[..count]);
             }
             _ = sleep => {}
             _ = shared.notify.notified() => {}
@@ -521,15 +529,19 @@ mod tests {
     fn gso_batches_group_equal_sizes_to_one_destination() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let d = |addr, len| (addr, None, vec![0u8; len]);
-        let sends = vec![
-            d(a, 1200),
-            d(a, 1200),
-            d(a, 500),
-            d(a, 1200),
-            d(b, 1200),
-            d(b, 1200),
-        ];
+        let mut sends = Vec::new();
+        let mut end = 0;
+        for (addr, len) in [
+            (a, 1200),
+            (a, 1200),
+            (a, 500),
+            (a, 1200),
+            (b, 1200),
+            (b, 1200),
+        ] {
+            sends.push((addr, None, end..end + len));
+            end += len;
+        }
         assert_eq!(gso_batches(&sends, 10), vec![0..3, 3..4, 4..6]);
         assert_eq!(
             gso_batches(&sends, 1),

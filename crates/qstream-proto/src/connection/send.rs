@@ -32,10 +32,11 @@ struct Built {
 }
 
 impl Connection {
-    /// The next datagram to send, written into `buf` (which is cleared first), or `None` when
-    /// nothing may be sent now. Coalesces Initial, Handshake and 1-RTT packets (RFC 9000 §12.2).
+    /// The next datagram to send, appended to `buf` (so datagrams can be gathered into one
+    /// buffer for a batched send), or `None` when nothing may be sent now; `buf` is then
+    /// unchanged. Coalesces Initial, Handshake and 1-RTT packets (RFC 9000 §12.2).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        buf.clear();
+        let base = buf.len();
         let closing = match self.state {
             State::Draining { .. } | State::Drained => return None,
             State::Closing { .. } if !self.close_pending => return None,
@@ -75,10 +76,10 @@ impl Connection {
                 continue;
             }
             let overhead = PACKET_OVERHEAD + self.initial_token.len() + MIN_FRAME_ROOM;
-            if limit.saturating_sub(buf.len()) < overhead {
+            if limit.saturating_sub(buf.len() - base) < overhead {
                 break;
             }
-            built.push(self.build_packet(now, id, buf, limit, closing, congestion_blocked));
+            built.push(self.build_packet(now, id, buf, base + limit, closing, congestion_blocked));
         }
         if built.is_empty() {
             return None;
@@ -89,10 +90,10 @@ impl Connection {
         let pad = built.iter().any(|b| {
             b.space == SpaceId::Initial && (self.side == Side::Client || b.record.ack_eliciting)
         });
-        if pad && buf.len() < MIN_INITIAL_SIZE {
+        if pad && buf.len() - base < MIN_INITIAL_SIZE {
             let last = built.last_mut().expect("non-empty");
             let tag_start = buf.len() - TAG_LEN;
-            let extra = MIN_INITIAL_SIZE - buf.len();
+            let extra = MIN_INITIAL_SIZE - (buf.len() - base);
             buf.splice(tag_start..tag_start, std::iter::repeat_n(0u8, extra));
             if last.long {
                 let length = buf.len() - last.pn_offset;
@@ -135,17 +136,18 @@ impl Connection {
             packet.record.size = (end - packet.start) as u16;
             self.on_packet_sent(now, packet.space, packet.pn, packet.record);
         }
+        let size = buf.len() - base;
         self.stats.datagrams_sent += 1;
-        self.stats.bytes_sent += buf.len() as u64;
+        self.stats.bytes_sent += size as u64;
         if !self.address_validated {
-            self.amplification_sent += buf.len() as u64;
+            self.amplification_sent += size as u64;
         }
         if closing {
             self.close_pending = false;
         }
         Some(Transmit {
             destination: self.remote,
-            size: buf.len(),
+            size,
             ecn: self.ecn_sending.then_some(super::EcnCodepoint::Ect0),
         })
     }
