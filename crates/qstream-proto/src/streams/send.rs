@@ -178,15 +178,14 @@ impl SendHalf {
         if matches!(self.state, SendState::ResetSent | SendState::ResetRecvd) {
             return;
         }
+        // Bytes below `base` were acknowledged (by another copy) and are gone from the buffer.
+        let range = range.start.max(self.base)..range.end;
         if !range.is_empty() {
             self.retransmit.insert_range(range.clone());
             for acked in self.acked.iter().collect::<Vec<_>>() {
                 if acked.start < range.end && range.start < acked.end {
                     self.retransmit.remove_range(acked);
                 }
-            }
-            if range.end <= self.base {
-                self.retransmit.remove_range(range);
             }
         }
         if fin && !self.fin_acked {
@@ -285,6 +284,20 @@ mod tests {
         assert!(half.on_acked(4..10, false));
         assert_eq!(half.state, SendState::DataRecvd);
         assert_eq!(half.buffered(), 0);
+    }
+
+    #[test]
+    fn streams_loss_of_a_frame_straddling_acknowledged_bytes_resends_only_the_rest() {
+        let mut half = SendHalf::new(100);
+        half.write(b"0123456789");
+        let mut credit = 100;
+        half.next_chunk(100, &mut credit).unwrap();
+        // A retransmitted copy of 0..4 is acknowledged; the frame that carried 0..10 is lost.
+        assert!(!half.on_acked(0..4, false));
+        half.on_lost(0..10, false);
+        let (offset, data, _) = half.next_chunk(100, &mut credit).unwrap();
+        assert_eq!((offset, data), (4, &b"456789"[..]));
+        assert!(half.next_chunk(100, &mut credit).is_none());
     }
 
     #[test]
