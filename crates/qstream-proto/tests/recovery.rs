@@ -17,9 +17,16 @@ fn pinging(interval_ms: u64) -> TransportConfig {
 
 #[test]
 fn recovery_tail_loss_is_repaired_by_a_pto_probe() {
-    let mut pair = Pair::new(PairOptions::default());
-    // The server's first 1-RTT datagram carries HANDSHAKE_DONE and is the last thing it sends:
-    // losing it is a tail loss that no later acknowledgment can reveal.
+    // No path MTU probes (the largest size is the smallest), so the server's first 1-RTT
+    // datagram, carrying HANDSHAKE_DONE, is the last thing it sends: losing it is a tail loss
+    // that no later acknowledgment can reveal.
+    let mut pair = Pair::new(PairOptions {
+        server_transport: TransportConfig {
+            max_udp_payload_size: 1200,
+            ..TransportConfig::default()
+        },
+        ..PairOptions::default()
+    });
     let mut dropped = false;
     pair.sim.set_filter(Some(Box::new(move |from, _, data| {
         let short_header = data[0] & 0x80 == 0;

@@ -8,6 +8,7 @@
 
 mod cids;
 mod keys;
+mod mtu;
 mod recovery;
 mod recv;
 mod send;
@@ -395,6 +396,8 @@ pub struct Connection {
     datagrams_in: VecDeque<Bytes>,
     datagrams_out: VecDeque<Bytes>,
     peer_max_datagram: Option<u64>,
+    /// Path MTU discovery (RFC 9000 §14.3).
+    mtu: mtu::MtuDiscovery,
 
     events: VecDeque<Event>,
     /// What the endpoint must do for this connection: routing changes.
@@ -478,6 +481,7 @@ impl Connection {
             rtt: RttEstimator::new(init.config.initial_rtt),
             pto_count: 0,
             cc: init.config.congestion_control.build(max_datagram),
+            mtu: mtu::MtuDiscovery::new(init.config.max_udp_payload_size),
             pacer: Pacer::new(max_datagram),
             ecn_sending: init.config.ecn,
             pacing_until: None,
@@ -517,6 +521,12 @@ impl Connection {
     /// Which side of the connection this endpoint is.
     pub fn side(&self) -> Side {
         self.side
+    }
+
+    /// The largest UDP payload this connection sends: 1200 bytes until path MTU discovery
+    /// (RFC 9000 §14.3) validated a larger size, at most both sides' max_udp_payload_size.
+    pub fn path_mtu(&self) -> u16 {
+        self.mtu.current()
     }
 
     /// The QUIC version in use.
@@ -774,7 +784,7 @@ impl Connection {
         // A 1-RTT packet: first byte, connection ID, up to 4 bytes of packet number, the tag,
         // then the frame's type and length.
         let overhead = 1 + self.cids.remote().len() + 4 + crate::crypto::TAG_LEN + 1 + 2;
-        let fits = MIN_INITIAL_SIZE - overhead;
+        let fits = usize::from(self.mtu.current()) - overhead;
         let frame_max = (peer as usize).saturating_sub(3);
         Ok(fits.min(frame_max))
     }
@@ -1094,6 +1104,8 @@ impl Connection {
         self.peer_max_ack_delay = Duration::from_millis(params.max_ack_delay.into_inner());
         self.peer_ack_delay_exponent = params.ack_delay_exponent;
         self.streams.apply_peer_params(&params);
+        self.mtu
+            .limit_to_peer(params.max_udp_payload_size.into_inner());
         self.peer_max_datagram = params
             .max_datagram_frame_size
             .map(VarInt::into_inner)

@@ -186,6 +186,9 @@ impl Connection {
         let space = &mut self.spaces[id as usize];
         for (_, packet) in &newly_acked {
             space.on_packet_acked(packet);
+            if packet.mtu_probe {
+                self.mtu.on_probe_acked(packet.size);
+            }
         }
         for (_, packet) in &newly_acked {
             self.streams.on_acked(&packet.retransmit.streams);
@@ -289,10 +292,16 @@ impl Connection {
         for (_, packet) in &lost_packets {
             if packet.in_flight {
                 self.bytes_in_flight -= u64::from(packet.size);
+            }
+            if packet.mtu_probe {
+                // RFC 9000 §14.4, RFC9000-287: a lost probe is no congestion signal.
+                self.mtu.on_probe_lost(packet.size);
+            } else if packet.in_flight {
                 latest_sent =
                     Some(latest_sent.map_or(packet.time, |t: Instant| t.max(packet.time)));
             }
         }
+        lost_packets.retain(|(_, p)| !p.mtu_probe);
         if let Some(latest_sent) = latest_sent {
             let persistent = self.in_persistent_congestion(&lost_packets);
             self.cc.on_congestion_event(now, latest_sent, persistent);

@@ -31,6 +31,17 @@ struct Built {
     record: SentPacket,
 }
 
+/// What a packet carries after any acknowledgment.
+#[derive(Clone, Copy, Debug)]
+enum Content {
+    /// CONNECTION_CLOSE, while closing.
+    Close,
+    /// A path MTU probe: PING and PADDING up to the probed size.
+    MtuProbe,
+    /// Whatever is pending; only what congestion control never holds back when blocked.
+    Frames { congestion_blocked: bool },
+}
+
 impl Connection {
     /// The next datagram to send, appended to `buf` (so datagrams can be gathered into one
     /// buffer for a batched send), or `None` when nothing may be sent now; `buf` is then
@@ -43,7 +54,13 @@ impl Connection {
             State::Closing { .. } => true,
             _ => false,
         };
-        let mut limit = MIN_INITIAL_SIZE;
+        // RFC 9000 §14.2, RFC9000-277: packets fit the validated path MTU; 1200 bytes until
+        // the handshake is confirmed and a probe validated more.
+        let mut limit = if self.handshake_confirmed {
+            usize::from(self.mtu.current())
+        } else {
+            MIN_INITIAL_SIZE
+        };
         if !self.address_validated {
             // RFC 9000 §8.1: at most three times the bytes received before the client's address
             // is validated. Our datagrams with an ack-eliciting Initial are padded to 1200
@@ -54,24 +71,40 @@ impl Connection {
             }
         }
         let probing = self.spaces.iter().any(|s| s.probes > 0);
-        let mut congestion_blocked = !closing
-            && !probing
-            && self.bytes_in_flight + MIN_INITIAL_SIZE as u64 > self.cc.window();
+        let mut congestion_blocked =
+            !closing && !probing && self.bytes_in_flight + limit as u64 > self.cc.window();
         if !closing && !probing && !congestion_blocked {
             // RFC 9002 §7.7: ack-eliciting packets wait for the pacer; ACKs do not.
-            self.pacing_until = self.pacer.delay(
-                now,
-                MIN_INITIAL_SIZE as u64,
-                self.cc.window(),
-                self.rtt.smoothed(),
-            );
+            self.pacing_until =
+                self.pacer
+                    .delay(now, limit as u64, self.cc.window(), self.rtt.smoothed());
             congestion_blocked = self.pacing_until.is_some();
+        }
+        // RFC 9000 §14.3, RFC9000-275: once the handshake is confirmed, probe larger sizes with
+        // datagrams of their own, when no acknowledgment or HANDSHAKE_DONE waits to go first.
+        let data = &self.spaces[SpaceId::Data as usize];
+        let mtu_probe = (!closing
+            && !probing
+            && !congestion_blocked
+            && self.handshake_confirmed
+            && self.one_rtt.is_some()
+            && !self.handshake_done_pending
+            && !data.pending.handshake_done
+            && !data.ack_due(now))
+        .then(|| self.mtu.probe_size(now))
+        .flatten();
+        if let Some(size) = mtu_probe {
+            limit = usize::from(size);
         }
         buf.reserve(limit);
         let mut built: Vec<Built> = Vec::with_capacity(3);
         for id in SpaceId::ALL {
+            let probe_here = mtu_probe.is_some() && id == SpaceId::Data;
+            if mtu_probe.is_some() && !probe_here {
+                continue;
+            }
             if !self.can_send_in(id, closing)
-                || !self.wants_to_send(id, now, closing, congestion_blocked)
+                || !(probe_here || self.wants_to_send(id, now, closing, congestion_blocked))
             {
                 continue;
             }
@@ -79,7 +112,14 @@ impl Connection {
             if limit.saturating_sub(buf.len() - base) < overhead {
                 break;
             }
-            built.push(self.build_packet(now, id, buf, base + limit, closing, congestion_blocked));
+            let content = if closing {
+                Content::Close
+            } else if probe_here {
+                Content::MtuProbe
+            } else {
+                Content::Frames { congestion_blocked }
+            };
+            built.push(self.build_packet(now, id, buf, base + limit, content));
         }
         if built.is_empty() {
             return None;
@@ -210,8 +250,7 @@ impl Connection {
         id: SpaceId,
         buf: &mut Vec<u8>,
         limit: usize,
-        closing: bool,
-        congestion_blocked: bool,
+        content: Content,
     ) -> Built {
         let start = buf.len();
         let (version, dcid, scid) = (self.version, self.cids.remote(), self.local_cid);
@@ -253,8 +292,10 @@ impl Connection {
             ecn_marked: self.ecn_sending,
             largest_ack: None,
             retransmit: Retransmit::default(),
+            mtu_probe: matches!(content, Content::MtuProbe),
         };
 
+        let closing = matches!(content, Content::Close);
         let eliciting_planned = !closing
             && (space.probes > 0
                 || space.has_retransmittable_data()
@@ -276,10 +317,17 @@ impl Connection {
             space.on_ack_sent();
         }
 
-        if closing {
-            self.write_close(id, buf, max_end);
-        } else {
-            self.write_frames(now, id, buf, max_end, congestion_blocked, &mut record);
+        match content {
+            Content::Close => self.write_close(id, buf, max_end),
+            Content::MtuProbe => {
+                // A PING padded to the probed size: nothing in it needs retransmitting.
+                Frame::Ping.encode(buf);
+                Frame::Padding(max_end.saturating_sub(buf.len())).encode(buf);
+                record.ack_eliciting = true;
+            }
+            Content::Frames { congestion_blocked } => {
+                self.write_frames(now, id, buf, max_end, congestion_blocked, &mut record)
+            }
         }
 
         // RFC 9001 §5.4.2: the sample starts 4 bytes after the packet number's start, so the

@@ -80,6 +80,8 @@ pub(crate) struct SentPacket {
     /// packet is acknowledged, the peer knows we saw everything up to there.
     pub(crate) largest_ack: Option<u64>,
     pub(crate) retransmit: Retransmit,
+    /// A path MTU probe (RFC 9000 §14.4): its loss is no sign of congestion.
+    pub(crate) mtu_probe: bool,
 }
 
 /// One packet number space's state.
