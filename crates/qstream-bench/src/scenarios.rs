@@ -67,6 +67,10 @@ pub(crate) fn bulk<S: Stack>(tls: &Tls, bytes: u64) -> Result<Vec<Measure>, Fail
                         after.acks_received - before.acks_received,
                         after.packets_sent - before.packets_sent,
                     ),
+                    ratio(
+                        after.packets_lost - before.packets_lost,
+                        after.packets_sent - before.packets_sent,
+                    ),
                 )
             });
         S::close(client);
@@ -92,6 +96,12 @@ pub(crate) fn bulk<S: Stack>(tls: &Tls, bytes: u64) -> Result<Vec<Measure>, Fail
                 "ACKs per data packet",
                 "",
                 counters.and_then(|c| c.1),
+            ),
+            Measure::lower(
+                scenario,
+                "packets lost",
+                "%",
+                counters.and_then(|c| c.2).map(|r| r * 100.0),
             ),
         ])
     })

@@ -24,6 +24,8 @@ pub(crate) const STREAM_LIMIT: u32 = 100;
 pub(crate) struct SendCounters {
     /// Packets the client sent.
     pub(crate) packets_sent: u64,
+    /// Packets the client declared lost.
+    pub(crate) packets_lost: u64,
     /// ACK frames the client received (one per packet from the server at most).
     pub(crate) acks_received: u64,
     /// Datagrams the client's socket sent.

@@ -87,6 +87,7 @@ impl Stack for Qstream {
         let io = endpoint.endpoint.io_stats();
         Some(SendCounters {
             packets_sent: stats.packets_sent,
+            packets_lost: stats.packets_lost,
             acks_received: stats.frames_received.get(FrameType::ACK)
                 + stats.frames_received.get(FrameType::ACK_ECN),
             datagrams_sent: io.datagrams_sent,

@@ -90,6 +90,7 @@ impl Stack for Quinn {
         let stats = client.stats();
         Some(SendCounters {
             packets_sent: stats.path.sent_packets,
+            packets_lost: stats.path.lost_packets,
             acks_received: stats.frame_rx.acks,
             datagrams_sent: stats.udp_tx.datagrams,
             send_calls: stats.udp_tx.ios,
