@@ -151,3 +151,44 @@ fn interop_exits_127_for_test_cases_it_does_not_support() {
         assert!(stderr.contains("\"zerortt\" is not supported"), "{stderr}");
     }
 }
+
+#[test]
+fn interop_v2_server_serves_and_the_client_declines_with_127() {
+    // The server prefers v2 yet serves a client that offers only v1 (the switch itself is
+    // tested in qstream-proto's version_negotiation tests).
+    let (www, certs, files) = runner_dirs("v2", 1, 10_000);
+    let server = server("v2", &www, &certs);
+    let downloads = temp_dir("v2-downloads");
+    let url = format!("https://127.0.0.1:{}/{}", server.port, files[0]);
+    let output = Command::new(env!("CARGO_BIN_EXE_qstream"))
+        .arg("interop")
+        .arg("--downloads")
+        .arg(&downloads)
+        .env("ROLE", "client")
+        .env("TESTCASE", "handshake")
+        .env("REQUESTS", &url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read(downloads.join(&files[0])).unwrap(),
+        std::fs::read(www.join(&files[0])).unwrap()
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_qstream"))
+        .arg("interop")
+        .env("ROLE", "client")
+        .env("TESTCASE", "v2")
+        .env("REQUESTS", &url)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(127));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("\"v2\" is not supported as a client"),
+        "{stderr}"
+    );
+}

@@ -129,6 +129,11 @@ pub struct ServerConfig {
     /// How long a token sent in NEW_TOKEN for a later connection stays valid (RFC 9000
     /// §8.1.3). Such a token lets the client skip the Retry and the anti-amplification limit.
     pub new_token_lifetime: Duration,
+    /// The QUIC versions this server accepts, most preferred first, announced in
+    /// version_information. A client that starts in one version and offers a compatible one
+    /// listed earlier is switched to it during the handshake (RFC 9368 compatible version
+    /// negotiation; v1 and v2 are compatible). The default, v1 then v2, never switches.
+    pub versions: Vec<Version>,
 }
 
 impl ServerConfig {
@@ -140,6 +145,7 @@ impl ServerConfig {
             retry: false,
             retry_token_lifetime: Duration::from_secs(10),
             new_token_lifetime: Duration::from_secs(24 * 3600),
+            versions: vec![Version::V1, Version::V2],
         }
     }
 }

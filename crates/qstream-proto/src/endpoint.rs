@@ -16,12 +16,14 @@ use crate::Side;
 use crate::config::{ClientConfig, EndpointConfig, ServerConfig};
 use crate::connection::{
     Connection, ConnectionInit, EcnCodepoint, EndpointEvent, MIN_INITIAL_SIZE, Transmit,
+    VersionChoice,
 };
 use crate::crypto::{retry_tag, rustls_version};
 use crate::stateless_reset::{StatelessResetKey, encode_stateless_reset, stateless_reset_len};
 use crate::token::{PresentedToken, TokenKey};
 use crate::wire::{
-    ConnectionId, Packet, PacketType, RetryPacket, Version, VersionNegotiation, parse_packet,
+    ConnectionId, Packet, PacketType, RetryPacket, Version, VersionInformation, VersionNegotiation,
+    parse_packet,
 };
 
 /// Identifies a connection within its endpoint.
@@ -135,6 +137,7 @@ impl Endpoint {
         // RFC 9000 §7.2: the client's first Destination Connection ID is at least 8
         // unpredictable bytes.
         let original_dcid = self.random_cid(16);
+        // This client continues in the version it starts with: it offers no other.
         let params = Connection::local_transport_parameters(
             &config.transport,
             Side::Client,
@@ -142,9 +145,15 @@ impl Endpoint {
             None,
             None,
             None,
+            VersionInformation {
+                chosen: version,
+                available: vec![version],
+            },
         );
+        let mut encoded = Vec::new();
+        params.encode(&mut encoded);
         let tls =
-            rustls::quic::ClientConnection::new(config.tls.clone(), tls_version, name, params)
+            rustls::quic::ClientConnection::new(config.tls.clone(), tls_version, name, encoded)
                 .map_err(ConnectError::Tls)?;
         let connection = Connection::new(ConnectionInit {
             side: Side::Client,
@@ -156,6 +165,7 @@ impl Endpoint {
             remote_cid: original_dcid,
             original_dcid,
             initial_keys_cid: original_dcid,
+            version_choice: None,
             local_cid_len: self.config.local_cid_len,
             initial_token: self.tokens.get(server_name).cloned().unwrap_or_default(),
             address_validated: true,
@@ -338,9 +348,21 @@ impl Endpoint {
             Some(original_dcid),
             retry_scid,
             Some(self.reset_key.token(&local_cid)),
+            VersionInformation {
+                chosen: version,
+                available: server.versions.clone(),
+            },
         );
+        let version_choice = VersionChoice::new(
+            version,
+            &server.versions,
+            server.tls.clone(),
+            params.clone(),
+        );
+        let mut encoded = Vec::new();
+        params.encode(&mut encoded);
         let tls =
-            rustls::quic::ServerConnection::new(server.tls.clone(), tls_version, params).ok()?;
+            rustls::quic::ServerConnection::new(server.tls.clone(), tls_version, encoded).ok()?;
         let mut connection = Connection::new(ConnectionInit {
             side: Side::Server,
             version,
@@ -351,6 +373,7 @@ impl Endpoint {
             remote_cid: client_scid,
             original_dcid,
             initial_keys_cid: dcid,
+            version_choice,
             local_cid_len: self.config.local_cid_len,
             initial_token: bytes::Bytes::new(),
             address_validated: validated,

@@ -13,6 +13,7 @@ mod recovery;
 mod recv;
 mod send;
 mod space;
+mod version;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -29,13 +30,16 @@ use crate::stateless_reset::StatelessResetToken;
 use crate::streams::{
     OpenError, OpenTicket, ReadOutcome, StreamError, StreamEvent, Streams, StreamsSnapshot,
 };
-use crate::wire::{ConnectionId, FrameType, TransportParameters, VarInt, Version};
+use crate::wire::{
+    ConnectionId, FrameType, TransportParameters, VarInt, Version, VersionInformation,
+};
 use crate::wire::{Dir, StreamId};
 use crate::{Side, TransportErrorCode};
 use cids::CidState;
 use keys::OneRttKeys;
 use space::PacketSpace;
 pub(crate) use space::SpaceId;
+pub(crate) use version::VersionChoice;
 
 /// The ack_delay_exponent this implementation advertises (RFC 9000 §18.2 default).
 pub(crate) const ACK_DELAY_EXPONENT: u8 = 3;
@@ -396,6 +400,15 @@ pub struct Connection {
     datagrams_in: VecDeque<Bytes>,
     datagrams_out: VecDeque<Bytes>,
     peer_max_datagram: Option<u64>,
+    /// The version of the client's first Initial (RFC 9368 "Original Version").
+    original_version: Version,
+    /// Server: the version is still to be chosen from the client's offer (RFC 9368 §2.3).
+    version_choice: Option<version::VersionChoice>,
+    /// Server, after switching versions: Initial keys of the original version, to read the
+    /// client's Initials until it switched too (RFC9369-011).
+    original_initial_keys: Option<rustls::quic::Keys>,
+    /// The connection ID Initial keys derive from.
+    initial_keys_cid: ConnectionId,
     /// Path MTU discovery (RFC 9000 §14.3).
     mtu: mtu::MtuDiscovery,
 
@@ -432,6 +445,9 @@ pub(crate) struct ConnectionInit {
     /// The connection ID Initial keys derive from: the original one, or after a Retry the
     /// Retry's Source Connection ID (RFC 9001 §5.2).
     pub(crate) initial_keys_cid: ConnectionId,
+    /// Server: the choice of version to make once the ClientHello is complete, when the
+    /// server prefers a version compatible with the client's.
+    pub(crate) version_choice: Option<version::VersionChoice>,
     pub(crate) local_cid_len: usize,
     /// Client: the token for the first Initial, from an earlier connection's NEW_TOKEN.
     pub(crate) initial_token: Bytes,
@@ -505,6 +521,10 @@ impl Connection {
             datagrams_in: VecDeque::new(),
             datagrams_out: VecDeque::new(),
             peer_max_datagram: None,
+            original_version: init.version,
+            version_choice: init.version_choice,
+            original_initial_keys: None,
+            initial_keys_cid: init.initial_keys_cid,
             events: VecDeque::new(),
             endpoint_events: VecDeque::new(),
             stats: ConnectionStats::default(),
@@ -1101,6 +1121,7 @@ impl Connection {
             self.cids
                 .set_initial_remote_token(params.stateless_reset_token);
         }
+        self.check_version_information(params.version_information.as_ref())?;
         self.peer_max_ack_delay = Duration::from_millis(params.max_ack_delay.into_inner());
         self.peer_ack_delay_exponent = params.ack_delay_exponent;
         self.streams.apply_peer_params(&params);
@@ -1114,6 +1135,55 @@ impl Connection {
         Ok(())
     }
 
+    /// Validates the peer's version_information (RFC 9368 §4), when it sent one.
+    fn check_version_information(
+        &self,
+        info: Option<&VersionInformation>,
+    ) -> Result<(), TransportError> {
+        let Some(info) = info else {
+            return Ok(());
+        };
+        let expected = match self.side {
+            // RFC9368-024/025/026: the client's Chosen Version is the version its transport
+            // parameters travelled in, the original one.
+            Side::Server => self.original_version,
+            // RFC9368-028/033: the server's Chosen Version is the version in use, which this
+            // client offered.
+            Side::Client => self.version,
+        };
+        if info.chosen != expected {
+            return Err(TransportError::new(
+                TransportErrorCode::VERSION_NEGOTIATION_ERROR,
+                format!(
+                    "peer's chosen version {:?} is not {:?}",
+                    info.chosen, expected
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Server: the ClientHello is complete; continues in the version the client offers that
+    /// the server prefers (RFC 9368 §2.3), starting TLS anew in it before it read anything.
+    fn choose_version(&mut self, hello: &[u8]) {
+        let Some(choice) = self.version_choice.take() else {
+            return;
+        };
+        let negotiated = choice.negotiate(self.version, hello);
+        if negotiated == self.version {
+            return;
+        }
+        let (Some(tls), Some(keys)) = (
+            choice.tls_for(negotiated),
+            crate::crypto::initial_keys(negotiated, &self.initial_keys_cid, self.side),
+        ) else {
+            return;
+        };
+        self.tls = tls;
+        self.original_initial_keys = self.spaces[SpaceId::Initial as usize].keys.replace(keys);
+        self.version = negotiated;
+    }
+
     /// Our transport parameters, for the TLS handshake.
     pub(crate) fn local_transport_parameters(
         config: &TransportConfig,
@@ -1122,7 +1192,8 @@ impl Connection {
         original_dcid: Option<ConnectionId>,
         retry_scid: Option<ConnectionId>,
         reset_token: Option<StatelessResetToken>,
-    ) -> Vec<u8> {
+        version_information: VersionInformation,
+    ) -> TransportParameters {
         let mut params = config.transport_parameters();
         params.initial_source_connection_id = Some(local_cid);
         if side == Side::Server {
@@ -1130,9 +1201,9 @@ impl Connection {
             params.retry_source_connection_id = retry_scid;
             params.stateless_reset_token = reset_token;
         }
-        let mut buf = Vec::new();
-        params.encode(&mut buf);
-        buf
+        // RFC 9369 §4, RFC9369-004: an endpoint that supports v2 sends version_information.
+        params.version_information = Some(version_information);
+        params
     }
 }
 

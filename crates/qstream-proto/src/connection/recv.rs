@@ -113,9 +113,19 @@ impl Connection {
         if !located.fixed_bit {
             return Ok(Outcome::Dropped);
         }
-        if located.version.is_some_and(|v| v != self.version) {
+        // RFC 9369 §4.1, RFC9369-013: packets of another version are dropped, except the
+        // client's Initials in the original version after the server switched (RFC9369-011).
+        let original_initial = located.ty == PacketType::Initial
+            && located.version == Some(self.original_version)
+            && self.original_initial_keys.is_some();
+        if located.version.is_some_and(|v| v != self.version) && !original_initial {
             return Ok(Outcome::Dropped);
         }
+        let initial_keys = if original_initial {
+            self.original_initial_keys.as_ref()
+        } else {
+            self.spaces[SpaceId::Initial as usize].keys.as_ref()
+        };
         let id = match located.ty {
             PacketType::Initial => SpaceId::Initial,
             PacketType::Handshake => SpaceId::Handshake,
@@ -123,12 +133,13 @@ impl Connection {
             // 0-RTT is not offered, so none is accepted.
             PacketType::ZeroRtt => return Ok(Outcome::Dropped),
         };
+        let long_keys = match id {
+            SpaceId::Initial => initial_keys,
+            _ => self.spaces[id as usize].keys.as_ref(),
+        };
         let header_key = match id {
             SpaceId::Data => self.one_rtt.as_ref().map(|k| &*k.remote_header),
-            _ => self.spaces[id as usize]
-                .keys
-                .as_ref()
-                .map(|k| &*k.remote.header),
+            _ => long_keys.map(|k| &*k.remote.header),
         };
         let Some(header_key) = header_key else {
             return Ok(Outcome::Dropped);
@@ -151,10 +162,8 @@ impl Connection {
                 key
             }
             _ => {
-                &*self.spaces[id as usize]
-                    .keys
-                    .as_ref()
-                    .expect("checked")
+                &*long_keys
+                    .expect("checked with the header key")
                     .remote
                     .packet
             }
@@ -169,6 +178,11 @@ impl Connection {
                 TransportErrorCode::PROTOCOL_VIOLATION,
                 "reserved header bits set",
             ));
+        }
+        if id == SpaceId::Handshake {
+            // RFC9369-011: the client sends Handshake packets only in the negotiated version,
+            // so it has switched; its original-version Initials are over.
+            self.original_initial_keys = None;
         }
         if id == SpaceId::Data {
             let next_pn = self.spaces[SpaceId::Data as usize].next_pn;
@@ -283,6 +297,18 @@ impl Connection {
                     space.crypto_recv.insert(offset.into_inner(), data, limit)?;
                     let mut contiguous = Vec::new();
                     space.crypto_recv.read_contiguous(&mut contiguous);
+                    if id == SpaceId::Initial && !contiguous.is_empty() {
+                        // Server: the ClientHello waits until the version is chosen.
+                        if let Some(choice) = &mut self.version_choice {
+                            match choice.push(&contiguous) {
+                                Some(hello) => {
+                                    self.choose_version(&hello);
+                                    contiguous = hello;
+                                }
+                                None => continue,
+                            }
+                        }
+                    }
                     if !contiguous.is_empty() {
                         if let Err(error) = self.tls.read_hs(&contiguous) {
                             return Err(self.tls_error(&error));
