@@ -101,6 +101,10 @@ pub struct ClientConfig {
     pub transport: Arc<TransportConfig>,
     /// The QUIC version of the first Initial.
     pub version: Version,
+    /// Versions the server may switch the connection to during the handshake, announced in
+    /// version_information (RFC 9368 compatible negotiation; v1 and v2 are compatible). Empty,
+    /// the default, keeps `version`.
+    pub compatible_versions: Vec<Version>,
 }
 
 impl ClientConfig {
@@ -110,6 +114,7 @@ impl ClientConfig {
             tls,
             transport: Arc::new(TransportConfig::default()),
             version: Version::V1,
+            compatible_versions: Vec::new(),
         }
     }
 }

@@ -16,8 +16,9 @@ use crate::Side;
 use crate::config::{ClientConfig, EndpointConfig, ServerConfig};
 use crate::connection::{
     Connection, ConnectionInit, EcnCodepoint, EndpointEvent, MIN_INITIAL_SIZE, Transmit,
-    VersionChoice,
+    VersionChoice, compatible,
 };
+use crate::crypto::derived::SecretCapture;
 use crate::crypto::{retry_tag, rustls_version};
 use crate::stateless_reset::{StatelessResetKey, encode_stateless_reset, stateless_reset_len};
 use crate::token::{PresentedToken, TokenKey};
@@ -137,7 +138,15 @@ impl Endpoint {
         // RFC 9000 §7.2: the client's first Destination Connection ID is at least 8
         // unpredictable bytes.
         let original_dcid = self.random_cid(16);
-        // This client continues in the version it starts with: it offers no other.
+        // RFC 9368 §3: the version it starts in, then those the server may switch it to.
+        let mut available = vec![version];
+        available.extend(
+            config
+                .compatible_versions
+                .iter()
+                .filter(|v| **v != version && compatible(version, **v)),
+        );
+        let compatible_versions = available[1..].to_vec();
         let params = Connection::local_transport_parameters(
             &config.transport,
             Side::Client,
@@ -147,14 +156,23 @@ impl Endpoint {
             None,
             VersionInformation {
                 chosen: version,
-                available: vec![version],
+                available,
             },
         );
         let mut encoded = Vec::new();
         params.encode(&mut encoded);
-        let tls =
-            rustls::quic::ClientConnection::new(config.tls.clone(), tls_version, name, encoded)
-                .map_err(ConnectError::Tls)?;
+        // Offering other versions, the client keeps TLS's secrets: after a switch it derives
+        // the negotiated version's keys from them itself.
+        let (tls_config, secret_capture) = if compatible_versions.is_empty() {
+            (config.tls.clone(), None)
+        } else {
+            let capture = Arc::new(SecretCapture::new(config.tls.key_log.clone()));
+            let mut tls = (*config.tls).clone();
+            tls.key_log = capture.clone();
+            (Arc::new(tls), Some(capture))
+        };
+        let tls = rustls::quic::ClientConnection::new(tls_config, tls_version, name, encoded)
+            .map_err(ConnectError::Tls)?;
         let connection = Connection::new(ConnectionInit {
             side: Side::Client,
             version,
@@ -166,6 +184,8 @@ impl Endpoint {
             original_dcid,
             initial_keys_cid: original_dcid,
             version_choice: None,
+            compatible_versions,
+            secret_capture,
             local_cid_len: self.config.local_cid_len,
             initial_token: self.tokens.get(server_name).cloned().unwrap_or_default(),
             address_validated: true,
@@ -374,6 +394,8 @@ impl Endpoint {
             original_dcid,
             initial_keys_cid: dcid,
             version_choice,
+            compatible_versions: Vec::new(),
+            secret_capture: None,
             local_cid_len: self.config.local_cid_len,
             initial_token: bytes::Bytes::new(),
             address_validated: validated,

@@ -305,3 +305,99 @@ fn version_negotiation_chosen_version_must_match_the_initial() {
     };
     assert_eq!(error.code, TransportErrorCode::VERSION_NEGOTIATION_ERROR);
 }
+
+/// Both sides of qstream: a client starting in v1 and offering v2, a server preferring v2.
+fn switching_pair(seed: u64, link: qstream_proto::sim::LinkConfig) -> Pair {
+    Pair::new(PairOptions {
+        seed,
+        link,
+        client_compatible_versions: vec![Version::V2],
+        server_versions: vec![Version::V2, Version::V1],
+        client_transport: qstream_proto::TransportConfig {
+            key_update_interval: Some(40),
+            ..qstream_proto::TransportConfig::default()
+        },
+        ..PairOptions::default()
+    })
+}
+
+/// RFC 9368 §2.3, RFC 9369 §4.1: the qstream client follows the server to v2 during the
+/// handshake (its Handshake and 1-RTT keys derived for v2 from the TLS secrets), data flows
+/// both ways, and key updates work in v2's key schedule.
+#[test]
+fn version_negotiation_client_and_server_switch_to_v2_and_transfer() {
+    for seed in seeds(3) {
+        let mut pair = switching_pair(seed, qstream_proto::sim::LinkConfig::default());
+        assert!(
+            pair.drive_handshake(std::time::Duration::from_secs(5)),
+            "seed {seed}"
+        );
+        assert_eq!(pair.client_conn().unwrap().version(), Version::V2);
+        assert_eq!(pair.server_conn().unwrap().version(), Version::V2);
+        let now = pair.sim.now();
+        let data = pattern(seed, 200_000);
+        let client = pair.client_conn().unwrap();
+        let id = client.open(now, qstream_proto::wire::Dir::Uni).unwrap();
+        client.write(id, &data).unwrap();
+        client.finish(id).unwrap();
+        let mut body = Vec::new();
+        let mut sid = None;
+        assert!(
+            pair.run_until(std::time::Duration::from_secs(10), |p| {
+                let server = p.server_conn().unwrap();
+                sid = sid.or_else(|| server.accept(qstream_proto::wire::Dir::Uni));
+                sid.is_some_and(|s| {
+                    drain(server, s, &mut body)
+                        == Some(qstream_proto::streams::ReadOutcome::Finished)
+                })
+            }),
+            "seed {seed}: {} of {} bytes",
+            body.len(),
+            data.len()
+        );
+        assert!(body == data, "seed {seed}: corrupted");
+        assert!(
+            pair.client_conn().unwrap().stats().key_updates > 0,
+            "seed {seed}: no key update in v2"
+        );
+    }
+}
+
+/// The switch survives loss: the client's v1 Initials are retransmitted, the server keeps
+/// reading them until the client's v2 Handshake packets arrive (RFC9369-011).
+#[test]
+fn version_negotiation_switch_survives_loss() {
+    for seed in seeds(10) {
+        let link = qstream_proto::sim::LinkConfig {
+            loss: 0.2,
+            ..qstream_proto::sim::LinkConfig::default()
+        };
+        let mut pair = switching_pair(seed, link);
+        assert!(
+            pair.drive_handshake(std::time::Duration::from_secs(30)),
+            "seed {seed}"
+        );
+        assert_eq!(
+            pair.client_conn().unwrap().version(),
+            Version::V2,
+            "seed {seed}"
+        );
+        assert_eq!(
+            pair.server_conn().unwrap().version(),
+            Version::V2,
+            "seed {seed}"
+        );
+    }
+}
+
+/// A qstream client offering v2 to a server that does not prefer it stays in v1.
+#[test]
+fn version_negotiation_client_offering_v2_stays_v1_with_a_v1_server() {
+    let mut pair = Pair::new(PairOptions {
+        client_compatible_versions: vec![Version::V2],
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(std::time::Duration::from_secs(5)));
+    assert_eq!(pair.client_conn().unwrap().version(), Version::V1);
+    assert_eq!(pair.server_conn().unwrap().version(), Version::V1);
+}

@@ -233,6 +233,13 @@ impl Connection {
             .and_then(|c| c.alpn_protocol().map(<[u8]>::to_vec))
     }
 
+    /// The QUIC version in use: the one the connection started in, or the one the server
+    /// switched it to during the handshake (RFC 9368); `None` once the connection is gone.
+    pub fn version(&self) -> Option<qstream_proto::wire::Version> {
+        let state = self.shared.lock();
+        state.proto.connection(self.handle).map(|c| c.version())
+    }
+
     /// Whether the handshake resumed an earlier TLS session (quic-go's
     /// ConnectionState().TLS.DidResume); `None` until it completes.
     pub fn handshake_resumed(&self) -> Option<bool> {

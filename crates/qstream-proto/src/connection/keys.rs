@@ -2,7 +2,26 @@
 
 use std::time::{Duration, Instant};
 
-use rustls::quic::{HeaderProtectionKey, KeyChange, Keys, PacketKey, PacketKeySet, Secrets};
+use rustls::quic::{HeaderProtectionKey, Keys, PacketKey, PacketKeySet, Secrets};
+
+use crate::crypto::derived::DerivedSecrets;
+
+/// Where the next generations of 1-RTT keys come from.
+pub(crate) enum UpdateSecrets {
+    /// TLS's own key schedule, in the version it was created for.
+    Tls(Secrets),
+    /// Secrets qstream derives in another version, after a version switch.
+    Derived(DerivedSecrets),
+}
+
+impl UpdateSecrets {
+    fn next_packet_keys(&mut self) -> PacketKeySet {
+        match self {
+            Self::Tls(secrets) => secrets.next_packet_keys(),
+            Self::Derived(secrets) => secrets.next_packet_keys(),
+        }
+    }
+}
 
 /// The 1-RTT keys of a connection: the current generation, the next one (precomputed so a peer's
 /// update can be recognised), and the previous receive key for a while after an update, so that
@@ -13,7 +32,7 @@ pub(crate) struct OneRttKeys {
     pub(crate) local: Box<dyn PacketKey>,
     pub(crate) remote: Box<dyn PacketKey>,
     next: PacketKeySet,
-    secrets: Secrets,
+    secrets: UpdateSecrets,
     /// The Key Phase bit of the current generation.
     pub(crate) key_phase: bool,
     /// The previous generation's receive key, with the first packet number received under the
@@ -33,7 +52,8 @@ pub(crate) struct OneRttKeys {
 }
 
 impl OneRttKeys {
-    pub(crate) fn new(keys: Keys, mut secrets: Secrets, next_pn: u64) -> Self {
+    /// The keys of the first generation, and the secrets of the next.
+    pub(crate) fn new(keys: Keys, mut secrets: UpdateSecrets, next_pn: u64) -> Self {
         let next = secrets.next_packet_keys();
         Self {
             local_header: keys.local.header,
@@ -49,14 +69,6 @@ impl OneRttKeys {
             phase_acked: false,
             packets_in_phase: 0,
             updates: 0,
-        }
-    }
-
-    /// Builds the key state from rustls's 1-RTT key change.
-    pub(crate) fn from_change(change: KeyChange, next_pn: u64) -> Option<Self> {
-        match change {
-            KeyChange::OneRtt { keys, next } => Some(Self::new(keys, next, next_pn)),
-            KeyChange::Handshake { .. } => None,
         }
     }
 

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::TransportConfig;
+use crate::crypto::derived::{DerivedSecrets, SecretCapture};
 use crate::recovery::pacing::Pacer;
 use crate::recovery::{Controller, RttEstimator};
 use crate::stateless_reset::StatelessResetToken;
@@ -36,10 +37,18 @@ use crate::wire::{
 use crate::wire::{Dir, StreamId};
 use crate::{Side, TransportErrorCode};
 use cids::CidState;
-use keys::OneRttKeys;
+use keys::{OneRttKeys, UpdateSecrets};
 use space::PacketSpace;
 pub(crate) use space::SpaceId;
-pub(crate) use version::VersionChoice;
+pub(crate) use version::{VersionChoice, compatible};
+
+/// Key log labels of the handshake traffic secrets (client, server).
+const HANDSHAKE_SECRETS: (&str, &str) = (
+    "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+    "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+);
+/// Key log labels of the first application traffic secrets (client, server).
+const TRAFFIC_SECRETS: (&str, &str) = ("CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0");
 
 /// The ack_delay_exponent this implementation advertises (RFC 9000 §18.2 default).
 pub(crate) const ACK_DELAY_EXPONENT: u8 = 3;
@@ -409,6 +418,12 @@ pub struct Connection {
     original_initial_keys: Option<rustls::quic::Keys>,
     /// The connection ID Initial keys derive from.
     initial_keys_cid: ConnectionId,
+    /// The version TLS's QUIC key schedule was created for.
+    tls_version: Version,
+    /// Client: versions the server may switch this connection to (RFC 9368 §2.3).
+    compatible_versions: Vec<Version>,
+    /// Client offering other versions: TLS secrets as logged, to derive keys after a switch.
+    secret_capture: Option<Arc<SecretCapture>>,
     /// Path MTU discovery (RFC 9000 §14.3).
     mtu: mtu::MtuDiscovery,
 
@@ -448,6 +463,10 @@ pub(crate) struct ConnectionInit {
     /// Server: the choice of version to make once the ClientHello is complete, when the
     /// server prefers a version compatible with the client's.
     pub(crate) version_choice: Option<version::VersionChoice>,
+    /// Client: versions the server may switch the connection to.
+    pub(crate) compatible_versions: Vec<Version>,
+    /// Client offering other versions: where TLS logs its secrets.
+    pub(crate) secret_capture: Option<Arc<SecretCapture>>,
     pub(crate) local_cid_len: usize,
     /// Client: the token for the first Initial, from an earlier connection's NEW_TOKEN.
     pub(crate) initial_token: Bytes,
@@ -525,6 +544,9 @@ impl Connection {
             version_choice: init.version_choice,
             original_initial_keys: None,
             initial_keys_cid: init.initial_keys_cid,
+            tls_version: init.version,
+            compatible_versions: init.compatible_versions,
+            secret_capture: init.secret_capture,
             events: VecDeque::new(),
             endpoint_events: VecDeque::new(),
             stats: ConnectionStats::default(),
@@ -976,12 +998,26 @@ impl Connection {
             match change {
                 None => break,
                 Some(rustls::quic::KeyChange::Handshake { keys }) => {
+                    let keys = match self.derived_secrets(HANDSHAKE_SECRETS) {
+                        Ok(None) => keys,
+                        Ok(Some(derived)) => derived.keys(),
+                        Err(error) => return self.close_with_error(now, error),
+                    };
                     self.spaces[SpaceId::Handshake as usize].keys = Some(keys);
                     level = SpaceId::Handshake;
                 }
-                Some(change) => {
+                Some(rustls::quic::KeyChange::OneRtt { keys, next }) => {
+                    let (keys, next) = match self.derived_secrets(TRAFFIC_SECRETS) {
+                        Ok(None) => (keys, UpdateSecrets::Tls(next)),
+                        Ok(Some(mut derived)) => {
+                            let keys = derived.keys();
+                            derived.update();
+                            (keys, UpdateSecrets::Derived(derived))
+                        }
+                        Err(error) => return self.close_with_error(now, error),
+                    };
                     let next_pn = self.spaces[SpaceId::Data as usize].next_pn;
-                    self.one_rtt = OneRttKeys::from_change(change, next_pn);
+                    self.one_rtt = Some(OneRttKeys::new(keys, next, next_pn));
                     level = SpaceId::Data;
                 }
             }
@@ -1135,6 +1171,59 @@ impl Connection {
         Ok(())
     }
 
+    /// After a version switch the TLS key schedule is the original version's: the secrets
+    /// of a level, as TLS logged them, to derive the negotiated version's keys from; `None`
+    /// when no switch happened.
+    fn derived_secrets(
+        &self,
+        (client_label, server_label): (&str, &str),
+    ) -> Result<Option<DerivedSecrets>, TransportError> {
+        if self.version == self.tls_version {
+            return Ok(None);
+        }
+        let missing = || {
+            TransportError::new(
+                TransportErrorCode::INTERNAL_ERROR,
+                "TLS secrets for the negotiated version are unavailable",
+            )
+        };
+        let capture = self.secret_capture.as_ref().ok_or_else(missing)?;
+        let suite = self
+            .tls
+            .negotiated_cipher_suite()
+            .ok_or_else(missing)?
+            .suite();
+        let (client, server) = (
+            capture.get(client_label).ok_or_else(missing)?,
+            capture.get(server_label).ok_or_else(missing)?,
+        );
+        DerivedSecrets::new(suite, self.version, self.side, client, server)
+            .map(Some)
+            .ok_or_else(missing)
+    }
+
+    /// Client: whether a server packet in `version` switches this connection to it (RFC 9369
+    /// §4.1): a version this client offered, seen before anything from the server was
+    /// processed.
+    pub(crate) fn may_switch_to(&self, version: Version) -> bool {
+        self.side == Side::Client
+            && version != self.version
+            && self.version == self.original_version
+            && self.compatible_versions.contains(&version)
+            && self.spaces[SpaceId::Initial as usize]
+                .received
+                .max()
+                .is_none()
+            && self.spaces[SpaceId::Handshake as usize].keys.is_none()
+    }
+
+    /// Client: the server answered in `version` (RFC 9369 §4.1): Initial packets use its keys
+    /// from now on; Handshake and 1-RTT keys are derived for it.
+    pub(crate) fn switch_version(&mut self, version: Version, initial_keys: rustls::quic::Keys) {
+        self.spaces[SpaceId::Initial as usize].keys = Some(initial_keys);
+        self.version = version;
+    }
+
     /// Validates the peer's version_information (RFC 9368 §4), when it sent one.
     fn check_version_information(
         &self,
@@ -1180,6 +1269,7 @@ impl Connection {
             return;
         };
         self.tls = tls;
+        self.tls_version = negotiated;
         self.original_initial_keys = self.spaces[SpaceId::Initial as usize].keys.replace(keys);
         self.version = negotiated;
     }

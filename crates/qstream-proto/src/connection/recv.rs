@@ -118,11 +118,24 @@ impl Connection {
         let original_initial = located.ty == PacketType::Initial
             && located.version == Some(self.original_version)
             && self.original_initial_keys.is_some();
-        if located.version.is_some_and(|v| v != self.version) && !original_initial {
+        // Client: the server's first Initial in a version it offered is the server switching
+        // to it (RFC 9369 §4.1); the switch holds once that packet decrypts.
+        let switch = match located.version {
+            Some(v) if located.ty == PacketType::Initial && self.may_switch_to(v) => {
+                crate::crypto::initial_keys(v, &self.initial_keys_cid, self.side).map(|k| (v, k))
+            }
+            _ => None,
+        };
+        if located.version.is_some_and(|v| v != self.version)
+            && !original_initial
+            && switch.is_none()
+        {
             return Ok(Outcome::Dropped);
         }
         let initial_keys = if original_initial {
             self.original_initial_keys.as_ref()
+        } else if let Some((_, keys)) = &switch {
+            Some(keys)
         } else {
             self.spaces[SpaceId::Initial as usize].keys.as_ref()
         };
@@ -183,6 +196,9 @@ impl Connection {
             // RFC9369-011: the client sends Handshake packets only in the negotiated version,
             // so it has switched; its original-version Initials are over.
             self.original_initial_keys = None;
+        }
+        if let Some((version, keys)) = switch {
+            self.switch_version(version, keys);
         }
         if id == SpaceId::Data {
             let next_pn = self.spaces[SpaceId::Data as usize].next_pn;

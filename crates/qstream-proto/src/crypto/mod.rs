@@ -6,6 +6,7 @@
 //! applies them to packets ([`protect`], [`unprotect_header`], [`decrypt_payload`]) and computes the
 //! Retry Integrity Tag, which rustls does not provide ([`retry_tag`]).
 
+pub(crate) mod derived;
 mod protection;
 mod retry;
 

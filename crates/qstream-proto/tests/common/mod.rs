@@ -95,6 +95,10 @@ pub struct PairOptions {
     pub extra_names: usize,
     /// Both endpoints record qlog traces.
     pub qlog: bool,
+    /// Versions the server may switch the client to.
+    pub client_compatible_versions: Vec<Version>,
+    /// The server's versions, most preferred first.
+    pub server_versions: Vec<Version>,
 }
 
 impl Default for PairOptions {
@@ -110,6 +114,8 @@ impl Default for PairOptions {
             retry: false,
             extra_names: 0,
             qlog: false,
+            client_compatible_versions: Vec::new(),
+            server_versions: vec![Version::V1, Version::V2],
         }
     }
 }
@@ -146,9 +152,11 @@ impl Pair {
             ServerConfig::new(Arc::new(server_tls(&cert, &key, options.server_alpn)));
         server_config.transport = Arc::new(options.server_transport);
         server_config.retry = options.retry;
+        server_config.versions = options.server_versions;
         let mut client_config = ClientConfig::new(Arc::new(client_tls(&trusted, ALPN)));
         client_config.transport = Arc::new(options.client_transport);
         client_config.version = options.version;
+        client_config.compatible_versions = options.client_compatible_versions;
 
         let mut sim = Simulator::new(options.seed, options.link);
         let mut client_seed = seed;
