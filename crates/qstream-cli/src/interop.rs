@@ -245,6 +245,10 @@ async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
                 }
             }
         }
+        let key_updates = connection.stats().map_or(0, |s| s.key_updates);
+        if case.key_update && key_updates == 0 {
+            return Err("the keys were never updated during the transfer".into());
+        }
         connection.close(VarInt::ZERO, b"");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
