@@ -21,8 +21,10 @@ use crate::tls::{self, Identity, Suites};
 
 /// How long the client waits for a handshake, and for stream credit.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Key updates every this many packets in the keyupdate case: several within the first MB.
-const KEY_UPDATE_INTERVAL: u64 = 50;
+/// Key updates every this many packets in the keyupdate case. A downloading client sends
+/// little besides acknowledgments (one per burst of up to 64 KiB), so this is small enough for
+/// several updates within the first MB.
+const KEY_UPDATE_INTERVAL: u64 = 5;
 
 /// Options of `qstream interop`; each also comes from the runner's environment.
 #[derive(clap::Args, Debug)]
