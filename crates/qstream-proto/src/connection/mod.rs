@@ -12,6 +12,7 @@ mod mtu;
 mod recovery;
 mod recv;
 mod send;
+mod sent;
 mod space;
 mod version;
 

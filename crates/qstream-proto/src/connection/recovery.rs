@@ -140,9 +140,9 @@ impl Connection {
         space.largest_acked = Some(space.largest_acked.map_or(largest, |l| l.max(largest)));
         let mut newly_acked: Vec<(u64, SentPacket)> = Vec::new();
         for range in ack.ranges() {
-            let pns: Vec<u64> = space.sent.range(range).map(|(&pn, _)| pn).collect();
+            let pns: Vec<u64> = space.sent.range(range).map(|(pn, _)| pn).collect();
             for pn in pns {
-                if let Some(packet) = space.sent.remove(&pn) {
+                if let Some(packet) = space.sent.remove(pn) {
                     newly_acked.push((pn, packet));
                 }
             }
@@ -261,7 +261,7 @@ impl Connection {
         };
         let lost_send_time = now.checked_sub(loss_delay);
         let mut lost = Vec::new();
-        for (&pn, packet) in space.sent.range(..=largest_acked) {
+        for (pn, packet) in space.sent.range(..=largest_acked) {
             let by_time = lost_send_time.is_some_and(|t| packet.time <= t);
             let by_count = largest_acked >= pn + PACKET_THRESHOLD;
             if by_time || by_count {
@@ -277,7 +277,7 @@ impl Connection {
         let mut lost_packets = Vec::with_capacity(lost.len());
         let mut lost_streams = Vec::new();
         for pn in &lost {
-            let mut packet = space.sent.remove(pn).expect("listed above");
+            let mut packet = space.sent.remove(*pn).expect("listed above");
             let mut retransmit = std::mem::take(&mut packet.retransmit);
             lost_streams.append(&mut retransmit.streams);
             space.requeue(retransmit);

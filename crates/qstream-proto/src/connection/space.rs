@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use super::cids::IssuedCid;
+use super::sent::SentPackets;
 use crate::range_set::RangeSet;
 use crate::streams::StreamFrameRecord;
 use crate::wire::EcnCounts;
@@ -91,7 +92,7 @@ pub(crate) struct PacketSpace {
     pub(crate) next_pn: u64,
     /// The largest of our packet numbers the peer acknowledged.
     pub(crate) largest_acked: Option<u64>,
-    pub(crate) sent: BTreeMap<u64, SentPacket>,
+    pub(crate) sent: SentPackets,
     pub(crate) time_of_last_ack_eliciting: Option<Instant>,
     /// When the earliest unacknowledged packet below the largest acknowledged becomes lost by
     /// the time threshold (RFC 9002 §6.1.2).
@@ -128,7 +129,7 @@ impl PacketSpace {
             keys: None,
             next_pn: 0,
             largest_acked: None,
-            sent: BTreeMap::new(),
+            sent: SentPackets::default(),
             time_of_last_ack_eliciting: None,
             loss_time: None,
             pending: Retransmit::default(),
