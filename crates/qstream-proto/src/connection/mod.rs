@@ -427,6 +427,8 @@ pub struct Connection {
     secret_capture: Option<Arc<SecretCapture>>,
     /// Path MTU discovery (RFC 9000 §14.3).
     mtu: mtu::MtuDiscovery,
+    /// Scratch space of `poll_transmit` for the packets of one datagram.
+    built: Vec<send::Built>,
 
     events: VecDeque<Event>,
     /// What the endpoint must do for this connection: routing changes.
@@ -518,6 +520,7 @@ impl Connection {
             pto_count: 0,
             cc: init.config.congestion_control.build(max_datagram),
             mtu: mtu::MtuDiscovery::new(init.config.max_udp_payload_size),
+            built: Vec::with_capacity(3),
             pacer: Pacer::new(max_datagram),
             ecn_sending: init.config.ecn,
             pacing_until: None,

@@ -21,7 +21,7 @@ const PACKET_OVERHEAD: usize = 1 + 4 + 1 + 20 + 1 + 20 + 2 + 4 + TAG_LEN;
 const MIN_FRAME_ROOM: usize = 8;
 
 /// A packet written into the datagram buffer, still unprotected.
-struct Built {
+pub(super) struct Built {
     space: SpaceId,
     start: usize,
     pn_offset: usize,
@@ -97,7 +97,9 @@ impl Connection {
             limit = usize::from(size);
         }
         buf.reserve(limit);
-        let mut built: Vec<Built> = Vec::with_capacity(3);
+        // The packets of this datagram, in a buffer kept across calls: no allocation per send.
+        let mut built = std::mem::take(&mut self.built);
+        built.clear();
         for id in SpaceId::ALL {
             let probe_here = mtu_probe.is_some() && id == SpaceId::Data;
             if mtu_probe.is_some() && !probe_here {
@@ -122,6 +124,7 @@ impl Connection {
             built.push(self.build_packet(now, id, buf, base + limit, content));
         }
         if built.is_empty() {
+            self.built = built;
             return None;
         }
         // RFC 9000 §14.1: a client pads every datagram carrying an Initial, a server every one
@@ -142,9 +145,11 @@ impl Connection {
             // RFC 9002 §2: a packet with PADDING counts toward bytes in flight.
             last.record.in_flight = true;
         }
-        let mut ends: Vec<usize> = built.iter().skip(1).map(|b| b.start).collect();
-        ends.push(buf.len());
-        for (packet, &end) in built.iter().zip(&ends) {
+        // Each packet ends where the next starts; the last at the end of the datagram.
+        let end_of =
+            |built: &[Built], i: usize, len: usize| built.get(i + 1).map_or(len, |b| b.start);
+        for (i, packet) in built.iter().enumerate() {
+            let end = end_of(&built, i, buf.len());
             // Count what we send by reading our own plaintext: no per-frame bookkeeping at
             // every write site.
             let pn_len = usize::from(buf[packet.start] & 0x03) + 1;
@@ -172,10 +177,16 @@ impl Connection {
             )
             .expect("packets are built with room for the sample and the tag");
         }
-        for (mut packet, end) in built.into_iter().zip(ends) {
+        // At most one packet per packet number space.
+        let mut ends = [0; 3];
+        for (i, end) in ends.iter_mut().enumerate().take(built.len()) {
+            *end = end_of(&built, i, buf.len());
+        }
+        for (mut packet, end) in built.drain(..).zip(ends) {
             packet.record.size = (end - packet.start) as u16;
             self.on_packet_sent(now, packet.space, packet.pn, packet.record);
         }
+        self.built = built;
         let size = buf.len() - base;
         self.stats.datagrams_sent += 1;
         self.stats.bytes_sent += size as u64;
