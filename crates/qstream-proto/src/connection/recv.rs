@@ -251,6 +251,7 @@ impl Connection {
         }
         if ack_eliciting {
             space.unacked_eliciting += 1;
+            space.largest_eliciting_received = space.largest_eliciting_received.max(Some(pn));
             // RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged at once, as are
             // out-of-order packets (§13.2.1) and every second ack-eliciting packet (§13.2.2).
             let out_of_order = largest_before.is_some_and(|l| pn != l + 1);

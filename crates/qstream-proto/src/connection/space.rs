@@ -118,6 +118,8 @@ pub(crate) struct PacketSpace {
     /// The largest packet number the peer knows we acknowledged: it acknowledged a packet of
     /// ours carrying an ACK frame up to there (RFC 9000 §13.2.4).
     pub(crate) peer_saw_acks_up_to: Option<u64>,
+    /// The largest ack-eliciting packet number received: only those need acknowledging.
+    pub(crate) largest_eliciting_received: Option<u64>,
 
     pub(crate) crypto_send: CryptoSend,
     pub(crate) crypto_recv: CryptoRecv,
@@ -142,6 +144,7 @@ impl PacketSpace {
             ecn_received: EcnCounts::default(),
             peer_ecn: EcnCounts::default(),
             peer_saw_acks_up_to: None,
+            largest_eliciting_received: None,
             crypto_send: CryptoSend::default(),
             crypto_recv: CryptoRecv::default(),
         }
@@ -176,11 +179,13 @@ impl PacketSpace {
         self.unacked_eliciting > 0
     }
 
-    /// Whether the peer may not know yet what we received: ACK frames that said so may have
-    /// been lost, so ack-eliciting packets repeat one (RFC 9000 §13.2.1 allows ACKs in any
-    /// packet; ACK-only packets are never retransmitted).
+    /// Whether the peer may not know yet that we received its ack-eliciting packets: ACK
+    /// frames that said so may have been lost, so ack-eliciting packets repeat one (RFC 9000
+    /// §13.2.1 allows ACKs in any packet; ACK-only packets are never retransmitted). Packets
+    /// that elicit no acknowledgment, such as the peer's ACK-only packets, do not count: else
+    /// a bulk sender would repeat an ACK of the receiver's ACKs in every packet.
     pub(crate) fn ack_unconfirmed(&self) -> bool {
-        match (self.received.max(), self.peer_saw_acks_up_to) {
+        match (self.largest_eliciting_received, self.peer_saw_acks_up_to) {
             (Some(largest), Some(seen)) => largest > seen,
             (Some(_), None) => true,
             (None, _) => false,
