@@ -115,6 +115,8 @@ fn ratio(numerator: u64, denominator: u64) -> Option<f64> {
 struct Counted {
     per_second: f64,
     completions: u64,
+    /// Completions including the warm-up.
+    all_completions: u64,
     /// Client and server CPU seconds while counting.
     cpu: (Option<f64>, Option<f64>),
 }
@@ -150,7 +152,8 @@ where
     let (count_before, cpu_before, started) =
         (done.load(Ordering::Relaxed), clocks.now(), Instant::now());
     tokio::time::sleep(duration).await;
-    let completions = done.load(Ordering::Relaxed) - count_before;
+    let all_completions = done.load(Ordering::Relaxed);
+    let completions = all_completions - count_before;
     let (cpu, elapsed) = (clocks.now().since(&cpu_before), started.elapsed());
     let failed = workers.iter().position(|w| w.is_finished());
     for worker in &workers {
@@ -163,6 +166,7 @@ where
     Ok(Counted {
         per_second: completions as f64 / elapsed.as_secs_f64(),
         completions,
+        all_completions,
         cpu,
     })
 }
@@ -180,6 +184,7 @@ pub(crate) fn churn<S: Stack>(
             .await
             .map_err(failed("connect"))?;
         let connection = client.clone();
+        let before = S::send_counters(&endpoint, &client);
         let counted = count_completions(clocks, concurrency, duration, move || {
             let client = connection.clone();
             async move {
@@ -189,13 +194,21 @@ pub(crate) fn churn<S: Stack>(
             }
         })
         .await?;
+        let packets =
+            S::send_counters(&endpoint, &client)
+                .zip(before)
+                .and_then(|(after, before)| {
+                    ratio(
+                        after.packets_sent - before.packets_sent,
+                        counted.all_completions,
+                    )
+                });
         S::close(client);
-        Ok(vec![Measure::higher(
-            &format!("churn c={concurrency}"),
-            "streams",
-            "1/s",
-            Some(counted.per_second),
-        )])
+        let scenario = format!("churn c={concurrency}");
+        Ok(vec![
+            Measure::higher(&scenario, "streams", "1/s", Some(counted.per_second)),
+            Measure::lower(&scenario, "client packets per stream", "", packets),
+        ])
     })
 }
 

@@ -43,13 +43,13 @@ fn smoke_every_scenario_yields_figures_for_every_stack() {
     }
     for row in results {
         let metric = row["metric"].as_str().unwrap();
-        // Datagram and ACK counters exist only for the QUIC stacks.
-        let stacks: &[&str] =
-            if metric.contains("datagrams") || metric.contains("ACKs") || metric.contains("lost") {
-                &["qstream", "quinn"]
-            } else {
-                &["qstream", "quinn", "tcp+tls"]
-            };
+        // Packet and datagram counters exist only for the QUIC stacks.
+        let quic_only = ["datagrams", "ACKs", "lost", "packets per"];
+        let stacks: &[&str] = if quic_only.iter().any(|m| metric.contains(m)) {
+            &["qstream", "quinn"]
+        } else {
+            &["qstream", "quinn", "tcp+tls"]
+        };
         for stack in stacks {
             let median = row["median"][stack].as_f64();
             assert!(
