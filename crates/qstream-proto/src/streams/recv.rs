@@ -1,6 +1,6 @@
 //! The receiving half of a stream (RFC 9000 §3.2), with reassembly and flow control.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,13 @@ pub enum ReadOutcome {
 #[derive(Debug)]
 pub(crate) struct RecvHalf {
     pub(crate) state: RecvState,
-    /// Out-of-order and unread data by offset; never overlapping, all at or above `read`.
+    /// Unread data in order from `read`: what arrives in order goes here, with no allocation
+    /// per chunk once the queue has grown.
+    ready: VecDeque<Bytes>,
+    /// Bytes in `ready`.
+    ready_len: u64,
+    /// Data that arrived out of order, by offset; never overlapping, all above what `ready`
+    /// holds and not adjacent to it.
     chunks: BTreeMap<u64, Bytes>,
     /// Offset of the next byte the application reads.
     read: u64,
@@ -88,6 +94,8 @@ impl RecvHalf {
     pub(crate) fn new(window: u64) -> Self {
         Self {
             state: RecvState::Recv,
+            ready: VecDeque::new(),
+            ready_len: 0,
             chunks: BTreeMap::new(),
             read: 0,
             highest: 0,
@@ -110,7 +118,19 @@ impl RecvHalf {
 
     /// Bytes buffered, waiting for the application.
     pub(crate) fn buffered(&self) -> usize {
-        self.chunks.values().map(Bytes::len).sum()
+        self.ready_len as usize + self.chunks.values().map(Bytes::len).sum::<usize>()
+    }
+
+    /// The offset just past the in-order data held.
+    fn ready_end(&self) -> u64 {
+        self.read + self.ready_len
+    }
+
+    /// Forgets every unread byte.
+    fn discard_buffered(&mut self) {
+        self.ready.clear();
+        self.ready_len = 0;
+        self.chunks.clear();
     }
 
     /// Whether the half counts as closed for stream credit (DESIGN invariant 1): everything read,
@@ -178,8 +198,30 @@ impl RecvHalf {
 
     /// Keeps the part of `data` at `offset` not already held, sharing `payload`'s storage.
     fn insert(&mut self, offset: u64, data: &[u8], payload: &Bytes) {
-        let mut start = offset.max(self.read);
         let end = offset + data.len() as u64;
+        let ready_end = self.ready_end();
+        if offset <= ready_end && end > ready_end {
+            // In order: append, then take whatever out-of-order data now follows on.
+            let piece = &data[(ready_end - offset) as usize..];
+            self.push_ready(payload.slice_ref(piece));
+            while let Some(entry) = self.chunks.first_entry() {
+                let (start, ready_end) = (*entry.key(), self.read + self.ready_len);
+                if start > ready_end {
+                    break;
+                }
+                let chunk = entry.remove();
+                let chunk_end = start + chunk.len() as u64;
+                // The part the in-order data already covers was counted twice.
+                self.received_bytes -= (ready_end - start).min(chunk.len() as u64);
+                if chunk_end > ready_end {
+                    self.ready_len += chunk_end - ready_end;
+                    self.ready
+                        .push_back(chunk.slice((ready_end - start) as usize..));
+                }
+            }
+            return;
+        }
+        let mut start = offset.max(ready_end);
         while start < end {
             // Skip what an earlier chunk covers.
             if let Some((&chunk_start, chunk)) = self.chunks.range(..=start).next_back() {
@@ -203,18 +245,17 @@ impl RecvHalf {
         }
     }
 
+    /// Appends in-order data (counted as received).
+    fn push_ready(&mut self, chunk: Bytes) {
+        self.received_bytes += chunk.len() as u64;
+        self.ready_len += chunk.len() as u64;
+        self.ready.push_back(chunk);
+    }
+
+    /// Whether every byte up to the final size is here: out-of-order data adjacent to the
+    /// in-order data is always merged into it, so nothing may be left out of order.
     fn all_received(&self) -> bool {
-        let Some(final_size) = self.final_size else {
-            return false;
-        };
-        let mut expected = self.read;
-        for (&start, chunk) in &self.chunks {
-            if start != expected {
-                return false;
-            }
-            expected += chunk.len() as u64;
-        }
-        expected == final_size
+        self.final_size == Some(self.ready_end()) && self.chunks.is_empty()
     }
 
     /// Reads up to `max` bytes in order. Returns the outcome and how many bytes were consumed
@@ -231,7 +272,7 @@ impl RecvHalf {
             RecvState::DataRead => return (ReadOutcome::Finished, 0),
             _ => {}
         }
-        let Some(mut entry) = self.chunks.first_entry() else {
+        let Some(chunk) = self.ready.front_mut() else {
             // Data Read is entered when the application learns of the end, not when it takes
             // the last byte (RFC 9000 §3.2): only then may the stream be released.
             if self.state == RecvState::DataRecvd {
@@ -240,18 +281,12 @@ impl RecvHalf {
             }
             return (ReadOutcome::Blocked, 0);
         };
-        if *entry.key() != self.read {
-            return (ReadOutcome::Blocked, 0);
-        }
-        let chunk = entry.get_mut();
         let take = chunk.len().min(max.max(1));
         let data = chunk.split_to(take);
         if chunk.is_empty() {
-            entry.remove();
-        } else {
-            let rest = self.chunks.remove(&self.read).expect("present");
-            self.chunks.insert(self.read + take as u64, rest);
+            self.ready.pop_front();
         }
+        self.ready_len -= take as u64;
         self.read += take as u64;
         // Keep the advertised limit a window ahead of what was read; announce it once half the
         // window is used, so the peer never waits for credit while we read.
@@ -280,10 +315,7 @@ impl RecvHalf {
         match self.state {
             RecvState::ResetRecvd | RecvState::DataRecvd => true,
             RecvState::DataRead | RecvState::ResetRead => false,
-            _ => self
-                .chunks
-                .first_key_value()
-                .is_some_and(|(&s, _)| s == self.read),
+            _ => !self.ready.is_empty(),
         }
     }
 
@@ -320,7 +352,7 @@ impl RecvHalf {
             return Ok((grew, 0));
         }
         let unread = final_size - self.read;
-        self.chunks.clear();
+        self.discard_buffered();
         self.read = final_size;
         self.reset_code = Some(code);
         self.state = if self.stop_code.is_some() {
@@ -342,7 +374,7 @@ impl RecvHalf {
         // No STOP_SENDING once everything arrived (RFC 9000 §3.5): the peer has nothing to stop.
         self.stop_pending = !matches!(self.state, RecvState::DataRecvd | RecvState::ResetRecvd);
         let discarded = self.highest - self.read;
-        self.chunks.clear();
+        self.discard_buffered();
         self.read = self.highest;
         if self.state == RecvState::ResetRecvd {
             self.state = RecvState::ResetRead;
@@ -368,6 +400,26 @@ mod tests {
     }
 
     #[test]
+    fn streams_readable_only_once_the_next_byte_is_here() {
+        let mut half = RecvHalf::new(100);
+        data(3, b"def", false, &mut half).unwrap();
+        assert!(!half.is_readable(), "a gap at the front");
+        data(0, b"abcd", false, &mut half).unwrap();
+        assert!(half.is_readable());
+        // The in-order piece, then the held one without the byte they share.
+        assert_eq!(
+            half.read(100).0,
+            ReadOutcome::Data(Bytes::from_static(b"abcd"))
+        );
+        assert_eq!(
+            half.read(100).0,
+            ReadOutcome::Data(Bytes::from_static(b"ef"))
+        );
+        assert!(!half.is_readable());
+        assert_eq!(half.read(100).0, ReadOutcome::Blocked);
+    }
+
+    #[test]
     fn streams_reassemble_out_of_order_overlapping_and_duplicated_data() {
         let mut half = RecvHalf::new(100);
         assert_eq!(data(6, b"world", true, &mut half), Ok(11));
@@ -376,6 +428,8 @@ mod tests {
         assert_eq!(data(0, b"hello w", false, &mut half), Ok(0));
         assert_eq!(data(3, b"lo wo", false, &mut half), Ok(0));
         assert_eq!(half.state, RecvState::DataRecvd);
+        // Overlaps are held and counted once.
+        assert_eq!((half.received_bytes, half.buffered()), (11, 11));
         let mut out = Vec::new();
         while let (ReadOutcome::Data(bytes), _) = half.read(3) {
             out.extend_from_slice(&bytes);
