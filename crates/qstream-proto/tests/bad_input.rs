@@ -1,6 +1,9 @@
 //! Malformed input, one test per class, each asserting the exact QUIC error code (RFC 9000 §20.1)
 //! that the decoder reports.
 
+mod common;
+
+use common::protected_packet;
 use qstream_proto::crypto::{decrypt_payload, initial_keys, protect, unprotect_header};
 use qstream_proto::stateless_reset::{
     MIN_STATELESS_RESET_LEN, StatelessResetKey, StatelessResetToken, encode_stateless_reset,
@@ -383,20 +386,7 @@ fn client_initial(payload: &[u8]) -> Vec<u8> {
         token: b"tok",
     };
     let keys = initial_keys(Version::V1, &dcid, Side::Client).unwrap();
-    let mut packet = Vec::new();
-    let pn = TruncatedPacketNumber::encode(0, None);
-    let pn_offset = header.encode(pn, payload.len() + 16, &mut packet);
-    packet.extend_from_slice(payload);
-    packet.extend_from_slice(&[0; 16]);
-    protect(
-        &mut packet,
-        pn_offset,
-        0,
-        &*keys.local.header,
-        &*keys.local.packet,
-    )
-    .unwrap();
-    packet
+    protected_packet(&header, payload, &keys)
 }
 
 #[test]

@@ -7,48 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::*;
-use qstream_proto::crypto::{initial_keys, protect};
 use qstream_proto::wire::{
-    ConnectionId, Frame, Header, Packet, TruncatedPacketNumber, VarInt, Version,
-    VersionNegotiation, parse_packet,
+    ConnectionId, Frame, Packet, VarInt, Version, VersionNegotiation, parse_packet,
 };
-use qstream_proto::{
-    ConnectionError, Endpoint, EndpointConfig, ServerConfig, Side, TransportErrorCode,
-};
-
-/// A 1200-byte client Initial datagram carrying `frames` (written by `write`).
-fn client_initial(dcid: &ConnectionId, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let header = Header::Initial {
-        version: Version::V1,
-        dcid: *dcid,
-        scid: ConnectionId::from_slice(&[0xcc; 8]).unwrap(),
-        token: &[],
-    };
-    let mut payload = Vec::new();
-    write(&mut payload);
-    let mut packet = Vec::new();
-    let pn = TruncatedPacketNumber::encode(0, None);
-    // Pad the payload so the datagram is exactly 1200 bytes.
-    let header_len = {
-        let mut probe = Vec::new();
-        header.encode(pn, 1000, &mut probe)
-    };
-    payload.resize(1200 - header_len - pn.size() - 16, 0);
-    let pn_offset = header.encode(pn, payload.len() + 16, &mut packet);
-    packet.extend_from_slice(&payload);
-    packet.extend_from_slice(&[0; 16]);
-    let keys = initial_keys(Version::V1, dcid, Side::Client).unwrap();
-    protect(
-        &mut packet,
-        pn_offset,
-        0,
-        &*keys.local.header,
-        &*keys.local.packet,
-    )
-    .unwrap();
-    assert_eq!(packet.len(), 1200);
-    packet
-}
+use qstream_proto::{ConnectionError, Endpoint, EndpointConfig, ServerConfig, TransportErrorCode};
 
 fn server() -> Endpoint {
     let (cert, key) = certificate();

@@ -8,17 +8,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::*;
-use qstream_proto::crypto::{decrypt_payload, initial_keys, protect, unprotect_header};
+use qstream_proto::crypto::{decrypt_payload, initial_keys, unprotect_header};
 use qstream_proto::wire::{
-    ConnectionId, Frame, Frames, Header, Packet, PacketType, TransportParameters,
-    TruncatedPacketNumber, VarInt, Version, VersionInformation, parse_packet,
+    ConnectionId, Frame, Frames, Header, Packet, PacketType, TransportParameters, VarInt, Version,
+    VersionInformation, parse_packet,
 };
 use qstream_proto::{
-    ConnectionError, Endpoint, EndpointConfig, ServerConfig, Side, TransportErrorCode,
+    ConnectionError, ConnectionHandle, Endpoint, EndpointConfig, ServerConfig, Side,
+    TransportErrorCode,
 };
 
 const DCID: [u8; 16] = [0xdd; 16];
-const SCID: [u8; 8] = [0xcc; 8];
 
 /// A server that prefers v2 and also speaks v1, with `cert`.
 fn server_preferring_v2(
@@ -38,7 +38,7 @@ fn client_tls_with(
     tls_version: rustls::quic::Version,
 ) -> rustls::quic::ClientConnection {
     let params = TransportParameters {
-        initial_source_connection_id: Some(ConnectionId::from_slice(&SCID).unwrap()),
+        initial_source_connection_id: Some(ConnectionId::from_slice(&CLIENT_SCID).unwrap()),
         version_information: Some(info),
         ..TransportParameters::default()
     };
@@ -57,36 +57,36 @@ fn client_tls_with(
 fn first_flight(tls: &mut rustls::quic::ClientConnection) -> Vec<u8> {
     let mut hello = Vec::new();
     tls.write_hs(&mut hello);
-    let dcid = ConnectionId::from_slice(&DCID).unwrap();
-    let header = Header::Initial {
-        version: Version::V1,
-        dcid,
-        scid: ConnectionId::from_slice(&SCID).unwrap(),
-        token: &[],
-    };
-    let mut payload = Vec::new();
-    Frame::Crypto {
-        offset: VarInt::ZERO,
-        data: &hello,
-    }
-    .encode(&mut payload);
-    let pn = TruncatedPacketNumber::encode(0, None);
-    let header_len = header.encode(pn, 1000, &mut Vec::new());
-    payload.resize(1200 - header_len - pn.size() - 16, 0);
-    let mut packet = Vec::new();
-    let pn_offset = header.encode(pn, payload.len() + 16, &mut packet);
-    packet.extend_from_slice(&payload);
-    packet.extend_from_slice(&[0; 16]);
-    let keys = initial_keys(Version::V1, &DCID, Side::Client).unwrap();
-    protect(
-        &mut packet,
-        pn_offset,
-        0,
-        &*keys.local.header,
-        &*keys.local.packet,
-    )
-    .unwrap();
-    packet
+    client_initial(&ConnectionId::from_slice(&DCID).unwrap(), |b| {
+        Frame::Crypto {
+            offset: VarInt::ZERO,
+            data: &hello,
+        }
+        .encode(b)
+    })
+}
+
+/// A server preferring v2, and the first flight of a client announcing `info` (its TLS run
+/// with `tls_version`'s key schedule) handled by it: the server, its connection, the client's
+/// TLS, and the time.
+fn offer(
+    info: VersionInformation,
+    tls_version: rustls::quic::Version,
+) -> (
+    Endpoint,
+    ConnectionHandle,
+    rustls::quic::ClientConnection,
+    Instant,
+) {
+    let (cert, key) = certificate();
+    let mut server = server_preferring_v2(&cert, &key);
+    let now = Instant::now();
+    let mut tls = client_tls_with(&cert, info, tls_version);
+    let mut first = first_flight(&mut tls);
+    let handle = server
+        .handle_datagram(now, client_addr(), None, &mut first)
+        .expect("a connection");
+    (server, handle, tls, now)
 }
 
 /// Everything the server sends now.
@@ -150,23 +150,15 @@ fn crypto_by_packet(
 /// naming v2 as chosen (RFC9369-004).
 #[test]
 fn version_negotiation_server_switches_a_client_offering_v2_to_it() {
-    let (cert, key) = certificate();
-    let mut server = server_preferring_v2(&cert, &key);
-    let now = Instant::now();
     // The test's client knows it will be switched, so it runs TLS with v2's key schedule from
     // the start; the bytes of its ClientHello do not depend on it.
-    let mut tls = client_tls_with(
-        &cert,
+    let (mut server, handle, mut tls, now) = offer(
         VersionInformation {
             chosen: Version::V1,
             available: vec![Version::V1, Version::V2],
         },
         rustls::quic::Version::V2,
     );
-    let mut first = first_flight(&mut tls);
-    let handle = server
-        .handle_datagram(now, client_addr(), None, &mut first)
-        .expect("a connection");
     assert_eq!(server.connection(handle).unwrap().version(), Version::V2);
     let datagrams = server_datagrams(&mut server, now);
 
@@ -220,21 +212,9 @@ fn version_negotiation_server_switches_a_client_offering_v2_to_it() {
     let header = Header::Handshake {
         version: Version::V2,
         dcid: server.connection(handle).unwrap().local_cid(),
-        scid: ConnectionId::from_slice(&SCID).unwrap(),
+        scid: ConnectionId::from_slice(&CLIENT_SCID).unwrap(),
     };
-    let pn = TruncatedPacketNumber::encode(0, None);
-    let mut packet = Vec::new();
-    let pn_offset = header.encode(pn, payload.len() + 16, &mut packet);
-    packet.extend_from_slice(&payload);
-    packet.extend_from_slice(&[0; 16]);
-    protect(
-        &mut packet,
-        pn_offset,
-        0,
-        &*keys.local.header,
-        &*keys.local.packet,
-    )
-    .unwrap();
+    let mut packet = protected_packet(&header, &payload, &keys);
     server.handle_datagram(now, client_addr(), None, &mut packet);
     let connection = server.connection(handle).unwrap();
     assert!(
@@ -248,21 +228,13 @@ fn version_negotiation_server_switches_a_client_offering_v2_to_it() {
 /// A client that offers only v1 stays in v1, whatever the server prefers (RFC9368-008).
 #[test]
 fn version_negotiation_server_keeps_v1_for_a_client_offering_only_v1() {
-    let (cert, key) = certificate();
-    let mut server = server_preferring_v2(&cert, &key);
-    let now = Instant::now();
-    let mut tls = client_tls_with(
-        &cert,
+    let (mut server, handle, _tls, now) = offer(
         VersionInformation {
             chosen: Version::V1,
             available: vec![Version::V1],
         },
         rustls::quic::Version::V1,
     );
-    let mut first = first_flight(&mut tls);
-    let handle = server
-        .handle_datagram(now, client_addr(), None, &mut first)
-        .expect("a connection");
     assert_eq!(server.connection(handle).unwrap().version(), Version::V1);
     let datagrams = server_datagrams(&mut server, now);
     let initial = initial_keys(Version::V1, &DCID, Side::Client).unwrap();
@@ -283,21 +255,13 @@ fn version_negotiation_server_keeps_v1_for_a_client_offering_only_v1() {
 /// closed with VERSION_NEGOTIATION_ERROR.
 #[test]
 fn version_negotiation_chosen_version_must_match_the_initial() {
-    let (cert, key) = certificate();
-    let mut server = server_preferring_v2(&cert, &key);
-    let now = Instant::now();
-    let mut tls = client_tls_with(
-        &cert,
+    let (server, handle, _tls, _) = offer(
         VersionInformation {
             chosen: Version::V2,
             available: vec![Version::V2],
         },
         rustls::quic::Version::V2,
     );
-    let mut first = first_flight(&mut tls);
-    let handle = server
-        .handle_datagram(now, client_addr(), None, &mut first)
-        .expect("a connection");
     let Some(ConnectionError::TransportError(error)) =
         server.connection(handle).unwrap().close_reason().cloned()
     else {

@@ -6,10 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use qstream_proto::crypto::{initial_keys, protect};
 use qstream_proto::sim::{LinkConfig, Simulator};
-use qstream_proto::wire::Version;
+use qstream_proto::wire::{ConnectionId, Header, TruncatedPacketNumber, Version};
 use qstream_proto::{
-    ClientConfig, ConnectionHandle, Endpoint, EndpointConfig, Event, ServerConfig, TransportConfig,
+    ClientConfig, ConnectionHandle, Endpoint, EndpointConfig, Event, ServerConfig, Side,
+    TransportConfig,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -302,4 +304,49 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
                 .wrapping_add(seed.wrapping_mul(7)) as u8
         })
         .collect()
+}
+
+/// The Source Connection ID of hand-made client packets.
+pub const CLIENT_SCID: [u8; 8] = [0xcc; 8];
+
+/// A 1200-byte QUIC v1 client Initial datagram from [`CLIENT_SCID`], packet number 0,
+/// protected with the real Initial keys for `dcid`, carrying the frames `write` writes.
+pub fn client_initial(dcid: &ConnectionId, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let header = Header::Initial {
+        version: Version::V1,
+        dcid: *dcid,
+        scid: ConnectionId::from_slice(&CLIENT_SCID).unwrap(),
+        token: &[],
+    };
+    let mut payload = Vec::new();
+    write(&mut payload);
+    let pn = TruncatedPacketNumber::encode(0, None);
+    // Pad the payload so the datagram is exactly 1200 bytes.
+    let header_len = {
+        let mut probe = Vec::new();
+        header.encode(pn, 1000, &mut probe)
+    };
+    payload.resize(1200 - header_len - pn.size() - 16, 0);
+    let keys = initial_keys(Version::V1, dcid, Side::Client).unwrap();
+    let packet = protected_packet(&header, &payload, &keys);
+    assert_eq!(packet.len(), 1200);
+    packet
+}
+
+/// A packet with `header`, packet number 0 and `payload`, protected with `keys`' local half.
+pub fn protected_packet(header: &Header<'_>, payload: &[u8], keys: &rustls::quic::Keys) -> Vec<u8> {
+    let pn = TruncatedPacketNumber::encode(0, None);
+    let mut packet = Vec::new();
+    let pn_offset = header.encode(pn, payload.len() + 16, &mut packet);
+    packet.extend_from_slice(payload);
+    packet.extend_from_slice(&[0; 16]);
+    protect(
+        &mut packet,
+        pn_offset,
+        0,
+        &*keys.local.header,
+        &*keys.local.packet,
+    )
+    .unwrap();
+    packet
 }
