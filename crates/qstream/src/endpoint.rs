@@ -417,13 +417,53 @@ fn gso_batches(
 const BATCH: usize = 32;
 
 /// Hands received datagrams to the protocol endpoint.
-fn handle_received(state: &mut State, now: Instant, buffers: &mut [Vec<u8>], meta: &[RecvMeta]) {
-    for (buffer, meta) in buffers.iter_mut().zip(meta) {
+/// Received datagrams not yet handed to the protocol: the first `count` receive buffers, from
+/// byte `offset` of buffer `buffer` on.
+#[derive(Debug, Default)]
+struct Backlog {
+    count: usize,
+    buffer: usize,
+    offset: usize,
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.buffer >= self.count
+    }
+}
+
+/// Hands the backlog's datagrams to the protocol endpoint in order, but stops after one with
+/// a long header: handshake packets cost TLS work, and what it produced (a handshake flight,
+/// a Finished) goes out before the next is handled, so the peer works on one handshake while
+/// we work on the next instead of both sides taking turns over whole batches.
+fn handle_received(
+    state: &mut State,
+    now: Instant,
+    buffers: &mut [Vec<u8>],
+    meta: &[RecvMeta],
+    backlog: &mut Backlog,
+) {
+    while !backlog.is_empty() {
+        let meta = &meta[backlog.buffer];
         // GRO may deliver several datagrams of `stride` bytes in one buffer.
-        for datagram in buffer[..meta.len].chunks_mut(meta.stride.max(1)) {
+        let stride = meta.stride.max(1);
+        let buffer = &mut buffers[backlog.buffer][..meta.len];
+        let mut long_header = false;
+        while backlog.offset < meta.len && !long_header {
+            let end = (backlog.offset + stride).min(meta.len);
+            let datagram = &mut buffer[backlog.offset..end];
+            long_header = datagram.first().is_some_and(|b| b & 0x80 != 0);
             state
                 .proto
                 .handle_datagram(now, meta.addr, ecn(meta.ecn), datagram);
+            backlog.offset = end;
+        }
+        if backlog.offset >= meta.len {
+            backlog.buffer += 1;
+            backlog.offset = 0;
+        }
+        if long_header {
+            return;
         }
     }
 }
@@ -436,12 +476,14 @@ async fn drive(shared: Arc<Shared>) {
     let mut buffers = vec![vec![0u8; DATAGRAM_BUFFER]; BATCH];
     let mut meta = vec![RecvMeta::default(); BATCH];
     let mut out = Vec::with_capacity(1500);
+    let mut backlog = Backlog::default();
     loop {
         // Timers and everything waiting to be sent.
         let mut sends = Vec::new();
         let deadline = {
             let mut state = shared.lock();
             let now = Instant::now();
+            handle_received(&mut state, now, &mut buffers, &meta, &mut backlog);
             let unused = shared.users.load(std::sync::atomic::Ordering::SeqCst) == 0;
             if unused {
                 // Nobody can use a connection any more: close them all, stop once drained.
@@ -491,6 +533,11 @@ async fn drive(shared: Arc<Shared>) {
                 tracing::debug!(%destination, %error, "send failed");
             }
         }
+        if !backlog.is_empty() {
+            // The rest of what arrived waits its turn; tasks this woke may run first.
+            tokio::task::yield_now().await;
+            continue;
+        }
         let sleep = async {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
@@ -511,9 +558,7 @@ async fn drive(shared: Arc<Shared>) {
                         continue;
                     }
                 };
-                let mut state = shared.lock();
-                let now = Instant::now();
-                handle_received(&mut state, now, &mut buffers, &meta[..count]);
+                backlog = Backlog { count, buffer: 0, offset: 0 };
             }
             _ = sleep => {}
             _ = shared.notify.notified() => {}
