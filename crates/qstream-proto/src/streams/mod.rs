@@ -591,25 +591,30 @@ impl Streams {
             return;
         };
         stream.accepted = true;
-        let unfinished_send = stream
-            .send
-            .as_ref()
-            .is_some_and(|s| s.state == SendState::Send && !s.fin_pending);
-        let unread_recv = stream.recv.as_ref().is_some_and(|r| !r.is_finished());
-        if unfinished_send {
-            let code = self.config.release_reset_code;
-            let _ = self.reset(id, code);
-        }
-        if unread_recv {
-            let code = self.config.release_stop_code;
-            let _ = self.stop(id, code);
-        }
+        self.reset_if_unfinished(id);
+        self.stop_if_unread(id);
         self.maybe_release(id);
     }
 
     /// Releases only the send half, as dropping a send-only handle of a bidirectional stream
     /// does: reset if unfinished, never after [`Self::finish`].
     pub fn release_send(&mut self, id: StreamId) {
+        self.reset_if_unfinished(id);
+        self.maybe_release(id);
+    }
+
+    /// Releases only the receive half, as dropping a receive-only handle of a bidirectional
+    /// stream does: stop it if not read to the end.
+    pub fn release_recv(&mut self, id: StreamId) {
+        if let Some(stream) = self.streams.get_mut(&id) {
+            stream.accepted = true;
+        }
+        self.stop_if_unread(id);
+        self.maybe_release(id);
+    }
+
+    /// Resets the send half with the release code unless the application finished it.
+    fn reset_if_unfinished(&mut self, id: StreamId) {
         let unfinished = self
             .streams
             .get(&id)
@@ -619,25 +624,19 @@ impl Streams {
             let code = self.config.release_reset_code;
             let _ = self.reset(id, code);
         }
-        self.maybe_release(id);
     }
 
-    /// Releases only the receive half, as dropping a receive-only handle of a bidirectional
-    /// stream does: stop it if not read to the end.
-    pub fn release_recv(&mut self, id: StreamId) {
+    /// Stops the receive half with the release code unless it was read to the end.
+    fn stop_if_unread(&mut self, id: StreamId) {
         let unread = self
             .streams
             .get(&id)
             .and_then(|s| s.recv.as_ref())
             .is_some_and(|r| !r.is_finished());
-        if let Some(stream) = self.streams.get_mut(&id) {
-            stream.accepted = true;
-        }
         if unread {
             let code = self.config.release_stop_code;
             let _ = self.stop(id, code);
         }
-        self.maybe_release(id);
     }
 
     /// Sets a stream's scheduling priority: higher first, round-robin among equals.
