@@ -373,14 +373,11 @@ impl Endpoint {
                 available: server.versions.clone(),
             },
         );
-        let version_choice = VersionChoice::new(
-            version,
-            &server.versions,
-            server.tls.clone(),
-            params.clone(),
-        );
         let mut encoded = Vec::new();
         params.encode(&mut encoded);
+        // Kept only when the server may switch versions (usually not).
+        let version_choice =
+            VersionChoice::new(version, &server.versions, server.tls.clone(), params);
         let tls =
             rustls::quic::ServerConnection::new(server.tls.clone(), tls_version, encoded).ok()?;
         let mut connection = Connection::new(ConnectionInit {

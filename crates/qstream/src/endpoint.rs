@@ -452,7 +452,7 @@ fn handle_received(
         while backlog.offset < meta.len && !long_header {
             let end = (backlog.offset + stride).min(meta.len);
             let datagram = &mut buffer[backlog.offset..end];
-            long_header = datagram.first().is_some_and(|b| b & 0x80 != 0);
+            long_header = qstream_proto::wire::is_long_header(datagram);
             state
                 .proto
                 .handle_datagram(now, meta.addr, ecn(meta.ecn), datagram);

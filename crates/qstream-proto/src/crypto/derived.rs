@@ -425,20 +425,6 @@ mod tests {
             secret.to_vec(),
         )
         .unwrap();
-        // RFC 9001 A.5: key update secret of that secret.
-        let mut probe = DerivedSecrets::new(
-            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
-            Version::V1,
-            Side::Client,
-            secret.to_vec(),
-            secret.to_vec(),
-        )
-        .unwrap();
-        probe.update();
-        assert_eq!(
-            probe.client,
-            hex_literal::hex!("1223504755036d556342ee9361d253421a826c9ecdf3c7148684b36b714881f9")
-        );
         // RFC 9001 A.5: the ChaCha20 short header packet, sealed and opened by our own keys.
         let keys = ours.keys();
         let header = hex_literal::hex!("4200bff4");
@@ -472,7 +458,23 @@ mod tests {
             .decrypt_in_place(654_360_564, &header, &mut sealed)
             .unwrap();
         assert_eq!(opened, b"\x01");
+        // next_packet_keys gives the keys of the current secret (the same packet again), then
+        // moves to the next generation: A.5's ku secret.
         let next = ours.next_packet_keys();
-        assert_eq!(next.local.tag_len(), 16);
+        let mut again = *b"\x01";
+        let tag = next
+            .local
+            .encrypt_in_place(654_360_564, &header, &mut again)
+            .unwrap();
+        assert_eq!(
+            [&again[..], tag.as_ref()].concat(),
+            hex_literal::hex!("655e5cd55c41f69080575d7999c25a5bfb")
+        );
+        let ku =
+            hex_literal::hex!("1223504755036d556342ee9361d253421a826c9ecdf3c7148684b36b714881f9");
+        assert_eq!(
+            (ours.client.as_slice(), ours.server.as_slice()),
+            (&ku[..], &ku[..])
+        );
     }
 }

@@ -445,6 +445,12 @@ fn truncated(Truncated: Truncated) -> DecodeError {
     discard("packet header truncated")
 }
 
+/// Whether `datagram` starts with a long-header packet (RFC 8999 §5.1: the first bit is the
+/// header form; long headers carry the handshake). Readable whatever the version.
+pub fn is_long_header(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| b & LONG_FORM != 0)
+}
+
 /// Reads the packet at the start of `datagram` up to its protected part.
 ///
 /// `local_cid_len` is the length of the connection IDs this endpoint issues, which short headers do

@@ -21,7 +21,7 @@ pub use frame::{
 };
 pub use header::{
     CoalescedPackets, Header, LongType, Packet, PacketType, ProtectedPacket, RetryPacket, Version,
-    VersionNegotiation, parse_packet, reserved_bits_valid, set_long_header_length,
+    VersionNegotiation, is_long_header, parse_packet, reserved_bits_valid, set_long_header_length,
 };
 pub use packet_number::TruncatedPacketNumber;
 pub use stream_id::{Dir, StreamId};
