@@ -6,37 +6,15 @@ use std::time::Duration;
 
 use qstream::proto::wire::VarInt;
 use qstream::{ClientConfig, Connection, Endpoint, ServerConfig, TransportConfig};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-const ALPN: &[u8] = b"qstream-test";
+mod common;
 
+/// A server configuration with `server_transport`, and a client that trusts it.
 fn configs(server_transport: TransportConfig) -> (ServerConfig, ClientConfig) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let cert: CertificateDer<'static> = cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    server_tls.alpn_protocols = vec![ALPN.to_vec()];
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client_tls.alpn_protocols = vec![ALPN.to_vec()];
-    let mut server = ServerConfig::new(Arc::new(server_tls));
+    let tls = common::tls();
+    let mut server = ServerConfig::new(Arc::new(tls.server));
     server.transport = Arc::new(server_transport);
-    (server, ClientConfig::new(Arc::new(client_tls)))
+    (server, ClientConfig::new(Arc::new(tls.client)))
 }
 
 async fn pair(ip: &str, server_transport: TransportConfig) -> (Endpoint, Connection, Connection) {
@@ -286,7 +264,7 @@ async fn loopback_datagrams_stopped_codes_and_accessors() {
         .unwrap()
         .unwrap();
     assert_eq!(&got[..], b"unreliable");
-    assert_eq!(client.alpn_protocol().as_deref(), Some(ALPN));
+    assert_eq!(client.alpn_protocol().as_deref(), Some(common::ALPN));
     assert_eq!(client.peer_certificates().map(|c| c.len()), Some(1));
     assert!(client.rtt().is_some() && client.congestion_window().unwrap() > 0);
     // STOP_SENDING's code reaches the writer (quic-go's CancelRead on the other side).
