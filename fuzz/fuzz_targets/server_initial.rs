@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use qstream_proto::crypto::{initial_keys, protect};
 use qstream_proto::wire::{ConnectionId, Header, TruncatedPacketNumber, Version};
@@ -64,9 +65,8 @@ fuzz_target!(|input: &[u8]| {
     let mut server = Endpoint::new(EndpointConfig::from_seed([7; 32]), Some(server_config()));
     let client: SocketAddr = "192.0.2.1:4433".parse().unwrap();
     let mut now = Instant::now();
-    server.handle_datagram(now, client, None, &mut datagram);
-    let mut raw = raw.to_vec();
-    server.handle_datagram(now, client, None, &mut raw);
+    server.handle_datagram(now, client, None, BytesMut::from(&datagram[..]));
+    server.handle_datagram(now, client, None, BytesMut::from(raw));
     let mut buf = Vec::new();
     for _ in 0..8 {
         while server.poll_transmit(now, &mut buf).is_some() {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
 use rustc_hash::FxHashMap;
 
 use rand::rngs::StdRng;
@@ -26,6 +27,10 @@ use crate::wire::{
     ConnectionId, Packet, PacketType, RetryPacket, Version, VersionInformation, VersionNegotiation,
     parse_packet,
 };
+
+mod routes;
+
+use routes::Routes;
 
 /// Identifies a connection within its endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,11 +69,7 @@ pub struct Endpoint {
     server: Option<Arc<ServerConfig>>,
     connections: FxHashMap<ConnectionHandle, Connection>,
     next_handle: usize,
-    /// Connection IDs that route to a connection: the ones it issued, and for servers the
-    /// client's first Destination Connection ID.
-    routes: HashMap<ConnectionId, ConnectionHandle>,
-    /// The same routes by connection, so forgetting a connection is not a scan of all routes.
-    routes_of: FxHashMap<ConnectionHandle, Vec<ConnectionId>>,
+    routes: Routes,
     /// Connections that may have something to send: touched since they last had nothing.
     /// Polling only these keeps sending independent of how many connections sit idle.
     sendable: BTreeSet<ConnectionHandle>,
@@ -107,8 +108,7 @@ impl Endpoint {
             server: server.map(Arc::new),
             connections: FxHashMap::default(),
             next_handle: 0,
-            routes: HashMap::new(),
-            routes_of: FxHashMap::default(),
+            routes: Routes::default(),
             sendable: BTreeSet::new(),
             changed: BTreeSet::new(),
             incoming: VecDeque::new(),
@@ -201,16 +201,11 @@ impl Endpoint {
         let handle = ConnectionHandle(self.next_handle);
         self.next_handle += 1;
         for cid in cids {
-            self.add_route(*cid, handle);
+            self.routes.add(*cid, handle);
         }
         self.connections.insert(handle, connection);
         self.touch(handle);
         handle
-    }
-
-    fn add_route(&mut self, cid: ConnectionId, handle: ConnectionHandle) {
-        self.routes.insert(cid, handle);
-        self.routes_of.entry(handle).or_default().push(cid);
     }
 
     /// Notes that `handle` may have something to send and new events.
@@ -229,22 +224,22 @@ impl Endpoint {
     fn new_cid(&mut self) -> ConnectionId {
         loop {
             let cid = self.random_cid(self.config.local_cid_len);
-            if !self.routes.contains_key(&cid) {
+            if !self.routes.contains(&cid) {
                 return cid;
             }
         }
     }
 
     /// Processes a datagram from `remote` that arrived with ECN codepoint `ecn`, returning the
-    /// connection it was for, if any.
+    /// connection it was for, if any. Received stream data keeps sharing `datagram`'s storage.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
         remote: SocketAddr,
         ecn: Option<EcnCodepoint>,
-        datagram: &mut [u8],
+        datagram: BytesMut,
     ) -> Option<ConnectionHandle> {
-        let first = parse_packet(datagram, self.config.local_cid_len).ok()?;
+        let first = parse_packet(&datagram, self.config.local_cid_len).ok()?;
         let (dcid, long_initial) = match &first {
             Packet::Protected(p) => (Some(p.dcid), p.ty == PacketType::Initial),
             Packet::Retry(r) => (Some(r.dcid), false),
@@ -274,7 +269,7 @@ impl Endpoint {
             Packet::Protected(p) => datagram[p.token.clone()].to_vec(),
             _ => Vec::new(),
         };
-        if let Some(handle) = dcid.and_then(|cid| self.routes.get(&cid).copied()) {
+        if let Some(handle) = dcid.and_then(|cid| self.routes.get(&cid)) {
             let connection = self.connections.get_mut(&handle)?;
             connection.handle_datagram(now, remote, ecn, datagram);
             self.touch(handle);
@@ -298,7 +293,7 @@ impl Endpoint {
         let reset = self
             .connections
             .iter_mut()
-            .find_map(|(handle, c)| c.check_stateless_reset(now, datagram).then_some(*handle));
+            .find_map(|(handle, c)| c.check_stateless_reset(now, &datagram).then_some(*handle));
         if let Some(handle) = reset {
             self.touch(handle);
             return reset;
@@ -317,7 +312,7 @@ impl Endpoint {
         now: Instant,
         remote: SocketAddr,
         ecn: Option<EcnCodepoint>,
-        datagram: &mut [u8],
+        datagram: BytesMut,
         dcid: ConnectionId,
         client_scid: ConnectionId,
         version: Version,
@@ -539,7 +534,7 @@ impl Endpoint {
                     let ids: Vec<_> = (0..count)
                         .map(|_| {
                             let cid = self.new_cid();
-                            self.add_route(cid, handle);
+                            self.routes.add(cid, handle);
                             (cid, self.reset_key.token(&cid))
                         })
                         .collect();
@@ -547,12 +542,7 @@ impl Endpoint {
                         connection.issue_cids(ids);
                     }
                 }
-                EndpointEvent::RetiredCid(cid) => {
-                    self.routes.remove(&cid);
-                    if let Some(cids) = self.routes_of.get_mut(&handle) {
-                        cids.retain(|c| *c != cid);
-                    }
-                }
+                EndpointEvent::RetiredCid(cid) => self.routes.retire(handle, &cid),
                 EndpointEvent::NeedToken => {
                     let Some(connection) = self.connections.get_mut(&handle) else {
                         continue;
@@ -574,11 +564,7 @@ impl Endpoint {
 
     /// Forgets a connection, drained or not. Its connection IDs stop routing.
     pub fn remove(&mut self, handle: ConnectionHandle) -> Option<Connection> {
-        for cid in self.routes_of.remove(&handle).unwrap_or_default() {
-            if self.routes.get(&cid) == Some(&handle) {
-                self.routes.remove(&cid);
-            }
-        }
+        self.routes.remove_connection(handle);
         self.server_names.remove(&handle);
         self.sendable.remove(&handle);
         self.changed.remove(&handle);

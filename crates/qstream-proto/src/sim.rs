@@ -10,6 +10,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -296,11 +297,16 @@ impl Simulator {
         }
         self.now = self.now.max(next);
         while self.queue.peek().is_some_and(|Reverse(d)| d.at <= self.now) {
-            let Reverse(mut datagram) = self.queue.pop().expect("peeked");
+            let Reverse(datagram) = self.queue.pop().expect("peeked");
             if let Some((_, endpoint)) = self.endpoints.iter_mut().find(|(a, _)| *a == datagram.to)
             {
                 self.stats.delivered += 1;
-                endpoint.handle_datagram(self.now, datagram.from, datagram.ecn, &mut datagram.data);
+                endpoint.handle_datagram(
+                    self.now,
+                    datagram.from,
+                    datagram.ecn,
+                    BytesMut::from(datagram.data.as_slice()),
+                );
             }
         }
         for (_, endpoint) in &mut self.endpoints {

@@ -6,6 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
+
 use common::*;
 use qstream_proto::wire::{
     ConnectionId, Frame, Packet, VarInt, Version, VersionNegotiation, parse_packet,
@@ -19,11 +21,11 @@ fn server() -> Endpoint {
 }
 
 /// Feeds the datagram to a fresh server and returns why its connection closed.
-fn close_reason(datagram: &mut [u8]) -> ConnectionError {
+fn close_reason(datagram: &[u8]) -> ConnectionError {
     let mut server = server();
     let now = Instant::now();
     let handle = server
-        .handle_datagram(now, client_addr(), None, datagram)
+        .handle_datagram(now, client_addr(), None, BytesMut::from(datagram))
         .expect("a connection is created");
     let connection = server.connection(handle).unwrap();
     connection
@@ -116,14 +118,14 @@ fn protocol_error_ack_of_a_packet_never_sent() {
 
 #[test]
 fn protocol_error_garbage_clienthello_is_a_tls_alert() {
-    let mut datagram = client_initial(&dcid(), |b| {
+    let datagram = client_initial(&dcid(), |b| {
         Frame::Crypto {
             offset: VarInt::ZERO,
             data: &[0x01, 0x00, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef],
         }
         .encode(b)
     });
-    let error = close_reason(&mut datagram);
+    let error = close_reason(&datagram);
     let alert = error.tls_alert().expect("CRYPTO_ERROR with an alert");
     assert!(alert > 0, "{error}");
 }
@@ -132,8 +134,8 @@ fn protocol_error_garbage_clienthello_is_a_tls_alert() {
 fn protocol_error_closing_server_tells_the_client() {
     let mut server = server();
     let now = Instant::now();
-    let mut datagram = client_initial(&dcid(), |b| b.push(0x21));
-    server.handle_datagram(now, client_addr(), None, &mut datagram);
+    let datagram = client_initial(&dcid(), |b| b.push(0x21));
+    server.handle_datagram(now, client_addr(), None, BytesMut::from(&datagram[..]));
     // The server answers with CONNECTION_CLOSE in an Initial the client can read.
     let mut buf = Vec::new();
     let transmit = server
@@ -158,7 +160,7 @@ fn handshake_version_negotiation_from_the_server() {
     datagram.resize(1200, 0);
     assert!(
         server
-            .handle_datagram(now, client_addr(), None, &mut datagram)
+            .handle_datagram(now, client_addr(), None, BytesMut::from(&datagram[..]))
             .is_none()
     );
     let mut buf = Vec::new();
@@ -175,8 +177,8 @@ fn handshake_version_negotiation_from_the_server() {
     );
     // Only one per datagram, and none for a datagram below 1200 bytes (RFC 9000 §14.1).
     assert!(server.poll_transmit(now, &mut buf).is_none());
-    let mut small = datagram[..1199].to_vec();
-    server.handle_datagram(now, client_addr(), None, &mut small);
+    let small = datagram[..1199].to_vec();
+    server.handle_datagram(now, client_addr(), None, BytesMut::from(&small[..]));
     assert!(server.poll_transmit(now, &mut buf).is_none());
 }
 
@@ -197,7 +199,7 @@ fn handshake_version_negotiation_ends_the_client_attempt() {
     // A Version Negotiation listing our own version is ignored (RFC9368-017)...
     let mut vn = Vec::new();
     VersionNegotiation::encode(&first.dcid, &first.scid, &[Version::V1], 0, &mut vn);
-    client.handle_datagram(now, server_addr(), None, &mut vn);
+    client.handle_datagram(now, server_addr(), None, BytesMut::from(&vn[..]));
     assert!(client.connection(handle).unwrap().close_reason().is_none());
     // ...one that does not ends the attempt.
     let mut vn = Vec::new();
@@ -208,7 +210,7 @@ fn handshake_version_negotiation_ends_the_client_attempt() {
         0,
         &mut vn,
     );
-    client.handle_datagram(now, server_addr(), None, &mut vn);
+    client.handle_datagram(now, server_addr(), None, BytesMut::from(&vn[..]));
     assert_eq!(
         client.connection(handle).unwrap().close_reason(),
         Some(&ConnectionError::VersionMismatch)

@@ -7,6 +7,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
+
 use common::*;
 use qstream_proto::crypto::{decrypt_payload, initial_keys, unprotect_header};
 use qstream_proto::wire::{
@@ -82,9 +84,9 @@ fn offer(
     let mut server = server_preferring_v2(&cert, &key);
     let now = Instant::now();
     let mut tls = client_tls_with(&cert, info, tls_version);
-    let mut first = first_flight(&mut tls);
+    let first = first_flight(&mut tls);
     let handle = server
-        .handle_datagram(now, client_addr(), None, &mut first)
+        .handle_datagram(now, client_addr(), None, BytesMut::from(&first[..]))
         .expect("a connection");
     (server, handle, tls, now)
 }
@@ -214,8 +216,8 @@ fn version_negotiation_server_switches_a_client_offering_v2_to_it() {
         dcid: server.connection(handle).unwrap().local_cid(),
         scid: ConnectionId::from_slice(&CLIENT_SCID).unwrap(),
     };
-    let mut packet = protected_packet(&header, &payload, &keys);
-    server.handle_datagram(now, client_addr(), None, &mut packet);
+    let packet = protected_packet(&header, &payload, &keys);
+    server.handle_datagram(now, client_addr(), None, BytesMut::from(&packet[..]));
     let connection = server.connection(handle).unwrap();
     assert!(
         connection.is_established(),

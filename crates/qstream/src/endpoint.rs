@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use bytes::BytesMut;
 use qstream_proto::connection::Event;
 use qstream_proto::{
     ClientConfig, ConnectError, ConnectionError, ConnectionHandle, EndpointConfig, ServerConfig,
@@ -439,24 +440,28 @@ impl Backlog {
 fn handle_received(
     state: &mut State,
     now: Instant,
-    buffers: &mut [Vec<u8>],
+    buffers: &[Vec<u8>],
     meta: &[RecvMeta],
     backlog: &mut Backlog,
 ) {
     while !backlog.is_empty() {
         let meta = &meta[backlog.buffer];
-        // GRO may deliver several datagrams of `stride` bytes in one buffer.
+        // GRO may deliver several datagrams of `stride` bytes in one buffer. They are copied
+        // out once, into one allocation that their packets' stream data then shares.
         let stride = meta.stride.max(1);
-        let buffer = &mut buffers[backlog.buffer][..meta.len];
+        let mut rest = BytesMut::from(&buffers[backlog.buffer][backlog.offset..meta.len]);
         let mut long_header = false;
-        while backlog.offset < meta.len && !long_header {
-            let end = (backlog.offset + stride).min(meta.len);
-            let datagram = &mut buffer[backlog.offset..end];
-            long_header = qstream_proto::wire::is_long_header(datagram);
+        while !rest.is_empty() && !long_header {
+            let datagram = if rest.len() <= stride {
+                std::mem::take(&mut rest)
+            } else {
+                rest.split_to(stride)
+            };
+            backlog.offset += datagram.len();
+            long_header = qstream_proto::wire::is_long_header(&datagram);
             state
                 .proto
                 .handle_datagram(now, meta.addr, ecn(meta.ecn), datagram);
-            backlog.offset = end;
         }
         if backlog.offset >= meta.len {
             backlog.buffer += 1;
@@ -483,7 +488,7 @@ async fn drive(shared: Arc<Shared>) {
         let deadline = {
             let mut state = shared.lock();
             let now = Instant::now();
-            handle_received(&mut state, now, &mut buffers, &meta, &mut backlog);
+            handle_received(&mut state, now, &buffers, &meta, &mut backlog);
             let unused = shared.users.load(std::sync::atomic::Ordering::SeqCst) == 0;
             if unused {
                 // Nobody can use a connection any more: close them all, stop once drained.

@@ -3,11 +3,12 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::space::SpaceId;
 use super::{Connection, ConnectionError, EcnCodepoint, Event, State, TransportError};
 use crate::crypto::{decrypt_payload, initial_keys, retry_tag_valid, unprotect_header};
+use crate::stateless_reset::MIN_STATELESS_RESET_LEN;
 use crate::wire::{
     Frame, FrameType, Frames, Packet, PacketType, ProtectedPacket, RetryPacket, VersionNegotiation,
     parse_packet, reserved_bits_valid,
@@ -24,13 +25,14 @@ impl Connection {
     /// Processes a datagram the endpoint routed to this connection: every coalesced packet in it
     /// (RFC 9000 §12.2, RFC9000-214), each decrypted and acknowledged separately (RFC9000-218).
     /// Packets that cannot be decrypted are dropped; a protocol error closes the connection.
-    /// `ecn` is the datagram's ECN codepoint, when the socket reports it.
+    /// `ecn` is the datagram's ECN codepoint, when the socket reports it. Received stream data
+    /// shares `datagram`'s storage rather than being copied.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
         remote: SocketAddr,
         ecn: Option<EcnCodepoint>,
-        datagram: &mut [u8],
+        mut datagram: BytesMut,
     ) {
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
@@ -50,26 +52,34 @@ impl Connection {
             // A client only talks to the server's address; migration is not supported.
             return;
         }
-        let mut offset = 0;
+        // A stateless reset is recognised by the datagram's last bytes (RFC 9000 §10.3.1), kept
+        // here as the packets are split off one by one.
+        let mut tail = [0u8; MIN_STATELESS_RESET_LEN];
+        let tail_len = datagram.len().min(MIN_STATELESS_RESET_LEN);
+        tail[..tail_len].copy_from_slice(&datagram[datagram.len() - tail_len..]);
         let mut first_dcid = None;
         let mut any_processed = false;
-        while offset < datagram.len() {
-            let packet = match parse_packet(&datagram[offset..], self.local_cid_len) {
+        while !datagram.is_empty() {
+            let packet = match parse_packet(&datagram, self.local_cid_len) {
                 Ok(packet) => packet,
                 Err(_) => {
                     self.stats.packets_dropped += 1;
                     break;
                 }
             };
-            let len = packet.wire_len().min(datagram.len() - offset);
+            let len = packet.wire_len().min(datagram.len());
             match packet {
                 Packet::Protected(located) => {
                     // RFC 9000 §12.2, RFC9000-217: ignore coalesced packets for another
                     // connection ID.
+                    let bytes = if len == datagram.len() {
+                        std::mem::take(&mut datagram)
+                    } else {
+                        datagram.split_to(len)
+                    };
                     if *first_dcid.get_or_insert(located.dcid) != located.dcid {
                         self.stats.packets_dropped += 1;
                     } else {
-                        let bytes = &mut datagram[offset..offset + len];
                         match self.handle_packet(now, located, ecn, bytes) {
                             Ok(Outcome::Processed) => any_processed = true,
                             Ok(Outcome::Dropped) => self.stats.packets_dropped += 1,
@@ -82,23 +92,27 @@ impl Connection {
                 }
                 Packet::Retry(retry) => {
                     let retry = retry.clone();
-                    self.handle_retry(&retry, &datagram[offset..offset + len]);
+                    self.handle_retry(&retry, &datagram[..len]);
+                    let _ = datagram.split_to(len);
                 }
                 Packet::VersionNegotiation(vn) => {
                     let vn = vn.clone();
                     self.handle_version_negotiation(&vn);
+                    let _ = datagram.split_to(len);
                 }
-                Packet::UnsupportedVersion { .. } => self.stats.packets_dropped += 1,
+                Packet::UnsupportedVersion { .. } => {
+                    self.stats.packets_dropped += 1;
+                    let _ = datagram.split_to(len);
+                }
             }
             if self.error.is_some() {
                 return;
             }
-            offset += len;
         }
         // RFC 9000 §10.3.1, RFC9000-197: a datagram whose first packet does not decrypt may be a
         // stateless reset.
         if !any_processed {
-            self.check_stateless_reset(now, datagram);
+            self.check_stateless_reset(now, &tail[..tail_len]);
         }
     }
 
@@ -107,7 +121,7 @@ impl Connection {
         now: Instant,
         located: ProtectedPacket,
         ecn: Option<EcnCodepoint>,
-        bytes: &mut [u8],
+        mut bytes: BytesMut,
     ) -> Result<Outcome, TransportError> {
         // We never advertise grease_quic_bit, so a cleared QUIC bit is invalid (RFC9000-291).
         if !located.fixed_bit {
@@ -157,7 +171,7 @@ impl Connection {
         let Some(header_key) = header_key else {
             return Ok(Outcome::Dropped);
         };
-        let Ok(header) = unprotect_header(bytes, located.pn_offset, header_key) else {
+        let Ok(header) = unprotect_header(&mut bytes, located.pn_offset, header_key) else {
             return Ok(Outcome::Dropped);
         };
         let space = &self.spaces[id as usize];
@@ -182,9 +196,14 @@ impl Connection {
             }
         };
         let length = bytes.len();
-        let Ok(payload) = decrypt_payload(bytes, header.header_len, pn, packet_key) else {
+        let Ok(plaintext) = decrypt_payload(&mut bytes, header.header_len, pn, packet_key) else {
             return Ok(Outcome::Dropped);
         };
+        // The payload shares the datagram's storage: received stream data is not copied again.
+        let payload_len = plaintext.len();
+        bytes.advance(header.header_len);
+        bytes.truncate(payload_len);
+        let payload = bytes.freeze();
         // RFC 9000 §17.2 RFC9000-299, §17.3.1 RFC9000-328: reserved bits after decryption.
         if !reserved_bits_valid(header.first_byte) {
             return Err(TransportError::new(
@@ -227,9 +246,9 @@ impl Connection {
             self.discard_space(SpaceId::Initial);
         }
         if let Some(qlog) = &mut self.qlog {
-            qlog.packet(now, false, id, pn, length, payload);
+            qlog.packet(now, false, id, pn, length, &payload);
         }
-        let ack_eliciting = self.process_frames(now, id, &located, payload)?;
+        let ack_eliciting = self.process_frames(now, id, &located, &payload)?;
         let completed_stream = self.streams.take_completed_in_packet();
         let space = &mut self.spaces[id as usize];
         let largest_before = space.received.max();
@@ -283,15 +302,12 @@ impl Connection {
         now: Instant,
         id: SpaceId,
         packet: &ProtectedPacket,
-        payload: &[u8],
+        payload: &Bytes,
     ) -> Result<bool, TransportError> {
         let packet_type = packet.ty;
         let mut ack_eliciting = false;
         let mut any = false;
-        // One copy of the payload, which received stream data then shares rather than copying
-        // again.
-        let payload = Bytes::copy_from_slice(payload);
-        for frame in Frames::new(&payload) {
+        for frame in Frames::new(payload) {
             let frame = frame?;
             any = true;
             let ty = frame.ty();
@@ -397,7 +413,7 @@ impl Connection {
                 | Frame::StopSending { .. }
                 | Frame::MaxStreamData { .. }
                 | Frame::StreamDataBlocked { .. } => {
-                    self.streams.on_frame(now, &frame, &payload)?;
+                    self.streams.on_frame(now, &frame, payload)?;
                 }
             }
         }

@@ -196,14 +196,14 @@ impl RecvHalf {
         Ok(grew)
     }
 
-    /// Keeps the part of `data` at `offset` not already held, sharing `payload`'s storage.
+    /// Keeps the part of `data` at `offset` not already held (see [`retain`]).
     fn insert(&mut self, offset: u64, data: &[u8], payload: &Bytes) {
         let end = offset + data.len() as u64;
         let ready_end = self.ready_end();
         if offset <= ready_end && end > ready_end {
             // In order: append, then take whatever out-of-order data now follows on.
             let piece = &data[(ready_end - offset) as usize..];
-            self.push_ready(payload.slice_ref(piece));
+            self.push_ready(retain(payload, piece));
             while let Some(entry) = self.chunks.first_entry() {
                 let (start, ready_end) = (*entry.key(), self.read + self.ready_len);
                 if start > ready_end {
@@ -239,7 +239,7 @@ impl RecvHalf {
             let piece = &data[(start - offset) as usize..(next - offset) as usize];
             if !piece.is_empty() {
                 self.received_bytes += piece.len() as u64;
-                self.chunks.insert(start, payload.slice_ref(piece));
+                self.chunks.insert(start, retain(payload, piece));
             }
             start = next;
         }
@@ -386,9 +386,34 @@ impl RecvHalf {
     }
 }
 
+/// `piece` of a received packet's `payload`, to keep until the application reads it. Most of a
+/// packet shares the storage of the datagram batch it arrived in; a piece smaller than half its
+/// packet is copied instead, so that a few bytes cannot keep a whole batch of the peer's
+/// datagrams in memory (a peer sending one byte per packet would otherwise pin up to 64 KiB
+/// per byte of stream credit).
+fn retain(payload: &Bytes, piece: &[u8]) -> Bytes {
+    if piece.len() * 2 < payload.len() {
+        Bytes::copy_from_slice(piece)
+    } else {
+        payload.slice_ref(piece)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_share_large_pieces_of_a_packet_and_copy_small_ones() {
+        let payload = Bytes::from(vec![5u8; 1000]);
+        let shares = |kept: &Bytes| payload.as_ptr_range().contains(&kept.as_ptr());
+        let large = retain(&payload, &payload[100..700]);
+        assert_eq!(&large[..], &payload[100..700]);
+        assert!(shares(&large));
+        let small = retain(&payload, &payload[10..20]);
+        assert_eq!(&small[..], &payload[10..20]);
+        assert!(!shares(&small));
+    }
 
     fn data(
         offset: u64,
