@@ -30,7 +30,8 @@ use crate::recovery::pacing::Pacer;
 use crate::recovery::{Controller, RttEstimator};
 use crate::stateless_reset::StatelessResetToken;
 use crate::streams::{
-    OpenError, OpenTicket, ReadOutcome, StreamError, StreamEvent, Streams, StreamsSnapshot,
+    OpenError, OpenTicket, ReadOutcome, StreamError, StreamEvent, StreamFrameRecord, Streams,
+    StreamsSnapshot,
 };
 use crate::wire::{
     ConnectionId, FrameType, TransportParameters, VarInt, Version, VersionInformation,
@@ -341,6 +342,9 @@ pub struct Connection {
     /// several retirements in one datagram do not over-issue (RFC 9000 §5.1.1).
     cids_requested: usize,
     streams: Streams,
+    /// Emptied stream-frame lists of acknowledged packets, reused by the next packets sent:
+    /// sending then allocates nothing per packet.
+    spare_stream_records: Vec<Vec<StreamFrameRecord>>,
     /// The Destination Connection ID of the client's first Initial: it derives Initial keys and
     /// is echoed in original_destination_connection_id.
     original_dcid: ConnectionId,
@@ -501,6 +505,7 @@ impl Connection {
             ),
             cids_requested: 0,
             streams: Streams::new(init.side, init.config.streams.clone()),
+            spare_stream_records: Vec::new(),
             original_dcid: init.original_dcid,
             peer_initial_scid: (init.side == Side::Server).then_some(init.remote_cid),
             retry_scid: None,

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::space::{SentPacket, SpaceId};
-use super::{Connection, State, TransportError};
+use super::{Connection, State, StreamFrameRecord, TransportError};
 use crate::recovery::{PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD};
 use crate::wire::{Ack, VarInt};
 use crate::{Side, TransportErrorCode};
@@ -206,11 +206,24 @@ impl Connection {
             }
         }
         self.process_ecn(now, id, ack, &newly_acked);
+        for (_, packet) in newly_acked {
+            self.recycle_stream_records(packet.retransmit.streams);
+        }
         self.detect_and_remove_lost(now, id);
         if self.peer_completed_address_validation() {
             self.pto_count = 0;
         }
         Ok(())
+    }
+
+    /// Keeps an acknowledged packet's emptied stream-frame list for a later packet; enough are
+    /// kept for the packets one ACK typically covers, the rest freed.
+    fn recycle_stream_records(&mut self, mut records: Vec<StreamFrameRecord>) {
+        const MAX_SPARE: usize = 128;
+        if records.capacity() > 0 && self.spare_stream_records.len() < MAX_SPARE {
+            records.clear();
+            self.spare_stream_records.push(records);
+        }
     }
 
     /// ECN validation and congestion response (RFC 9000 §13.4.2, RFC 9002 §7.1): the counts

@@ -474,16 +474,17 @@ impl Connection {
                 }
                 write_crypto(space, buf, max_end, record);
             }
-            if id == SpaceId::Data
-                && self.streams.write_frames(
-                    buf,
-                    max_end,
-                    &mut record.retransmit.streams,
-                    now,
-                    self.rtt.smoothed(),
-                )
-            {
-                record.ack_eliciting = true;
+            if id == SpaceId::Data {
+                let mut streams = self.spare_stream_records.pop().unwrap_or_default();
+                let rtt = self.rtt.smoothed();
+                record.ack_eliciting |=
+                    self.streams
+                        .write_frames(buf, max_end, &mut streams, now, rtt);
+                if streams.is_empty() {
+                    self.spare_stream_records.push(streams);
+                } else {
+                    record.retransmit.streams = streams;
+                }
             }
             if id == SpaceId::Data {
                 while let Some(datagram) = self.datagrams_out.front() {

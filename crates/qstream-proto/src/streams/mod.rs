@@ -8,6 +8,7 @@
 
 mod recv;
 mod send;
+mod send_buffer;
 
 pub use recv::{ReadOutcome, RecvState};
 pub use send::SendState;

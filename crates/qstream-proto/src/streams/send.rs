@@ -2,8 +2,7 @@
 
 use std::ops::Range;
 
-use bytes::{Buf, BytesMut};
-
+use super::send_buffer::SendBuffer;
 use crate::range_set::RangeSet;
 use crate::wire::VarInt;
 
@@ -35,7 +34,7 @@ impl SendState {
 pub(crate) struct SendHalf {
     pub(crate) state: SendState,
     /// Written data not yet acknowledged, starting at stream offset `base`.
-    buffer: BytesMut,
+    buffer: SendBuffer,
     base: u64,
     /// Offset of the next byte never sent.
     unsent: u64,
@@ -68,7 +67,7 @@ impl SendHalf {
     pub(crate) fn new(max_data: u64) -> Self {
         Self {
             state: SendState::Send,
-            buffer: BytesMut::new(),
+            buffer: SendBuffer::default(),
             base: 0,
             unsent: 0,
             retransmit: RangeSet::default(),
@@ -107,7 +106,7 @@ impl SendHalf {
     }
 
     pub(crate) fn write(&mut self, data: &[u8]) {
-        self.buffer.extend_from_slice(data);
+        self.buffer.push(data);
     }
 
     /// Whether there is anything to send now: data under the flow control limit, a FIN, or data
@@ -140,7 +139,12 @@ impl SendHalf {
         conn_credit: &mut u64,
     ) -> Option<(u64, &[u8], bool)> {
         if let Some(range) = self.retransmit.pop_lowest() {
-            let end = range.end.min(range.start + max as u64);
+            let wanted = range.end.min(range.start + max as u64);
+            let data = self.buffer.contiguous(
+                (range.start - self.base) as usize,
+                (wanted - self.base) as usize,
+            );
+            let end = range.start + data.len() as u64;
             if end < range.end {
                 self.retransmit.insert_range(end..range.end);
             }
@@ -150,26 +154,28 @@ impl SendHalf {
                 && end == self.written()
                 && self.unsent == self.written();
             self.fin_sent |= fin;
-            let data = &self.buffer[(range.start - self.base) as usize..(end - self.base) as usize];
             return Some((range.start, data, fin));
         }
         let limit = self
             .max_data
             .min(self.unsent.saturating_add(*conn_credit))
             .min(self.written());
-        let end = limit.min(self.unsent + max as u64);
+        let start = self.unsent;
+        let data = self.buffer.contiguous(
+            (start - self.base) as usize,
+            (limit.min(start + max as u64) - self.base) as usize,
+        );
+        let end = start + data.len() as u64;
         let fin = self.fin_pending && end == self.written() && !self.fin_sent;
-        if end == self.unsent && !fin {
+        if end == start && !fin {
             return None;
         }
-        let start = self.unsent;
         *conn_credit -= end - start;
         self.unsent = end;
         if fin {
             self.fin_sent = true;
             self.state = SendState::DataSent;
         }
-        let data = &self.buffer[(start - self.base) as usize..(end - self.base) as usize];
         Some((start, data, fin))
     }
 
@@ -232,7 +238,7 @@ impl SendHalf {
         self.reset_code = Some(code);
         self.reset_pending = true;
         self.retransmit = RangeSet::default();
-        self.buffer = BytesMut::new();
+        self.buffer.clear();
         // The final size is what was sent: nothing more goes out (RFC 9000 §4.5).
         Some(self.unsent)
     }
