@@ -196,14 +196,15 @@ impl RecvHalf {
         Ok(grew)
     }
 
-    /// Keeps the part of `data` at `offset` not already held (see [`retain`]).
+    /// Keeps the part of `data` at `offset` not already held. In-order data shares `payload`'s
+    /// storage; data behind a gap is kept as [`retain_out_of_order`] says.
     fn insert(&mut self, offset: u64, data: &[u8], payload: &Bytes) {
         let end = offset + data.len() as u64;
         let ready_end = self.ready_end();
         if offset <= ready_end && end > ready_end {
             // In order: append, then take whatever out-of-order data now follows on.
             let piece = &data[(ready_end - offset) as usize..];
-            self.push_ready(retain(payload, piece));
+            self.push_ready(payload.slice_ref(piece));
             while let Some(entry) = self.chunks.first_entry() {
                 let (start, ready_end) = (*entry.key(), self.read + self.ready_len);
                 if start > ready_end {
@@ -239,7 +240,8 @@ impl RecvHalf {
             let piece = &data[(start - offset) as usize..(next - offset) as usize];
             if !piece.is_empty() {
                 self.received_bytes += piece.len() as u64;
-                self.chunks.insert(start, retain(payload, piece));
+                self.chunks
+                    .insert(start, retain_out_of_order(payload, piece));
             }
             start = next;
         }
@@ -386,12 +388,12 @@ impl RecvHalf {
     }
 }
 
-/// `piece` of a received packet's `payload`, to keep until the application reads it. Most of a
-/// packet shares the storage of the datagram batch it arrived in; a piece smaller than half its
-/// packet is copied instead, so that a few bytes cannot keep a whole batch of the peer's
-/// datagrams in memory (a peer sending one byte per packet would otherwise pin up to 64 KiB
-/// per byte of stream credit).
-fn retain(payload: &Bytes, piece: &[u8]) -> Bytes {
+/// `piece` of a received packet's `payload`, arrived out of order, to keep until the gap before
+/// it fills. Received data shares the storage of the datagram batch it arrived in, which the
+/// application frees by reading; data behind a gap cannot be read, and the peer decides when
+/// the gap fills. So a piece smaller than half its packet is copied: a few bytes behind a gap
+/// cannot keep a whole batch of the peer's datagrams (up to 64 KiB) in memory.
+fn retain_out_of_order(payload: &Bytes, piece: &[u8]) -> Bytes {
     if piece.len() * 2 < payload.len() {
         Bytes::copy_from_slice(piece)
     } else {
@@ -404,13 +406,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn streams_share_large_pieces_of_a_packet_and_copy_small_ones() {
+    fn streams_share_large_out_of_order_pieces_and_copy_small_ones() {
         let payload = Bytes::from(vec![5u8; 1000]);
         let shares = |kept: &Bytes| payload.as_ptr_range().contains(&kept.as_ptr());
-        let large = retain(&payload, &payload[100..700]);
+        let large = retain_out_of_order(&payload, &payload[100..700]);
         assert_eq!(&large[..], &payload[100..700]);
         assert!(shares(&large));
-        let small = retain(&payload, &payload[10..20]);
+        let small = retain_out_of_order(&payload, &payload[10..20]);
         assert_eq!(&small[..], &payload[10..20]);
         assert!(!shares(&small));
     }

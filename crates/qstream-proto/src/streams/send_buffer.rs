@@ -64,7 +64,7 @@ impl SendBuffer {
 
     /// Makes room for `needed` bytes: at least double, in order from index 0.
     fn grow(&mut self, needed: usize) {
-        let capacity = needed.max(2 * self.ring.len()).max(4096);
+        let capacity = needed.max(2 * self.ring.len());
         let mut ring = vec![0; capacity];
         let first = self.contiguous(0, self.len);
         let first_len = first.len();
