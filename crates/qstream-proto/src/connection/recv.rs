@@ -70,13 +70,13 @@ impl Connection {
             let len = packet.wire_len().min(datagram.len());
             match packet {
                 Packet::Protected(located) => {
-                    // RFC 9000 §12.2, RFC9000-217: ignore coalesced packets for another
-                    // connection ID.
                     let bytes = if len == datagram.len() {
                         std::mem::take(&mut datagram)
                     } else {
                         datagram.split_to(len)
                     };
+                    // RFC 9000 §12.2, RFC9000-217: ignore coalesced packets for another
+                    // connection ID.
                     if *first_dcid.get_or_insert(located.dcid) != located.dcid {
                         self.stats.packets_dropped += 1;
                     } else {
@@ -93,16 +93,16 @@ impl Connection {
                 Packet::Retry(retry) => {
                     let retry = retry.clone();
                     self.handle_retry(&retry, &datagram[..len]);
-                    let _ = datagram.split_to(len);
+                    datagram.advance(len);
                 }
                 Packet::VersionNegotiation(vn) => {
                     let vn = vn.clone();
                     self.handle_version_negotiation(&vn);
-                    let _ = datagram.split_to(len);
+                    datagram.advance(len);
                 }
                 Packet::UnsupportedVersion { .. } => {
                     self.stats.packets_dropped += 1;
-                    let _ = datagram.split_to(len);
+                    datagram.advance(len);
                 }
             }
             if self.error.is_some() {
