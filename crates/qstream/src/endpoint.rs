@@ -417,19 +417,34 @@ fn gso_batches(
 /// Datagrams received per system call at most.
 const BATCH: usize = 32;
 
-/// Hands received datagrams to the protocol endpoint.
-/// Received datagrams not yet handed to the protocol: the first `count` receive buffers, from
-/// byte `offset` of buffer `buffer` on.
-#[derive(Debug, Default)]
-struct Backlog {
-    count: usize,
-    buffer: usize,
-    offset: usize,
+/// Datagrams that arrived from one address in one receive buffer (several of `stride` bytes
+/// each with GRO), not yet handed to the protocol. They are copied out of the buffer once, into
+/// one allocation that their packets' stream data then shares.
+#[derive(Debug)]
+struct Received {
+    from: SocketAddr,
+    ecn: Option<qstream_proto::EcnCodepoint>,
+    stride: usize,
+    rest: BytesMut,
 }
 
-impl Backlog {
-    fn is_empty(&self) -> bool {
-        self.buffer >= self.count
+impl Received {
+    fn new(meta: &RecvMeta, buffer: &[u8]) -> Self {
+        Self {
+            from: meta.addr,
+            ecn: ecn(meta.ecn),
+            stride: meta.stride.max(1),
+            rest: BytesMut::from(&buffer[..meta.len]),
+        }
+    }
+
+    /// The next datagram, sharing the batch's allocation.
+    fn next_datagram(&mut self) -> BytesMut {
+        if self.rest.len() <= self.stride {
+            std::mem::take(&mut self.rest)
+        } else {
+            self.rest.split_to(self.stride)
+        }
     }
 }
 
@@ -437,41 +452,21 @@ impl Backlog {
 /// a long header: handshake packets cost TLS work, and what it produced (a handshake flight,
 /// a Finished) goes out before the next is handled, so the peer works on one handshake while
 /// we work on the next instead of both sides taking turns over whole batches.
-fn handle_received(
-    state: &mut State,
-    now: Instant,
-    buffers: &[Vec<u8>],
-    meta: &[RecvMeta],
-    backlog: &mut Backlog,
-) {
-    while !backlog.is_empty() {
-        let meta = &meta[backlog.buffer];
-        // GRO may deliver several datagrams of `stride` bytes in one buffer. They are copied
-        // out once, into one allocation that their packets' stream data then shares.
-        let stride = meta.stride.max(1);
-        let mut rest = BytesMut::from(&buffers[backlog.buffer][backlog.offset..meta.len]);
-        let mut long_header = false;
-        while !rest.is_empty() && !long_header {
-            let datagram = if rest.len() <= stride {
-                std::mem::take(&mut rest)
-            } else {
-                rest.split_to(stride)
-            };
-            backlog.offset += datagram.len();
-            long_header = qstream_proto::wire::is_long_header(&datagram);
-            state
-                .proto
-                .handle_datagram(now, meta.addr, ecn(meta.ecn), datagram);
+fn handle_received(state: &mut State, now: Instant, backlog: &mut VecDeque<Received>) {
+    while let Some(batch) = backlog.front_mut() {
+        let (from, ecn) = (batch.from, batch.ecn);
+        let datagram = batch.next_datagram();
+        if batch.rest.is_empty() {
+            backlog.pop_front();
         }
-        if backlog.offset >= meta.len {
-            backlog.buffer += 1;
-            backlog.offset = 0;
-        }
+        let long_header = qstream_proto::wire::is_long_header(&datagram);
+        state.proto.handle_datagram(now, from, ecn, datagram);
         if long_header {
             return;
         }
     }
 }
+
 /// Receive buffer per datagram: the largest UDP payload.
 const DATAGRAM_BUFFER: usize = 65_536;
 
@@ -481,14 +476,14 @@ async fn drive(shared: Arc<Shared>) {
     let mut buffers = vec![vec![0u8; DATAGRAM_BUFFER]; BATCH];
     let mut meta = vec![RecvMeta::default(); BATCH];
     let mut out = Vec::with_capacity(1500);
-    let mut backlog = Backlog::default();
+    let mut backlog = VecDeque::new();
     loop {
         // Timers and everything waiting to be sent.
         let mut sends = Vec::new();
         let deadline = {
             let mut state = shared.lock();
             let now = Instant::now();
-            handle_received(&mut state, now, &buffers, &meta, &mut backlog);
+            handle_received(&mut state, now, &mut backlog);
             let unused = shared.users.load(std::sync::atomic::Ordering::SeqCst) == 0;
             if unused {
                 // Nobody can use a connection any more: close them all, stop once drained.
@@ -563,7 +558,12 @@ async fn drive(shared: Arc<Shared>) {
                         continue;
                     }
                 };
-                backlog = Backlog { count, buffer: 0, offset: 0 };
+                backlog.extend(
+                    meta[..count]
+                        .iter()
+                        .zip(&buffers)
+                        .map(|(meta, buffer)| Received::new(meta, buffer)),
+                );
             }
             _ = sleep => {}
             _ = shared.notify.notified() => {}

@@ -25,9 +25,7 @@ pub(super) struct Routes {
 impl Routes {
     /// Routes `cid` to `handle`.
     pub(super) fn add(&mut self, cid: ConnectionId, handle: ConnectionHandle) {
-        if self.last.is_some_and(|(last, _)| last == cid) {
-            self.last = None;
-        }
+        self.forget_last(&cid);
         self.by_cid.insert(cid, handle);
         self.by_connection.entry(handle).or_default().push(cid);
     }
@@ -70,6 +68,7 @@ impl Routes {
         }
     }
 
+    /// Forgets the remembered route if it is `cid`'s.
     fn forget_last(&mut self, cid: &ConnectionId) {
         if self.last.is_some_and(|(last, _)| last == *cid) {
             self.last = None;

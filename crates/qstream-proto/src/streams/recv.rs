@@ -406,15 +406,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn streams_share_large_out_of_order_pieces_and_copy_small_ones() {
+    fn streams_share_the_packet_except_small_pieces_behind_a_gap() {
         let payload = Bytes::from(vec![5u8; 1000]);
         let shares = |kept: &Bytes| payload.as_ptr_range().contains(&kept.as_ptr());
-        let large = retain_out_of_order(&payload, &payload[100..700]);
-        assert_eq!(&large[..], &payload[100..700]);
-        assert!(shares(&large));
-        let small = retain_out_of_order(&payload, &payload[10..20]);
-        assert_eq!(&small[..], &payload[10..20]);
-        assert!(!shares(&small));
+        let mut half = RecvHalf::new(10_000);
+        // In order, however small: shared until the application reads it.
+        half.on_data(0, &payload[..10], false, &payload).unwrap();
+        assert!(shares(half.ready.back().unwrap()));
+        // Behind a gap and small: copied, so it cannot keep the packet's batch alive.
+        half.on_data(100, &payload[100..110], false, &payload)
+            .unwrap();
+        assert!(!shares(&half.chunks[&100]));
+        assert_eq!(&half.chunks[&100][..], &payload[100..110]);
+        // Behind a gap and most of the packet: shared.
+        half.on_data(200, &payload[200..800], false, &payload)
+            .unwrap();
+        assert!(shares(&half.chunks[&200]));
     }
 
     fn data(
