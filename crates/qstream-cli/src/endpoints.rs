@@ -2,8 +2,9 @@
 
 use std::error::Error;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use qstream::{ConnectionError, Endpoint, ServerConfig};
+use qstream::{Connecting, Connection, ConnectionError, Endpoint, ServerConfig};
 
 use crate::observe::ObserveArgs;
 
@@ -39,6 +40,21 @@ pub(crate) async fn client(
     let endpoint = Endpoint::client(local)?;
     observe.apply(&endpoint)?;
     Ok((endpoint, addr))
+}
+
+/// The connection once `connecting` completes its handshake within `timeout`. A peer that
+/// never answers is reported as `silence` says, a failed handshake as `explain` says.
+pub(crate) async fn handshake(
+    connecting: Connecting,
+    timeout: Duration,
+    silence: impl FnOnce() -> String,
+    explain: impl FnOnce(&ConnectionError) -> String,
+) -> Result<Connection, Box<dyn Error>> {
+    match tokio::time::timeout(timeout, connecting).await {
+        Err(_) => Err(silence().into()),
+        Ok(Err(error)) => Err(explain(&error).into()),
+        Ok(Ok(connection)) => Ok(connection),
+    }
 }
 
 /// What a failed handshake means for the user: `untrusted` when our side refused the peer's

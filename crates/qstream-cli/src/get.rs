@@ -194,19 +194,18 @@ async fn fetch_from(
 ) -> Result<Vec<Failure>, Box<dyn Error>> {
     let (endpoint, addr) = endpoints::client(host, port, &args.observe).await?;
     let connecting = endpoint.connect(config, addr, host)?;
-    let connection =
-        match tokio::time::timeout(Duration::from_secs_f64(args.connect_timeout), connecting).await
-        {
-            Err(_) => {
-                return Err(format!(
-                    "no answer within {} s: is the server running and the UDP port open?",
-                    args.connect_timeout
-                )
-                .into());
-            }
-            Ok(Err(error)) => return Err(explain_handshake_error(&error).into()),
-            Ok(Ok(connection)) => connection,
-        };
+    let connection = endpoints::handshake(
+        connecting,
+        Duration::from_secs_f64(args.connect_timeout),
+        || {
+            format!(
+                "no answer within {} s: is the server running and the UDP port open?",
+                args.connect_timeout
+            )
+        },
+        explain_handshake_error,
+    )
+    .await?;
     args.observe.watch(&connection, format!("{host}:{port}"));
     // Drawn only when standard error is a terminal.
     let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());

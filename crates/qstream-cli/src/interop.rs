@@ -208,13 +208,13 @@ async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
     let mut failed = 0;
     for (index, batch) in batches.into_iter().enumerate() {
         let connecting = endpoint.connect(&config, addr, &first.host)?;
-        let connection = match tokio::time::timeout(CLIENT_TIMEOUT, connecting).await {
-            Err(_) => {
-                return Err(format!("no handshake with {addr} within {CLIENT_TIMEOUT:?}").into());
-            }
-            Ok(Err(error)) => return Err(get::explain_handshake_error(&error).into()),
-            Ok(Ok(connection)) => connection,
-        };
+        let connection = endpoints::handshake(
+            connecting,
+            CLIENT_TIMEOUT,
+            || format!("no handshake with {addr} within {CLIENT_TIMEOUT:?}"),
+            get::explain_handshake_error,
+        )
+        .await?;
         args.observe.watch(&connection, addr.to_string());
         if case.resumption && index > 0 && connection.handshake_resumed() != Some(true) {
             return Err("the second connection did not resume the TLS session".into());

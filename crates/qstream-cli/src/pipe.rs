@@ -104,19 +104,18 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
         .ok_or_else(|| format!("invalid address {:?}: expected host:port", args.addr))?;
     let (endpoint, addr) = endpoints::client(host, port, &args.observe).await?;
     let connecting = endpoint.connect(&ClientConfig::new(Arc::new(tls)), addr, host)?;
-    let connection =
-        match tokio::time::timeout(Duration::from_secs_f64(args.connect_timeout), connecting).await
-        {
-            Err(_) => {
-                return Err(format!(
-                    "no answer from {addr} within {} s: is qstream recv running there?",
-                    args.connect_timeout
-                )
-                .into());
-            }
-            Ok(Err(error)) => return Err(explain_handshake_error(&error).into()),
-            Ok(Ok(connection)) => connection,
-        };
+    let connection = endpoints::handshake(
+        connecting,
+        Duration::from_secs_f64(args.connect_timeout),
+        || {
+            format!(
+                "no answer from {addr} within {} s: is qstream recv running there?",
+                args.connect_timeout
+            )
+        },
+        explain_handshake_error,
+    )
+    .await?;
     args.observe.watch(&connection, "send");
     let started = Instant::now();
     let (mut send, mut recv) = connection.open_bi().await?;

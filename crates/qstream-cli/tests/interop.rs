@@ -2,26 +2,16 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+mod common;
+
+use common::{Process, free_port, temp_dir};
 
 /// A running `qstream interop` server, killed when dropped.
 struct Server {
-    child: Child,
+    _process: Process,
     port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("qstream-interop-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// /www with `count` files of `size` bytes, and /certs as the runner lays them out.
@@ -49,11 +39,7 @@ fn runner_dirs(name: &str, count: usize, size: usize) -> (PathBuf, PathBuf, Vec<
 }
 
 fn server(testcase: &str, www: &PathBuf, certs: &PathBuf) -> Server {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_qstream"))
         .arg("interop")
         .args(["--listen", &format!("127.0.0.1:{port}"), "--www"])
@@ -72,7 +58,10 @@ fn server(testcase: &str, www: &PathBuf, certs: &PathBuf) -> Server {
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
-    Server { child, port }
+    Server {
+        _process: Process(child),
+        port,
+    }
 }
 
 /// Runs the client for `testcase` and checks every file arrived intact; the client writes

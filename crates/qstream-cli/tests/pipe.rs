@@ -3,19 +3,15 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 
+mod common;
+
+use common::free_port;
+
 /// A `qstream recv` process with its address and certificate fingerprint.
 struct Receiver {
     child: Child,
     addr: String,
     fingerprint: String,
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts `qstream recv` writing to its standard output, and waits until it listens.

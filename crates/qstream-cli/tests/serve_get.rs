@@ -2,28 +2,17 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+mod common;
+
+use common::{Process, free_port, temp_dir};
 
 /// A `qstream serve` process, killed when dropped.
 struct Server {
-    child: Child,
+    _process: Process,
     addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn serve(root: &Path, extra: &[&str]) -> Server {
@@ -43,7 +32,10 @@ fn serve(root: &Path, extra: &[&str]) -> Server {
             break;
         }
     }
-    Server { child, addr }
+    Server {
+        _process: Process(child),
+        addr,
+    }
 }
 
 fn qstream(args: &[&str]) -> (bool, String, String) {
@@ -62,13 +54,6 @@ fn qstream_exit(args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("qstream-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn website(name: &str) -> PathBuf {
