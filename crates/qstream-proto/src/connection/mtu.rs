@@ -11,6 +11,8 @@ use super::MIN_INITIAL_SIZE;
 const MAX_PROBES: u8 = 3;
 /// The search stops when the bounds are this close.
 const PRECISION: u16 = 16;
+/// The largest UDP payload there is, and the largest max_udp_payload_size (RFC 9000 §18.2).
+const MAX_UDP_PAYLOAD: u16 = 65_527;
 /// How long after a search ends before trying the sizes above again (RFC 8899 §5.1.1
 /// suggests 600 s).
 const RAISE_INTERVAL: Duration = Duration::from_secs(600);
@@ -37,7 +39,7 @@ pub(crate) struct MtuDiscovery {
 impl MtuDiscovery {
     /// A search that never goes above `ceiling` (our max_udp_payload_size).
     pub(crate) fn new(ceiling: u16) -> Self {
-        let ceiling = ceiling.max(MIN_INITIAL_SIZE as u16);
+        let ceiling = ceiling.clamp(MIN_INITIAL_SIZE as u16, MAX_UDP_PAYLOAD);
         Self {
             current: MIN_INITIAL_SIZE as u16,
             ceiling,
@@ -154,6 +156,14 @@ mod tests {
     #[test]
     fn mtu_search_takes_the_ceiling_when_the_path_carries_it() {
         assert_eq!(search(1452, 1500), 1452);
+    }
+
+    #[test]
+    fn mtu_search_accepts_any_configured_ceiling() {
+        // u16::MAX is above the largest UDP payload; the search stops at 65527 and the bounds
+        // never overflow.
+        assert_eq!(search(u16::MAX, u16::MAX), MAX_UDP_PAYLOAD);
+        assert_eq!(search(0, 1500), MIN_INITIAL_SIZE as u16);
     }
 
     #[test]
