@@ -258,3 +258,52 @@ fn seed_stopped_server_streams_never_block_10000_opens() {
     assert!(waits >= 999, "the limit was reached only {waits} times");
     assert!(longest <= 2 * RTT, "an open waited {longest:?}");
 }
+
+#[test]
+fn seed_client_out_of_credit_acknowledges_answers_before_it_asks_again() {
+    // A worker pool: the client opens as many streams as the limit allows and asks for the
+    // next only after it has read the answers, so when the packet with all ten answers
+    // arrives no open waits yet. The client has no credit left, so it acknowledges that packet
+    // at once: the server releases its streams and credit is back one round trip after the
+    // answers, not a delayed ACK (25 ms) later (DESIGN invariant 1).
+    let mut pair = limited_server();
+    let mut open: Vec<(StreamId, Vec<u8>)> = Vec::new();
+    for _ in 0..LIMIT {
+        let now = pair.sim.now();
+        let id = pair.client_conn().unwrap().open(now, Dir::Bi).unwrap();
+        open.push((id, Vec::new()));
+        start_request(&mut pair, id);
+    }
+    let mut served = Vec::new();
+    let answered = pair.run_until(Duration::from_secs(5), |p| {
+        serve(p, ServerHabit::Release, &mut served);
+        let client = p.client_conn().unwrap();
+        open.retain_mut(|(id, body)| match drain(client, *id, body) {
+            Some(end) => {
+                assert_eq!(end, ReadOutcome::Finished, "stream {id}");
+                client.release(*id);
+                false
+            }
+            None => true,
+        });
+        open.is_empty()
+    });
+    assert!(answered, "every answer arrives");
+    let answered_at = pair.sim.now();
+    let available = |p: &mut Pair| {
+        let now = p.sim.now();
+        let snapshot = p.client_conn().unwrap().streams_snapshot(now);
+        snapshot
+            .credit
+            .iter()
+            .find(|c| c.initiator == qstream_proto::Side::Client && c.dir == Dir::Bi)
+            .map_or(0, |c| c.available)
+    };
+    assert_eq!(available(&mut pair), 0, "all credit used");
+    assert!(pair.run_until(Duration::from_secs(5), |p| available(p) == LIMIT));
+    let waited = pair.sim.now() - answered_at;
+    assert!(
+        waited <= RTT + Duration::from_millis(2),
+        "credit came back {waited:?} after the answers"
+    );
+}

@@ -52,11 +52,17 @@ pub(crate) struct State {
 
 impl State {
     /// Hands every event of every connection to the waiters it concerns.
-    fn dispatch_events(&mut self) {
+    /// Returns whether it woke any task.
+    fn dispatch_events(&mut self) -> bool {
+        let mut woke = false;
+        let mut wake_all = |waiters: &mut Vec<Waker>| {
+            woke |= !waiters.is_empty();
+            waiters.drain(..).for_each(Waker::wake);
+        };
         while let Some(handle) = self.proto.accept() {
             self.connections.entry(handle).or_default();
             self.incoming.push_back(handle);
-            self.accept_waiters.drain(..).for_each(Waker::wake);
+            wake_all(&mut self.accept_waiters);
         }
         while let Some((handle, connection)) = self.proto.poll_changed() {
             let state = self.connections.entry(handle).or_default();
@@ -100,20 +106,21 @@ impl State {
                 }
             }
             if changed {
-                state.waiters.drain(..).for_each(Waker::wake);
+                wake_all(&mut state.waiters);
             }
             if connection.is_drained() {
                 // Nothing more can happen on it; handles still see its error.
                 if let Some(error) = connection.close_reason() {
                     state.error.get_or_insert_with(|| error.clone());
                 }
-                state.waiters.drain(..).for_each(Waker::wake);
+                wake_all(&mut state.waiters);
                 if state.abandoned {
                     self.connections.remove(&handle);
                 }
                 self.proto.remove(handle);
             }
         }
+        woke
     }
 
     /// The last application handle to `handle` is gone: nobody can use the connection any
@@ -452,7 +459,11 @@ impl Received {
 /// a long header: handshake packets cost TLS work, and what it produced (a handshake flight,
 /// a Finished) goes out before the next is handled, so the peer works on one handshake while
 /// we work on the next instead of both sides taking turns over whole batches.
-fn handle_received(state: &mut State, now: Instant, backlog: &mut VecDeque<Received>) {
+///
+/// Returns whether what is now to be sent should go at once: a handshake reply, or what a
+/// peer is stalled on ([`qstream_proto::Connection::has_urgent_transmit`]).
+fn handle_received(state: &mut State, now: Instant, backlog: &mut VecDeque<Received>) -> bool {
+    let mut urgent = false;
     while let Some(batch) = backlog.front_mut() {
         let (from, ecn) = (batch.from, batch.ecn);
         let datagram = batch.next_datagram();
@@ -460,11 +471,15 @@ fn handle_received(state: &mut State, now: Instant, backlog: &mut VecDeque<Recei
             backlog.pop_front();
         }
         let long_header = qstream_proto::wire::is_long_header(&datagram);
-        state.proto.handle_datagram(now, from, ecn, datagram);
+        let handle = state.proto.handle_datagram(now, from, ecn, datagram);
+        urgent |= handle
+            .and_then(|h| state.proto.connection_mut(h))
+            .is_some_and(|c| c.has_urgent_transmit());
         if long_header {
-            return;
+            return true;
         }
     }
+    urgent
 }
 
 /// Receive buffer per datagram: the largest UDP payload.
@@ -478,12 +493,25 @@ async fn drive(shared: Arc<Shared>) {
     let mut out = Vec::with_capacity(1500);
     let mut backlog = VecDeque::new();
     loop {
+        if !backlog.is_empty() {
+            let (urgent, woke) = {
+                let mut state = shared.lock();
+                let urgent = handle_received(&mut state, Instant::now(), &mut backlog);
+                (urgent, state.dispatch_events())
+            };
+            if woke && !urgent {
+                // The tasks this woke run before anything is sent: their replies then share
+                // packets with the ACKs and credit that arrived data called for, one packet
+                // where there would be two. `yield_now` resumes this task once the runtime
+                // has no other task ready.
+                tokio::task::yield_now().await;
+            }
+        }
         // Timers and everything waiting to be sent.
         let mut sends = Vec::new();
         let deadline = {
             let mut state = shared.lock();
             let now = Instant::now();
-            handle_received(&mut state, now, &mut backlog);
             let unused = shared.users.load(std::sync::atomic::Ordering::SeqCst) == 0;
             if unused {
                 // Nobody can use a connection any more: close them all, stop once drained.

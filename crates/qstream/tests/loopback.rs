@@ -349,3 +349,46 @@ async fn loopback_unidirectional_streams_try_open_and_wait_idle() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn loopback_answers_share_packets_with_acks_and_credit() {
+    // Request/response streams one after another. The driver lets the tasks that arriving
+    // data woke answer before it sends, so each side sends one packet per exchange: the
+    // server's answer carries the ACK and the MAX_STREAMS that released streams call for,
+    // and the client's next request carries its ACK.
+    let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
+    let serving = tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = server.accept_bi().await {
+            let request = recv.read_to_end(64).await.unwrap();
+            send.write_all(&request).await.unwrap();
+            send.finish().unwrap();
+        }
+    });
+    let exchange = || async {
+        let (mut send, mut recv) = client.open_bi().await.unwrap();
+        send.write_all(&[7; 64]).await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(64).await.unwrap(), [7; 64]);
+    };
+    for _ in 0..10 {
+        exchange().await;
+    }
+    let sent = |c: &Connection| c.stats().unwrap().packets_sent;
+    let client_before = sent(&client);
+    let server_before = client.stats().unwrap().packets_received;
+    const EXCHANGES: u64 = 200;
+    for _ in 0..EXCHANGES {
+        exchange().await;
+    }
+    let client_packets = sent(&client) - client_before;
+    let server_packets = client.stats().unwrap().packets_received - server_before;
+    // A few more for path MTU probes and their acknowledgments.
+    let most = EXCHANGES + EXCHANGES / 10;
+    assert!(
+        client_packets <= most && server_packets <= most,
+        "{EXCHANGES} exchanges: the client sent {client_packets} packets, the server \
+         {server_packets}"
+    );
+    drop(client);
+    serving.abort();
+}

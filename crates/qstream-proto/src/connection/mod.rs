@@ -623,6 +623,16 @@ impl Connection {
         self.error.is_some()
     }
 
+    /// Whether what waits to be sent holds up the peer: stream credit it has used up, or, while
+    /// we wait (or are about to wait) for stream credit, an acknowledgment that lets it release
+    /// streams (DESIGN invariant 1). A driver that lets the application answer before it
+    /// sends, so that the answers share packets with ACKs and credit, sends at once instead
+    /// when this holds.
+    pub fn has_urgent_transmit(&self) -> bool {
+        self.streams.credit_awaited()
+            || (self.streams.needs_credit() && self.spaces[SpaceId::Data as usize].ack_immediately)
+    }
+
     /// The negotiated ALPN protocol, once the handshake has it.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         self.tls.alpn_protocol()

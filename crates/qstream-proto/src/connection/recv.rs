@@ -274,10 +274,12 @@ impl Connection {
             // RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged at once, as are
             // out-of-order packets (§13.2.1) and every second ack-eliciting packet (§13.2.2).
             let out_of_order = largest_before.is_some_and(|l| pn != l + 1);
-            // A packet that completes one of the peer's streams is acknowledged at once while
-            // we wait for stream credit: the peer releases the stream, and returns credit, only
-            // when our acknowledgment arrives (DESIGN invariant 1, USER-PAIN last paragraph).
-            let completes_stream_we_wait_on = completed_stream && self.streams.has_waiters();
+            // A packet that completes a stream is acknowledged at once while we wait, or are
+            // about to wait, for stream credit: the peer releases the stream, and returns
+            // credit, only when our acknowledgment arrives (DESIGN invariant 1, USER-PAIN last
+            // paragraph). "About to": an application that has used all its credit is still
+            // reading the answers that free it, and asks for a stream only afterwards.
+            let completes_stream_we_wait_on = completed_stream && self.streams.needs_credit();
             if id != SpaceId::Data
                 || completes_stream_we_wait_on
                 || out_of_order

@@ -246,6 +246,9 @@ struct Credit {
     remote_released: u64,
     /// The limit we advertised on peer streams.
     remote_limit: u64,
+    /// The limit in the last MAX_STREAMS sent (or the transport parameter): what the peer
+    /// knows of `remote_limit`.
+    remote_limit_sent: u64,
     max_concurrent: u64,
     max_streams_pending: bool,
     /// Peer streams waiting for accept.
@@ -320,6 +323,7 @@ impl Streams {
     pub(crate) fn new(side: Side, config: StreamConfig) -> Self {
         let credit = |max_concurrent| Credit {
             remote_limit: max_concurrent,
+            remote_limit_sent: max_concurrent,
             max_concurrent,
             ..Credit::default()
         };
@@ -418,9 +422,21 @@ impl Streams {
         false
     }
 
-    /// Whether any open request waits for credit.
-    pub(crate) fn has_waiters(&self) -> bool {
-        self.credit.iter().any(|c| !c.waiters.is_empty())
+    /// Whether we wait, or are about to wait, for the peer's stream credit: an opener is
+    /// waiting, or every stream the peer allows us in some direction is open, so the next
+    /// open will wait.
+    pub(crate) fn needs_credit(&self) -> bool {
+        self.credit
+            .iter()
+            .any(|c| !c.waiters.is_empty() || c.local_opened >= c.local_limit)
+    }
+
+    /// Whether stream credit waits to be sent that the peer has used up: it can open no
+    /// stream in that direction until this MAX_STREAMS arrives.
+    pub(crate) fn credit_awaited(&self) -> bool {
+        self.credit
+            .iter()
+            .any(|c| c.max_streams_pending && c.remote_opened >= c.remote_limit_sent)
     }
 
     fn open_now(&mut self, now: Instant, dir: Dir) -> StreamId {
@@ -1021,6 +1037,7 @@ impl Streams {
             let credit = &mut self.credit[dir_index(dir)];
             if credit.max_streams_pending && room(buf.len()) >= 9 {
                 credit.max_streams_pending = false;
+                credit.remote_limit_sent = credit.remote_limit;
                 self.counters.max_streams_sent += 1;
                 put(
                     Frame::MaxStreams {
@@ -1599,6 +1616,61 @@ mod tests {
         };
         streams.on_frame(now, &reset, &Bytes::new()).unwrap();
         assert!(streams.max_data >= 2400, "max_data {}", streams.max_data);
+    }
+
+    /// Sends what is pending; returns the records of the packet.
+    fn send(streams: &mut Streams, now: Instant) -> Vec<StreamFrameRecord> {
+        let (mut buf, mut records) = (Vec::new(), Vec::new());
+        streams.write_frames(&mut buf, 1200, &mut records, now, Duration::from_millis(20));
+        records
+    }
+
+    /// Answers a peer stream and finishes both halves: reads its data to the end, writes and
+    /// finishes, and has what it sent acknowledged.
+    fn answer_and_acknowledge(streams: &mut Streams, now: Instant, id: StreamId) {
+        while let Ok(ReadOutcome::Data(_)) = streams.read(id, usize::MAX) {}
+        streams.write(id, b"ok").unwrap();
+        streams.finish(id).unwrap();
+        let records = send(streams, now);
+        streams.on_acked(&records);
+    }
+
+    #[test]
+    fn credit_the_peer_has_used_up_is_awaited_until_sent() {
+        // Limit 2. The peer opens one stream; once it is released the peer still has credit,
+        // so the MAX_STREAMS due is not awaited.
+        let (mut streams, now) = server();
+        data(&mut streams, now, client_bidi(0), 0, 1, true).unwrap();
+        let first = streams.accept(Dir::Bi).unwrap();
+        answer_and_acknowledge(&mut streams, now, first);
+        assert!(!streams.credit_awaited(), "the peer still had credit");
+        let sent = send(&mut streams, now);
+        assert!(sent.contains(&StreamFrameRecord::MaxStreams(Dir::Bi)));
+        // Limit 3, and the peer opens both streams it still may: once one is released, the
+        // peer waits for the MAX_STREAMS, until it is sent.
+        for index in 1..3 {
+            data(&mut streams, now, client_bidi(index), 0, 1, true).unwrap();
+        }
+        let second = streams.accept(Dir::Bi).unwrap();
+        answer_and_acknowledge(&mut streams, now, second);
+        assert!(
+            streams.credit_awaited(),
+            "released at the limit the peer knows"
+        );
+        let sent = send(&mut streams, now);
+        assert!(sent.contains(&StreamFrameRecord::MaxStreams(Dir::Bi)));
+        assert!(!streams.credit_awaited(), "sent");
+    }
+
+    #[test]
+    fn credit_needed_once_all_is_used_before_anyone_waits() {
+        let (mut streams, now) = server();
+        assert!(!streams.needs_credit());
+        // The client's limit on our bidirectional streams is 5.
+        for _ in 0..5 {
+            streams.open(now, Dir::Bi).unwrap();
+        }
+        assert!(streams.needs_credit(), "the next open will wait");
     }
 
     /// Random peer frames interleaved with application calls and with the fate of what we
