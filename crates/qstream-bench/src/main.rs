@@ -2,6 +2,7 @@
 //! medians and ratios. See the README for how to run it and the latest figures.
 
 mod harness;
+mod relay;
 mod report;
 mod scenarios;
 mod stacks;
@@ -35,6 +36,10 @@ struct Args {
     /// Stacks to run (all by default); the first is the one ratios are about.
     #[arg(long, value_delimiter = ',')]
     stacks: Vec<StackName>,
+    /// Also runs churn through a relay that holds every datagram for half this round-trip
+    /// time, in microseconds, each way (the QUIC stacks only: the relay carries datagrams).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    rtt_us: Option<u64>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -114,21 +119,26 @@ impl Sizes {
     }
 }
 
-/// Runs `scenario` for the stack `S`.
+/// Runs `scenario` for the stack `S`; churn also over a delayed path of round-trip time `rtt`,
+/// if any.
 fn run_scenario<S: Stack>(
     scenario: Scenario,
     tls: &Tls,
     sizes: &Sizes,
+    rtt: Option<Duration>,
 ) -> Vec<(String, Result<Vec<Measure>, Failure>)> {
     match scenario {
         Scenario::Bulk => vec![("bulk".into(), scenarios::bulk::<S>(tls, sizes.bulk_bytes))],
-        Scenario::Churn => [1, 50, 100]
-            .into_iter()
-            .map(|c| {
-                let result = scenarios::churn::<S>(tls, c, sizes.churn);
-                (format!("churn c={c}"), result)
-            })
-            .collect(),
+        Scenario::Churn => {
+            let paths = std::iter::once(None).chain(rtt.filter(|_| S::OVER_UDP).map(Some));
+            paths
+                .flat_map(|rtt| [1, 50, 100].map(|c| (c, rtt)))
+                .map(|(c, rtt)| {
+                    let result = scenarios::churn::<S>(tls, c, rtt, sizes.churn);
+                    (scenarios::churn_name(c, rtt), result)
+                })
+                .collect()
+        }
         Scenario::Handshakes => [1, 8]
             .into_iter()
             .map(|c| {
@@ -223,6 +233,7 @@ fn main() -> ExitCode {
         }
     };
     let sizes = Sizes::new(args.smoke);
+    let rtt = args.rtt_us.map(Duration::from_micros);
     let rounds = if args.smoke { 1 } else { args.rounds };
     let scenarios = if args.scenarios.is_empty() {
         vec![
@@ -251,9 +262,9 @@ fn main() -> ExitCode {
                         "idle memory".to_owned(),
                         memory_in_child(stack, sizes.idle_connections),
                     )],
-                    (_, StackName::Qstream) => run_scenario::<Qstream>(scenario, &tls, &sizes),
-                    (_, StackName::Quinn) => run_scenario::<Quinn>(scenario, &tls, &sizes),
-                    (_, StackName::Tcp) => run_scenario::<TcpTls>(scenario, &tls, &sizes),
+                    (_, StackName::Qstream) => run_scenario::<Qstream>(scenario, &tls, &sizes, rtt),
+                    (_, StackName::Quinn) => run_scenario::<Quinn>(scenario, &tls, &sizes, rtt),
+                    (_, StackName::Tcp) => run_scenario::<TcpTls>(scenario, &tls, &sizes, rtt),
                 };
                 for (name, result) in results {
                     eprintln!("round {}/{rounds}: {name}, {}", round + 1, stack.label());
@@ -277,6 +288,7 @@ fn main() -> ExitCode {
         "idle_connections": sizes.idle_connections,
         "latency_samples": sizes.latency_samples,
         "churn_seconds": sizes.churn.as_secs_f64(),
+        "churn_rtt_us": args.rtt_us,
         "handshake_seconds": sizes.handshakes.as_secs_f64(),
     });
     if let Some(path) = &args.json {

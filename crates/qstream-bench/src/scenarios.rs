@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{self, resident_bytes};
+use crate::relay::DelayRelay;
 use crate::report::Measure;
 use crate::stacks::{RESPONSE_LEN, Stack};
 use crate::tls::Tls;
@@ -121,6 +122,17 @@ struct Counted {
     cpu: (Option<f64>, Option<f64>),
 }
 
+impl Counted {
+    /// Client and server CPU microseconds per completion.
+    fn cpu_per_completion(&self) -> (Option<f64>, Option<f64>) {
+        let per = |cpu: Option<f64>| {
+            cpu.filter(|_| self.completions > 0)
+                .map(|s| s * 1e6 / self.completions as f64)
+        };
+        (per(self.cpu.0), per(self.cpu.1))
+    }
+}
+
 /// Runs `concurrency` workers that each repeat `work` until stopped; after a warm-up of a
 /// fifth of `duration`, counts how often it completes in `duration` and the CPU both sides
 /// spend meanwhile. The first failure of any worker is the result.
@@ -171,14 +183,30 @@ where
     })
 }
 
+/// The name of a churn run: its concurrency, and the round-trip time of a delayed path.
+pub(crate) fn churn_name(concurrency: usize, rtt: Option<Duration>) -> String {
+    match rtt {
+        None => format!("churn c={concurrency}"),
+        Some(rtt) => format!("churn c={concurrency} rtt={:.1}ms", rtt.as_secs_f64() * 1e3),
+    }
+}
+
 /// Request/response streams (64 bytes each way, finished, released) per second on one
-/// connection, `concurrency` at a time, against a limit of 100 open streams.
+/// connection, `concurrency` at a time, against a limit of 100 open streams; over loopback,
+/// or through a [`DelayRelay`] adding `rtt` (datagram stacks only); CPU per stream on each
+/// side.
 pub(crate) fn churn<S: Stack>(
     tls: &Tls,
     concurrency: usize,
+    rtt: Option<Duration>,
     duration: Duration,
 ) -> Result<Vec<Measure>, Failure> {
     run::<S, _, _>(tls, move |addr, clocks, tls| async move {
+        let relay = rtt
+            .map(|rtt| DelayRelay::start(addr, rtt / 2))
+            .transpose()
+            .map_err(failed("relay"))?;
+        let addr = relay.as_ref().map_or(addr, DelayRelay::addr);
         let endpoint = S::endpoint(&tls).map_err(failed("client endpoint"))?;
         let client = S::connect(&endpoint, addr)
             .await
@@ -204,9 +232,12 @@ pub(crate) fn churn<S: Stack>(
                     )
                 });
         S::close(client);
-        let scenario = format!("churn c={concurrency}");
+        let (client_cpu, server_cpu) = counted.cpu_per_completion();
+        let scenario = churn_name(concurrency, rtt);
         Ok(vec![
             Measure::higher(&scenario, "streams", "1/s", Some(counted.per_second)),
+            Measure::lower(&scenario, "client CPU", "us", client_cpu),
+            Measure::lower(&scenario, "server CPU", "us", server_cpu),
             Measure::lower(&scenario, "client packets per stream", "", packets),
         ])
     })
@@ -232,15 +263,12 @@ pub(crate) fn handshakes<S: Stack>(
             }
         })
         .await?;
-        let per_handshake = |cpu: Option<f64>| {
-            cpu.filter(|_| counted.completions > 0)
-                .map(|s| s * 1e6 / counted.completions as f64)
-        };
+        let (client_cpu, server_cpu) = counted.cpu_per_completion();
         let scenario = format!("handshakes c={concurrency}");
         Ok(vec![
             Measure::higher(&scenario, "handshakes", "1/s", Some(counted.per_second)),
-            Measure::lower(&scenario, "client CPU", "us", per_handshake(counted.cpu.0)),
-            Measure::lower(&scenario, "server CPU", "us", per_handshake(counted.cpu.1)),
+            Measure::lower(&scenario, "client CPU", "us", client_cpu),
+            Measure::lower(&scenario, "server CPU", "us", server_cpu),
         ])
     })
 }

@@ -40,6 +40,8 @@ pub(crate) struct SendCounters {
 pub(crate) trait Stack: Send + Sync + 'static {
     /// The name in reports.
     const NAME: &'static str;
+    /// Whether it runs over UDP, so that a datagram relay can carry it.
+    const OVER_UDP: bool;
     /// What a client connects from.
     type Endpoint: Send + Sync + 'static;
     /// One connection (TCP: a pool that grows to the concurrency asked of it).

@@ -27,6 +27,7 @@ async fn respond(mut send: SendStream, mut recv: RecvStream) -> io::Result<()> {
 
 impl Stack for Qstream {
     const NAME: &'static str = "qstream";
+    const OVER_UDP: bool = true;
     type Endpoint = QstreamEndpoint;
     type Client = Connection;
 

@@ -25,6 +25,7 @@ async fn respond(mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> io
 
 impl Stack for Quinn {
     const NAME: &'static str = "quinn";
+    const OVER_UDP: bool = true;
     type Endpoint = quinn::Endpoint;
     type Client = quinn::Connection;
 

@@ -65,6 +65,7 @@ async fn serve_connection(acceptor: TlsAcceptor, tcp: TcpStream) -> io::Result<(
 
 impl Stack for TcpTls {
     const NAME: &'static str = "tcp+tls";
+    const OVER_UDP: bool = false;
     type Endpoint = TcpEndpoint;
     type Client = TcpClient;
 
