@@ -100,18 +100,37 @@ impl Connection {
         cx: &mut Context<'_>,
         f: impl FnOnce(&mut qstream_proto::Connection) -> Poll<T>,
     ) -> Poll<Result<T, ConnectionError>> {
+        self.poll_registering(f, |state| state.waiters.push(cx.waker().clone()))
+    }
+
+    /// Runs `f` like [`Self::poll_with`], but when it returns `Pending` the task is woken only
+    /// by an event on stream `id` (or the connection's end), not by every event.
+    fn poll_stream_with<T>(
+        &self,
+        cx: &mut Context<'_>,
+        id: StreamId,
+        f: impl FnOnce(&mut qstream_proto::Connection) -> Poll<T>,
+    ) -> Poll<Result<T, ConnectionError>> {
+        self.poll_registering(f, |state| {
+            let waiters = state.stream_waiters.entry(id).or_default();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+        })
+    }
+
+    fn poll_registering<T>(
+        &self,
+        f: impl FnOnce(&mut qstream_proto::Connection) -> Poll<T>,
+        register: impl FnOnce(&mut crate::endpoint::ConnectionState),
+    ) -> Poll<Result<T, ConnectionError>> {
         let mut state = self.shared.lock();
         let result = match self.live(&mut state) {
             Ok(connection) => f(connection),
             Err(error) => return Poll::Ready(Err(error)),
         };
         if result.is_pending() {
-            state
-                .connections
-                .entry(self.handle)
-                .or_default()
-                .waiters
-                .push(cx.waker().clone());
+            register(state.connections.entry(self.handle).or_default());
         }
         drop(state);
         self.shared.notify.notify_one();
@@ -464,7 +483,7 @@ impl SendStream {
     /// once everything written was acknowledged or the stream is gone.
     pub async fn stopped(&self) -> Result<Option<VarInt>, ConnectionError> {
         poll_fn(|cx| {
-            self.connection.poll_with(cx, |c| {
+            self.connection.poll_stream_with(cx, self.id, |c| {
                 let snapshot = c.streams_snapshot(Instant::now());
                 match snapshot
                     .streams
@@ -502,12 +521,12 @@ impl AsyncWrite for SendStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let written = this
-            .connection
-            .poll_with(cx, |c| match c.write(this.id, buf) {
-                Ok(0) if !buf.is_empty() => Poll::Pending,
-                result => Poll::Ready(result),
-            });
+        let written =
+            this.connection
+                .poll_stream_with(cx, this.id, |c| match c.write(this.id, buf) {
+                    Ok(0) if !buf.is_empty() => Poll::Pending,
+                    result => Poll::Ready(result),
+                });
         match written {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(error)) => Poll::Ready(Err(connection_io_error(error))),
@@ -579,10 +598,12 @@ impl RecvStream {
         max: usize,
     ) -> Poll<io::Result<Option<bytes::Bytes>>> {
         let id = self.id;
-        let read = self.connection.poll_with(cx, |c| match c.read(id, max) {
-            Ok(ReadOutcome::Blocked) => Poll::Pending,
-            result => Poll::Ready(result),
-        });
+        let read = self
+            .connection
+            .poll_stream_with(cx, id, |c| match c.read(id, max) {
+                Ok(ReadOutcome::Blocked) => Poll::Pending,
+                result => Poll::Ready(result),
+            });
         let Poll::Ready(read) = read else {
             return Poll::Pending;
         };

@@ -29,8 +29,12 @@ use crate::socket::{IoStats, Socket, ecn};
 pub(crate) struct ConnectionState {
     pub(crate) connected: bool,
     pub(crate) error: Option<ConnectionError>,
-    /// Futures and streams of this connection waiting for anything to change.
+    /// Futures of this connection waiting for anything about it to change: accepts, opens,
+    /// datagrams, its end.
     pub(crate) waiters: Vec<Waker>,
+    /// Stream handles waiting for an event on their stream (reading, writing, its end); the
+    /// other streams' events do not wake them.
+    pub(crate) stream_waiters: FxHashMap<qstream_proto::wire::StreamId, Vec<Waker>>,
     /// Open requests granted, by ticket.
     pub(crate) granted: FxHashMap<u64, qstream_proto::wire::StreamId>,
     /// Where its qlog records go, when the endpoint writes qlog.
@@ -71,6 +75,23 @@ impl State {
             }
             let mut changed = false;
             while let Some(event) = connection.poll_event() {
+                if let Event::Stream(stream_event) = &event
+                    && let Some(id) = stream_event.stream()
+                {
+                    let released = matches!(
+                        stream_event,
+                        qstream_proto::streams::StreamEvent::Released(_)
+                    );
+                    if released {
+                        // The stream is gone: its entry goes too.
+                        if let Some(mut waiters) = state.stream_waiters.remove(&id) {
+                            wake_all(&mut waiters);
+                        }
+                    } else if let Some(waiters) = state.stream_waiters.get_mut(&id) {
+                        wake_all(waiters);
+                    }
+                    continue;
+                }
                 changed = true;
                 match event {
                     Event::Connected => {
@@ -105,6 +126,12 @@ impl State {
                     _ => {}
                 }
             }
+            if state.error.is_some() {
+                // Every stream operation now fails with the connection's error.
+                for (_, mut waiters) in state.stream_waiters.drain() {
+                    wake_all(&mut waiters);
+                }
+            }
             if changed {
                 wake_all(&mut state.waiters);
             }
@@ -114,6 +141,9 @@ impl State {
                     state.error.get_or_insert_with(|| error.clone());
                 }
                 wake_all(&mut state.waiters);
+                for (_, mut waiters) in state.stream_waiters.drain() {
+                    wake_all(&mut waiters);
+                }
                 if state.abandoned {
                     self.connections.remove(&handle);
                 }

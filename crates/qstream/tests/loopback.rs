@@ -392,3 +392,61 @@ async fn loopback_answers_share_packets_with_acks_and_credit() {
     drop(client);
     serving.abort();
 }
+
+#[tokio::test]
+async fn loopback_a_waiting_reader_is_woken_by_its_own_stream_only() {
+    // One stream waits for its answer while 100 exchanges run on others: the waiting read
+    // is not polled for their events, only for its own answer.
+    let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
+    let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        let (mut waiting_send, mut waiting_recv) = server.accept_bi().await.unwrap();
+        waiting_recv.read_to_end(1).await.unwrap();
+        let mut answer = Some(answer_rx);
+        let mut answer_now = async || {
+            if let Some(rx) = answer.take() {
+                rx.await.unwrap();
+            }
+        };
+        let echo = async {
+            while let Ok((mut send, mut recv)) = server.accept_bi().await {
+                let request = recv.read_to_end(64).await.unwrap();
+                send.write_all(&request).await.unwrap();
+                send.finish().unwrap();
+            }
+        };
+        tokio::select! {
+            _ = echo => {}
+            _ = answer_now() => {
+                waiting_send.write_all(b"answer").await.unwrap();
+                waiting_send.finish().unwrap();
+            }
+        }
+        server
+    });
+    let (mut send, mut recv) = client.open_bi().await.unwrap();
+    send.write_all(b"?").await.unwrap();
+    send.finish().unwrap();
+    // A task of its own, so that only the read's own wake-ups poll it.
+    let waiting = tokio::spawn(async move {
+        let mut polls = 0;
+        let mut read = std::pin::pin!(recv.read_to_end(64));
+        let answer = std::future::poll_fn(|cx| {
+            polls += 1;
+            read.as_mut().poll(cx)
+        })
+        .await;
+        (answer.unwrap(), polls)
+    });
+    for _ in 0..100 {
+        let (mut send, mut recv) = client.open_bi().await.unwrap();
+        send.write_all(&[7; 64]).await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(64).await.unwrap(), [7; 64]);
+    }
+    answer_tx.send(()).unwrap();
+    let (answer, polls) = waiting.await.unwrap();
+    assert_eq!(answer, b"answer");
+    assert!(polls <= 5, "the waiting read was polled {polls} times");
+    let _server = serving.await.unwrap();
+}

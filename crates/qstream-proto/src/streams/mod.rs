@@ -105,6 +105,21 @@ pub enum StreamEvent {
     PeerBlocked(PeerBlockedReport),
 }
 
+impl StreamEvent {
+    /// The one stream this event concerns, if it concerns one: what waits on that stream
+    /// (reading, writing, its end) may go on. `None` for events about streams in general.
+    pub fn stream(&self) -> Option<StreamId> {
+        match *self {
+            Self::Readable(id)
+            | Self::Writable(id)
+            | Self::Finished(id)
+            | Self::Stopped { id, .. }
+            | Self::Released(id) => Some(id),
+            Self::Opened(_) | Self::OpenGranted { .. } | Self::PeerBlocked(_) => None,
+        }
+    }
+}
+
 /// Why a peer cannot open streams: the streams it opened that our application holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerBlockedReport {
