@@ -531,12 +531,10 @@ fn check_end(offset: VarInt, len: usize) -> Result<(), BodyErrorKind> {
 fn decode_body<'a>(ty: FrameType, r: &mut Reader<'a>) -> Result<Frame<'a>, BodyErrorKind> {
     Ok(match ty {
         FrameType::PADDING => {
-            let mut len = 1;
-            while r.peek_u8() == Ok(0) {
-                r.u8()?;
-                len += 1;
-            }
-            Frame::Padding(len)
+            // The whole run at once: a padded Initial carries hundreds of PADDING frames.
+            let run = r.rest().iter().take_while(|&&b| b == 0).count();
+            r.bytes(run)?;
+            Frame::Padding(1 + run)
         }
         FrameType::PING => Frame::Ping,
         FrameType::ACK | FrameType::ACK_ECN => {
