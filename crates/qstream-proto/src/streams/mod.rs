@@ -438,12 +438,12 @@ impl Streams {
     }
 
     /// Whether we wait, or are about to wait, for the peer's stream credit: an opener is
-    /// waiting, or every stream the peer allows us in some direction is open, so the next
-    /// open will wait.
+    /// waiting, or we have opened every stream the peer allows us in a direction we use, so
+    /// the next open there will wait.
     pub(crate) fn needs_credit(&self) -> bool {
-        self.credit
-            .iter()
-            .any(|c| !c.waiters.is_empty() || c.local_opened >= c.local_limit)
+        self.credit.iter().any(|c| {
+            !c.waiters.is_empty() || (c.local_opened > 0 && c.local_opened >= c.local_limit)
+        })
     }
 
     /// Whether stream credit waits to be sent that the peer has used up: it can open no
@@ -1680,6 +1680,12 @@ mod tests {
     #[test]
     fn credit_needed_once_all_is_used_before_anyone_waits() {
         let (mut streams, now) = server();
+        // No credit in a direction never used is no reason to hurry.
+        streams.apply_peer_params(&TransportParameters {
+            initial_max_streams_uni: VarInt::ZERO,
+            initial_max_streams_bidi: VarInt::from_u32(5),
+            ..TransportParameters::default()
+        });
         assert!(!streams.needs_credit());
         // The client's limit on our bidirectional streams is 5.
         for _ in 0..5 {
