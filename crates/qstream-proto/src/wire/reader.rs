@@ -36,10 +36,6 @@ impl<'a> Reader<'a> {
         Ok(first)
     }
 
-    pub(crate) fn peek_u8(&self) -> Result<u8, Truncated> {
-        self.buf.first().copied().ok_or(Truncated)
-    }
-
     pub(crate) fn u16(&mut self) -> Result<u16, Truncated> {
         self.array().map(u16::from_be_bytes)
     }
