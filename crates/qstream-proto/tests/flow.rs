@@ -149,3 +149,47 @@ fn flow_windows_grow_when_the_reader_keeps_up() {
     // Far beyond what 64 KiB per 100 ms allows in 10 s (6.5 MB).
     assert!(received > 20_000_000, "received {received}");
 }
+
+#[test]
+fn flow_unread_bytes_keep_at_most_256_received_packets_alive() {
+    // One byte per packet for a stream the server never reads: each byte kept without a copy
+    // would keep its packet (in the async layer, its whole datagram batch) in memory, far
+    // beyond the byte flow control counts. At most 256 kept pieces share their packet per
+    // connection; the rest are copied.
+    let mut pair = Pair::new(PairOptions::default());
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let now = pair.sim.now();
+    let id = pair.client_conn().unwrap().open(now, Dir::Uni).unwrap();
+    const BYTES: usize = 400;
+    for i in 0..BYTES {
+        assert_eq!(
+            pair.client_conn().unwrap().write(id, &[i as u8]).unwrap(),
+            1
+        );
+        pair.run_until(Duration::from_millis(1), |_| false);
+    }
+    pair.run_until(Duration::from_millis(100), |_| false);
+    let now = pair.sim.now();
+    let snapshot = pair.server_conn().unwrap().streams_snapshot(now);
+    let stream = snapshot.streams.iter().find(|s| s.id == id).unwrap();
+    assert_eq!(stream.recv.as_ref().unwrap().buffered, BYTES as u64);
+    assert!(
+        pair.server_conn().unwrap().stats().packets_received > BYTES as u64,
+        "one packet per byte"
+    );
+    assert_eq!(snapshot.shared_pieces, 256);
+    // Reading gives the shares back.
+    let server = pair.server_conn().unwrap();
+    let accepted = server.accept(Dir::Uni).unwrap();
+    let mut read = Vec::new();
+    drain(server, accepted, &mut read);
+    assert_eq!(read, (0..BYTES).map(|i| i as u8).collect::<Vec<_>>());
+    let now = pair.sim.now();
+    assert_eq!(
+        pair.server_conn()
+            .unwrap()
+            .streams_snapshot(now)
+            .shared_pieces,
+        0
+    );
+}

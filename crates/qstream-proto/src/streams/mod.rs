@@ -6,6 +6,7 @@
 //! resets an unfinished send half and stops an unread receive half; opens wait first-come
 //! first-served and a cancelled one consumes no stream ID.
 
+mod piece;
 mod recv;
 mod send;
 mod send_buffer;
@@ -26,6 +27,7 @@ use crate::wire::{
     Dir, Frame, FrameType, MAX_STREAM_COUNT, Stream as StreamFrame, StreamId, VarInt,
 };
 use crate::{Side, TransportErrorCode};
+use piece::SharedPieces;
 use recv::RecvHalf;
 use send::SendHalf;
 
@@ -291,6 +293,8 @@ pub struct Streams {
     /// Keyed with a fast non-keyed hash: the peer picks IDs only below its stream limits.
     streams: FxHashMap<StreamId, StreamState>,
     credit: [Credit; 2],
+    /// How many kept received pieces share their datagram batch, across the streams.
+    shared_pieces: SharedPieces,
     /// Streams with data to send, by priority (highest first), round-robin within a level.
     schedule: BTreeMap<std::cmp::Reverse<i32>, VecDeque<StreamId>>,
     /// Streams with control frames to send.
@@ -348,6 +352,7 @@ impl Streams {
                 credit(config.max_concurrent_bidi),
                 credit(config.max_concurrent_uni),
             ],
+            shared_pieces: SharedPieces::default(),
             max_data: config.connection_window,
             connection_window: config.connection_window,
             last_max_data_update: None,
@@ -462,7 +467,8 @@ impl Streams {
             Dir::Bi => self.peer_stream_window_bidi_remote,
             Dir::Uni => self.peer_stream_window_uni,
         };
-        let recv = (dir == Dir::Bi).then(|| RecvHalf::new(self.config.stream_window));
+        let recv = (dir == Dir::Bi)
+            .then(|| RecvHalf::new(self.config.stream_window, self.shared_pieces.clone()));
         self.streams.insert(
             id,
             StreamState {
@@ -774,7 +780,10 @@ impl Streams {
                 new,
                 StreamState {
                     send,
-                    recv: Some(RecvHalf::new(self.config.stream_window)),
+                    recv: Some(RecvHalf::new(
+                        self.config.stream_window,
+                        self.shared_pieces.clone(),
+                    )),
                     opened_at: now,
                     accepted: false,
                     queued: false,
@@ -1375,6 +1384,7 @@ impl Streams {
             max_data_received: self.peer_max_data,
             data_sent: self.data_sent,
             data_received: self.data_received,
+            shared_pieces: self.shared_pieces.held(),
         }
     }
 
@@ -1477,6 +1487,9 @@ pub struct StreamsSnapshot {
     pub data_sent: u64,
     /// Stream bytes received (highest offsets).
     pub data_received: u64,
+    /// Unread received pieces that share the storage of the datagram batch they arrived in,
+    /// keeping it in memory; at most 256 per connection, further ones are copied.
+    pub shared_pieces: usize,
 }
 
 impl StreamsSnapshot {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::piece::{Piece, SharedPieces};
 use crate::TransportErrorCode;
 use crate::connection::TransportError;
 use crate::wire::{FrameType, VarInt};
@@ -53,12 +54,14 @@ pub(crate) struct RecvHalf {
     pub(crate) state: RecvState,
     /// Unread data in order from `read`: what arrives in order goes here, with no allocation
     /// per chunk once the queue has grown.
-    ready: VecDeque<Bytes>,
+    ready: VecDeque<Piece>,
     /// Bytes in `ready`.
     ready_len: u64,
     /// Data that arrived out of order, by offset; never overlapping, all above what `ready`
     /// holds and not adjacent to it.
-    chunks: BTreeMap<u64, Bytes>,
+    chunks: BTreeMap<u64, Piece>,
+    /// The connection's count of kept pieces that share their datagram batch.
+    shared: SharedPieces,
     /// Offset of the next byte the application reads.
     read: u64,
     /// The highest offset received, which counts against flow control.
@@ -91,12 +94,15 @@ fn error(code: TransportErrorCode, ty: FrameType, reason: &str) -> TransportErro
 }
 
 impl RecvHalf {
-    pub(crate) fn new(window: u64) -> Self {
+    /// A receiving half with a `window` of flow-control credit, counting its kept pieces in
+    /// the connection's `shared`.
+    pub(crate) fn new(window: u64, shared: SharedPieces) -> Self {
         Self {
             state: RecvState::Recv,
             ready: VecDeque::new(),
             ready_len: 0,
             chunks: BTreeMap::new(),
+            shared,
             read: 0,
             highest: 0,
             final_size: None,
@@ -118,7 +124,7 @@ impl RecvHalf {
 
     /// Bytes buffered, waiting for the application.
     pub(crate) fn buffered(&self) -> usize {
-        self.ready_len as usize + self.chunks.values().map(Bytes::len).sum::<usize>()
+        self.ready_len as usize + self.chunks.values().map(|p| p.bytes.len()).sum::<usize>()
     }
 
     /// The offset just past the in-order data held.
@@ -128,6 +134,8 @@ impl RecvHalf {
 
     /// Forgets every unread byte.
     fn discard_buffered(&mut self) {
+        self.shared
+            .release(self.ready.iter().chain(self.chunks.values()));
         self.ready.clear();
         self.ready_len = 0;
         self.chunks.clear();
@@ -196,28 +204,33 @@ impl RecvHalf {
         Ok(grew)
     }
 
-    /// Keeps the part of `data` at `offset` not already held. In-order data shares `payload`'s
-    /// storage; data behind a gap is kept as [`retain_out_of_order`] says.
+    /// Keeps the part of `data` at `offset` not already held, sharing `payload`'s storage or
+    /// copied (see [`super::piece`]): in-order data is shared while the connection allows;
+    /// data behind a gap only if it is at least half its packet, since the application cannot
+    /// read it and the peer decides when the gap fills.
     fn insert(&mut self, offset: u64, data: &[u8], payload: &Bytes) {
         let end = offset + data.len() as u64;
         let ready_end = self.ready_end();
         if offset <= ready_end && end > ready_end {
             // In order: append, then take whatever out-of-order data now follows on.
             let piece = &data[(ready_end - offset) as usize..];
-            self.push_ready(payload.slice_ref(piece));
+            let piece = self.shared.keep(payload, piece, true);
+            self.push_ready(piece);
             while let Some(entry) = self.chunks.first_entry() {
                 let (start, ready_end) = (*entry.key(), self.read + self.ready_len);
                 if start > ready_end {
                     break;
                 }
                 let chunk = entry.remove();
-                let chunk_end = start + chunk.len() as u64;
+                let chunk_end = start + chunk.bytes.len() as u64;
                 // The part the in-order data already covers was counted twice.
-                self.received_bytes -= (ready_end - start).min(chunk.len() as u64);
+                self.received_bytes -= (ready_end - start).min(chunk.bytes.len() as u64);
                 if chunk_end > ready_end {
                     self.ready_len += chunk_end - ready_end;
                     self.ready
-                        .push_back(chunk.slice((ready_end - start) as usize..));
+                        .push_back(chunk.advance((ready_end - start) as usize));
+                } else {
+                    self.shared.release([&chunk]);
                 }
             }
             return;
@@ -226,7 +239,7 @@ impl RecvHalf {
         while start < end {
             // Skip what an earlier chunk covers.
             if let Some((&chunk_start, chunk)) = self.chunks.range(..=start).next_back() {
-                let chunk_end = chunk_start + chunk.len() as u64;
+                let chunk_end = chunk_start + chunk.bytes.len() as u64;
                 if chunk_end > start {
                     start = chunk_end;
                     continue;
@@ -240,18 +253,20 @@ impl RecvHalf {
             let piece = &data[(start - offset) as usize..(next - offset) as usize];
             if !piece.is_empty() {
                 self.received_bytes += piece.len() as u64;
-                self.chunks
-                    .insert(start, retain_out_of_order(payload, piece));
+                let most_of_its_packet = piece.len() * 2 >= payload.len();
+                let piece = self.shared.keep(payload, piece, most_of_its_packet);
+                // Nothing is held at `start`: the loop skipped what earlier chunks cover.
+                self.chunks.insert(start, piece);
             }
             start = next;
         }
     }
 
     /// Appends in-order data (counted as received).
-    fn push_ready(&mut self, chunk: Bytes) {
-        self.received_bytes += chunk.len() as u64;
-        self.ready_len += chunk.len() as u64;
-        self.ready.push_back(chunk);
+    fn push_ready(&mut self, piece: Piece) {
+        self.received_bytes += piece.bytes.len() as u64;
+        self.ready_len += piece.bytes.len() as u64;
+        self.ready.push_back(piece);
     }
 
     /// Whether every byte up to the final size is here: out-of-order data adjacent to the
@@ -274,7 +289,7 @@ impl RecvHalf {
             RecvState::DataRead => return (ReadOutcome::Finished, 0),
             _ => {}
         }
-        let Some(chunk) = self.ready.front_mut() else {
+        let Some(piece) = self.ready.front_mut() else {
             // Data Read is entered when the application learns of the end, not when it takes
             // the last byte (RFC 9000 §3.2): only then may the stream be released.
             if self.state == RecvState::DataRecvd {
@@ -283,10 +298,13 @@ impl RecvHalf {
             }
             return (ReadOutcome::Blocked, 0);
         };
-        let take = chunk.len().min(max.max(1));
-        let data = chunk.split_to(take);
-        if chunk.is_empty() {
-            self.ready.pop_front();
+        let take = piece.bytes.len().min(max.max(1));
+        let data = piece.bytes.split_to(take);
+        if piece.bytes.is_empty() {
+            // Read to its end: its share of the connection's count goes back.
+            if let Some(piece) = self.ready.pop_front() {
+                self.shared.release([&piece]);
+            }
         }
         self.ready_len -= take as u64;
         self.read += take as u64;
@@ -388,16 +406,9 @@ impl RecvHalf {
     }
 }
 
-/// `piece` of a received packet's `payload`, arrived out of order, to keep until the gap before
-/// it fills. Received data shares the storage of the datagram batch it arrived in, which the
-/// application frees by reading; data behind a gap cannot be read, and the peer decides when
-/// the gap fills. So a piece smaller than half its packet is copied: a few bytes behind a gap
-/// cannot keep a whole batch of the peer's datagrams (up to 64 KiB) in memory.
-fn retain_out_of_order(payload: &Bytes, piece: &[u8]) -> Bytes {
-    if piece.len() * 2 < payload.len() {
-        Bytes::copy_from_slice(piece)
-    } else {
-        payload.slice_ref(piece)
+impl Drop for RecvHalf {
+    fn drop(&mut self) {
+        self.discard_buffered();
     }
 }
 
@@ -408,8 +419,10 @@ mod tests {
     #[test]
     fn streams_share_the_packet_except_small_pieces_behind_a_gap() {
         let payload = Bytes::from(vec![5u8; 1000]);
-        let shares = |kept: &Bytes| payload.as_ptr_range().contains(&kept.as_ptr());
-        let mut half = RecvHalf::new(10_000);
+        let shares = |kept: &Piece| {
+            kept.is_shared() && payload.as_ptr_range().contains(&kept.bytes.as_ptr())
+        };
+        let mut half = RecvHalf::new(10_000, SharedPieces::default());
         // In order, however small: shared until the application reads it.
         half.on_data(0, &payload[..10], false, &payload).unwrap();
         assert!(shares(half.ready.back().unwrap()));
@@ -417,11 +430,54 @@ mod tests {
         half.on_data(100, &payload[100..110], false, &payload)
             .unwrap();
         assert!(!shares(&half.chunks[&100]));
-        assert_eq!(&half.chunks[&100][..], &payload[100..110]);
+        assert_eq!(&half.chunks[&100].bytes[..], &payload[100..110]);
         // Behind a gap and most of the packet: shared.
         half.on_data(200, &payload[200..800], false, &payload)
             .unwrap();
         assert!(shares(&half.chunks[&200]));
+    }
+
+    #[test]
+    fn streams_a_connection_shares_at_most_max_pieces_and_reading_gives_shares_back() {
+        // One byte per packet on two streams nobody reads yet: each kept byte would keep its
+        // packet's batch alive. Past the connection's bound the bytes are copied.
+        let shared = SharedPieces::default();
+        let mut halves = [
+            RecvHalf::new(1 << 20, shared.clone()),
+            RecvHalf::new(1 << 20, shared.clone()),
+        ];
+        let pieces = SharedPieces::MAX as u64 + 10;
+        for offset in 0..pieces {
+            for half in &mut halves {
+                let packet = Bytes::from(vec![offset as u8; 1200]);
+                half.on_data(offset, &packet[..1], false, &packet).unwrap();
+            }
+        }
+        assert_eq!(shared.held(), SharedPieces::MAX);
+        let copied: usize = halves
+            .iter()
+            .map(|h| h.ready.iter().filter(|p| !p.is_shared()).count())
+            .sum();
+        assert_eq!(copied as u64, 2 * pieces - SharedPieces::MAX as u64);
+        // Reading pieces to their end, and discarding a half's data, gives their shares back.
+        let mut first = Vec::new();
+        while let (ReadOutcome::Data(bytes), _) = halves[0].read(usize::MAX) {
+            first.extend_from_slice(&bytes);
+        }
+        assert_eq!(first, (0..pieces).map(|o| o as u8).collect::<Vec<_>>());
+        let in_second = halves[1].ready.iter().filter(|p| p.is_shared()).count();
+        assert_eq!(shared.held(), in_second);
+        halves[1].stop(VarInt::ZERO);
+        assert_eq!(shared.held(), 0);
+        // Under the bound again: new data is shared.
+        let packet = Bytes::from(vec![1u8; 1200]);
+        halves[0]
+            .on_data(pieces, &packet[..1], false, &packet)
+            .unwrap();
+        assert_eq!(shared.held(), 1);
+        // A half dropped with data unread (its connection gone) gives its shares back too.
+        drop(halves);
+        assert_eq!(shared.held(), 0);
     }
 
     fn data(
@@ -435,7 +491,7 @@ mod tests {
 
     #[test]
     fn streams_readable_only_once_the_next_byte_is_here() {
-        let mut half = RecvHalf::new(100);
+        let mut half = RecvHalf::new(100, SharedPieces::default());
         data(3, b"def", false, &mut half).unwrap();
         assert!(!half.is_readable(), "a gap at the front");
         data(0, b"abcd", false, &mut half).unwrap();
@@ -455,7 +511,7 @@ mod tests {
 
     #[test]
     fn streams_reassemble_out_of_order_overlapping_and_duplicated_data() {
-        let mut half = RecvHalf::new(100);
+        let mut half = RecvHalf::new(100, SharedPieces::default());
         assert_eq!(data(6, b"world", true, &mut half), Ok(11));
         assert_eq!(half.state, RecvState::SizeKnown);
         assert_eq!(half.read(100).0, ReadOutcome::Blocked);
@@ -476,7 +532,7 @@ mod tests {
 
     #[test]
     fn streams_final_size_changes_and_flow_control_violations() {
-        let mut half = RecvHalf::new(10);
+        let mut half = RecvHalf::new(10, SharedPieces::default());
         assert_eq!(data(0, b"abc", true, &mut half), Ok(3));
         assert_eq!(
             data(0, b"abcd", false, &mut half).unwrap_err().code,
@@ -490,7 +546,7 @@ mod tests {
             half.on_reset(VarInt::ZERO, 4).unwrap_err().code,
             TransportErrorCode::FINAL_SIZE_ERROR
         );
-        let mut half = RecvHalf::new(10);
+        let mut half = RecvHalf::new(10, SharedPieces::default());
         assert_eq!(
             data(8, b"abc", false, &mut half).unwrap_err().code,
             TransportErrorCode::FLOW_CONTROL_ERROR
@@ -503,12 +559,12 @@ mod tests {
 
     #[test]
     fn flow_reset_and_stop_return_stream_credit() {
-        let mut half = RecvHalf::new(100);
+        let mut half = RecvHalf::new(100, SharedPieces::default());
         data(0, b"0123456789", false, &mut half).unwrap();
         assert_eq!(half.on_reset(VarInt::from_u32(7), 30), Ok((20, 30)));
         assert_eq!(half.read(10).0, ReadOutcome::Reset(VarInt::from_u32(7)));
         assert_eq!(half.state, RecvState::ResetRead);
-        let mut half = RecvHalf::new(100);
+        let mut half = RecvHalf::new(100, SharedPieces::default());
         data(0, b"0123456789", false, &mut half).unwrap();
         assert_eq!(half.stop(VarInt::from_u32(1)), 10);
         assert!(half.stop_pending && !half.is_finished());
