@@ -106,14 +106,14 @@ fn flow_10000_stopped_streams_return_connection_credit() {
 
 #[test]
 fn flow_windows_grow_when_the_reader_keeps_up() {
-    // A long fat link: 100 ms RTT, 50 MB/s. 64 KiB windows would cap throughput at 640 KB/s.
+    // A long fat link: 100 ms RTT, 20 MB/s. 64 KiB windows would cap throughput at 655 KB/s.
     let mut server_transport = TransportConfig::default();
     server_transport.streams.stream_window = 64 * 1024;
     server_transport.streams.connection_window = 128 * 1024;
     let mut pair = Pair::new(PairOptions {
         link: qstream_proto::sim::LinkConfig {
             delay: Duration::from_millis(50),
-            bandwidth: Some(50_000_000),
+            bandwidth: Some(20_000_000),
             ..Default::default()
         },
         server_transport,
@@ -125,7 +125,7 @@ fn flow_windows_grow_when_the_reader_keeps_up() {
     let chunk = vec![1u8; 256 * 1024];
     let mut received = 0usize;
     let mut sid = None;
-    pair.run_until(Duration::from_secs(10), |p| {
+    pair.run_until(Duration::from_secs(5), |p| {
         let client = p.client_conn().unwrap();
         while client.write(id, &chunk).unwrap() > 0 {}
         let server = p.server_conn().unwrap();
@@ -146,7 +146,7 @@ fn flow_windows_grow_when_the_reader_keeps_up() {
         "{}",
         snapshot.connection_window
     );
-    // Far beyond what 64 KiB per 100 ms allows in 10 s (6.5 MB).
+    // Far beyond what 64 KiB per 100 ms allows in 5 s (3.3 MB).
     assert!(received > 20_000_000, "received {received}");
 }
 
