@@ -16,7 +16,7 @@ pub use send::SendState;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::ops::Range;
+use std::ops::{Bound, Range};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -1160,8 +1160,14 @@ impl Streams {
         records: &mut Vec<StreamFrameRecord>,
     ) {
         let mut conn_credit = self.peer_max_data.saturating_sub(self.data_sent);
-        let levels: Vec<std::cmp::Reverse<i32>> = self.schedule.keys().copied().collect();
-        'levels: for level in levels {
+        // Priority levels in order, without collecting them: this runs for every packet.
+        let mut next_level = self.schedule.keys().next().copied();
+        'levels: while let Some(level) = next_level {
+            next_level = self
+                .schedule
+                .range((Bound::Excluded(level), Bound::Unbounded))
+                .next()
+                .map(|(level, _)| *level);
             let Some(queue) = self.schedule.get_mut(&level) else {
                 continue;
             };
