@@ -386,7 +386,7 @@ fn client_initial(payload: &[u8]) -> Vec<u8> {
         token: b"tok",
     };
     let keys = initial_keys(Version::V1, &dcid, Side::Client).unwrap();
-    protected_packet(&header, payload, &keys)
+    protected_packet(&header, 0, None, payload, &keys)
 }
 
 #[test]

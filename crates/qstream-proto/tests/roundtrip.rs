@@ -2,12 +2,15 @@
 //! headers (through real packet protection) and transport parameter sets; and decoding arbitrary
 //! bytes never panics.
 
+mod common;
+
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::ops::RangeInclusive;
 
+use common::protected_packet;
 use proptest::prelude::*;
 use qstream_proto::Side;
-use qstream_proto::crypto::{decrypt_payload, initial_keys, protect, unprotect_header};
+use qstream_proto::crypto::{decrypt_payload, initial_keys, unprotect_header};
 use qstream_proto::stateless_reset::StatelessResetToken;
 use qstream_proto::wire::*;
 
@@ -272,20 +275,7 @@ fn push_packet(
     payload: &[u8],
 ) {
     let keys = initial_keys(keys_version(header), b"roundtrip", Side::Client).unwrap();
-    let truncated = TruncatedPacketNumber::encode(pn, largest_acked);
-    let mut packet = Vec::new();
-    let pn_offset = header.encode(truncated, payload.len() + 16, &mut packet);
-    packet.extend_from_slice(payload);
-    packet.extend_from_slice(&[0; 16]);
-    protect(
-        &mut packet,
-        pn_offset,
-        pn,
-        &*keys.local.header,
-        &*keys.local.packet,
-    )
-    .unwrap();
-    datagram.extend_from_slice(&packet);
+    datagram.extend_from_slice(&protected_packet(header, pn, largest_acked, payload, &keys));
 }
 
 const SHORT_CID_LEN: usize = 8;

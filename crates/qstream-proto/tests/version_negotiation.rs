@@ -216,7 +216,7 @@ fn version_negotiation_server_switches_a_client_offering_v2_to_it() {
         dcid: server.connection(handle).unwrap().local_cid(),
         scid: ConnectionId::from_slice(&CLIENT_SCID).unwrap(),
     };
-    let packet = protected_packet(&header, &payload, &keys);
+    let packet = protected_packet(&header, 0, None, &payload, &keys);
     server.handle_datagram(now, client_addr(), None, BytesMut::from(&packet[..]));
     let connection = server.connection(handle).unwrap();
     assert!(

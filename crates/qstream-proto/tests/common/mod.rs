@@ -328,22 +328,29 @@ pub fn client_initial(dcid: &ConnectionId, write: impl FnOnce(&mut Vec<u8>)) -> 
     };
     payload.resize(1200 - header_len - pn.size() - 16, 0);
     let keys = initial_keys(Version::V1, dcid, Side::Client).unwrap();
-    let packet = protected_packet(&header, &payload, &keys);
+    let packet = protected_packet(&header, 0, None, &payload, &keys);
     assert_eq!(packet.len(), 1200);
     packet
 }
 
-/// A packet with `header`, packet number 0 and `payload`, protected with `keys`' local half.
-pub fn protected_packet(header: &Header<'_>, payload: &[u8], keys: &rustls::quic::Keys) -> Vec<u8> {
-    let pn = TruncatedPacketNumber::encode(0, None);
+/// A packet with `header`, packet number `pn` (truncated as a sender would with
+/// `largest_acked` acknowledged) and `payload`, protected with `keys`' local half.
+pub fn protected_packet(
+    header: &Header<'_>,
+    pn: u64,
+    largest_acked: Option<u64>,
+    payload: &[u8],
+    keys: &rustls::quic::Keys,
+) -> Vec<u8> {
+    let truncated = TruncatedPacketNumber::encode(pn, largest_acked);
     let mut packet = Vec::new();
-    let pn_offset = header.encode(pn, payload.len() + 16, &mut packet);
+    let pn_offset = header.encode(truncated, payload.len() + 16, &mut packet);
     packet.extend_from_slice(payload);
     packet.extend_from_slice(&[0; 16]);
     protect(
         &mut packet,
         pn_offset,
-        0,
+        pn,
         &*keys.local.header,
         &*keys.local.packet,
     )
