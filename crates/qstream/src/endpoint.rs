@@ -503,7 +503,7 @@ fn handle_received(state: &mut State, now: Instant, backlog: &mut VecDeque<Recei
         let long_header = qstream_proto::wire::is_long_header(&datagram);
         let handle = state.proto.handle_datagram(now, from, ecn, datagram);
         urgent |= handle
-            .and_then(|h| state.proto.connection_mut(h))
+            .and_then(|h| state.proto.connection(h))
             .is_some_and(|c| c.has_urgent_transmit());
         if long_header {
             return true;
