@@ -485,14 +485,32 @@ impl Received {
     }
 }
 
-/// Hands the backlog's datagrams to the protocol endpoint in order, but stops after one with
-/// a long header: handshake packets cost TLS work, and what it produced (a handshake flight,
-/// a Finished) goes out before the next is handled, so the peer works on one handshake while
-/// we work on the next instead of both sides taking turns over whole batches.
-///
-/// Returns whether what is now to be sent should go at once: a handshake reply, or what a
-/// peer is stalled on ([`qstream_proto::Connection::has_urgent_transmit`]).
-fn handle_received(state: &mut State, now: Instant, backlog: &mut VecDeque<Received>) -> bool {
+/// What handling received datagrams left to do.
+#[derive(Debug)]
+struct Handled {
+    /// What is now to be sent should go at once: a handshake reply, or what a peer is stalled
+    /// on ([`qstream_proto::Connection::has_urgent_transmit`]).
+    urgent: bool,
+    /// Handling woke application tasks.
+    woke: bool,
+    /// Handling stopped after a datagram of this connection woke tasks, so that what they
+    /// answer goes out before the next datagram is handled.
+    answering: Option<ConnectionHandle>,
+}
+
+/// Hands the backlog's datagrams to the protocol endpoint in order, and their events to the
+/// tasks waiting on them. It stops early after a datagram with a long header: handshake
+/// packets cost TLS work, and what it produced (a handshake flight, a Finished) goes out
+/// before the next is handled, so the peer works on one handshake while we work on the next
+/// instead of both sides taking turns over whole batches. With `answer_each`, it also stops
+/// after a datagram that woke tasks, for the same reason: the peer works on our answers to
+/// its first packet while we handle its next.
+fn handle_received(
+    state: &mut State,
+    now: Instant,
+    backlog: &mut VecDeque<Received>,
+    answer_each: bool,
+) -> Handled {
     let mut urgent = false;
     while let Some(batch) = backlog.front_mut() {
         let (from, ecn) = (batch.from, batch.ecn);
@@ -506,10 +524,25 @@ fn handle_received(state: &mut State, now: Instant, backlog: &mut VecDeque<Recei
             .and_then(|h| state.proto.connection(h))
             .is_some_and(|c| c.has_urgent_transmit());
         if long_header {
-            return true;
+            return Handled {
+                urgent: true,
+                woke: state.dispatch_events(),
+                answering: None,
+            };
+        }
+        if answer_each && !backlog.is_empty() && state.dispatch_events() {
+            return Handled {
+                urgent,
+                woke: true,
+                answering: handle,
+            };
         }
     }
-    urgent
+    Handled {
+        urgent,
+        woke: state.dispatch_events(),
+        answering: None,
+    }
 }
 
 /// Receive buffer per datagram: the largest UDP payload.
@@ -522,19 +555,37 @@ async fn drive(shared: Arc<Shared>) {
     let mut meta = vec![RecvMeta::default(); BATCH];
     let mut out = Vec::with_capacity(1500);
     let mut backlog = VecDeque::new();
+    // Whether the application answers what arrives, and its answers fit the congestion
+    // window: then each datagram's answers go out before the next datagram is handled. Set
+    // for every receive; cleared for the rest of it when the tasks a datagram woke did not
+    // answer (a reader of a bulk transfer) or their answer did not all go out (a sender
+    // limited by congestion control), where handling the whole backlog first batches better.
+    let mut answer_each = true;
     loop {
+        let mut answered = None;
         if !backlog.is_empty() {
-            let (urgent, woke) = {
+            let handled = {
                 let mut state = shared.lock();
-                let urgent = handle_received(&mut state, Instant::now(), &mut backlog);
-                (urgent, state.dispatch_events())
+                handle_received(&mut state, Instant::now(), &mut backlog, answer_each)
             };
-            if woke && !urgent {
+            if handled.woke && !handled.urgent {
                 // The tasks this woke run before anything is sent: their replies then share
                 // packets with the ACKs and credit that arrived data called for, one packet
                 // where there would be two. `yield_now` resumes this task once the runtime
                 // has no other task ready.
                 tokio::task::yield_now().await;
+            }
+            if let Some(handle) = handled.answering {
+                let replied = shared
+                    .lock()
+                    .proto
+                    .connection(handle)
+                    .is_some_and(|c| c.has_stream_data_to_send());
+                if !replied && !handled.urgent {
+                    answer_each = false;
+                    continue;
+                }
+                answered = Some(handle);
             }
         }
         // Timers and everything waiting to be sent.
@@ -562,6 +613,12 @@ async fn drive(shared: Arc<Shared>) {
             while let Some(transmit) = state.proto.poll_transmit(now, &mut out) {
                 let end = out.len();
                 sends.push((transmit.destination, transmit.ecn, end - transmit.size..end));
+            }
+            if let Some(handle) = answered {
+                answer_each &= !state
+                    .proto
+                    .connection(handle)
+                    .is_some_and(|c| c.has_stream_data_to_send());
             }
             state.dispatch_events();
             if unused && state.proto.connection_handles().is_empty() {
@@ -596,6 +653,7 @@ async fn drive(shared: Arc<Shared>) {
             tokio::task::yield_now().await;
             continue;
         }
+        answer_each = true;
         let sleep = async {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline.into()).await,

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qstream::proto::wire::VarInt;
+use qstream::proto::wire::{FrameType, VarInt};
 use qstream::{ClientConfig, Connection, Endpoint, ServerConfig, TransportConfig};
 
 mod common;
@@ -391,6 +391,89 @@ async fn loopback_answers_share_packets_with_acks_and_credit() {
     );
     drop(client);
     serving.abort();
+}
+
+#[tokio::test]
+async fn loopback_each_request_packet_is_answered_before_the_next_is_handled() {
+    // Eight requests of 1000 bytes leave the client in one burst and reach the server as one
+    // backlog of about seven packets. The server answers each request as the packet completing
+    // it arrives, and that answer leaves before the next packet is handled, so the client can
+    // work on it meanwhile: several answer packets, where handling the whole backlog first
+    // would send all eight answers in one.
+    let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
+    let serving = tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = server.accept_bi().await {
+            tokio::spawn(async move {
+                let request = recv.read_to_end(1000).await.unwrap();
+                send.write_all(&request[..64]).await.unwrap();
+                send.finish().unwrap();
+            });
+        }
+    });
+    let exchange = |streams: usize| {
+        let client = client.clone();
+        async move {
+            let mut pending = Vec::new();
+            for _ in 0..streams {
+                let (mut send, recv) = client.open_bi().await.unwrap();
+                send.write_all(&[7; 1000]).await.unwrap();
+                send.finish().unwrap();
+                pending.push(recv);
+            }
+            for mut recv in pending {
+                assert_eq!(recv.read_to_end(64).await.unwrap(), [7; 64]);
+            }
+        }
+    };
+    exchange(1).await;
+    let received = |c: &Connection| c.stats().unwrap().packets_received;
+    let before = received(&client);
+    exchange(8).await;
+    let answers = received(&client) - before;
+    assert!(
+        answers >= 5,
+        "eight requests were answered in {answers} packets"
+    );
+    drop(client);
+    serving.abort();
+}
+
+#[tokio::test]
+async fn loopback_a_bulk_reader_is_woken_per_batch_not_per_packet() {
+    // A reader woken by arriving data answers nothing, so the receiver stops handing it one
+    // packet at a time: it handles the rest of each received batch first, and the reader
+    // takes many packets' data per wake-up. The ACKs wait for the batch too: one covers many
+    // packets (RFC 9000 §13.2.1 lets a receiver acknowledge less often than every second
+    // packet).
+    let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
+    let reading = tokio::spawn(async move {
+        let mut recv = server.accept_uni().await.unwrap();
+        let mut polls = 0u64;
+        let mut read = std::pin::pin!(recv.read_to_end(usize::MAX));
+        let received = std::future::poll_fn(|cx| {
+            polls += 1;
+            read.as_mut().poll(cx)
+        })
+        .await
+        .unwrap();
+        (received.len(), polls, server.stats().unwrap())
+    });
+    let mut send = client.open_uni().await.unwrap();
+    const SIZE: usize = 8 << 20;
+    send.write_all(&vec![1; SIZE]).await.unwrap();
+    send.finish().unwrap();
+    let (received, polls, stats) = reading.await.unwrap();
+    assert_eq!(received, SIZE);
+    let packets = stats.packets_received;
+    assert!(
+        polls * 4 < packets,
+        "the reader was polled {polls} times for {packets} packets"
+    );
+    let acks = stats.frames_sent.get(FrameType::ACK) + stats.frames_sent.get(FrameType::ACK_ECN);
+    assert!(
+        acks * 5 < packets,
+        "{acks} ACK frames for {packets} packets received"
+    );
 }
 
 #[tokio::test]

@@ -633,6 +633,14 @@ impl Connection {
             || (self.streams.needs_credit() && self.spaces[SpaceId::Data as usize].ack_immediately)
     }
 
+    /// Whether stream data (or a FIN, or data to send again) is queued that flow control lets
+    /// go out; congestion control and pacing may still hold it back. After the application
+    /// answered what arrived, this says it did; after sending, that the answer did not all fit
+    /// in the congestion window.
+    pub fn has_stream_data_to_send(&self) -> bool {
+        self.streams.has_data_to_send()
+    }
+
     /// The negotiated ALPN protocol, once the handshake has it.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         self.tls.alpn_protocol()

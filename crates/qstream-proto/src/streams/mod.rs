@@ -1022,6 +1022,18 @@ impl Streams {
             })
     }
 
+    /// Whether stream data, a FIN or data to send again is queued and flow control lets it
+    /// go out.
+    pub(crate) fn has_data_to_send(&self) -> bool {
+        let conn_credit = self.peer_max_data.saturating_sub(self.data_sent);
+        self.schedule.values().flatten().any(|id| {
+            self.streams
+                .get(id)
+                .and_then(|s| s.send.as_ref())
+                .is_some_and(|s| s.has_sendable(conn_credit))
+        })
+    }
+
     /// Writes stream frames into `buf` up to `max_end`: flow control and credit first, then
     /// data by priority, round-robin within a priority. Returns whether anything was written.
     /// `now` and the smoothed `rtt` drive receive-window auto-tuning.
@@ -1657,6 +1669,29 @@ mod tests {
         let (mut buf, mut records) = (Vec::new(), Vec::new());
         streams.write_frames(&mut buf, 1200, &mut records, now, Duration::from_millis(20));
         records
+    }
+
+    #[test]
+    fn flow_data_to_send_is_what_was_written_and_flow_control_allows() {
+        let (mut streams, now) = server();
+        assert!(!streams.has_data_to_send());
+        let id = streams.open(now, Dir::Bi).unwrap();
+        streams.write(id, &[1; 600]).unwrap();
+        assert!(streams.has_data_to_send());
+        while !send(&mut streams, now).is_empty() {}
+        assert!(!streams.has_data_to_send());
+        // A FIN alone is something to send.
+        streams.finish(id).unwrap();
+        assert!(streams.has_data_to_send());
+        send(&mut streams, now);
+        assert!(!streams.has_data_to_send());
+        // Data beyond the connection window (10,000 bytes, 600 used) waits for credit: it
+        // is not something to send now.
+        let id = streams.open(now, Dir::Bi).unwrap();
+        streams.write(id, &[1; 10_000]).unwrap();
+        while !send(&mut streams, now).is_empty() {}
+        assert_eq!(streams.data_sent, 10_000);
+        assert!(!streams.has_data_to_send());
     }
 
     /// Answers a peer stream and finishes both halves: reads its data to the end, writes and
