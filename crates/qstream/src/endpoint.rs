@@ -494,7 +494,7 @@ struct Handled {
     /// Handling woke application tasks.
     woke: bool,
     /// Handling stopped after a datagram of this connection woke tasks, so that what they
-    /// answer goes out before the next datagram is handled.
+    /// answer can go out before the rest is handled.
     answering: Option<ConnectionHandle>,
 }
 
@@ -502,14 +502,14 @@ struct Handled {
 /// tasks waiting on them. It stops early after a datagram with a long header: handshake
 /// packets cost TLS work, and what it produced (a handshake flight, a Finished) goes out
 /// before the next is handled, so the peer works on one handshake while we work on the next
-/// instead of both sides taking turns over whole batches. With `answer_each`, it also stops
-/// after a datagram that woke tasks, for the same reason: the peer works on our answers to
-/// its first packet while we handle its next.
+/// instead of both sides taking turns over whole batches. With `answer_first`, it also stops
+/// after the first datagram that woke tasks, for the same reason: the peer works on our
+/// answers to its first packet while we handle the rest.
 fn handle_received(
     state: &mut State,
     now: Instant,
     backlog: &mut VecDeque<Received>,
-    answer_each: bool,
+    answer_first: bool,
 ) -> Handled {
     let mut urgent = false;
     while let Some(batch) = backlog.front_mut() {
@@ -530,7 +530,7 @@ fn handle_received(
                 answering: None,
             };
         }
-        if answer_each && !backlog.is_empty() && state.dispatch_events() {
+        if answer_first && !backlog.is_empty() && state.dispatch_events() {
             return Handled {
                 urgent,
                 woke: true,
@@ -555,18 +555,18 @@ async fn drive(shared: Arc<Shared>) {
     let mut meta = vec![RecvMeta::default(); BATCH];
     let mut out = Vec::with_capacity(1500);
     let mut backlog = VecDeque::new();
-    // Whether the application answers what arrives, and its answers fit the congestion
-    // window: then each datagram's answers go out before the next datagram is handled. Set
-    // for every receive; cleared for the rest of it when the tasks a datagram woke did not
-    // answer (a reader of a bulk transfer) or their answer did not all go out (a sender
-    // limited by congestion control), where handling the whole backlog first batches better.
-    let mut answer_each = true;
+    // Whether the answers to the first datagram of what was received that wakes tasks may
+    // still go out on their own, before the rest is handled. Under request/response load,
+    // handling a whole batch before sending anything makes the two sides take turns, each
+    // idle while the other works; sending the first answers early lets the peer work on them
+    // meanwhile. Only the first: answering every datagram on its own would cost a packet
+    // each.
+    let mut answer_first = true;
     loop {
-        let mut answered = None;
         if !backlog.is_empty() {
             let handled = {
                 let mut state = shared.lock();
-                handle_received(&mut state, Instant::now(), &mut backlog, answer_each)
+                handle_received(&mut state, Instant::now(), &mut backlog, answer_first)
             };
             if handled.woke && !handled.urgent {
                 // The tasks this woke run before anything is sent: their replies then share
@@ -576,16 +576,17 @@ async fn drive(shared: Arc<Shared>) {
                 tokio::task::yield_now().await;
             }
             if let Some(handle) = handled.answering {
-                let replied = shared
+                answer_first = false;
+                let answered = shared
                     .lock()
                     .proto
                     .connection(handle)
                     .is_some_and(|c| c.has_stream_data_to_send());
-                if !replied && !handled.urgent {
-                    answer_each = false;
+                if !answered {
+                    // Nothing to hurry (a reader of a bulk transfer, or a peer's ACKs):
+                    // the rest is handled first, and one packet acknowledges it all.
                     continue;
                 }
-                answered = Some(handle);
             }
         }
         // Timers and everything waiting to be sent.
@@ -613,12 +614,6 @@ async fn drive(shared: Arc<Shared>) {
             while let Some(transmit) = state.proto.poll_transmit(now, &mut out) {
                 let end = out.len();
                 sends.push((transmit.destination, transmit.ecn, end - transmit.size..end));
-            }
-            if let Some(handle) = answered {
-                answer_each &= !state
-                    .proto
-                    .connection(handle)
-                    .is_some_and(|c| c.has_stream_data_to_send());
             }
             state.dispatch_events();
             if unused && state.proto.connection_handles().is_empty() {
@@ -653,7 +648,7 @@ async fn drive(shared: Arc<Shared>) {
             tokio::task::yield_now().await;
             continue;
         }
-        answer_each = true;
+        answer_first = true;
         let sleep = async {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline.into()).await,

@@ -635,8 +635,7 @@ impl Connection {
 
     /// Whether stream data (or a FIN, or data to send again) is queued that flow control lets
     /// go out; congestion control and pacing may still hold it back. After the application
-    /// answered what arrived, this says it did; after sending, that the answer did not all fit
-    /// in the congestion window.
+    /// had its turn with what arrived, this says whether it answered.
     pub fn has_stream_data_to_send(&self) -> bool {
         self.streams.has_data_to_send()
     }
