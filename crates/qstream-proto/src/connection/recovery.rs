@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::space::{SentPacket, SpaceId};
+use super::space::{ControlFrames, SentPacket, SpaceId};
 use super::{Connection, State, StreamFrameRecord, TransportError};
 use crate::recovery::{PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD};
 use crate::wire::{Ack, VarInt};
@@ -100,21 +100,22 @@ impl Connection {
         // RFC 9002 §6.2.4: send one or two ack-eliciting probes, carrying data still
         // unacknowledged when there is some.
         space.probes = 2;
-        let unacked: Vec<_> = space
+        let mut unacked = space
             .sent
             .values()
             .filter(|p| p.ack_eliciting && p.in_flight)
-            .map(|p| p.retransmit.clone())
-            .collect();
+            .peekable();
         // Stream data: only the oldest outstanding packet's is sent again, one probe's worth,
         // not a whole window of spurious retransmissions.
         let oldest_streams = unacked
-            .first()
-            .map(|r| r.streams.clone())
+            .peek()
+            .map(|p| p.retransmit.streams.clone())
             .unwrap_or_default();
-        for mut retransmit in unacked {
-            retransmit.streams.clear();
-            space.requeue(retransmit);
+        let control: Vec<ControlFrames> = unacked
+            .filter_map(|p| p.retransmit.control.as_deref().cloned())
+            .collect();
+        for frames in control {
+            space.requeue(frames);
         }
         self.streams.on_lost(&oldest_streams);
     }
@@ -293,7 +294,9 @@ impl Connection {
             let mut packet = space.sent.remove(*pn).expect("listed above");
             let mut retransmit = std::mem::take(&mut packet.retransmit);
             lost_streams.append(&mut retransmit.streams);
-            space.requeue(retransmit);
+            if let Some(frames) = retransmit.control {
+                space.requeue(*frames);
+            }
             if let Some(qlog) = &mut self.qlog {
                 qlog.packet_lost(now, id, *pn);
             }

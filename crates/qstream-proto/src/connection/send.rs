@@ -424,7 +424,7 @@ impl Connection {
                     break;
                 }
                 Frame::NewConnectionId(issued.frame()).encode(buf);
-                record.retransmit.new_cids.push(issued);
+                record.retransmit.control_mut().new_cids.push(issued);
                 record.ack_eliciting = true;
             }
             while let Some(sequence) = space.pending.retire_cids.pop() {
@@ -436,7 +436,7 @@ impl Connection {
                     sequence: VarInt::from_u64(sequence).expect("small"),
                 }
                 .encode(buf);
-                record.retransmit.retire_cids.push(sequence);
+                record.retransmit.control_mut().retire_cids.push(sequence);
                 record.ack_eliciting = true;
             }
             if let Some(token) = space.pending.new_token.take() {
@@ -444,7 +444,7 @@ impl Connection {
                     space.pending.new_token = Some(token);
                 } else {
                     Frame::NewToken(&token).encode(buf);
-                    record.retransmit.new_token = Some(token);
+                    record.retransmit.control_mut().new_token = Some(token);
                     record.ack_eliciting = true;
                 }
             }
@@ -453,7 +453,7 @@ impl Connection {
             {
                 Frame::HandshakeDone.encode(buf);
                 record.ack_eliciting = true;
-                record.retransmit.handshake_done = true;
+                record.retransmit.control_mut().handshake_done = true;
                 self.handshake_done_pending = false;
                 space.pending.handshake_done = false;
             }
@@ -467,7 +467,7 @@ impl Connection {
                 let outstanding: Vec<_> = space
                     .sent
                     .values()
-                    .flat_map(|p| p.retransmit.crypto.iter().cloned())
+                    .flat_map(|p| p.retransmit.crypto().iter().cloned())
                     .collect();
                 for range in outstanding {
                     space.crypto_send.on_lost(range);
@@ -575,7 +575,7 @@ fn write_crypto(
             data,
         }
         .encode(buf);
-        record.retransmit.crypto.push(sent);
+        record.retransmit.control_mut().crypto.push(sent);
         record.ack_eliciting = true;
     }
 }

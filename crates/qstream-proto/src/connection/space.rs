@@ -29,8 +29,32 @@ impl SpaceId {
 const MAX_ACK_RANGES: usize = 32;
 
 /// What a sent packet carried that must be sent again if it is lost.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Retransmit {
+    /// Stream frames, handed to the stream map when acknowledged or lost rather than queued
+    /// here.
+    pub(crate) streams: Vec<StreamFrameRecord>,
+    /// Every other frame to send again. Rare once the handshake is done, so kept out of line:
+    /// a packet's record is moved on every send and acknowledgment, and stays small.
+    pub(crate) control: Option<Box<ControlFrames>>,
+}
+
+impl Retransmit {
+    /// The control frames, made on first use.
+    pub(crate) fn control_mut(&mut self) -> &mut ControlFrames {
+        self.control.get_or_insert_default()
+    }
+
+    /// The CRYPTO stream byte ranges carried.
+    pub(crate) fn crypto(&self) -> &[Range<u64>] {
+        self.control.as_ref().map_or(&[], |c| &c.crypto)
+    }
+}
+
+/// Frames other than STREAM that are sent again when the packet carrying them is lost; also
+/// what waits to be sent again in a packet number space.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ControlFrames {
     /// CRYPTO stream byte ranges.
     pub(crate) crypto: Vec<Range<u64>>,
     /// A HANDSHAKE_DONE frame.
@@ -41,12 +65,9 @@ pub(crate) struct Retransmit {
     pub(crate) retire_cids: Vec<u64>,
     /// A NEW_TOKEN frame's token.
     pub(crate) new_token: Option<bytes::Bytes>,
-    /// Stream frames, handed to the stream map when acknowledged or lost rather than queued
-    /// here.
-    pub(crate) streams: Vec<StreamFrameRecord>,
 }
 
-impl Retransmit {
+impl ControlFrames {
     pub(crate) fn is_empty(&self) -> bool {
         self.crypto.is_empty()
             && !self.handshake_done
@@ -56,7 +77,7 @@ impl Retransmit {
     }
 
     /// Merges `other` into what is waiting to be sent again.
-    pub(crate) fn absorb(&mut self, other: Retransmit) {
+    pub(crate) fn absorb(&mut self, other: ControlFrames) {
         self.crypto.extend(other.crypto);
         self.handshake_done |= other.handshake_done;
         self.new_cids.extend(other.new_cids);
@@ -98,7 +119,7 @@ pub(crate) struct PacketSpace {
     /// the time threshold (RFC 9002 §6.1.2).
     pub(crate) loss_time: Option<Instant>,
     /// Frames to send again.
-    pub(crate) pending: Retransmit,
+    pub(crate) pending: ControlFrames,
     /// PTO probes to send (RFC 9002 §6.2.4).
     pub(crate) probes: u8,
 
@@ -134,7 +155,7 @@ impl PacketSpace {
             sent: SentPackets::default(),
             time_of_last_ack_eliciting: None,
             loss_time: None,
-            pending: Retransmit::default(),
+            pending: ControlFrames::default(),
             probes: 0,
             received: RangeSet::default(),
             largest_received_time: None,
@@ -195,7 +216,7 @@ impl PacketSpace {
     /// A packet of ours was acknowledged: its CRYPTO data is delivered, and the peer saw the
     /// ACK frame it carried.
     pub(crate) fn on_packet_acked(&mut self, packet: &SentPacket) {
-        for range in &packet.retransmit.crypto {
+        for range in packet.retransmit.crypto() {
             self.crypto_send.on_acked(range.clone());
         }
         if let Some(largest) = packet.largest_ack {
@@ -205,11 +226,11 @@ impl PacketSpace {
     }
 
     /// Queues what a lost (or probed) packet carried to be sent again.
-    pub(crate) fn requeue(&mut self, mut retransmit: Retransmit) {
-        for range in retransmit.crypto.drain(..) {
+    pub(crate) fn requeue(&mut self, mut frames: ControlFrames) {
+        for range in frames.crypto.drain(..) {
             self.crypto_send.on_lost(range);
         }
-        self.pending.absorb(retransmit);
+        self.pending.absorb(frames);
     }
 
     /// Called when an ACK frame was written: nothing is owed any more.
