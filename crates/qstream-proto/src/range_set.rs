@@ -117,6 +117,33 @@ mod tests {
         assert_eq!(set.max(), Some(9));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn insertions_match_a_set_of_values(
+            inserts in proptest::collection::vec((0u64..200, 1u64..6), 0..60),
+        ) {
+            let mut set = RangeSet::default();
+            let mut model = std::collections::BTreeSet::new();
+            for (start, len) in inserts {
+                let mut new = false;
+                for v in start..start + len {
+                    new |= model.insert(v);
+                }
+                proptest::prop_assert_eq!(set.insert_range(start..start + len), new);
+            }
+            let ranges: Vec<_> = set.iter().collect();
+            // Sorted, disjoint, not touching.
+            for pair in ranges.windows(2) {
+                proptest::prop_assert!(pair[0].end < pair[1].start);
+            }
+            let values: Vec<u64> = ranges.iter().flat_map(|r| r.clone()).collect();
+            proptest::prop_assert_eq!(values, model.iter().copied().collect::<Vec<_>>());
+            for v in 0..210 {
+                proptest::prop_assert_eq!(set.contains(v), model.contains(&v));
+            }
+        }
+    }
+
     #[test]
     fn removes_ranges() {
         let mut set = RangeSet::default();
