@@ -29,8 +29,10 @@ use crate::wire::{
 };
 
 mod routes;
+mod timers;
 
 use routes::Routes;
+use timers::TimerIndex;
 
 /// Identifies a connection within its endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,6 +78,12 @@ pub struct Endpoint {
     /// Connections that may have new events or state since [`Self::poll_changed`] last
     /// returned them.
     changed: BTreeSet<ConnectionHandle>,
+    /// Every connection's next timer, kept current for the connections touched.
+    timers: TimerIndex,
+    /// The connection touched last, while it is still in `sendable` and `changed`: a busy
+    /// connection is touched for every datagram and every application call, and touching it
+    /// again then changes nothing.
+    touched_last: Option<ConnectionHandle>,
     incoming: VecDeque<ConnectionHandle>,
     /// Datagrams sent on no connection's behalf: Version Negotiation and stateless resets.
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -111,6 +119,8 @@ impl Endpoint {
             routes: Routes::default(),
             sendable: BTreeSet::new(),
             changed: BTreeSet::new(),
+            timers: TimerIndex::default(),
+            touched_last: None,
             incoming: VecDeque::new(),
             stateless: VecDeque::new(),
             resets_sent: 0,
@@ -208,8 +218,13 @@ impl Endpoint {
         handle
     }
 
-    /// Notes that `handle` may have something to send and new events.
+    /// Notes that `handle` may have something to send, new events and new timers.
     fn touch(&mut self, handle: ConnectionHandle) {
+        self.timers.mark_stale(handle);
+        if self.touched_last == Some(handle) {
+            return;
+        }
+        self.touched_last = Some(handle);
         self.sendable.insert(handle);
         self.changed.insert(handle);
     }
@@ -479,6 +494,8 @@ impl Endpoint {
                 .connections
                 .get_mut(&handle)
                 .and_then(|c| c.poll_transmit(now, buf));
+            // Sending arms loss and probe timers; pacing may have set one.
+            self.timers.mark_stale(handle);
             match transmit {
                 Some(transmit) => {
                     sent = Some((handle, transmit));
@@ -489,34 +506,40 @@ impl Endpoint {
         }
         for handle in idle {
             self.sendable.remove(&handle);
+            if self.touched_last == Some(handle) {
+                self.touched_last = None;
+            }
         }
         let (handle, transmit) = sent?;
         self.cursor = handle.0 + 1;
         Some(transmit)
     }
 
-    /// The earliest time [`Self::handle_timeout`] must be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.connections
-            .values()
-            .filter_map(Connection::poll_timeout)
-            .min()
+    /// The earliest time [`Self::handle_timeout`] must be called. Costs a look at the
+    /// connections touched since the last call, not at every connection.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.refresh_timers();
+        self.timers.earliest()
     }
 
-    /// Handles expired timers of every connection.
+    /// Handles the expired timers of every connection.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.resets_sent = 0;
-        let mut handled = Vec::new();
-        for (handle, connection) in &mut self.connections {
-            if connection.poll_timeout().is_some_and(|t| t <= now) {
+        self.refresh_timers();
+        for handle in self.timers.take_due(now) {
+            if let Some(connection) = self.connections.get_mut(&handle) {
                 connection.handle_timeout(now);
-                handled.push(*handle);
+                self.touch(handle);
+                self.process_endpoint_events(now, handle);
             }
         }
-        for handle in handled {
-            self.touch(handle);
-            self.process_endpoint_events(now, handle);
-        }
+    }
+
+    /// Reads again the timers of the connections touched since the last refresh.
+    fn refresh_timers(&mut self) {
+        let connections = &self.connections;
+        self.timers
+            .refresh(|handle| connections.get(&handle).and_then(Connection::poll_timeout));
     }
 
     /// Carries out what a connection asked of the endpoint: connection IDs to route to it, or
@@ -568,6 +591,10 @@ impl Endpoint {
         self.server_names.remove(&handle);
         self.sendable.remove(&handle);
         self.changed.remove(&handle);
+        self.timers.remove(handle);
+        if self.touched_last == Some(handle) {
+            self.touched_last = None;
+        }
         self.connections.remove(&handle)
     }
 
@@ -596,6 +623,9 @@ impl Endpoint {
     /// change.
     pub fn poll_changed(&mut self) -> Option<(ConnectionHandle, &mut Connection)> {
         while let Some(handle) = self.changed.pop_first() {
+            if self.touched_last == Some(handle) {
+                self.touched_last = None;
+            }
             if self.connections.contains_key(&handle) {
                 return self.connections.get_mut(&handle).map(|c| (handle, c));
             }

@@ -280,7 +280,7 @@ impl Simulator {
         let next_delivery = self.queue.peek().map(|Reverse(d)| d.at);
         let next_timer = self
             .endpoints
-            .iter()
+            .iter_mut()
             .filter_map(|(_, e)| e.poll_timeout())
             .min();
         let Some(next) = [next_delivery, next_timer].into_iter().flatten().min() else {

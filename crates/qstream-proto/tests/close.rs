@@ -156,3 +156,62 @@ fn close_stateless_reset_is_recognised() {
         Some(&ConnectionError::Reset)
     );
 }
+
+#[test]
+fn close_endpoint_timer_is_the_earliest_of_its_connections() {
+    // Eight connections with different idle timeouts live, send, close and time out; the
+    // endpoint keeps an index of their timers rather than asking each one every time, and
+    // after every step of the simulation it must give what asking each one gives.
+    let mut pair = Pair::new(PairOptions {
+        client_transport: idle(400),
+        ..PairOptions::default()
+    });
+    let mut clients = vec![pair.client];
+    for i in 1..8u64 {
+        let mut config = pair.client_config.clone();
+        config.transport = std::sync::Arc::new(idle(400 + 150 * i));
+        let now = pair.sim.now();
+        let handle = pair
+            .sim
+            .endpoint(CLIENT)
+            .connect(now, &config, server_addr(), "localhost")
+            .unwrap();
+        clients.push(handle);
+    }
+    let check = |pair: &mut Pair, step: usize| {
+        for side in [CLIENT, SERVER] {
+            let endpoint = pair.sim.endpoint(side);
+            let asked = endpoint
+                .connection_handles()
+                .into_iter()
+                .filter_map(|h| endpoint.connection(h).and_then(|c| c.poll_timeout()))
+                .min();
+            assert_eq!(endpoint.poll_timeout(), asked, "side {side}, step {step}");
+        }
+    };
+    let mut step = 0;
+    while pair.sim.step() {
+        step += 1;
+        check(&mut pair, step);
+        let now = pair.sim.now();
+        // Now and then the application acts on a connection: a stream with data, or a close.
+        let client = clients[step % clients.len()];
+        if let Some(connection) = pair.sim.endpoint(CLIENT).connection_mut(client) {
+            if step % 3 == 0 && connection.is_established() {
+                if let Ok(id) = connection.open(now, qstream_proto::wire::Dir::Uni) {
+                    connection.write(id, &[1; 3000]).unwrap();
+                    connection.finish(id).unwrap();
+                }
+            }
+            if step == 12 {
+                connection.close(now, VarInt::from_u32(1), b"done");
+            }
+        }
+        check(&mut pair, step);
+        assert!(step < 100_000, "the simulation does not end");
+    }
+    assert!(step > 12, "{step} steps");
+    for side in [CLIENT, SERVER] {
+        assert_eq!(pair.sim.endpoint(side).poll_timeout(), None);
+    }
+}
