@@ -229,6 +229,13 @@ impl Endpoint {
         self.changed.insert(handle);
     }
 
+    /// `handle` left `sendable` or `changed`: touching it must put it back.
+    fn untouch(&mut self, handle: ConnectionHandle) {
+        if self.touched_last == Some(handle) {
+            self.touched_last = None;
+        }
+    }
+
     fn random_cid(&mut self, len: usize) -> ConnectionId {
         let mut bytes = [0; ConnectionId::MAX_LEN];
         self.rng.fill_bytes(&mut bytes[..len]);
@@ -506,9 +513,7 @@ impl Endpoint {
         }
         for handle in idle {
             self.sendable.remove(&handle);
-            if self.touched_last == Some(handle) {
-                self.touched_last = None;
-            }
+            self.untouch(handle);
         }
         let (handle, transmit) = sent?;
         self.cursor = handle.0 + 1;
@@ -592,9 +597,7 @@ impl Endpoint {
         self.sendable.remove(&handle);
         self.changed.remove(&handle);
         self.timers.remove(handle);
-        if self.touched_last == Some(handle) {
-            self.touched_last = None;
-        }
+        self.untouch(handle);
         self.connections.remove(&handle)
     }
 
@@ -623,9 +626,7 @@ impl Endpoint {
     /// change.
     pub fn poll_changed(&mut self) -> Option<(ConnectionHandle, &mut Connection)> {
         while let Some(handle) = self.changed.pop_first() {
-            if self.touched_last == Some(handle) {
-                self.touched_last = None;
-            }
+            self.untouch(handle);
             if self.connections.contains_key(&handle) {
                 return self.connections.get_mut(&handle).map(|c| (handle, c));
             }
