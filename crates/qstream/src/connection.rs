@@ -484,12 +484,9 @@ impl SendStream {
     pub async fn stopped(&self) -> Result<Option<VarInt>, ConnectionError> {
         poll_fn(|cx| {
             self.connection.poll_stream_with(cx, self.id, |c| {
-                let snapshot = c.streams_snapshot(Instant::now());
-                match snapshot
-                    .streams
-                    .iter()
-                    .find(|s| s.id == self.id)
-                    .and_then(|s| s.send.clone())
+                match c
+                    .stream_snapshot(self.id, Instant::now())
+                    .and_then(|s| s.send)
                 {
                     None => Poll::Ready(None),
                     Some(send) if send.stopped_by_peer.is_some() => {

@@ -30,8 +30,8 @@ use crate::recovery::pacing::Pacer;
 use crate::recovery::{Controller, RttEstimator};
 use crate::stateless_reset::StatelessResetToken;
 use crate::streams::{
-    OpenError, OpenTicket, ReadOutcome, StreamError, StreamEvent, StreamFrameRecord, Streams,
-    StreamsSnapshot,
+    OpenError, OpenTicket, ReadOutcome, StreamError, StreamEvent, StreamFrameRecord,
+    StreamSnapshot, Streams, StreamsSnapshot,
 };
 use crate::wire::{
     ConnectionId, FrameType, TransportParameters, VarInt, Version, VersionInformation,
@@ -770,6 +770,12 @@ impl Connection {
     /// Every stream's state and the stream credit in both directions, now.
     pub fn streams_snapshot(&self, now: Instant) -> StreamsSnapshot {
         self.streams.snapshot(now)
+    }
+
+    /// The state of one stream, as [`Self::streams_snapshot`] reports it, without looking at
+    /// the others; `None` once it is released.
+    pub fn stream_snapshot(&self, id: StreamId, now: Instant) -> Option<StreamSnapshot> {
+        self.streams.stream(id, now)
     }
 
     /// The next qlog record (JSON-SEQ: a record separator, one JSON object, a newline) when

@@ -1369,28 +1369,7 @@ impl Streams {
         let mut streams: Vec<StreamSnapshot> = self
             .streams
             .iter()
-            .map(|(id, s)| StreamSnapshot {
-                id: *id,
-                accepted: s.accepted,
-                age: now.saturating_duration_since(s.opened_at),
-                send: s.send.as_ref().map(|h| SendSnapshot {
-                    state: h.state,
-                    written: h.written(),
-                    sent: h.sent_bytes(),
-                    acked: h.acked_bytes(),
-                    buffered: h.buffered() as u64,
-                    stopped_by_peer: h.stop_code,
-                }),
-                recv: s.recv.as_ref().map(|h| RecvSnapshot {
-                    state: h.state,
-                    received: h.received_bytes,
-                    read: h.read_bytes(),
-                    buffered: h.buffered() as u64,
-                    stopped: h.stop_code.is_some(),
-                    window: h.window,
-                }),
-                held: (!self.is_released_candidate(s)).then(|| held_reason(s)),
-            })
+            .map(|(id, s)| self.stream_snapshot(*id, s, now))
             .collect();
         streams.sort_by_key(|s| s.id);
         StreamsSnapshot {
@@ -1403,6 +1382,38 @@ impl Streams {
             data_sent: self.data_sent,
             data_received: self.data_received,
             shared_pieces: self.shared_pieces.held(),
+        }
+    }
+
+    /// The state of stream `id`, if it is open (not released).
+    pub fn stream(&self, id: StreamId, now: Instant) -> Option<StreamSnapshot> {
+        self.streams
+            .get(&id)
+            .map(|s| self.stream_snapshot(id, s, now))
+    }
+
+    fn stream_snapshot(&self, id: StreamId, s: &StreamState, now: Instant) -> StreamSnapshot {
+        StreamSnapshot {
+            id,
+            accepted: s.accepted,
+            age: now.saturating_duration_since(s.opened_at),
+            send: s.send.as_ref().map(|h| SendSnapshot {
+                state: h.state,
+                written: h.written(),
+                sent: h.sent_bytes(),
+                acked: h.acked_bytes(),
+                buffered: h.buffered() as u64,
+                stopped_by_peer: h.stop_code,
+            }),
+            recv: s.recv.as_ref().map(|h| RecvSnapshot {
+                state: h.state,
+                received: h.received_bytes,
+                read: h.read_bytes(),
+                buffered: h.buffered() as u64,
+                stopped: h.stop_code.is_some(),
+                window: h.window,
+            }),
+            held: (!self.is_released_candidate(s)).then(|| held_reason(s)),
         }
     }
 
@@ -1669,6 +1680,20 @@ mod tests {
         let (mut buf, mut records) = (Vec::new(), Vec::new());
         streams.write_frames(&mut buf, 1200, &mut records, now, Duration::from_millis(20));
         records
+    }
+
+    #[test]
+    fn streams_one_stream_snapshot_is_its_entry_in_the_whole() {
+        let (mut streams, now) = server();
+        data(&mut streams, now, client_bidi(1), 0, 10, true).unwrap();
+        let ours = streams.open(now, Dir::Uni).unwrap();
+        streams.write(ours, b"abc").unwrap();
+        let whole = streams.snapshot(now);
+        assert_eq!(whole.streams.len(), 3);
+        for entry in &whole.streams {
+            assert_eq!(streams.stream(entry.id, now).as_ref(), Some(entry));
+        }
+        assert_eq!(streams.stream(client_bidi(4), now), None);
     }
 
     #[test]
