@@ -70,7 +70,7 @@ impl Connection {
         let mut state = self.shared.lock();
         let result = f(self.live(&mut state)?);
         drop(state);
-        self.shared.notify.notify_one();
+        self.shared.wake_driver();
         Ok(result)
     }
 
@@ -133,7 +133,7 @@ impl Connection {
             register(state.connections.entry(self.handle).or_default());
         }
         drop(state);
-        self.shared.notify.notify_one();
+        self.shared.wake_driver();
         result.map(Ok)
     }
 
@@ -360,7 +360,7 @@ impl Drop for OpenGuard<'_> {
             }
         }
         drop(state);
-        self.connection.shared.notify.notify_one();
+        self.connection.shared.wake_driver();
     }
 }
 

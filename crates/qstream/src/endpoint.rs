@@ -174,7 +174,10 @@ impl State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     /// Wakes the driver when an application call produced something to send.
-    pub(crate) notify: Notify,
+    notify: Notify,
+    /// The driver has been woken since it last looked at the state: waking it again is one
+    /// atomic swap instead of a notification per application call.
+    woken: std::sync::atomic::AtomicBool,
     socket: Socket,
     /// Whether sends may batch datagrams with GSO.
     gso: std::sync::atomic::AtomicBool,
@@ -198,7 +201,14 @@ impl Shared {
     /// Counts one user less, and wakes the driver so it notices when none is left.
     pub(crate) fn remove_user(&self) {
         self.users.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        self.notify.notify_one();
+        self.wake_driver();
+    }
+
+    /// Makes the driver look at the state again: call after changing it.
+    pub(crate) fn wake_driver(&self) {
+        if !self.woken.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
     }
 }
 
@@ -264,6 +274,7 @@ impl Endpoint {
                 qlog_dir: None,
             }),
             notify: Notify::new(),
+            woken: std::sync::atomic::AtomicBool::new(false),
             socket,
             gso: std::sync::atomic::AtomicBool::new(true),
             users: std::sync::atomic::AtomicUsize::new(1),
@@ -334,7 +345,7 @@ impl Endpoint {
             state.connections.entry(handle).or_default();
             handle
         };
-        self.shared.notify.notify_one();
+        self.shared.wake_driver();
         Ok(Connecting {
             connection: Some(Connection::new(self.shared.clone(), handle)),
         })
@@ -373,7 +384,7 @@ impl Endpoint {
         }
         state.accept_waiters.drain(..).for_each(Waker::wake);
         drop(state);
-        self.shared.notify.notify_one();
+        self.shared.wake_driver();
     }
 
     /// Waits until every connection has finished closing.
@@ -589,6 +600,10 @@ async fn drive(shared: Arc<Shared>) {
                 }
             }
         }
+        // Changes made from now on wake the driver again; those made before, it sees now.
+        shared
+            .woken
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         // Timers and everything waiting to be sent.
         let mut sends = Vec::new();
         let deadline = {

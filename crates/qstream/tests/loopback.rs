@@ -393,6 +393,65 @@ async fn loopback_answers_share_packets_with_acks_and_credit() {
     serving.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_no_wake_up_is_lost_across_threads() {
+    // The driver is woken once per look at its state, however many application calls come
+    // in between; calls made on other threads while it works must still be seen. 2,000
+    // exchanges from 20 tasks spread over two worker threads, then single requests after
+    // quiet spells, each bounded in time: a lost wake-up leaves a request unsent.
+    let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
+    let serving = tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = server.accept_bi().await {
+            tokio::spawn(async move {
+                let request = recv.read_to_end(64).await.unwrap();
+                send.write_all(&request).await.unwrap();
+                send.finish().unwrap();
+            });
+        }
+    });
+    let workers: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    let exchange = async {
+                        let (mut send, mut recv) = client.open_bi().await.unwrap();
+                        send.write_all(&[7; 64]).await.unwrap();
+                        send.finish().unwrap();
+                        recv.read_to_end(64).await.unwrap()
+                    };
+                    let answer = tokio::time::timeout(Duration::from_secs(5), exchange)
+                        .await
+                        .expect("an exchange stalled");
+                    assert_eq!(answer, [7; 64]);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    // After a quiet spell no timer is due soon: only the application's call can make the
+    // driver send the next request.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let client = client.clone();
+        let exchange = tokio::spawn(async move {
+            let (mut send, mut recv) = client.open_bi().await.unwrap();
+            send.write_all(&[9; 64]).await.unwrap();
+            send.finish().unwrap();
+            recv.read_to_end(64).await.unwrap()
+        });
+        let answer = tokio::time::timeout(Duration::from_secs(2), exchange)
+            .await
+            .expect("a request after a quiet spell was not sent")
+            .unwrap();
+        assert_eq!(answer, [9; 64]);
+    }
+    drop(client);
+    serving.abort();
+}
+
 #[tokio::test]
 async fn loopback_the_first_answer_leaves_before_the_rest_is_handled() {
     // Eight requests of 1000 bytes leave the client in one burst and reach the server as one
