@@ -350,6 +350,20 @@ async fn loopback_unidirectional_streams_try_open_and_wait_idle() {
         .unwrap();
 }
 
+/// Answers every request stream `server` accepts, each in a task of its own, with the
+/// request's first 64 bytes.
+fn serve_answers(server: Connection) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = server.accept_bi().await {
+            tokio::spawn(async move {
+                let request = recv.read_to_end(1 << 16).await.unwrap();
+                send.write_all(&request[..64]).await.unwrap();
+                send.finish().unwrap();
+            });
+        }
+    })
+}
+
 #[tokio::test]
 async fn loopback_answers_share_packets_with_acks_and_credit() {
     // Request/response streams one after another. The driver lets the tasks that arriving
@@ -400,15 +414,7 @@ async fn loopback_no_wake_up_is_lost_across_threads() {
     // exchanges from 20 tasks spread over two worker threads, then single requests after
     // quiet spells, each bounded in time: a lost wake-up leaves a request unsent.
     let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
-    let serving = tokio::spawn(async move {
-        while let Ok((mut send, mut recv)) = server.accept_bi().await {
-            tokio::spawn(async move {
-                let request = recv.read_to_end(64).await.unwrap();
-                send.write_all(&request).await.unwrap();
-                send.finish().unwrap();
-            });
-        }
-    });
+    let serving = serve_answers(server);
     let workers: Vec<_> = (0..20)
         .map(|_| {
             let client = client.clone();
@@ -460,15 +466,7 @@ async fn loopback_the_first_answer_leaves_before_the_rest_is_handled() {
     // answers share a packet. Handling the whole backlog first would send all eight answers
     // in one packet; answering packet by packet, in seven.
     let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
-    let serving = tokio::spawn(async move {
-        while let Ok((mut send, mut recv)) = server.accept_bi().await {
-            tokio::spawn(async move {
-                let request = recv.read_to_end(1000).await.unwrap();
-                send.write_all(&request[..64]).await.unwrap();
-                send.finish().unwrap();
-            });
-        }
-    });
+    let serving = serve_answers(server);
     let exchange = |streams: usize| {
         let client = client.clone();
         async move {
