@@ -126,24 +126,23 @@ impl State {
                     _ => {}
                 }
             }
-            if state.error.is_some() {
+            let drained = connection.is_drained();
+            if drained {
+                // Nothing more can happen on it; handles still see its error.
+                if let Some(error) = connection.close_reason() {
+                    state.error.get_or_insert_with(|| error.clone());
+                }
+            }
+            if state.error.is_some() || drained {
                 // Every stream operation now fails with the connection's error.
                 for (_, mut waiters) in state.stream_waiters.drain() {
                     wake_all(&mut waiters);
                 }
             }
-            if changed {
+            if changed || drained {
                 wake_all(&mut state.waiters);
             }
-            if connection.is_drained() {
-                // Nothing more can happen on it; handles still see its error.
-                if let Some(error) = connection.close_reason() {
-                    state.error.get_or_insert_with(|| error.clone());
-                }
-                wake_all(&mut state.waiters);
-                for (_, mut waiters) in state.stream_waiters.drain() {
-                    wake_all(&mut waiters);
-                }
+            if drained {
                 if state.abandoned {
                     self.connections.remove(&handle);
                 }

@@ -277,7 +277,8 @@ impl Connection {
             // A packet that completes a stream is acknowledged at once while we wait, or are
             // about to wait, for stream credit: the peer releases the stream, and returns
             // credit, only when our acknowledgment arrives (DESIGN invariant 1, USER-PAIN last
-            // paragraph). "About to": an application that has used all its credit is still
+            // paragraph; RFC 9000 §13.2.1 lets a receiver acknowledge sooner than
+            // max_ack_delay). "About to": an application that has used all its credit is still
             // reading the answers that free it, and asks for a stream only afterwards.
             let completes_stream_we_wait_on = completed_stream && self.streams.needs_credit();
             if id != SpaceId::Data

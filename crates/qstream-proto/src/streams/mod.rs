@@ -1014,18 +1014,18 @@ impl Streams {
                 .iter()
                 .any(|c| c.max_streams_pending || c.blocked_pending.is_some())
             || (self.peer_max_data > self.data_sent && !self.schedule.is_empty())
-            || self.schedule.values().flatten().any(|id| {
-                self.streams
-                    .get(id)
-                    .and_then(|s| s.send.as_ref())
-                    .is_some_and(|s| s.has_sendable(0))
-            })
+            || self.any_sendable(0)
     }
 
     /// Whether stream data, a FIN or data to send again is queued and flow control lets it
     /// go out.
     pub(crate) fn has_data_to_send(&self) -> bool {
-        let conn_credit = self.peer_max_data.saturating_sub(self.data_sent);
+        self.any_sendable(self.peer_max_data.saturating_sub(self.data_sent))
+    }
+
+    /// Whether a scheduled stream has something to send with `conn_credit` bytes of new data
+    /// allowed on the connection.
+    fn any_sendable(&self, conn_credit: u64) -> bool {
         self.schedule.values().flatten().any(|id| {
             self.streams
                 .get(id)
