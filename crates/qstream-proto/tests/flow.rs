@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use qstream_proto::sim::LinkConfig;
 use qstream_proto::streams::StreamEvent;
 use qstream_proto::wire::{Dir, VarInt};
 use qstream_proto::{Event, TransportConfig};
@@ -47,6 +48,53 @@ fn flow_reader_that_never_reads_stalls_the_writer_with_bounded_memory() {
         "the reader buffers one window, no more"
     );
     assert!(pair.server_conn().unwrap().close_reason().is_none());
+}
+
+#[test]
+fn flow_a_writer_blocked_by_the_stream_window_makes_no_empty_packets() {
+    // A window far below the bandwidth-delay product: each round trip the stream sends its
+    // window and waits for MAX_STREAM_DATA, while the acknowledgments that arrive meanwhile
+    // free send buffer and the application writes more. A stream that cannot send must not
+    // make the connection build packets that carry nothing of it: each would be a bare
+    // repeat of an ACK (a bulk sender once sent four of those for every data packet).
+    let mut server_transport = TransportConfig::default();
+    server_transport.streams.stream_window = 64 * 1024;
+    server_transport.streams.max_stream_window = 64 * 1024;
+    let mut pair = Pair::new(PairOptions {
+        link: LinkConfig {
+            bandwidth: Some(100_000_000),
+            ..LinkConfig::default()
+        },
+        server_transport,
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let before = pair.client_conn().unwrap().stats();
+    let now = pair.sim.now();
+    let id = pair.client_conn().unwrap().open(now, Dir::Uni).unwrap();
+    let chunk = vec![5u8; 4000];
+    let mut sid = None;
+    let mut body = Vec::new();
+    pair.run_until(Duration::from_secs(2), |p| {
+        let _ = p.client_conn().unwrap().write(id, &chunk).unwrap();
+        let server = p.server_conn().unwrap();
+        sid = sid.or_else(|| server.accept(Dir::Uni));
+        if let Some(sid) = sid {
+            drain(server, sid, &mut body);
+            body.clear();
+        }
+        false
+    });
+    let stats = pair.client_conn().unwrap().stats();
+    let packets = stats.packets_sent - before.packets_sent;
+    let stream_packets = stats.frames_sent.stream() - before.frames_sent.stream();
+    assert!(stream_packets > 1000, "{stats:?}");
+    // Besides the stream's packets: STREAM_DATA_BLOCKED, acknowledgments of the server's
+    // MAX_STREAM_DATA, path MTU probes.
+    assert!(
+        packets <= stream_packets + stream_packets / 10,
+        "{packets} packets for {stream_packets} with stream data: {stats:?}"
+    );
 }
 
 #[test]

@@ -506,13 +506,24 @@ impl Streams {
         Some(id)
     }
 
+    /// Queues a stream to send, if it has anything that flow control lets go out now apart
+    /// from connection credit. One blocked by its own limit is not queued, so that it does not
+    /// make packets that carry nothing of it; it says it is blocked instead (RFC 9000 §4.1).
     fn schedule(&mut self, id: StreamId) {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        let Some(send) = &stream.send else {
+        let Some(send) = stream.send.as_mut() else {
             return;
         };
+        if !send.has_sendable(u64::MAX) {
+            if send.blocked_by_stream_limit() && send.blocked_sent_at != Some(send.max_data) {
+                send.blocked_sent_at = Some(send.max_data);
+                send.blocked_pending = true;
+                self.queue_control(id);
+            }
+            return;
+        }
         if !stream.queued {
             stream.queued = true;
             self.schedule
