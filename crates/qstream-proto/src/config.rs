@@ -55,7 +55,7 @@ impl Default for TransportConfig {
             max_ack_delay: Duration::from_millis(25),
             ack_eliciting_threshold: 2,
             max_udp_payload_size: 1452,
-            congestion_control: CongestionControl::NewReno,
+            congestion_control: CongestionControl::default(),
             ecn: true,
             crypto_buffer_size: 64 * 1024,
             max_datagram_frame_size: Some(1200),

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::Side;
 use crate::connection::SpaceId;
@@ -23,6 +23,32 @@ pub(crate) struct Qlog {
     records: VecDeque<String>,
     /// The last logged state of each half of each stream not yet released.
     streams: BTreeMap<StreamId, (Option<SendState>, Option<RecvState>)>,
+    /// The recovery metrics last logged.
+    metrics: RecoveryMetrics,
+}
+
+/// What `recovery_metrics_updated` reports (quic-events §7.2).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct RecoveryMetrics {
+    pub(crate) min_rtt: Duration,
+    pub(crate) smoothed_rtt: Duration,
+    pub(crate) latest_rtt: Duration,
+    pub(crate) rtt_variance: Duration,
+    pub(crate) pto_count: u32,
+    pub(crate) congestion_window: u64,
+    pub(crate) bytes_in_flight: u64,
+    pub(crate) ssthresh: Option<u64>,
+    /// Bits per second.
+    pub(crate) pacing_rate: u64,
+}
+
+/// Why a packet was declared lost (quic-events §7.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LossTrigger {
+    /// Packets far enough after it were acknowledged (RFC 9002 §6.1.1).
+    ReorderingThreshold,
+    /// It was sent long enough before an acknowledged packet (RFC 9002 §6.1.2).
+    TimeThreshold,
 }
 
 impl Qlog {
@@ -44,6 +70,7 @@ impl Qlog {
             start: now,
             records: VecDeque::new(),
             streams: BTreeMap::new(),
+            metrics: RecoveryMetrics::default(),
         };
         qlog.push(header);
         qlog
@@ -100,14 +127,82 @@ impl Qlog {
         self.event(now, name, &data);
     }
 
-    /// `packet_lost` (quic-events §5.11), one event per packet.
-    pub(crate) fn packet_lost(&mut self, now: Instant, space: SpaceId, pn: u64) {
+    /// `packet_lost` (quic-events §7.4), one event per packet.
+    pub(crate) fn packet_lost(
+        &mut self,
+        now: Instant,
+        space: SpaceId,
+        pn: u64,
+        trigger: LossTrigger,
+    ) {
+        let trigger = match trigger {
+            LossTrigger::ReorderingThreshold => "reordering_threshold",
+            LossTrigger::TimeThreshold => "time_threshold",
+        };
         let data = format!(
             "{{\"header\":{{\"packet_type\":\"{}\",\"packet_number\":{pn}}},\
-             \"trigger\":\"reordering_threshold_or_time_threshold\"}}",
+             \"trigger\":\"{trigger}\"}}",
             packet_type(space)
         );
         self.event(now, "packet_lost", &data);
+    }
+
+    /// `recovery_metrics_updated` (quic-events §7.2) with the metrics that changed since the
+    /// last one; nothing when none did.
+    pub(crate) fn recovery_metrics(&mut self, now: Instant, metrics: RecoveryMetrics) {
+        let old = std::mem::replace(&mut self.metrics, metrics);
+        let mut data = String::from("{");
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let mut field = |name: &str, value: String| {
+            if data.len() > 1 {
+                data.push(',');
+            }
+            let _ = write!(data, "\"{name}\":{value}");
+        };
+        let rtts = [
+            ("min_rtt", old.min_rtt, metrics.min_rtt),
+            ("smoothed_rtt", old.smoothed_rtt, metrics.smoothed_rtt),
+            ("latest_rtt", old.latest_rtt, metrics.latest_rtt),
+            ("rtt_variance", old.rtt_variance, metrics.rtt_variance),
+        ];
+        for (name, old, new) in rtts {
+            if old != new {
+                field(name, format!("{:.3}", ms(new)));
+            }
+        }
+        let counts = [
+            (
+                "pto_count",
+                u64::from(old.pto_count),
+                u64::from(metrics.pto_count),
+            ),
+            (
+                "congestion_window",
+                old.congestion_window,
+                metrics.congestion_window,
+            ),
+            (
+                "bytes_in_flight",
+                old.bytes_in_flight,
+                metrics.bytes_in_flight,
+            ),
+            ("pacing_rate", old.pacing_rate, metrics.pacing_rate),
+        ];
+        for (name, old, new) in counts {
+            if old != new {
+                field(name, new.to_string());
+            }
+        }
+        if let Some(ssthresh) = metrics
+            .ssthresh
+            .filter(|_| old.ssthresh != metrics.ssthresh)
+        {
+            field("ssthresh", ssthresh.to_string());
+        }
+        if data.len() > 1 {
+            data.push('}');
+            self.event(now, "recovery_metrics_updated", &data);
+        }
     }
 
     /// `stream_state_updated` (quic-events §5.13) for every half whose state changed since the

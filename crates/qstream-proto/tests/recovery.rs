@@ -62,8 +62,11 @@ fn recovery_persistent_congestion_collapses_the_window() {
     assert!(pair.run_until(Duration::from_secs(5), |p| {
         p.client_conn().unwrap().stats().packets_lost > 0
     }));
-    // RFC 9002 §7.6.2: the window collapses to the minimum, two datagrams.
-    assert_eq!(pair.client_conn().unwrap().congestion_window(), 2 * 1200);
+    // RFC 9002 §7.6.2: the window collapses to the minimum, two datagrams of the size in use
+    // (§7.2), which path MTU discovery raised.
+    let client = pair.client_conn().unwrap();
+    assert!(client.path_mtu() > 1200);
+    assert_eq!(client.congestion_window(), 2 * u64::from(client.path_mtu()));
 }
 
 #[test]
@@ -128,9 +131,10 @@ fn recovery_ecn_ce_is_acknowledged_at_once_and_shrinks_the_window() {
     });
     assert!(pair.drive_handshake(Duration::from_secs(5)));
     pair.run_until(Duration::from_secs(1), |_| false);
-    // One ping per 100 ms is acknowledged after max_ack_delay: 20 ms + 25 ms.
+    // One ping per 100 ms is acknowledged after a quarter of the RTT (within max_ack_delay):
+    // 20 ms + 5 ms.
     let client = pair.client_conn().unwrap();
-    assert_eq!(client.rtt().latest(), Duration::from_millis(45));
+    assert_eq!(client.rtt().latest(), Duration::from_millis(25));
     let window = client.congestion_window();
     assert!(client.ecn_sending());
     // Now every ECN-capable datagram is marked CE instead of dropped.

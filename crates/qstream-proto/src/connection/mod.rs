@@ -235,6 +235,8 @@ pub struct ConnectionStats {
     pub packets_received: u64,
     /// Packets declared lost.
     pub packets_lost: u64,
+    /// Bytes of the packets declared lost: what had to be sent again, headers included.
+    pub bytes_lost: u64,
     /// Packets received that could not be decrypted or parsed, and were dropped.
     pub packets_dropped: u64,
     /// Probe timeouts that fired.
@@ -940,6 +942,17 @@ impl Connection {
             return None;
         }
         Some(self.last_sent_eliciting? + interval)
+    }
+
+    /// How long an acknowledgment of a lone 1-RTT packet is held back: a quarter of the RTT,
+    /// at least the timer granularity and at most our max_ack_delay. RFC 9000 §13.2.1 bounds
+    /// the delay by max_ack_delay and lets a receiver acknowledge sooner. On a path of a few
+    /// hundred microseconds, holding a lone packet's ACK for the whole 25 ms stalls a sender
+    /// whose window has one packet left for a hundred round trips.
+    fn ack_delay(&self) -> Duration {
+        (self.rtt.smoothed() / 4)
+            .max(crate::recovery::GRANULARITY)
+            .min(self.config.max_ack_delay)
     }
 
     fn pto_duration(&self) -> Duration {

@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use super::space::{ControlFrames, SentPacket, SpaceId};
 use super::{Connection, State, StreamFrameRecord, TransportError};
+use crate::qlog::{LossTrigger, RecoveryMetrics};
+use crate::recovery::pacing::Pacer;
 use crate::recovery::{PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD};
 use crate::wire::{Ack, VarInt};
 use crate::{Side, TransportErrorCode};
@@ -88,6 +90,7 @@ impl Connection {
         if let Some((time, id)) = self.earliest_loss_time() {
             if time <= now {
                 self.detect_and_remove_lost(now, id);
+                self.log_recovery_metrics(now);
                 return;
             }
         }
@@ -118,6 +121,7 @@ impl Connection {
             space.requeue(frames);
         }
         self.streams.on_lost(&oldest_streams);
+        self.log_recovery_metrics(now);
     }
 
     /// RFC 9002 Appendix A.7, OnAckReceived.
@@ -189,6 +193,9 @@ impl Connection {
             space.on_packet_acked(packet);
             if packet.mtu_probe {
                 self.mtu.on_probe_acked(packet.size);
+                let size = u64::from(self.mtu.current());
+                self.cc.on_max_datagram_size(size);
+                self.pacer.on_max_datagram_size(size);
             }
         }
         for (_, packet) in &newly_acked {
@@ -214,7 +221,30 @@ impl Connection {
         if self.peer_completed_address_validation() {
             self.pto_count = 0;
         }
+        self.log_recovery_metrics(now);
         Ok(())
+    }
+
+    /// Logs the recovery metrics that changed, when recording qlog.
+    pub(super) fn log_recovery_metrics(&mut self, now: Instant) {
+        let Some(qlog) = &mut self.qlog else {
+            return;
+        };
+        let window = self.cc.window();
+        qlog.recovery_metrics(
+            now,
+            RecoveryMetrics {
+                min_rtt: self.rtt.min(),
+                smoothed_rtt: self.rtt.smoothed(),
+                latest_rtt: self.rtt.latest(),
+                rtt_variance: self.rtt.var(),
+                pto_count: self.pto_count,
+                congestion_window: window,
+                bytes_in_flight: self.bytes_in_flight,
+                ssthresh: self.cc.ssthresh(),
+                pacing_rate: Pacer::rate(window, self.rtt.smoothed()),
+            },
+        );
     }
 
     /// Keeps an acknowledged packet's emptied stream-frame list for a later packet; enough are
@@ -278,8 +308,10 @@ impl Connection {
         for (pn, packet) in space.sent.range(..=largest_acked) {
             let by_time = lost_send_time.is_some_and(|t| packet.time <= t);
             let by_count = largest_acked >= pn + PACKET_THRESHOLD;
-            if by_time || by_count {
-                lost.push(pn);
+            if by_count {
+                lost.push((pn, LossTrigger::ReorderingThreshold));
+            } else if by_time {
+                lost.push((pn, LossTrigger::TimeThreshold));
             } else {
                 let at = packet.time + loss_delay;
                 space.loss_time = Some(space.loss_time.map_or(at, |t| t.min(at)));
@@ -290,7 +322,7 @@ impl Connection {
         }
         let mut lost_packets = Vec::with_capacity(lost.len());
         let mut lost_streams = Vec::new();
-        for pn in &lost {
+        for (pn, trigger) in &lost {
             let mut packet = space.sent.remove(*pn).expect("listed above");
             let mut retransmit = std::mem::take(&mut packet.retransmit);
             lost_streams.append(&mut retransmit.streams);
@@ -298,12 +330,16 @@ impl Connection {
                 space.requeue(*frames);
             }
             if let Some(qlog) = &mut self.qlog {
-                qlog.packet_lost(now, id, *pn);
+                qlog.packet_lost(now, id, *pn, *trigger);
             }
             lost_packets.push((*pn, packet));
         }
         self.streams.on_lost(&lost_streams);
         self.stats.packets_lost += lost_packets.len() as u64;
+        self.stats.bytes_lost += lost_packets
+            .iter()
+            .map(|(_, p)| u64::from(p.size))
+            .sum::<u64>();
         let mut latest_sent = None;
         for (_, packet) in &lost_packets {
             if packet.in_flight {

@@ -250,6 +250,7 @@ impl Connection {
         }
         let ack_eliciting = self.process_frames(now, id, &located, &payload)?;
         let completed_stream = self.streams.take_completed_in_packet();
+        let ack_delay = self.ack_delay();
         let space = &mut self.spaces[id as usize];
         let largest_before = space.received.max();
         space.record_received(pn, now);
@@ -288,7 +289,7 @@ impl Connection {
             {
                 space.ack_immediately = true;
             } else if space.ack_deadline.is_none() {
-                space.ack_deadline = Some(now + self.config.max_ack_delay);
+                space.ack_deadline = Some(now + ack_delay);
             }
         }
         if !matches!(self.state, State::Handshaking | State::Established) {

@@ -7,9 +7,19 @@ use super::{Controller, RttEstimator, initial_window, minimum_window};
 /// RFC 9438 §5.1: C = 0.4 and beta_cubic = 0.7.
 const C: f64 = 0.4;
 const BETA: f64 = 0.7;
+/// RFC 9438 §4.3: the Reno-friendly estimate grows by alpha_cubic segments per round trip.
+const ALPHA: f64 = 3.0 * (1.0 - BETA) / (1.0 + BETA);
 
 /// CUBIC: after a loss the window grows along a cubic curve centred on the window before the
 /// loss, with a Reno-friendly floor (RFC 9438 §4).
+///
+/// Both curves are functions of the time since the congestion event, as RFC 9438 §4.2 and
+/// RFC 8312 §4.2 write them. The Reno-friendly floor is therefore computed from elapsed
+/// round trips, not accumulated per acknowledgment: on a path of a few hundred microseconds a
+/// probe timeout stalls the sender for tens of round trips, and an estimate that only grows
+/// per ACK would stay where the loss left it, one or two datagrams, so that every later
+/// round trip risks another stall. Growth is still clocked by acknowledgments: at most the
+/// bytes each one acknowledges, as in slow start.
 #[derive(Debug)]
 pub(super) struct Cubic {
     max_datagram_size: u64,
@@ -22,8 +32,9 @@ pub(super) struct Cubic {
     k: Duration,
     /// Start of the current congestion avoidance epoch.
     epoch_start: Option<Instant>,
-    /// The Reno-friendly estimate, in bytes (W_est, §4.3).
-    w_est: f64,
+    /// When the last acknowledgment was handled: time the application left the window unused
+    /// does not count toward growth (RFC 9438 §5.8).
+    last_ack: Option<Instant>,
 }
 
 impl Cubic {
@@ -36,7 +47,7 @@ impl Cubic {
             w_max: 0.0,
             k: Duration::ZERO,
             epoch_start: None,
-            w_est: 0.0,
+            last_ack: None,
         }
     }
 
@@ -49,6 +60,14 @@ impl Cubic {
         let dt = t.as_secs_f64() - self.k.as_secs_f64();
         (C * dt.powi(3) + self.segments(self.w_max)) * self.max_datagram_size as f64
     }
+
+    /// W_est(t) in bytes: the window Reno would have `t` after the congestion event, starting
+    /// from beta_cubic * W_max and growing alpha_cubic segments per round trip (RFC 9438 §4.3,
+    /// in the closed form of RFC 8312 §4.2).
+    fn w_est(&self, t: Duration, rtt: Duration) -> f64 {
+        let round_trips = t.as_secs_f64() / rtt.as_secs_f64().max(1e-6);
+        self.w_max * BETA + ALPHA * round_trips * self.max_datagram_size as f64
+    }
 }
 
 impl Controller for Cubic {
@@ -60,7 +79,19 @@ impl Controller for Cubic {
         app_limited: bool,
         rtt: &RttEstimator,
     ) {
-        if app_limited || self.recovery_start.is_some_and(|start| sent <= start) {
+        let since_last_ack = self
+            .last_ack
+            .map_or(Duration::ZERO, |last| now.saturating_duration_since(last));
+        self.last_ack = Some(now);
+        if app_limited {
+            // RFC 9438 §5.8: no growth while the window is not the limit, and the epoch moves
+            // on with the clock so that idle time does not become growth later.
+            if let Some(start) = &mut self.epoch_start {
+                *start += since_last_ack;
+            }
+            return;
+        }
+        if self.recovery_start.is_some_and(|start| sent <= start) {
             return;
         }
         if self.window < self.ssthresh {
@@ -68,31 +99,36 @@ impl Controller for Cubic {
             return;
         }
         // An epoch that starts without a preceding loss (§4.8) centres the curve on now.
-        let epoch_start = *self.epoch_start.get_or_insert(now);
-        if self.w_max == 0.0 {
-            self.w_max = self.window as f64;
-            self.w_est = self.window as f64;
-        }
-        // §4.3: W_est grows by alpha_cubic segments per window acknowledged.
-        let alpha = 3.0 * (1.0 - BETA) / (1.0 + BETA);
-        self.w_est += alpha * self.max_datagram_size as f64 * bytes as f64 / self.window as f64;
+        let epoch_start = match self.epoch_start {
+            Some(start) => start,
+            None => {
+                self.w_max = self.window as f64;
+                self.k = Duration::ZERO;
+                *self.epoch_start.insert(now)
+            }
+        };
         let t = now.saturating_duration_since(epoch_start);
-        let target = self
-            .w_cubic(t + rtt.smoothed())
-            .clamp(self.window as f64, 1.5 * self.window as f64);
+        let rtt = rtt.smoothed();
         let cwnd = self.window as f64;
-        let next = if self.w_est > target {
-            self.w_est
+        let w_est = self.w_est(t, rtt);
+        let target = if self.w_cubic(t + rtt) < w_est {
+            // §4.3: the Reno-friendly region.
+            w_est
         } else {
-            // §4.4: grow by (target - cwnd) / cwnd segments per acknowledged segment.
+            // §4.4, §4.5: grow by (target - cwnd) / cwnd segments per acknowledged segment,
+            // the target clamped to [cwnd, 1.5 cwnd].
+            let target = self.w_cubic(t + rtt).clamp(cwnd, 1.5 * cwnd);
             cwnd + (target - cwnd) / cwnd * bytes as f64
         };
-        self.window = (next as u64).max(self.window);
+        let grown = (target as u64).min(self.window + bytes);
+        self.window = grown.max(self.window);
     }
 
     fn on_congestion_event(&mut self, now: Instant, latest_sent: Instant, persistent: bool) {
         if persistent {
+            // RFC 9002 §7.6.2, RFC9002-050: the minimum window; the next epoch starts afresh.
             self.window = minimum_window(self.max_datagram_size);
+            self.ssthresh = self.window;
             self.recovery_start = None;
             self.epoch_start = None;
             self.w_max = 0.0;
@@ -115,19 +151,26 @@ impl Controller for Cubic {
         let reduced = ((cwnd * BETA) as u64).max(minimum_window(self.max_datagram_size));
         self.ssthresh = reduced;
         self.window = reduced;
-        self.w_est = reduced as f64;
         self.epoch_start = Some(now);
         // K = cbrt(W_max * (1 - beta) / C), in segments (§4.2).
         let k = (self.segments(self.w_max) * (1.0 - BETA) / C).cbrt();
         self.k = Duration::from_secs_f64(k);
     }
 
+    fn on_max_datagram_size(&mut self, max_datagram_size: u64) {
+        if self.window == initial_window(self.max_datagram_size) {
+            self.window = initial_window(max_datagram_size);
+        }
+        self.max_datagram_size = max_datagram_size;
+        self.window = self.window.max(minimum_window(max_datagram_size));
+    }
+
     fn window(&self) -> u64 {
         self.window
     }
 
-    fn in_slow_start(&self) -> bool {
-        self.window < self.ssthresh
+    fn ssthresh(&self) -> Option<u64> {
+        (self.ssthresh != u64::MAX).then_some(self.ssthresh)
     }
 }
 
@@ -135,10 +178,19 @@ impl Controller for Cubic {
 mod tests {
     use super::*;
 
+    /// An estimator that has seen `rtt` long enough to take it as smoothed RTT.
+    fn rtt(rtt: Duration) -> RttEstimator {
+        let mut estimator = RttEstimator::new(rtt);
+        for _ in 0..100 {
+            estimator.update(rtt, Duration::ZERO);
+        }
+        estimator
+    }
+
     #[test]
     fn reduces_by_beta_and_regrows_toward_w_max() {
         let start = Instant::now();
-        let rtt = RttEstimator::new(Duration::from_millis(50));
+        let rtt = rtt(Duration::from_millis(50));
         let mut cubic = Cubic::new(1200);
         let before = cubic.window();
         cubic.on_congestion_event(start, start, false);
@@ -153,5 +205,58 @@ mod tests {
             "regrew beyond W_max: {}",
             cubic.window()
         );
+    }
+
+    #[test]
+    fn the_reno_friendly_floor_counts_round_trips_not_acknowledgments() {
+        // A 300 µs path: a 25 ms stall after a loss is 83 round trips, in which Reno would
+        // have grown by alpha_cubic segments each. The first acknowledgments after the stall
+        // grow the window as fast as slow start until it reaches that estimate.
+        let start = Instant::now();
+        let rtt = rtt(Duration::from_micros(300));
+        assert_eq!(rtt.smoothed(), Duration::from_micros(300));
+        let mut cubic = Cubic::new(1200);
+        cubic.on_congestion_event(start, start, false);
+        let reduced = cubic.window();
+        let later = start + Duration::from_millis(25);
+        for _ in 0..4 {
+            cubic.on_ack(later, later, 1200, false, &rtt);
+        }
+        assert_eq!(cubic.window(), reduced + 4 * 1200);
+        let estimate = cubic.w_est(Duration::from_millis(25), Duration::from_micros(300));
+        for _ in 0..100 {
+            cubic.on_ack(later, later, 1200, false, &rtt);
+        }
+        assert_eq!(cubic.window(), estimate as u64);
+    }
+
+    #[test]
+    fn idle_time_is_not_growth() {
+        let start = Instant::now();
+        let rtt = rtt(Duration::from_millis(10));
+        let mut cubic = Cubic::new(1200);
+        cubic.on_congestion_event(start, start, false);
+        let reduced = cubic.window();
+        // One second of acknowledgments of packets sent while the window was not the limit.
+        let mut now = start;
+        for _ in 0..100 {
+            now += Duration::from_millis(10);
+            cubic.on_ack(now, now, 1200, true, &rtt);
+        }
+        assert_eq!(cubic.window(), reduced);
+        now += Duration::from_millis(10);
+        cubic.on_ack(now, now, 1200, false, &rtt);
+        assert!(cubic.window() <= reduced + 1200, "{}", cubic.window());
+    }
+
+    #[test]
+    fn minimum_and_initial_window_follow_the_datagram_size() {
+        let start = Instant::now();
+        let mut cubic = Cubic::new(1200);
+        cubic.on_max_datagram_size(1452);
+        assert_eq!(cubic.window(), initial_window(1452));
+        cubic.on_congestion_event(start, start, true);
+        // RFC 9002 §7.2: two of the current datagrams, not of the first ones.
+        assert_eq!(cubic.window(), 2 * 1452);
     }
 }

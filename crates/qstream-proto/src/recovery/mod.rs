@@ -21,10 +21,13 @@ pub const PERSISTENT_CONGESTION_THRESHOLD: u32 = 3;
 /// Which congestion controller a connection uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CongestionControl {
-    /// NewReno (RFC 9002 §7).
-    #[default]
+    /// NewReno (RFC 9002 §7): halves the window on loss, grows it by one datagram per
+    /// round trip.
     NewReno,
-    /// CUBIC (RFC 9438).
+    /// CUBIC (RFC 9438), the default as in Linux, quinn, quic-go and msquic: after a loss the
+    /// window regrows along a cubic curve in time, so it recovers within a few round trips on
+    /// fast paths and stays fair to TCP.
+    #[default]
     Cubic,
 }
 
@@ -53,10 +56,14 @@ pub trait Controller: Send + Sync + fmt::Debug {
     /// Packets were declared lost, the latest sent at `latest_sent` (RFC 9002 §7.3.2). With
     /// `persistent`, the window collapses to the minimum (§7.6.2).
     fn on_congestion_event(&mut self, now: Instant, latest_sent: Instant, persistent: bool);
+    /// The largest datagram the path carries changed (path MTU discovery): the minimum
+    /// window, the growth step and, while untouched, the initial window follow it
+    /// (RFC 9002 §7.2, RFC9002-038).
+    fn on_max_datagram_size(&mut self, max_datagram_size: u64);
     /// The congestion window in bytes.
     fn window(&self) -> u64;
-    /// Whether the controller is in slow start.
-    fn in_slow_start(&self) -> bool;
+    /// The slow start threshold, for logs; `None` for a controller without one.
+    fn ssthresh(&self) -> Option<u64>;
 }
 
 /// The initial window (RFC 9002 §7.2): ten datagrams, at most max(14720, 2 datagrams).

@@ -53,6 +53,7 @@ impl Controller for NewReno {
 
     fn on_congestion_event(&mut self, now: Instant, latest_sent: Instant, persistent: bool) {
         if persistent {
+            // RFC 9002 §7.6.2, RFC9002-050.
             self.window = minimum_window(self.max_datagram_size);
             self.recovery_start = None;
             self.acked_in_avoidance = 0;
@@ -72,11 +73,19 @@ impl Controller for NewReno {
         self.acked_in_avoidance = 0;
     }
 
+    fn on_max_datagram_size(&mut self, max_datagram_size: u64) {
+        if self.window == initial_window(self.max_datagram_size) {
+            self.window = initial_window(max_datagram_size);
+        }
+        self.max_datagram_size = max_datagram_size;
+        self.window = self.window.max(minimum_window(max_datagram_size));
+    }
+
     fn window(&self) -> u64 {
         self.window
     }
 
-    fn in_slow_start(&self) -> bool {
-        self.window < self.ssthresh
+    fn ssthresh(&self) -> Option<u64> {
+        (self.ssthresh != u64::MAX).then_some(self.ssthresh)
     }
 }

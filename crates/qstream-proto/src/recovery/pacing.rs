@@ -31,6 +31,17 @@ impl Pacer {
         }
     }
 
+    /// The largest datagram changed: a burst stays ten of them (RFC9002-053).
+    pub(crate) fn on_max_datagram_size(&mut self, max_datagram_size: u64) {
+        self.min_capacity = 10 * max_datagram_size;
+    }
+
+    /// The pacing rate for `window` bytes per `rtt`, in bits per second.
+    pub(crate) fn rate(window: u64, rtt: Duration) -> u64 {
+        let per_second = u128::from(window) * 5 / 4 * 8 * 1_000_000_000 / rtt.as_nanos().max(1);
+        per_second.min(u128::from(u64::MAX)) as u64
+    }
+
     /// When `bytes` more may be sent: `None` for now.
     pub(crate) fn delay(
         &mut self,

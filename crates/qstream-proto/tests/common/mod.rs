@@ -357,3 +357,54 @@ pub fn protected_packet(
     .unwrap();
     packet
 }
+
+/// Sends `len` bytes from the client to the server over one unidirectional stream, reading
+/// them as they come, and returns the virtual time from opening the stream until the server
+/// read its end; `None` if that takes longer than `timeout`. Checks every byte.
+pub fn bulk_transfer(pair: &mut Pair, len: usize, timeout: Duration) -> Option<Duration> {
+    use qstream_proto::streams::ReadOutcome;
+    use qstream_proto::wire::Dir;
+    let start = pair.sim.now();
+    let id = pair.client_conn()?.open(start, Dir::Uni).ok()?;
+    let block = pattern(3, 64 * 1024);
+    let (mut written, mut received, mut finished) = (0usize, 0usize, false);
+    let mut stream = None;
+    let done = pair.run_until(timeout, |p| {
+        let client = p.client_conn().expect("client connection");
+        while written < len {
+            let offset = written % block.len();
+            let end = block.len().min(offset + len - written);
+            let n = client.write(id, &block[offset..end]).expect("write");
+            if n == 0 {
+                break;
+            }
+            written += n;
+        }
+        if written == len && !finished {
+            client.finish(id).expect("finish");
+            finished = true;
+        }
+        let Some(server) = p.server_conn() else {
+            return false;
+        };
+        stream = stream.or_else(|| server.accept(Dir::Uni));
+        let Some(sid) = stream else {
+            return false;
+        };
+        loop {
+            match server.read(sid, 1 << 20).expect("read") {
+                ReadOutcome::Data(bytes) => {
+                    for (i, byte) in bytes.iter().enumerate() {
+                        let at = (received + i) % block.len();
+                        assert_eq!(*byte, block[at], "byte {} corrupt", received + i);
+                    }
+                    received += bytes.len();
+                }
+                ReadOutcome::Finished => return true,
+                ReadOutcome::Blocked => return false,
+                ReadOutcome::Reset(code) => panic!("reset {code}"),
+            }
+        }
+    });
+    (done && received == len).then(|| pair.sim.now() - start)
+}
