@@ -2,6 +2,7 @@
 //! medians and ratios. See the README for how to run it and the latest figures.
 
 mod harness;
+mod loss;
 mod relay;
 mod report;
 mod scenarios;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use report::{Measure, Report};
 use scenarios::Failure;
-use stacks::{Qstream, Quinn, Stack, TcpTls};
+use stacks::{NewReno, Qstream, Quinn, Stack, TcpTls};
 use tls::Tls;
 
 #[derive(Parser, Debug)]
@@ -40,6 +41,10 @@ struct Args {
     /// time, in microseconds, each way (the QUIC stacks only: the relay carries datagrams).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     rtt_us: Option<u64>,
+    /// Runs only the loss cases whose names contain one of these (all by default), e.g.
+    /// `--cases "loss 10%,bursts"`.
+    #[arg(long, value_delimiter = ',')]
+    cases: Vec<String>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -67,6 +72,9 @@ enum Scenario {
     Handshakes,
     Memory,
     Latency,
+    /// Bulk transfers over lossy, delayed and narrow paths, for pairs of sending and
+    /// receiving stacks (QUIC only).
+    Loss,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -81,7 +89,7 @@ impl StackName {
 
     fn label(self) -> &'static str {
         match self {
-            Self::Qstream => Qstream::NAME,
+            Self::Qstream => <Qstream>::NAME,
             Self::Quinn => Quinn::NAME,
             Self::Tcp => TcpTls::NAME,
         }
@@ -119,6 +127,60 @@ impl Sizes {
     }
 }
 
+/// A sending and a receiving stack of the loss scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LossPair {
+    Qstream,
+    QstreamToQuinn,
+    QuinnToQstream,
+    QstreamNewReno,
+    Quinn,
+}
+
+impl LossPair {
+    const ALL: [LossPair; 5] = [
+        Self::Qstream,
+        Self::QstreamToQuinn,
+        Self::QuinnToQstream,
+        Self::QstreamNewReno,
+        Self::Quinn,
+    ];
+    /// What the ratios are about.
+    const REFERENCE: &'static str = "quinn";
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Qstream => <Qstream>::NAME,
+            Self::QstreamToQuinn => "qstream→quinn",
+            Self::QuinnToQstream => "quinn→qstream",
+            Self::QstreamNewReno => Qstream::<NewReno>::NAME,
+            Self::Quinn => Self::REFERENCE,
+        }
+    }
+
+    /// Whether the pair runs only stacks among `stacks`.
+    fn runs_on(self, stacks: &[StackName]) -> bool {
+        let needs: &[StackName] = match self {
+            Self::Qstream | Self::QstreamNewReno => &[StackName::Qstream],
+            Self::Quinn => &[StackName::Quinn],
+            Self::QstreamToQuinn | Self::QuinnToQstream => &[StackName::Qstream, StackName::Quinn],
+        };
+        needs.iter().all(|s| stacks.contains(s))
+    }
+
+    fn transfer(self, tls: &Tls, case: &loss::Case, seed: u64) -> Result<Vec<Measure>, Failure> {
+        match self {
+            Self::Qstream => loss::transfer::<Qstream, Qstream>(tls, case, seed),
+            Self::QstreamToQuinn => loss::transfer::<Qstream, Quinn>(tls, case, seed),
+            Self::QuinnToQstream => loss::transfer::<Quinn, Qstream>(tls, case, seed),
+            Self::QstreamNewReno => {
+                loss::transfer::<Qstream<NewReno>, Qstream<NewReno>>(tls, case, seed)
+            }
+            Self::Quinn => loss::transfer::<Quinn, Quinn>(tls, case, seed),
+        }
+    }
+}
+
 /// Runs `scenario` for the stack `S`; churn also over a delayed path of round-trip time `rtt`,
 /// if any.
 fn run_scenario<S: Stack>(
@@ -150,7 +212,9 @@ fn run_scenario<S: Stack>(
             "latency".into(),
             scenarios::latency::<S>(tls, sizes.latency_samples),
         )],
-        Scenario::Memory => unreachable!("idle memory runs in a child process"),
+        Scenario::Memory | Scenario::Loss => {
+            unreachable!("idle memory runs in a child process, loss in pairs of stacks")
+        }
     }
 }
 
@@ -242,6 +306,7 @@ fn main() -> ExitCode {
             Scenario::Handshakes,
             Scenario::Memory,
             Scenario::Latency,
+            Scenario::Loss,
         ]
     } else {
         args.scenarios.clone()
@@ -252,8 +317,46 @@ fn main() -> ExitCode {
         args.stacks.clone()
     };
     let mut report = Report::new(stacks.iter().map(|s| s.label()).collect());
+    let pairs: Vec<LossPair> = LossPair::ALL
+        .into_iter()
+        .filter(|p| p.runs_on(&stacks))
+        .collect();
+    let mut loss_report = Report::against(
+        LossPair::ALL.iter().map(|p| p.label()).collect(),
+        LossPair::REFERENCE,
+    );
+    let loss_cases: Vec<loss::Case> = loss::cases(args.smoke)
+        .into_iter()
+        .filter(|c| args.cases.is_empty() || args.cases.iter().any(|n| c.name.contains(n)))
+        .collect();
     for round in 0..rounds {
         for &scenario in &scenarios {
+            if scenario == Scenario::Loss {
+                for case in &loss_cases {
+                    for turn in 0..pairs.len() {
+                        let pair = pairs[(turn + round as usize) % pairs.len()];
+                        let seed = u64::from(round) + 1;
+                        eprintln!(
+                            "round {}/{rounds}: {}, {}",
+                            round + 1,
+                            case.name,
+                            pair.label()
+                        );
+                        match pair.transfer(&tls, case, seed) {
+                            Ok(measures) => loss_report.add(pair.label(), measures),
+                            Err(failure) => {
+                                eprintln!("  failed: {failure}");
+                                loss_report.fail(format!(
+                                    "{} {}: {failure}",
+                                    pair.label(),
+                                    case.name
+                                ));
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
             // Turns: each round starts with a different stack.
             for turn in 0..stacks.len() {
                 let stack = stacks[(turn + round as usize) % stacks.len()];
@@ -279,7 +382,18 @@ fn main() -> ExitCode {
             }
         }
     }
-    print!("{}", report.table());
+    if !report.is_empty() {
+        print!("{}", report.table());
+    }
+    if !loss_report.is_empty() {
+        println!(
+            "\nloss: {} per transfer ({} over a bottleneck), ∞ = not done in {} s",
+            mib(loss_cases.first().map_or(0, |c| c.bytes)),
+            mib(loss_cases.last().map_or(0, |c| c.bytes)),
+            loss::TRANSFER_LIMIT.as_secs()
+        );
+        print!("{}", loss_report.table());
+    }
     let context = serde_json::json!({
         "machine": machine(),
         "rounds": rounds,
@@ -292,16 +406,24 @@ fn main() -> ExitCode {
         "handshake_seconds": sizes.handshakes.as_secs_f64(),
     });
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report.json(context)).expect("JSON");
+        let mut json = report.json(context);
+        json["loss"] = loss_report.json(serde_json::json!({}));
+        let text = serde_json::to_string_pretty(&json).expect("JSON");
         if let Err(error) = std::fs::write(path, text) {
             eprintln!("qstream-bench: cannot write {}: {error}", path.display());
             return ExitCode::FAILURE;
         }
     }
-    if report.failures().is_empty() {
+    let failures = report.failures().len() + loss_report.failures().len();
+    if failures == 0 {
         ExitCode::SUCCESS
     } else {
-        eprintln!("qstream-bench: {} runs failed", report.failures().len());
+        eprintln!("qstream-bench: {failures} runs failed");
         ExitCode::FAILURE
     }
+}
+
+/// `bytes` in MiB, for headings.
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes >> 20)
 }

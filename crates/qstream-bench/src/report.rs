@@ -61,6 +61,8 @@ struct Row {
 /// All figures of a benchmark, by stack.
 pub(crate) struct Report {
     stacks: Vec<&'static str>,
+    /// The ratios shown: (numerator, denominator) columns.
+    ratios: Vec<(usize, usize)>,
     rows: Vec<Row>,
     failures: Vec<String>,
 }
@@ -77,13 +79,46 @@ fn median(values: &[f64]) -> Option<f64> {
 }
 
 impl Report {
-    /// An empty report over `stacks`; the first is the one the ratios are about.
+    /// An empty report over `stacks`; the first is the one the ratios are about: its figure
+    /// over each other's.
     pub(crate) fn new(stacks: Vec<&'static str>) -> Self {
+        let ratios = (1..stacks.len()).map(|other| (0, other)).collect();
         Self {
             stacks,
+            ratios,
             rows: Vec::new(),
             failures: Vec::new(),
         }
+    }
+
+    /// An empty report over `stacks` whose ratios are every other stack's figure over that of
+    /// `reference`.
+    pub(crate) fn against(stacks: Vec<&'static str>, reference: &str) -> Self {
+        let reference = stacks
+            .iter()
+            .position(|s| *s == reference)
+            .expect("the reference is one of the stacks");
+        let ratios = (0..stacks.len())
+            .filter(|&s| s != reference)
+            .map(|s| (s, reference))
+            .collect();
+        Self {
+            ratios,
+            ..Self::new(stacks)
+        }
+    }
+
+    /// Whether the report has figures or failures.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.failures.is_empty()
+    }
+
+    /// The ratios' names, `numerator/denominator`.
+    fn ratio_names(&self) -> Vec<String> {
+        self.ratios
+            .iter()
+            .map(|&(n, d)| format!("{}/{}", self.stacks[n], self.stacks[d]))
+            .collect()
     }
 
     /// Adds the figures of one run of `stack`.
@@ -132,15 +167,16 @@ impl Report {
         row.samples.iter().map(|s| median(s)).collect()
     }
 
-    /// The first stack's median over each other stack's.
-    fn ratios(row: &Row) -> Vec<Option<f64>> {
+    /// The ratios of the row's medians; none where either is missing or not finite (a run
+    /// that did not finish).
+    fn ratios(&self, row: &Row) -> Vec<Option<f64>> {
         let medians = Self::medians(row);
-        medians
+        self.ratios
             .iter()
-            .skip(1)
-            .map(|other| {
-                let (ours, theirs) = (medians[0]?, (*other)?);
-                (theirs != 0.0).then(|| ours / theirs)
+            .map(|&(n, d)| {
+                let (ours, theirs) = (medians[n]?, medians[d]?);
+                let ratio = ours / theirs;
+                (theirs != 0.0 && ratio.is_finite()).then_some(ratio)
             })
             .collect()
     }
@@ -149,11 +185,7 @@ impl Report {
     pub(crate) fn table(&self) -> String {
         let mut header = vec!["scenario".to_owned(), "metric".to_owned()];
         header.extend(self.stacks.iter().map(|s| s.to_string()));
-        header.extend(
-            self.stacks[1..]
-                .iter()
-                .map(|s| format!("{}/{s}", self.stacks[0])),
-        );
+        header.extend(self.ratio_names());
         let mut lines = vec![header];
         for row in &self.rows {
             let better = if row.higher_is_better { "↑" } else { "↓" };
@@ -167,7 +199,7 @@ impl Report {
                 format!("{}{unit} {better}", row.metric),
             ];
             line.extend(Self::medians(row).into_iter().map(|m| number(m, 1)));
-            line.extend(Self::ratios(row).into_iter().map(|r| match r {
+            line.extend(self.ratios(row).into_iter().map(|r| match r {
                 Some(r) => format!("{r:.2}×"),
                 None => "–".to_owned(),
             }));
@@ -224,7 +256,7 @@ impl Report {
             .iter()
             .map(|row| {
                 let medians = Self::medians(row);
-                let ratios = Self::ratios(row);
+                let ratios = self.ratios(row);
                 json!({
                     "scenario": row.scenario,
                     "metric": row.metric,
@@ -236,8 +268,8 @@ impl Report {
                     "median": self.stacks.iter().zip(&medians)
                         .map(|(s, m)| (s.to_string(), json!(m)))
                         .collect::<serde_json::Map<_, _>>(),
-                    "ratio": self.stacks[1..].iter().zip(&ratios)
-                        .map(|(s, r)| (format!("{}/{s}", self.stacks[0]), json!(r)))
+                    "ratio": self.ratio_names().into_iter().zip(&ratios)
+                        .map(|(name, r)| (name, json!(r)))
                         .collect::<serde_json::Map<_, _>>(),
                 })
             })
@@ -250,6 +282,7 @@ impl Report {
 fn number(value: Option<f64>, decimals: usize) -> String {
     match value {
         None => "–".to_owned(),
+        Some(v) if v.is_infinite() => "∞".to_owned(),
         Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
         Some(v) if v.abs() >= 10.0 => format!("{v:.decimals$}"),
         Some(v) => format!("{v:.3}"),
@@ -269,9 +302,28 @@ mod tests {
         }
         let row = &report.rows[0];
         assert_eq!(Report::medians(row), vec![Some(20.0), Some(5.0)]);
-        assert_eq!(Report::ratios(row), vec![Some(4.0)]);
+        assert_eq!(report.ratios(row), vec![Some(4.0)]);
         assert!(report.table().contains("4.00×"));
         assert_eq!(median(&[1.0, 2.0, 3.0, 4.0]), Some(2.5));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn ratios_against_a_reference_skip_runs_that_did_not_finish() {
+        let mut report = Report::against(vec!["a", "b", "ref"], "ref");
+        report.add("a", vec![Measure::lower("s", "time", "s", Some(1.0))]);
+        report.add(
+            "b",
+            vec![Measure::lower("s", "time", "s", Some(f64::INFINITY))],
+        );
+        report.add("ref", vec![Measure::lower("s", "time", "s", Some(2.0))]);
+        let row = &report.rows[0];
+        assert_eq!(report.ratios(row), vec![Some(0.5), None]);
+        let table = report.table();
+        assert!(
+            table.contains("a/ref") && table.contains("b/ref"),
+            "{table}"
+        );
+        assert!(table.contains("∞") && table.contains("0.50×"), "{table}");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{self, resident_bytes};
-use crate::relay::DelayRelay;
+use crate::relay::{Path, Relay};
 use crate::report::Measure;
 use crate::stacks::{RESPONSE_LEN, Stack};
 use crate::tls::Tls;
@@ -18,7 +18,7 @@ pub(crate) type Failure = String;
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 /// Runs `client` against `S`'s server with the harness, bounded by [`RUN_LIMIT`].
-fn run<S, C, F>(tls: &Tls, client: C) -> Result<Vec<Measure>, Failure>
+pub(crate) fn run<S, C, F>(tls: &Tls, client: C) -> Result<Vec<Measure>, Failure>
 where
     S: Stack,
     C: FnOnce(std::net::SocketAddr, harness::Clocks, Tls) -> F + Send + 'static,
@@ -35,7 +35,7 @@ where
     )
 }
 
-fn failed(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
+pub(crate) fn failed(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |error| format!("{what}: {error}")
 }
 
@@ -193,7 +193,7 @@ pub(crate) fn churn_name(concurrency: usize, rtt: Option<Duration>) -> String {
 
 /// Request/response streams (64 bytes each way, finished, released) per second on one
 /// connection, `concurrency` at a time, against a limit of 100 open streams; over loopback,
-/// or through a [`DelayRelay`] adding `rtt` (datagram stacks only); CPU per stream on each
+/// or through a [`Relay`] adding `rtt` (datagram stacks only); CPU per stream on each
 /// side.
 pub(crate) fn churn<S: Stack>(
     tls: &Tls,
@@ -203,10 +203,10 @@ pub(crate) fn churn<S: Stack>(
 ) -> Result<Vec<Measure>, Failure> {
     run::<S, _, _>(tls, move |addr, clocks, tls| async move {
         let relay = rtt
-            .map(|rtt| DelayRelay::start(addr, rtt / 2))
+            .map(|rtt| Relay::start(addr, Path::delay(rtt / 2), 1))
             .transpose()
             .map_err(failed("relay"))?;
-        let addr = relay.as_ref().map_or(addr, DelayRelay::addr);
+        let addr = relay.as_ref().map_or(addr, Relay::addr);
         let endpoint = S::endpoint(&tls).map_err(failed("client endpoint"))?;
         let client = S::connect(&endpoint, addr)
             .await

@@ -69,4 +69,28 @@ fn smoke_every_scenario_yields_figures_for_every_stack() {
                 || metric.contains("lost")
         );
     }
+
+    // The loss scenario: every pair moved its bytes over every path, in finite time.
+    let loss = report["loss"]["results"].as_array().expect("loss results");
+    assert_eq!(report["loss"]["failures"].as_array().map(Vec::len), Some(0));
+    for case in ["loss 5%", "100Mbit/s rtt=20ms loss 1%"] {
+        let time = loss
+            .iter()
+            .find(|r| r["scenario"] == case && r["metric"] == "time")
+            .unwrap_or_else(|| panic!("no time for {case}: {loss:?}"));
+        for pair in [
+            "qstream",
+            "qstream→quinn",
+            "quinn→qstream",
+            "qstream newreno",
+            "quinn",
+        ] {
+            let median = time["median"][pair].as_f64();
+            assert!(
+                median.is_some_and(|m| m.is_finite() && m > 0.0),
+                "{case}: {pair} has no time: {time}"
+            );
+        }
+    }
+    assert!(table.contains("qstream/quinn") && table.contains("loss 5%"));
 }

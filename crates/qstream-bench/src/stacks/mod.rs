@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-pub(crate) use qstream_quic::Qstream;
+pub(crate) use qstream_quic::{NewReno, Qstream};
 pub(crate) use quinn_quic::Quinn;
 pub(crate) use tcp_tls::TcpTls;
 
@@ -26,6 +26,12 @@ pub(crate) struct SendCounters {
     pub(crate) packets_sent: u64,
     /// Packets the client declared lost.
     pub(crate) packets_lost: u64,
+    /// Bytes the client sent in UDP payloads.
+    pub(crate) bytes_sent: u64,
+    /// Bytes of the packets it declared lost.
+    pub(crate) bytes_lost: u64,
+    /// Probe timeouts it took, where the stack counts them.
+    pub(crate) probe_timeouts: Option<u64>,
     /// ACK frames the client received (one per packet from the server at most).
     pub(crate) acks_received: u64,
     /// Datagrams the client's socket sent.

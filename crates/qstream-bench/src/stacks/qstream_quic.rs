@@ -1,17 +1,55 @@
 //! qstream.
 
 use std::io;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use qstream::proto::recovery::CongestionControl;
 use qstream::proto::wire::{FrameType, VarInt};
-use qstream::{ClientConfig, Connection, Endpoint, RecvStream, SendStream, ServerConfig};
+use qstream::{
+    ClientConfig, Connection, Endpoint, RecvStream, SendStream, ServerConfig, TransportConfig,
+};
 
 use super::{RESPONSE_LEN, STREAM_LIMIT, SendCounters, Stack, body_chunk, other};
 use crate::tls::Tls;
 
-/// qstream with its default transport settings and the benchmark's stream limit.
-pub(crate) struct Qstream;
+/// The congestion controller a qstream stack runs.
+pub(crate) trait Controller: Send + Sync + 'static {
+    /// The stack's name in reports.
+    const NAME: &'static str;
+    /// The controller; `None` for the transport's default.
+    const CONTROL: Option<CongestionControl>;
+}
+
+/// qstream's default controller.
+pub(crate) struct DefaultControl;
+
+impl Controller for DefaultControl {
+    const NAME: &'static str = "qstream";
+    const CONTROL: Option<CongestionControl> = None;
+}
+
+/// NewReno.
+pub(crate) struct NewReno;
+
+impl Controller for NewReno {
+    const NAME: &'static str = "qstream newreno";
+    const CONTROL: Option<CongestionControl> = Some(CongestionControl::NewReno);
+}
+
+/// qstream with its default transport settings but for the controller `C`, and the
+/// benchmark's stream limit.
+pub(crate) struct Qstream<C: Controller = DefaultControl>(PhantomData<C>);
+
+fn transport<C: Controller>() -> TransportConfig {
+    let mut transport = TransportConfig::default();
+    transport.streams.max_concurrent_bidi = u64::from(STREAM_LIMIT);
+    if let Some(control) = C::CONTROL {
+        transport.congestion_control = control;
+    }
+    transport
+}
 
 /// A client endpoint and the configuration it connects with.
 pub(crate) struct QstreamEndpoint {
@@ -25,17 +63,15 @@ async fn respond(mut send: SendStream, mut recv: RecvStream) -> io::Result<()> {
     send.finish()
 }
 
-impl Stack for Qstream {
-    const NAME: &'static str = "qstream";
+impl<C: Controller> Stack for Qstream<C> {
+    const NAME: &'static str = C::NAME;
     const OVER_UDP: bool = true;
     type Endpoint = QstreamEndpoint;
     type Client = Connection;
 
     async fn serve(tls: Tls, ready: std::sync::mpsc::Sender<SocketAddr>) {
         let mut config = ServerConfig::new(tls.server);
-        let mut transport = qstream::TransportConfig::default();
-        transport.streams.max_concurrent_bidi = u64::from(STREAM_LIMIT);
-        config.transport = Arc::new(transport);
+        config.transport = Arc::new(transport::<C>());
         let endpoint = Endpoint::server(config, ([127, 0, 0, 1], 0).into()).expect("bind");
         let _ = ready.send(endpoint.local_addr().expect("bound"));
         while let Some(connection) = endpoint.accept().await {
@@ -51,7 +87,10 @@ impl Stack for Qstream {
     fn endpoint(tls: &Tls) -> io::Result<QstreamEndpoint> {
         Ok(QstreamEndpoint {
             endpoint: Endpoint::client(([127, 0, 0, 1], 0).into())?,
-            config: ClientConfig::new(tls.client.clone()),
+            config: ClientConfig {
+                transport: Arc::new(transport::<C>()),
+                ..ClientConfig::new(tls.client.clone())
+            },
         })
     }
 
@@ -89,6 +128,9 @@ impl Stack for Qstream {
         Some(SendCounters {
             packets_sent: stats.packets_sent,
             packets_lost: stats.packets_lost,
+            bytes_sent: stats.bytes_sent,
+            bytes_lost: stats.bytes_lost,
+            probe_timeouts: Some(stats.pto_count),
             acks_received: stats.frames_received.get(FrameType::ACK)
                 + stats.frames_received.get(FrameType::ACK_ECN),
             datagrams_sent: io.datagrams_sent,

@@ -92,6 +92,9 @@ impl Stack for Quinn {
         Some(SendCounters {
             packets_sent: stats.path.sent_packets,
             packets_lost: stats.path.lost_packets,
+            bytes_sent: stats.udp_tx.bytes,
+            bytes_lost: stats.path.lost_bytes,
+            probe_timeouts: None,
             acks_received: stats.frame_rx.acks,
             datagrams_sent: stats.udp_tx.datagrams,
             send_calls: stats.udp_tx.ios,
