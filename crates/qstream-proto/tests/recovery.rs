@@ -7,6 +7,7 @@ use std::time::Duration;
 use common::*;
 use qstream_proto::TransportConfig;
 use qstream_proto::sim::LinkConfig;
+use qstream_proto::wire::FrameType;
 
 fn pinging(interval_ms: u64) -> TransportConfig {
     TransportConfig {
@@ -170,4 +171,56 @@ fn recovery_ecn_stops_on_a_path_that_bleaches_it() {
     assert!(!pair.client_conn().unwrap().ecn_sending());
     assert!(!pair.server_conn().unwrap().ecn_sending());
     assert!(pair.client_conn().unwrap().close_reason().is_none());
+}
+
+#[test]
+fn recovery_probe_timeouts_do_not_multiply_control_frames() {
+    // Every 1-RTT datagram of the server is lost for three seconds: its HANDSHAKE_DONE,
+    // NEW_TOKEN and NEW_CONNECTION_ID frames stay unacknowledged through probe timeout after
+    // probe timeout. Each probe may carry them again; copies must not pile up (they used to
+    // double with each timeout: dozens of copies of one frame in a packet).
+    let mut pair = Pair::new(PairOptions::default());
+    let blackout = pair.sim.now() + Duration::from_secs(3);
+    let clock = std::rc::Rc::new(std::cell::Cell::new(pair.sim.now()));
+    let seen = clock.clone();
+    pair.sim.set_filter(Some(Box::new(move |from, _, data| {
+        let short_header = data[0] & 0x80 == 0;
+        !(from == server_addr() && short_header && seen.get() < blackout)
+    })));
+    pair.run_until(Duration::from_secs(5), |p| {
+        clock.set(p.sim.now());
+        false
+    });
+    assert!(pair.client_conn().unwrap().is_handshake_confirmed());
+    let server = pair.server_conn().unwrap();
+    let stats = server.stats();
+    assert!(stats.pto_count >= 5, "{stats:?}");
+    let issued = server.active_local_cids() as u64 - 1;
+    assert!(issued >= 1, "{stats:?}");
+    // At most one copy per probe timeout, and the first transmission; once acknowledged,
+    // none.
+    let counts = stats.frames_sent;
+    let new_cids = counts.get(FrameType::NEW_CONNECTION_ID);
+    assert!(
+        new_cids <= issued * (stats.pto_count + 1),
+        "{new_cids} NEW_CONNECTION_ID frames for {issued} IDs over {} probe timeouts",
+        stats.pto_count
+    );
+    for ty in [FrameType::HANDSHAKE_DONE, FrameType::NEW_TOKEN] {
+        assert!(
+            counts.get(ty) <= stats.pto_count + 1,
+            "{ty:?}: {counts:?} over {} probe timeouts",
+            stats.pto_count
+        );
+    }
+    pair.run_until(Duration::from_secs(2), |_| false);
+    assert_eq!(
+        pair.server_conn()
+            .unwrap()
+            .stats()
+            .frames_sent
+            .get(FrameType::NEW_CONNECTION_ID),
+        new_cids,
+        "sent again once acknowledged"
+    );
 }

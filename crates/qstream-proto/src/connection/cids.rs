@@ -1,9 +1,10 @@
 //! Connection ID management (RFC 9000 §5.1): the IDs this endpoint issued to the peer, and the
 //! IDs the peer issued to it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::TransportErrorCode;
+use crate::range_set::RangeSet;
 use crate::stateless_reset::StatelessResetToken;
 use crate::wire::{ConnectionId, FrameType, NewConnectionId, VarInt};
 
@@ -28,11 +29,20 @@ impl IssuedCid {
     }
 }
 
+/// One of our IDs the peer may use.
+#[derive(Clone, Copy, Debug)]
+struct LocalCid {
+    id: ConnectionId,
+    /// Whether the peer acknowledged the NEW_CONNECTION_ID that issued it: a lost copy is not
+    /// sent again.
+    acknowledged: bool,
+}
+
 /// Both directions' connection IDs.
 #[derive(Debug)]
 pub(crate) struct CidState {
     /// IDs we issued that the peer has not retired, by sequence number.
-    local: BTreeMap<u64, ConnectionId>,
+    local: BTreeMap<u64, LocalCid>,
     next_local_sequence: u64,
     /// Whether our IDs are zero-length, which cannot be retired (RFC9000-380).
     local_zero_length: bool,
@@ -44,6 +54,12 @@ pub(crate) struct CidState {
     remote_retire_prior_to: u64,
     /// Our active_connection_id_limit: how many of the peer's IDs we keep.
     limit: u64,
+    /// The peer's IDs we retired whose RETIRE_CONNECTION_ID is not acknowledged yet: one
+    /// frame each is queued or in flight (RFC 9000 §13.3).
+    retiring: BTreeSet<u64>,
+    /// The peer's IDs whose retirement it acknowledged: a repeated NEW_CONNECTION_ID for one
+    /// is not answered again.
+    retired: RangeSet,
 }
 
 impl CidState {
@@ -53,14 +69,20 @@ impl CidState {
         remote_token: Option<StatelessResetToken>,
         limit: u64,
     ) -> Self {
+        let local = LocalCid {
+            id: local,
+            acknowledged: true,
+        };
         Self {
             local: BTreeMap::from([(0, local)]),
             next_local_sequence: 1,
-            local_zero_length: local.is_empty(),
+            local_zero_length: local.id.is_empty(),
             remote: BTreeMap::from([(0, (remote, remote_token))]),
             remote_active: 0,
             remote_retire_prior_to: 0,
             limit,
+            retiring: BTreeSet::new(),
+            retired: RangeSet::default(),
         }
     }
 
@@ -110,7 +132,8 @@ impl CidState {
             .map(|(id, reset_token)| {
                 let sequence = self.next_local_sequence;
                 self.next_local_sequence += 1;
-                self.local.insert(sequence, id);
+                let acknowledged = false;
+                self.local.insert(sequence, LocalCid { id, acknowledged });
                 IssuedCid {
                     sequence,
                     id,
@@ -120,10 +143,40 @@ impl CidState {
             .collect()
     }
 
-    /// Whether an issued ID is still active (a lost NEW_CONNECTION_ID for a retired one is not
-    /// sent again).
-    pub(crate) fn is_local_active(&self, sequence: u64) -> bool {
-        self.local.contains_key(&sequence)
+    /// Whether the NEW_CONNECTION_ID of an issued ID still needs sending: the ID is active and
+    /// the peer has not acknowledged it (a lost copy for a retired or acknowledged one is not
+    /// sent again, RFC 9000 §13.3).
+    pub(crate) fn new_cid_needed(&self, sequence: u64) -> bool {
+        self.local.get(&sequence).is_some_and(|c| !c.acknowledged)
+    }
+
+    /// The peer acknowledged the NEW_CONNECTION_ID of `sequence`.
+    pub(crate) fn on_new_cid_acked(&mut self, sequence: u64) {
+        if let Some(cid) = self.local.get_mut(&sequence) {
+            cid.acknowledged = true;
+        }
+    }
+
+    /// Whether the RETIRE_CONNECTION_ID of `sequence` still needs sending: it is not
+    /// acknowledged yet.
+    pub(crate) fn retire_needed(&self, sequence: u64) -> bool {
+        self.retiring.contains(&sequence)
+    }
+
+    /// The peer acknowledged the RETIRE_CONNECTION_ID of `sequence`.
+    pub(crate) fn on_retire_acked(&mut self, sequence: u64) {
+        if self.retiring.remove(&sequence) {
+            self.retired.insert(sequence);
+        }
+    }
+
+    /// Retires the peer's IDs of `sequences`; returns those that need a RETIRE_CONNECTION_ID
+    /// queued: not already queued, in flight or acknowledged.
+    fn retire(&mut self, sequences: impl IntoIterator<Item = u64>) -> Vec<u64> {
+        sequences
+            .into_iter()
+            .filter(|&s| !self.retired.contains(s) && self.retiring.insert(s))
+            .collect()
     }
 
     /// A NEW_CONNECTION_ID from the peer (RFC 9000 §19.15); returns the sequence numbers to
@@ -156,8 +209,9 @@ impl CidState {
             return Ok(Vec::new());
         }
         if sequence < self.remote_retire_prior_to {
-            // RFC9000-377: already retired by an earlier Retire Prior To.
-            return Ok(vec![sequence]);
+            // RFC9000-377: already retired by an earlier Retire Prior To. A repeat of the
+            // frame is answered by the retirement already queued, in flight or acknowledged.
+            return Ok(self.retire([sequence]));
         }
         self.remote
             .insert(sequence, (frame.id, Some(frame.reset_token)));
@@ -174,6 +228,7 @@ impl CidState {
             for sequence in &retired {
                 self.remote.remove(sequence);
             }
+            retired = self.retire(retired);
             if !self.remote.contains_key(&self.remote_active) {
                 self.remote_active = *self.remote.keys().next().expect("the new one remains");
             }
@@ -204,7 +259,7 @@ impl CidState {
         if self.local_zero_length || sequence >= self.next_local_sequence {
             return Err(violation("retired a connection ID never issued"));
         }
-        let Some(id) = self.local.get(&sequence).copied() else {
+        let Some(LocalCid { id, .. }) = self.local.get(&sequence).copied() else {
             return Ok(None);
         };
         // RFC9000-379: not the ID the packet itself was sent to.
@@ -269,8 +324,10 @@ mod tests {
             state.remote_reset_token(),
             Some(StatelessResetToken::from([4; 16]))
         );
-        // An ID below an earlier Retire Prior To is retired at once (RFC9000-377).
-        assert_eq!(state.on_new_connection_id(&new_cid(1, 0, 3)), Ok(vec![1]));
+        // An ID below an earlier Retire Prior To is retired at once (RFC9000-377), by the
+        // retirement already queued.
+        assert_eq!(state.on_new_connection_id(&new_cid(1, 0, 3)), Ok(vec![]));
+        assert!(state.retire_needed(1));
     }
 
     #[test]
@@ -283,6 +340,27 @@ mod tests {
         assert!(state.on_retire_connection_id(5, &cid(1)).is_err());
         assert_eq!(state.on_retire_connection_id(1, &cid(1)), Ok(Some(cid(7))));
         assert_eq!(state.on_retire_connection_id(1, &cid(1)), Ok(None));
-        assert!(!state.is_local_active(1));
+        assert!(!state.new_cid_needed(1));
+    }
+
+    #[test]
+    fn a_frame_repeated_or_acknowledged_is_not_queued_again() {
+        let mut state = CidState::new(cid(1), cid(2), None, 3);
+        let issued = state.issue(vec![(cid(7), StatelessResetToken::from([7; 16]))]);
+        assert!(state.new_cid_needed(issued[0].sequence));
+        state.on_new_cid_acked(issued[0].sequence);
+        assert!(!state.new_cid_needed(issued[0].sequence));
+        // The peer retires 0 and 1 with Retire Prior To 2 and repeats the frame: one
+        // retirement each, however often it comes, and none once acknowledged.
+        state.on_new_connection_id(&new_cid(1, 0, 3)).unwrap();
+        assert_eq!(
+            state.on_new_connection_id(&new_cid(2, 2, 4)),
+            Ok(vec![0, 1])
+        );
+        assert_eq!(state.on_new_connection_id(&new_cid(1, 0, 3)), Ok(vec![]));
+        assert!(state.retire_needed(1));
+        state.on_retire_acked(1);
+        assert!(!state.retire_needed(1) && state.retire_needed(0));
+        assert_eq!(state.on_new_connection_id(&new_cid(1, 0, 3)), Ok(vec![]));
     }
 }

@@ -371,6 +371,8 @@ pub struct Connection {
     sent_handshake: bool,
     /// Client: whether any packet from the server was processed (Retry and VN then are ignored).
     heard_from_peer: bool,
+    /// Whether the handshake was sped up once already (RFC 9002 §6.2.3).
+    handshake_sped_up: bool,
 
     rtt: RttEstimator,
     pto_count: u32,
@@ -523,6 +525,7 @@ impl Connection {
             handshake_done_pending: false,
             sent_handshake: false,
             heard_from_peer: false,
+            handshake_sped_up: false,
             rtt: RttEstimator::new(init.config.initial_rtt),
             pto_count: 0,
             cc: init.config.congestion_control.build(max_datagram),

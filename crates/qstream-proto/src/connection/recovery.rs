@@ -99,29 +99,65 @@ impl Connection {
         };
         self.pto_count += 1;
         self.stats.pto_count += 1;
-        let space = &mut self.spaces[id as usize];
         // RFC 9002 §6.2.4: send one or two ack-eliciting probes, carrying data still
-        // unacknowledged when there is some.
-        space.probes = 2;
-        let mut unacked = space
+        // unacknowledged when there is some: the oldest outstanding packet's, one probe's
+        // worth, not a whole window of spurious retransmissions (and not copies of every
+        // packet's control frames, which piled up with each probe timeout). RFC9002-031: the
+        // other spaces with data in flight probe too, coalesced into the same datagrams, since
+        // the peer may have keys for only one of them.
+        for other in SpaceId::ALL {
+            let space = &mut self.spaces[other as usize];
+            if other == id || space.ack_eliciting_in_flight() {
+                space.probes = 2;
+            }
+        }
+        let space = &mut self.spaces[id as usize];
+        let oldest = space
             .sent
             .values()
-            .filter(|p| p.ack_eliciting && p.in_flight)
-            .peekable();
-        // Stream data: only the oldest outstanding packet's is sent again, one probe's worth,
-        // not a whole window of spurious retransmissions.
-        let oldest_streams = unacked
-            .peek()
-            .map(|p| p.retransmit.streams.clone())
-            .unwrap_or_default();
-        let control: Vec<ControlFrames> = unacked
-            .filter_map(|p| p.retransmit.control.as_deref().cloned())
-            .collect();
-        for frames in control {
-            space.requeue(frames);
+            .find(|p| p.ack_eliciting && p.in_flight)
+            .map(|p| {
+                (
+                    p.retransmit.streams.clone(),
+                    p.retransmit.control.as_deref().cloned(),
+                )
+            });
+        if let Some((streams, control)) = oldest {
+            if let Some(frames) = control {
+                self.requeue(id, frames);
+            }
+            self.streams.on_lost(&streams);
         }
-        self.streams.on_lost(&oldest_streams);
         self.log_recovery_metrics(now);
+    }
+
+    /// RFC 9002 §6.2.3: once per connection, sends the unacknowledged CRYPTO data of every
+    /// space with data in flight without waiting for the probe timeout, when what arrived
+    /// says the peer did not receive it. Only once: answering every such packet could start
+    /// an endless exchange.
+    pub(super) fn speed_up_handshake(&mut self) {
+        if self.handshake_sped_up || self.handshake_confirmed {
+            return;
+        }
+        self.handshake_sped_up = true;
+        for space in &mut self.spaces[..SpaceId::Data as usize] {
+            if space.keys.is_some() && space.ack_eliciting_in_flight() {
+                space.probes = space.probes.max(1);
+            }
+        }
+    }
+
+    /// Queues what a lost (or probed) packet carried to be sent again, as far as it still
+    /// matters (RFC 9000 §13.3): not a NEW_CONNECTION_ID the peer acknowledged or retired, nor
+    /// a RETIRE_CONNECTION_ID it acknowledged, nor one-off frames it acknowledged.
+    fn requeue(&mut self, id: SpaceId, mut frames: ControlFrames) {
+        frames
+            .new_cids
+            .retain(|issued| self.cids.new_cid_needed(issued.sequence));
+        frames
+            .retire_cids
+            .retain(|&sequence| self.cids.retire_needed(sequence));
+        self.spaces[id as usize].requeue(frames);
     }
 
     /// RFC 9002 Appendix A.7, OnAckReceived.
@@ -191,6 +227,14 @@ impl Connection {
         let space = &mut self.spaces[id as usize];
         for (_, packet) in &newly_acked {
             space.on_packet_acked(packet);
+            if let Some(control) = &packet.retransmit.control {
+                for issued in &control.new_cids {
+                    self.cids.on_new_cid_acked(issued.sequence);
+                }
+                for &sequence in &control.retire_cids {
+                    self.cids.on_retire_acked(sequence);
+                }
+            }
             if packet.mtu_probe {
                 self.mtu.on_probe_acked(packet.size);
                 let size = u64::from(self.mtu.current());
@@ -322,17 +366,21 @@ impl Connection {
         }
         let mut lost_packets = Vec::with_capacity(lost.len());
         let mut lost_streams = Vec::new();
+        let mut lost_control = Vec::new();
         for (pn, trigger) in &lost {
             let mut packet = space.sent.remove(*pn).expect("listed above");
             let mut retransmit = std::mem::take(&mut packet.retransmit);
             lost_streams.append(&mut retransmit.streams);
             if let Some(frames) = retransmit.control {
-                space.requeue(*frames);
+                lost_control.push(*frames);
             }
             if let Some(qlog) = &mut self.qlog {
                 qlog.packet_lost(now, id, *pn, *trigger);
             }
             lost_packets.push((*pn, packet));
+        }
+        for frames in lost_control {
+            self.requeue(id, frames);
         }
         self.streams.on_lost(&lost_streams);
         self.stats.packets_lost += lost_packets.len() as u64;

@@ -169,6 +169,11 @@ impl Connection {
             _ => long_keys.map(|k| &*k.remote.header),
         };
         let Some(header_key) = header_key else {
+            if self.side == Side::Client && id != SpaceId::Initial {
+                // RFC 9002 §6.2.3: Handshake or 1-RTT packets before Handshake keys mean the
+                // server's Initial packets were likely lost.
+                self.speed_up_handshake();
+            }
             return Ok(Outcome::Dropped);
         };
         let Ok(header) = unprotect_header(&mut bytes, located.pn_offset, header_key) else {
@@ -330,8 +335,17 @@ impl Connection {
                 Frame::Ack(ack) => self.on_ack_received(now, id, &ack)?,
                 Frame::Crypto { offset, data } => {
                     let limit = self.config.crypto_buffer_size;
+                    let fresh = self.spaces[id as usize].crypto_recv.insert(
+                        offset.into_inner(),
+                        data,
+                        limit,
+                    )?;
+                    if !fresh && id == SpaceId::Initial && self.side == Side::Server {
+                        // RFC 9002 §6.2.3: the client sent its Initial data again, so it likely
+                        // did not receive ours.
+                        self.speed_up_handshake();
+                    }
                     let space = &mut self.spaces[id as usize];
-                    space.crypto_recv.insert(offset.into_inner(), data, limit)?;
                     let mut contiguous = Vec::new();
                     space.crypto_recv.read_contiguous(&mut contiguous);
                     if id == SpaceId::Initial && !contiguous.is_empty() {

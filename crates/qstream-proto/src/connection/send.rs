@@ -414,9 +414,10 @@ impl Connection {
             }
             let space = &mut self.spaces[id as usize];
             // Connection ID frames, sent again when lost (RFC 9000 §13.3); a NEW_CONNECTION_ID
-            // for an ID the peer already retired is dropped.
+            // for an ID the peer already retired or acknowledged is dropped, as is a
+            // RETIRE_CONNECTION_ID it acknowledged.
             while let Some(issued) = space.pending.new_cids.pop() {
-                if !self.cids.is_local_active(issued.sequence) {
+                if !self.cids.new_cid_needed(issued.sequence) {
                     continue;
                 }
                 if buf.len() + 1 + 8 + 8 + 1 + 20 + 16 > max_end {
@@ -428,6 +429,9 @@ impl Connection {
                 record.ack_eliciting = true;
             }
             while let Some(sequence) = space.pending.retire_cids.pop() {
+                if !self.cids.retire_needed(sequence) {
+                    continue;
+                }
                 if buf.len() + 1 + 8 > max_end {
                     space.pending.retire_cids.push(sequence);
                     break;

@@ -76,16 +76,33 @@ impl ControlFrames {
             && self.new_token.is_none()
     }
 
-    /// Merges `other` into what is waiting to be sent again.
+    /// Merges `other` into what is waiting to be sent again: each frame once, however many
+    /// lost packets carried it.
     pub(crate) fn absorb(&mut self, other: ControlFrames) {
         self.crypto.extend(other.crypto);
         self.handshake_done |= other.handshake_done;
-        self.new_cids.extend(other.new_cids);
-        self.retire_cids.extend(other.retire_cids);
+        for issued in other.new_cids {
+            if !self.new_cids.iter().any(|c| c.sequence == issued.sequence) {
+                self.new_cids.push(issued);
+            }
+        }
+        for sequence in other.retire_cids {
+            if !self.retire_cids.contains(&sequence) {
+                self.retire_cids.push(sequence);
+            }
+        }
         if other.new_token.is_some() {
             self.new_token = other.new_token;
         }
     }
+}
+
+/// The one-off frames of a space the peer acknowledged: lost copies of them are not sent
+/// again (RFC 9000 §13.3).
+#[derive(Debug, Default)]
+pub(crate) struct Acknowledged {
+    pub(crate) handshake_done: bool,
+    pub(crate) new_token: bool,
 }
 
 /// A packet that was sent and is not yet acknowledged or declared lost.
@@ -120,6 +137,8 @@ pub(crate) struct PacketSpace {
     pub(crate) loss_time: Option<Instant>,
     /// Frames to send again.
     pub(crate) pending: ControlFrames,
+    /// One-off frames the peer acknowledged.
+    pub(crate) acknowledged: Acknowledged,
     /// PTO probes to send (RFC 9002 §6.2.4).
     pub(crate) probes: u8,
 
@@ -156,6 +175,7 @@ impl PacketSpace {
             time_of_last_ack_eliciting: None,
             loss_time: None,
             pending: ControlFrames::default(),
+            acknowledged: Acknowledged::default(),
             probes: 0,
             received: RangeSet::default(),
             largest_received_time: None,
@@ -219,16 +239,25 @@ impl PacketSpace {
         for range in packet.retransmit.crypto() {
             self.crypto_send.on_acked(range.clone());
         }
+        if let Some(control) = &packet.retransmit.control {
+            self.acknowledged.handshake_done |= control.handshake_done;
+            self.acknowledged.new_token |= control.new_token.is_some();
+        }
         if let Some(largest) = packet.largest_ack {
             self.peer_saw_acks_up_to =
                 Some(self.peer_saw_acks_up_to.map_or(largest, |s| s.max(largest)));
         }
     }
 
-    /// Queues what a lost (or probed) packet carried to be sent again.
+    /// Queues what a lost (or probed) packet carried to be sent again, but for the one-off
+    /// frames the peer already acknowledged.
     pub(crate) fn requeue(&mut self, mut frames: ControlFrames) {
         for range in frames.crypto.drain(..) {
             self.crypto_send.on_lost(range);
+        }
+        frames.handshake_done &= !self.acknowledged.handshake_done;
+        if self.acknowledged.new_token {
+            frames.new_token = None;
         }
         self.pending.absorb(frames);
     }
@@ -345,17 +374,18 @@ pub(crate) struct CryptoRecv {
 }
 
 impl CryptoRecv {
-    /// Accepts a CRYPTO frame. Data more than `limit` bytes beyond what TLS has consumed is a
+    /// Accepts a CRYPTO frame; returns false when all of it was handed to TLS already (the
+    /// peer sent it again). Data more than `limit` bytes beyond what TLS has consumed is a
     /// CRYPTO_BUFFER_EXCEEDED error (RFC 9000 §7.5).
     pub(crate) fn insert(
         &mut self,
         offset: u64,
         data: &[u8],
         limit: usize,
-    ) -> Result<(), DecodeError> {
+    ) -> Result<bool, DecodeError> {
         let end = offset + data.len() as u64;
         if end <= self.delivered {
-            return Ok(());
+            return Ok(false);
         }
         if end - self.delivered > limit as u64 || self.buffered + data.len() > limit {
             return Err(DecodeError::new(
@@ -376,7 +406,7 @@ impl CryptoRecv {
                 self.buffered -= old.len();
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Moves the contiguous bytes at the delivery point into `out`.
