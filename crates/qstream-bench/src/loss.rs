@@ -21,13 +21,13 @@ pub(crate) struct Case {
 
 /// What a transfer moves unless a case says otherwise.
 const TRANSFER_BYTES: u64 = 10 << 20;
-/// What a transfer over a bottleneck moves: enough that slow start is a small part of it, so
-/// that the link's use is that of the steady state.
+/// What a transfer over a bottleneck without loss moves: enough that slow start is a small
+/// part of it, so that the link's use is that of the steady state.
 const BOTTLENECK_BYTES: u64 = 50 << 20;
 
 impl Case {
     fn new(name: impl Into<String>, path: Path) -> Self {
-        let bytes = if path.rate.is_some() {
+        let bytes = if path.rate.is_some() && path.loss == Loss::None {
             BOTTLENECK_BYTES
         } else {
             TRANSFER_BYTES

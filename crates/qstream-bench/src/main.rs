@@ -387,9 +387,9 @@ fn main() -> ExitCode {
     }
     if !loss_report.is_empty() {
         println!(
-            "\nloss: {} per transfer ({} over a bottleneck), ∞ = not done in {} s",
-            mib(loss_cases.first().map_or(0, |c| c.bytes)),
-            mib(loss_cases.last().map_or(0, |c| c.bytes)),
+            "\nloss: {} per transfer ({} over a bottleneck without loss), ∞ = not done in {} s",
+            mib(loss_cases.iter().map(|c| c.bytes).min().unwrap_or(0)),
+            mib(loss_cases.iter().map(|c| c.bytes).max().unwrap_or(0)),
             loss::TRANSFER_LIMIT.as_secs()
         );
         print!("{}", loss_report.table());
