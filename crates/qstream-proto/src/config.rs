@@ -22,6 +22,11 @@ pub struct TransportConfig {
     /// How many ack-eliciting packets arrive before an acknowledgment is sent at once
     /// (RFC 9000 §13.2.2 recommends 2).
     pub ack_eliciting_threshold: u32,
+    /// Take part in the ACK frequency extension (draft-ietf-quic-ack-frequency): advertise
+    /// min_ack_delay and honour the peer's ACK_FREQUENCY and IMMEDIATE_ACK, and ask a peer
+    /// that advertises it to acknowledge within a quarter of the RTT, so that probe timeouts
+    /// on fast paths do not wait for a 25 ms max_ack_delay.
+    pub ack_frequency: bool,
     /// The largest UDP payload this endpoint sends. Until a larger path MTU is validated, packets
     /// never exceed 1200 bytes (RFC 9000 §14).
     pub max_udp_payload_size: u16,
@@ -54,6 +59,7 @@ impl Default for TransportConfig {
             initial_rtt: Duration::from_millis(333),
             max_ack_delay: Duration::from_millis(25),
             ack_eliciting_threshold: 2,
+            ack_frequency: true,
             max_udp_payload_size: 1452,
             congestion_control: CongestionControl::default(),
             ecn: true,
@@ -87,6 +93,10 @@ impl TransportConfig {
                 .unwrap_or(VarInt::MAX),
             active_connection_id_limit: VarInt::from_u32(crate::connection::ACTIVE_CID_LIMIT),
             max_datagram_frame_size: self.max_datagram_frame_size.map(VarInt::from),
+            min_ack_delay: self
+                .ack_frequency
+                .then(|| VarInt::from_u64(crate::recovery::GRANULARITY.as_micros() as u64))
+                .and_then(Result::ok),
             ..TransportParameters::default()
         }
     }

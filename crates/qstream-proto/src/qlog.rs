@@ -317,6 +317,12 @@ fn write_frame(frame: &Frame<'_>, out: &mut String) {
             "{{\"frame_type\":\"padding\",\"raw\":{{\"length\":{n},\"payload_length\":{n}}}}}"
         ),
         Frame::Ping => write!(out, "{{\"frame_type\":\"ping\"}}"),
+        // quic-events-13 defines no ACK_FREQUENCY or IMMEDIATE_ACK: UnknownFrame (§8.13.22).
+        Frame::AckFrequency(_) | Frame::ImmediateAck => write!(
+            out,
+            "{{\"frame_type\":\"unknown\",\"frame_type_bytes\":{}}}",
+            frame.ty().0
+        ),
         Frame::Ack(ack) => {
             let _ = write!(
                 out,

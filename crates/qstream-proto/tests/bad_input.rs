@@ -224,8 +224,8 @@ fn bad_input_frame_type_not_minimal() {
 fn bad_input_unknown_frame_type() {
     // RFC9000-228: unknown types, including the reserved extension range and a long type.
     for bytes in [
-        &[0x1f][..],
-        &[0x20],
+        &[0x20][..],
+        &[0x21],
         &[0x2f],
         &[0x32],
         &[0x40, 0x40],
@@ -239,7 +239,7 @@ fn bad_input_unknown_frame_type() {
 
 #[test]
 fn bad_input_frames_stop_after_first_error() {
-    let bytes = [0x01, 0x1f, 0x01];
+    let bytes = [0x01, 0x20, 0x01];
     let frames: Vec<_> = Frames::new(&bytes).collect();
     assert_eq!(frames.len(), 2);
     assert_eq!(frames[0], Ok(Frame::Ping));
@@ -278,6 +278,7 @@ fn full_params() -> TransportParameters {
         }),
         max_datagram_frame_size: Some(VarInt::from_u32(1200)),
         grease_quic_bit: true,
+        min_ack_delay: Some(VarInt::from_u32(1000)),
     }
 }
 
@@ -293,8 +294,8 @@ fn bad_input_transport_params_truncated_at_every_byte() {
             Err(err) => assert_eq!(err.code, Code::TRANSPORT_PARAMETER_ERROR),
         }
     }
-    // 20 parameters: the empty prefix and the 19 points between two parameters.
-    assert_eq!(boundaries, 20);
+    // 21 parameters: the empty prefix and the 20 points between two parameters.
+    assert_eq!(boundaries, 21);
     assert_eq!(
         TransportParameters::decode(&encoded, Side::Server),
         Ok(full_params())
@@ -338,6 +339,13 @@ fn bad_input_transport_params_invalid_values() {
     for (id, value) in cases {
         assert_tp_error(&param(id, value), Side::Client);
     }
+    // draft-ietf-quic-ack-frequency §3: min_ack_delay (µs) above max_ack_delay (ms).
+    let mut above = param(0x0b, &[10]);
+    above.extend(param(0xff04_de1b, &[0x80, 0x00, 0x27, 0x11]));
+    assert_tp_error(&above, Side::Client);
+    let mut equal = param(0x0b, &[10]);
+    equal.extend(param(0xff04_de1b, &[0x80, 0x00, 0x27, 0x10]));
+    assert!(TransportParameters::decode(&equal, Side::Client).is_ok());
     // Reset token of 15 bytes, and preferred_address with a zero-length CID (RFC9000-337).
     assert_tp_error(&param(0x02, &[0; 15]), Side::Server);
     let mut address = vec![127, 0, 0, 1, 0x11, 0x51];

@@ -68,6 +68,8 @@ enum Spec {
     ConnectionClose(VarInt, Option<VarInt>, Vec<u8>),
     HandshakeDone,
     Datagram(Vec<u8>),
+    AckFrequency(VarInt, VarInt, VarInt, VarInt),
+    ImmediateAck,
 }
 
 fn offset_for(len: usize) -> impl Strategy<Value = VarInt> {
@@ -104,6 +106,9 @@ fn spec() -> impl Strategy<Value = Spec> {
             .prop_map(|(c, t, r)| Spec::ConnectionClose(c, t, r)),
         Just(Spec::HandshakeDone),
         bytes(64).prop_map(Spec::Datagram),
+        (varint(), varint(), varint(), varint())
+            .prop_map(|(a, b, c, d)| Spec::AckFrequency(a, b, c, d)),
+        Just(Spec::ImmediateAck),
     ]
 }
 
@@ -171,6 +176,15 @@ fn frame(spec: &Spec) -> Frame<'_> {
         }
         Spec::HandshakeDone => Frame::HandshakeDone,
         Spec::Datagram(d) => Frame::Datagram(d),
+        Spec::AckFrequency(sequence, threshold, delay, reordering) => {
+            Frame::AckFrequency(AckFrequency {
+                sequence: *sequence,
+                ack_eliciting_threshold: *threshold,
+                request_max_ack_delay: *delay,
+                reordering_threshold: *reordering,
+            })
+        }
+        Spec::ImmediateAck => Frame::ImmediateAck,
     }
 }
 
@@ -488,6 +502,7 @@ fn transport_params() -> impl Strategy<Value = TransportParameters> {
         prop::option::of((version(), prop::collection::vec(version(), 0..4))),
         prop::option::of(varint()),
         any::<bool>(),
+        prop::option::of(0u64..=1000),
     );
     (limits, ids).prop_map(|(l, i)| TransportParameters {
         max_idle_timeout: l.0,
@@ -516,5 +531,8 @@ fn transport_params() -> impl Strategy<Value = TransportParameters> {
         }),
         max_datagram_frame_size: i.7,
         grease_quic_bit: i.8,
+        // At most max_ack_delay, which is at least 0 ms: a microsecond count up to 1 ms
+        // scaled by it.
+        min_ack_delay: i.9.map(|us| VarInt::from_u64(us * l.9).unwrap()),
     })
 }

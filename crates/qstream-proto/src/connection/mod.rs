@@ -6,6 +6,7 @@
 //! ([`Connection::poll_event`]). Time is always a parameter. Connections are created and routed by
 //! an [`crate::Endpoint`].
 
+mod ack_frequency;
 mod cids;
 mod keys;
 mod mtu;
@@ -233,6 +234,9 @@ pub struct ConnectionStats {
     pub packets_sent: u64,
     /// Packets received and successfully decrypted.
     pub packets_received: u64,
+    /// Of those, packets that elicit no acknowledgment: ACK-only (with PADDING), or carrying
+    /// CONNECTION_CLOSE.
+    pub non_eliciting_packets_received: u64,
     /// Packets declared lost.
     pub packets_lost: u64,
     /// Bytes of the packets declared lost: what had to be sent again, headers included.
@@ -253,18 +257,26 @@ pub struct ConnectionStats {
     pub frames_received: FrameCounts,
 }
 
-/// How many frames of each type (RFC 9000 §19, DATAGRAM) went one way.
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
+/// How many frames of each type (RFC 9000 §19, DATAGRAM, ACK_FREQUENCY and IMMEDIATE_ACK) went
+/// one way.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct FrameCounts {
-    /// Indexed by frame type for 0x00..=0x1e; DATAGRAM at 0x1f.
-    counts: [u64; 32],
+    /// Indexed by frame type for 0x00..=0x1f; DATAGRAM at 0x20, ACK_FREQUENCY at 0x21.
+    counts: [u64; 34],
+}
+
+impl Default for FrameCounts {
+    fn default() -> Self {
+        Self { counts: [0; 34] }
+    }
 }
 
 impl FrameCounts {
     fn index(ty: FrameType) -> Option<usize> {
-        match ty.0 {
-            0x00..=0x1e => Some(ty.0 as usize),
-            0x30 | 0x31 => Some(0x1f),
+        match ty {
+            FrameType(0x00..=0x1f) => Some(ty.0 as usize),
+            FrameType::DATAGRAM | FrameType::DATAGRAM_LEN => Some(0x20),
+            FrameType::ACK_FREQUENCY => Some(0x21),
             _ => None,
         }
     }
@@ -292,10 +304,10 @@ impl fmt::Debug for FrameCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut map = f.debug_map();
         for (i, &n) in self.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-            let ty = if i == 0x1f {
-                FrameType::DATAGRAM_LEN
-            } else {
-                FrameType(i as u64)
+            let ty = match i {
+                0x20 => FrameType::DATAGRAM_LEN,
+                0x21 => FrameType::ACK_FREQUENCY,
+                _ => FrameType(i as u64),
             };
             map.entry(&format_args!("{ty:?}"), &n);
         }
@@ -384,8 +396,9 @@ pub struct Connection {
     /// When the pacer lets the next packet go, while it holds one back.
     pacing_until: Option<Instant>,
     bytes_in_flight: u64,
-    /// The peer's max_ack_delay, applied to our PTO once the handshake is confirmed.
-    peer_max_ack_delay: Duration,
+    /// How each side asks the other to acknowledge (draft-ietf-quic-ack-frequency), the peer's
+    /// max_ack_delay among it, applied to our PTO once the handshake is confirmed.
+    ack_frequency: ack_frequency::AckFrequency,
     peer_ack_delay_exponent: u8,
 
     /// Server: whether the client's address is validated; until then the anti-amplification
@@ -535,7 +548,11 @@ impl Connection {
             ecn_sending: init.config.ecn,
             pacing_until: None,
             bytes_in_flight: 0,
-            peer_max_ack_delay: Duration::from_millis(25),
+            ack_frequency: ack_frequency::AckFrequency::new(
+                init.config.ack_frequency,
+                init.config.max_ack_delay,
+                init.config.ack_eliciting_threshold,
+            ),
             peer_ack_delay_exponent: 3,
             address_validated: init.side == Side::Client || init.address_validated,
             amplification_received: 0,
@@ -948,14 +965,15 @@ impl Connection {
     }
 
     /// How long an acknowledgment of a lone 1-RTT packet is held back: a quarter of the RTT,
-    /// at least the timer granularity and at most our max_ack_delay. RFC 9000 §13.2.1 bounds
+    /// at least the timer granularity and at most our max_ack_delay (or what the peer asked
+    /// for instead with ACK_FREQUENCY). RFC 9000 §13.2.1 bounds
     /// the delay by max_ack_delay and lets a receiver acknowledge sooner. On a path of a few
     /// hundred microseconds, holding a lone packet's ACK for the whole 25 ms stalls a sender
     /// whose window has one packet left for a hundred round trips.
     fn ack_delay(&self) -> Duration {
         (self.rtt.smoothed() / 4)
             .max(crate::recovery::GRANULARITY)
-            .min(self.config.max_ack_delay)
+            .min(self.ack_frequency.policy().max_ack_delay)
     }
 
     fn pto_duration(&self) -> Duration {
@@ -1164,6 +1182,11 @@ impl Connection {
     fn confirm_handshake(&mut self) {
         self.handshake_confirmed = true;
         self.discard_space(SpaceId::Handshake);
+        // The first ACK_FREQUENCY goes out with what confirms the handshake, the server's
+        // HANDSHAKE_DONE or the client's acknowledgment of it.
+        if self.rtt.has_sample() {
+            self.ack_frequency.on_rtt(self.rtt.smoothed());
+        }
     }
 
     /// Forgets a space's keys and in-flight packets (RFC 9002 §6.4).
@@ -1206,7 +1229,12 @@ impl Connection {
                 .set_initial_remote_token(params.stateless_reset_token);
         }
         self.check_version_information(params.version_information.as_ref())?;
-        self.peer_max_ack_delay = Duration::from_millis(params.max_ack_delay.into_inner());
+        self.ack_frequency.on_peer_params(
+            Duration::from_millis(params.max_ack_delay.into_inner()),
+            params
+                .min_ack_delay
+                .map(|us| Duration::from_micros(us.into_inner())),
+        );
         self.peer_ack_delay_exponent = params.ack_delay_exponent;
         self.streams.apply_peer_params(&params);
         self.mtu

@@ -73,7 +73,7 @@ impl Connection {
                 if !self.handshake_confirmed {
                     break;
                 }
-                duration += self.peer_max_ack_delay * backoff;
+                duration += self.ack_frequency.peer_max_ack_delay() * backoff;
             }
             if let Some(sent) = space.time_of_last_ack_eliciting {
                 let time = sent + duration;
@@ -149,7 +149,8 @@ impl Connection {
 
     /// Queues what a lost (or probed) packet carried to be sent again, as far as it still
     /// matters (RFC 9000 §13.3): not a NEW_CONNECTION_ID the peer acknowledged or retired, nor
-    /// a RETIRE_CONNECTION_ID it acknowledged, nor one-off frames it acknowledged.
+    /// a RETIRE_CONNECTION_ID it acknowledged, nor one-off frames it acknowledged, nor an
+    /// ACK_FREQUENCY a newer request replaced.
     fn requeue(&mut self, id: SpaceId, mut frames: ControlFrames) {
         frames
             .new_cids
@@ -157,6 +158,9 @@ impl Connection {
         frames
             .retire_cids
             .retain(|&sequence| self.cids.retire_needed(sequence));
+        if let Some(sequence) = frames.ack_frequency.take() {
+            self.ack_frequency.on_lost(sequence);
+        }
         self.spaces[id as usize].requeue(frames);
     }
 
@@ -209,12 +213,15 @@ impl Connection {
                 .saturating_mul(1 << self.peer_ack_delay_exponent.min(20));
             let reported = Duration::from_micros(micros);
             let ack_delay = if self.handshake_confirmed {
-                reported.min(self.peer_max_ack_delay)
+                reported.min(self.ack_frequency.peer_max_ack_delay())
             } else {
                 reported
             };
             self.rtt.update(latest_rtt, ack_delay);
             self.first_rtt_sample.get_or_insert(now);
+            if self.handshake_confirmed {
+                self.ack_frequency.on_rtt(self.rtt.smoothed());
+            }
         }
         if id == SpaceId::Data {
             if let Some(keys) = &mut self.one_rtt {
@@ -233,6 +240,9 @@ impl Connection {
                 }
                 for &sequence in &control.retire_cids {
                     self.cids.on_retire_acked(sequence);
+                }
+                if let Some(sequence) = control.ack_frequency {
+                    self.ack_frequency.on_acked(sequence);
                 }
             }
             if packet.mtu_probe {
@@ -416,8 +426,8 @@ impl Connection {
         let Some(first_sample) = self.first_rtt_sample else {
             return false;
         };
-        let period =
-            (self.rtt.pto_base() + self.peer_max_ack_delay) * PERSISTENT_CONGESTION_THRESHOLD;
+        let period = (self.rtt.pto_base() + self.ack_frequency.peer_max_ack_delay())
+            * PERSISTENT_CONGESTION_THRESHOLD;
         let eliciting: Vec<&(u64, SentPacket)> = lost
             .iter()
             .filter(|(_, p)| p.ack_eliciting && p.time > first_sample)

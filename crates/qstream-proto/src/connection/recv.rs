@@ -254,8 +254,12 @@ impl Connection {
             qlog.packet(now, false, id, pn, length, &payload);
         }
         let ack_eliciting = self.process_frames(now, id, &located, &payload)?;
+        if !ack_eliciting {
+            self.stats.non_eliciting_packets_received += 1;
+        }
         let completed_stream = self.streams.take_completed_in_packet();
         let ack_delay = self.ack_delay();
+        let policy = self.ack_frequency.policy();
         let space = &mut self.spaces[id as usize];
         let largest_before = space.received.max();
         space.record_received(pn, now);
@@ -278,8 +282,11 @@ impl Connection {
             space.unacked_eliciting += 1;
             space.largest_eliciting_received = space.largest_eliciting_received.max(Some(pn));
             // RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged at once, as are
-            // out-of-order packets (§13.2.1) and every second ack-eliciting packet (§13.2.2).
-            let out_of_order = largest_before.is_some_and(|l| pn != l + 1);
+            // out-of-order packets (§13.2.1) and every second ack-eliciting packet (§13.2.2),
+            // unless the peer asked for another threshold or to ignore reordering
+            // (draft-ietf-quic-ack-frequency §6).
+            let out_of_order =
+                policy.reordering_threshold > 0 && largest_before.is_some_and(|l| pn != l + 1);
             // A packet that completes a stream is acknowledged at once while we wait, or are
             // about to wait, for stream credit: the peer releases the stream, and returns
             // credit, only when our acknowledgment arrives (DESIGN invariant 1, USER-PAIN last
@@ -290,7 +297,7 @@ impl Connection {
             if id != SpaceId::Data
                 || completes_stream_we_wait_on
                 || out_of_order
-                || space.unacked_eliciting >= self.config.ack_eliciting_threshold
+                || u64::from(space.unacked_eliciting) > policy.ack_eliciting_threshold
             {
                 space.ack_immediately = true;
             } else if space.ack_deadline.is_none() {
@@ -403,6 +410,9 @@ impl Connection {
                         )));
                 }
                 Frame::Datagram(data) => self.on_datagram(ty, data)?,
+                Frame::AckFrequency(frame) => self.ack_frequency.on_frame(&frame)?,
+                // draft-ietf-quic-ack-frequency §5: acknowledge this packet without delay.
+                Frame::ImmediateAck => self.spaces[id as usize].ack_immediately = true,
                 Frame::PathChallenge(data) => self.path_response = Some(data),
                 Frame::PathResponse(_) => {}
                 Frame::NewConnectionId(frame) => {

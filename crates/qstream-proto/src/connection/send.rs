@@ -19,6 +19,8 @@ use crate::{Side, TransportErrorCode};
 const PACKET_OVERHEAD: usize = 1 + 4 + 1 + 20 + 1 + 20 + 2 + 4 + TAG_LEN;
 /// The fewest frame bytes worth starting a packet for.
 const MIN_FRAME_ROOM: usize = 8;
+/// The largest ACK_FREQUENCY frame: a 2-byte type and four 8-byte integers.
+const ACK_FREQUENCY_MAX: usize = 2 + 4 * 8;
 
 /// A packet written into the datagram buffer, still unprotected.
 pub(super) struct Built {
@@ -249,6 +251,7 @@ impl Connection {
         let data_space_work = id == SpaceId::Data
             && (self.handshake_done_pending
                 || self.ping_pending
+                || self.ack_frequency.has_pending()
                 || self.path_response.is_some()
                 || !self.datagrams_out.is_empty()
                 || self.streams.wants_to_send());
@@ -408,6 +411,12 @@ impl Connection {
         record: &mut SentPacket,
     ) {
         if id == SpaceId::Data {
+            if self.spaces[id as usize].probes > 0 && self.ack_frequency.peer_accepts() {
+                // RFC 9002 §6.2.4 lets a probe elicit a faster acknowledgment;
+                // draft-ietf-quic-ack-frequency §5 gives the frame for it.
+                Frame::ImmediateAck.encode(buf);
+                record.ack_eliciting = true;
+            }
             if let Some(data) = self.path_response.take() {
                 Frame::PathResponse(data).encode(buf);
                 record.ack_eliciting = true;
@@ -449,6 +458,14 @@ impl Connection {
                 } else {
                     Frame::NewToken(&token).encode(buf);
                     record.retransmit.control_mut().new_token = Some(token);
+                    record.ack_eliciting = true;
+                }
+            }
+            if buf.len() + ACK_FREQUENCY_MAX <= max_end {
+                if let Some(frame) = self.ack_frequency.take_pending() {
+                    Frame::AckFrequency(frame).encode(buf);
+                    record.retransmit.control_mut().ack_frequency =
+                        Some(frame.sequence.into_inner());
                     record.ack_eliciting = true;
                 }
             }

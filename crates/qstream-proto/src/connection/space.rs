@@ -65,6 +65,9 @@ pub(crate) struct ControlFrames {
     pub(crate) retire_cids: Vec<u64>,
     /// A NEW_TOKEN frame's token.
     pub(crate) new_token: Option<bytes::Bytes>,
+    /// An ACK_FREQUENCY frame's sequence number: the request itself is kept by the
+    /// connection, which sends it again only while it is the latest.
+    pub(crate) ack_frequency: Option<u64>,
 }
 
 impl ControlFrames {
@@ -74,6 +77,7 @@ impl ControlFrames {
             && self.new_cids.is_empty()
             && self.retire_cids.is_empty()
             && self.new_token.is_none()
+            && self.ack_frequency.is_none()
     }
 
     /// Merges `other` into what is waiting to be sent again: each frame once, however many

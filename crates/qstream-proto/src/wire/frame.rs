@@ -1,4 +1,5 @@
-//! Frames (RFC 9000 §12.4 and §19, DATAGRAM from RFC 9221 §4).
+//! Frames (RFC 9000 §12.4 and §19, DATAGRAM from RFC 9221 §4, ACK_FREQUENCY and IMMEDIATE_ACK
+//! from draft-ietf-quic-ack-frequency §4 and §5).
 //!
 //! [`Frames`] decodes a decrypted packet payload from untrusted bytes without allocating; data
 //! carried by STREAM, CRYPTO, DATAGRAM and others is borrowed from the payload. [`Frame::encode`]
@@ -68,10 +69,14 @@ impl FrameType {
     pub const APPLICATION_CLOSE: Self = Self(0x1d);
     /// HANDSHAKE_DONE (§19.20).
     pub const HANDSHAKE_DONE: Self = Self(0x1e);
+    /// IMMEDIATE_ACK (draft-ietf-quic-ack-frequency §5).
+    pub const IMMEDIATE_ACK: Self = Self(0x1f);
     /// DATAGRAM without a length: the data runs to the end of the packet (RFC 9221 §4).
     pub const DATAGRAM: Self = Self(0x30);
     /// DATAGRAM with a length field (RFC 9221 §4).
     pub const DATAGRAM_LEN: Self = Self(0x31);
+    /// ACK_FREQUENCY (draft-ietf-quic-ack-frequency §4).
+    pub const ACK_FREQUENCY: Self = Self(0xaf);
 
     fn is_stream(self) -> bool {
         (0x08..=0x0f).contains(&self.0)
@@ -91,7 +96,13 @@ impl FrameType {
             Self::NEW_TOKEN | Self::PATH_RESPONSE | Self::HANDSHAKE_DONE => (false, false),
             // "__01": everything else defined, including DATAGRAM (RFC 9221 §4, RFC9221-011)
             // and the application CONNECTION_CLOSE ("ih01": only 0x1c in Initial/Handshake).
-            ty if ty.is_stream() || (0x04..=0x1d).contains(&ty.0) || ty.is_datagram() => {
+            // ACK_FREQUENCY and IMMEDIATE_ACK: 0-RTT and 1-RTT packets only
+            // (draft-ietf-quic-ack-frequency §4, §5).
+            ty if ty.is_stream()
+                || (0x04..=0x1d).contains(&ty.0)
+                || ty.is_datagram()
+                || matches!(ty, Self::ACK_FREQUENCY | Self::IMMEDIATE_ACK) =>
+            {
                 (false, true)
             }
             _ => return false,
@@ -151,7 +162,9 @@ impl FrameType {
             0x1b => "PATH_RESPONSE",
             0x1c | 0x1d => "CONNECTION_CLOSE",
             0x1e => "HANDSHAKE_DONE",
+            0x1f => "IMMEDIATE_ACK",
             0x30 | 0x31 => "DATAGRAM",
+            0xaf => "ACK_FREQUENCY",
             _ => return None,
         })
     }
@@ -262,6 +275,27 @@ pub enum Frame<'a> {
     HandshakeDone,
     /// DATAGRAM (RFC 9221 §4): unreliable application data.
     Datagram(&'a [u8]),
+    /// ACK_FREQUENCY (draft-ietf-quic-ack-frequency §4): how the sender asks to be
+    /// acknowledged.
+    AckFrequency(AckFrequency),
+    /// IMMEDIATE_ACK (draft-ietf-quic-ack-frequency §5): acknowledge without delay.
+    ImmediateAck,
+}
+
+/// An ACK_FREQUENCY frame (draft-ietf-quic-ack-frequency §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckFrequency {
+    /// Orders the requests: one with a sequence number no larger than an earlier one's is
+    /// stale.
+    pub sequence: VarInt,
+    /// How many ack-eliciting packets may arrive before an acknowledgment is sent at once.
+    pub ack_eliciting_threshold: VarInt,
+    /// The longest an acknowledgment may be delayed, in microseconds; at least the
+    /// recipient's min_ack_delay.
+    pub request_max_ack_delay: VarInt,
+    /// How far out of order a packet may arrive before an acknowledgment is sent at once; 0
+    /// means never for reordering alone.
+    pub reordering_threshold: VarInt,
 }
 
 /// A STREAM frame (RFC 9000 §19.8).
@@ -348,6 +382,8 @@ impl Frame<'_> {
             }
             Frame::HandshakeDone => 0x1e,
             Frame::Datagram(_) => 0x31,
+            Frame::AckFrequency(_) => 0xaf,
+            Frame::ImmediateAck => 0x1f,
         })
     }
 
@@ -361,7 +397,7 @@ impl Frame<'_> {
         }
         put_varint(buf, ty.0);
         match self {
-            Frame::Padding(_) | Frame::Ping | Frame::HandshakeDone => {}
+            Frame::Padding(_) | Frame::Ping | Frame::HandshakeDone | Frame::ImmediateAck => {}
             Frame::Ack(ack) => ack.encode_fields(buf),
             Frame::ResetStream {
                 id,
@@ -414,6 +450,12 @@ impl Frame<'_> {
                 put_length_prefixed(buf, close.reason);
             }
             Frame::Datagram(data) => put_length_prefixed(buf, data),
+            Frame::AckFrequency(frame) => {
+                frame.sequence.encode(buf);
+                frame.ack_eliciting_threshold.encode(buf);
+                frame.request_max_ack_delay.encode(buf);
+                frame.reordering_threshold.encode(buf);
+            }
         }
     }
 }
@@ -651,6 +693,13 @@ fn decode_body<'a>(ty: FrameType, r: &mut Reader<'a>) -> Result<Frame<'a>, BodyE
         FrameType::HANDSHAKE_DONE => Frame::HandshakeDone,
         FrameType::DATAGRAM => Frame::Datagram(r.take_rest()),
         FrameType::DATAGRAM_LEN => Frame::Datagram(r.length_prefixed()?),
+        FrameType::ACK_FREQUENCY => Frame::AckFrequency(AckFrequency {
+            sequence: varint(r)?,
+            ack_eliciting_threshold: varint(r)?,
+            request_max_ack_delay: varint(r)?,
+            reordering_threshold: varint(r)?,
+        }),
+        FrameType::IMMEDIATE_ACK => Frame::ImmediateAck,
         // RFC 9000 §12.4, RFC9000-228: an unknown frame type is a FRAME_ENCODING_ERROR.
         _ => return Err(invalid("unknown frame type")),
     })
@@ -694,11 +743,13 @@ mod tests {
             let got = [Initial, Handshake, ZeroRtt, OneRtt].map(|p| ty.permitted_in(p));
             assert_eq!(got.to_vec(), expect, "{ty:?}");
         }
-        for ty in [0x30, 0x31] {
+        // DATAGRAM (RFC 9221 §4), IMMEDIATE_ACK and ACK_FREQUENCY
+        // (draft-ietf-quic-ack-frequency §4, §5).
+        for ty in [0x30, 0x31, 0x1f, 0xaf] {
             let got = [Initial, Handshake, ZeroRtt, OneRtt].map(|p| FrameType(ty).permitted_in(p));
             assert_eq!(got, [false, false, true, true]);
         }
-        assert!(!FrameType(0x1f).permitted_in(OneRtt));
+        assert!(!FrameType(0x20).permitted_in(OneRtt));
     }
 
     #[test]

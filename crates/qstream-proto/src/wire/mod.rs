@@ -17,7 +17,8 @@ mod varint;
 pub use ack::{Ack, AckRanges, EcnCounts};
 pub use cid::ConnectionId;
 pub use frame::{
-    ConnectionClose, Frame, FrameType, Frames, MAX_STREAM_COUNT, NewConnectionId, Stream,
+    AckFrequency, ConnectionClose, Frame, FrameType, Frames, MAX_STREAM_COUNT, NewConnectionId,
+    Stream,
 };
 pub use header::{
     CoalescedPackets, Header, LongType, Packet, PacketType, ProtectedPacket, RetryPacket, Version,

@@ -1,5 +1,6 @@
 //! Transport parameters (RFC 9000 §7.4 and §18), with version_information (RFC 9368 §3),
-//! max_datagram_frame_size (RFC 9221 §3) and grease_quic_bit (RFC 9287 §3).
+//! max_datagram_frame_size (RFC 9221 §3), grease_quic_bit (RFC 9287 §3) and min_ack_delay
+//! (draft-ietf-quic-ack-frequency §3).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
@@ -55,6 +56,10 @@ pub struct TransportParameters {
     pub max_datagram_frame_size: Option<VarInt>,
     /// 0x2ab2: the sender accepts packets with the QUIC bit cleared (RFC 9287 §3).
     pub grease_quic_bit: bool,
+    /// 0xff04de1b: the least time, in microseconds, the sender is willing to delay an
+    /// acknowledgment; present, the sender accepts ACK_FREQUENCY and IMMEDIATE_ACK frames
+    /// (draft-ietf-quic-ack-frequency §3). At most max_ack_delay.
+    pub min_ack_delay: Option<VarInt>,
 }
 
 impl Default for TransportParameters {
@@ -81,6 +86,7 @@ impl Default for TransportParameters {
             version_information: None,
             max_datagram_frame_size: None,
             grease_quic_bit: false,
+            min_ack_delay: None,
         }
     }
 }
@@ -129,6 +135,8 @@ mod id {
     pub(super) const VERSION_INFORMATION: u64 = 0x11;
     pub(super) const MAX_DATAGRAM_FRAME_SIZE: u64 = 0x20;
     pub(super) const GREASE_QUIC_BIT: u64 = 0x2ab2;
+    /// draft-ietf-quic-ack-frequency §3 (the provisional codepoint peers use).
+    pub(super) const MIN_ACK_DELAY: u64 = 0xff04_de1b;
 }
 
 fn error(reason: &'static str) -> DecodeError {
@@ -211,9 +219,14 @@ impl TransportParameters {
             self.active_connection_id_limit,
             defaults.active_connection_id_limit,
         );
-        if let Some(size) = self.max_datagram_frame_size {
-            put_param_header(buf, id::MAX_DATAGRAM_FRAME_SIZE, size.size());
-            size.encode(buf);
+        for (param, value) in [
+            (id::MAX_DATAGRAM_FRAME_SIZE, self.max_datagram_frame_size),
+            (id::MIN_ACK_DELAY, self.min_ack_delay),
+        ] {
+            if let Some(value) = value {
+                put_param_header(buf, param, value.size());
+                value.encode(buf);
+            }
         }
         for (param, cid) in [
             (id::ORIGINAL_DCID, &self.original_destination_connection_id),
@@ -289,6 +302,14 @@ impl TransportParameters {
             }
             seen |= bit;
             params.decode_one(id, value, sender)?;
+        }
+        // draft-ietf-quic-ack-frequency §3: min_ack_delay above max_ack_delay (in
+        // milliseconds) is a TRANSPORT_PARAMETER_ERROR.
+        if params
+            .min_ack_delay
+            .is_some_and(|min| min.into_inner() > params.max_ack_delay.into_inner() * 1000)
+        {
+            return Err(error("min_ack_delay above max_ack_delay"));
         }
         Ok(params)
     }
@@ -367,6 +388,7 @@ impl TransportParameters {
                     }
                     id::ACTIVE_CONNECTION_ID_LIMIT => self.active_connection_id_limit = int,
                     id::MAX_DATAGRAM_FRAME_SIZE => self.max_datagram_frame_size = Some(int),
+                    id::MIN_ACK_DELAY => self.min_ack_delay = Some(int),
                     _ => unreachable!("seen_bit only admits known parameters"),
                 }
             }
@@ -381,6 +403,7 @@ fn seen_bit(param: u64) -> Option<u32> {
         0x00..=0x11 => Some(1 << param),
         id::MAX_DATAGRAM_FRAME_SIZE => Some(1 << 20),
         id::GREASE_QUIC_BIT => Some(1 << 21),
+        id::MIN_ACK_DELAY => Some(1 << 22),
         _ => None,
     }
 }
