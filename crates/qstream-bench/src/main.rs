@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use report::{Measure, Report};
 use scenarios::Failure;
-use stacks::{NewReno, Qstream, Quinn, Stack, TcpTls};
+use stacks::{Bbr, NewReno, Qstream, Quinn, Stack, TcpTls};
 use tls::Tls;
 
 #[derive(Parser, Debug)]
@@ -134,15 +134,17 @@ enum LossPair {
     QstreamToQuinn,
     QuinnToQstream,
     QstreamNewReno,
+    QstreamBbr,
     Quinn,
 }
 
 impl LossPair {
-    const ALL: [LossPair; 5] = [
+    const ALL: [LossPair; 6] = [
         Self::Qstream,
         Self::QstreamToQuinn,
         Self::QuinnToQstream,
         Self::QstreamNewReno,
+        Self::QstreamBbr,
         Self::Quinn,
     ];
     /// What the ratios are about.
@@ -154,6 +156,7 @@ impl LossPair {
             Self::QstreamToQuinn => "qstream→quinn",
             Self::QuinnToQstream => "quinn→qstream",
             Self::QstreamNewReno => Qstream::<NewReno>::NAME,
+            Self::QstreamBbr => Qstream::<Bbr>::NAME,
             Self::Quinn => Self::REFERENCE,
         }
     }
@@ -161,7 +164,7 @@ impl LossPair {
     /// Whether the pair runs only stacks among `stacks`.
     fn runs_on(self, stacks: &[StackName]) -> bool {
         let needs: &[StackName] = match self {
-            Self::Qstream | Self::QstreamNewReno => &[StackName::Qstream],
+            Self::Qstream | Self::QstreamNewReno | Self::QstreamBbr => &[StackName::Qstream],
             Self::Quinn => &[StackName::Quinn],
             Self::QstreamToQuinn | Self::QuinnToQstream => &[StackName::Qstream, StackName::Quinn],
         };
@@ -176,6 +179,7 @@ impl LossPair {
             Self::QstreamNewReno => {
                 loss::transfer::<Qstream<NewReno>, Qstream<NewReno>>(tls, case, seed)
             }
+            Self::QstreamBbr => loss::transfer::<Qstream<Bbr>, Qstream<Bbr>>(tls, case, seed),
             Self::Quinn => loss::transfer::<Quinn, Quinn>(tls, case, seed),
         }
     }

@@ -83,6 +83,7 @@ fn smoke_every_scenario_yields_figures_for_every_stack() {
             "qstream→quinn",
             "quinn→qstream",
             "qstream newreno",
+            "qstream bbr",
             "quinn",
         ] {
             let median = time["median"][pair].as_f64();

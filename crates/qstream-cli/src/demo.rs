@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qstream::proto::wire::VarInt;
-use qstream::{ClientConfig, Endpoint, ServerConfig, TransportConfig};
+use qstream::{ClientConfig, Endpoint, ServerConfig};
 use tokio::io::AsyncReadExt;
 
 use crate::observe::ObserveArgs;
 use crate::tls::{self, Identity};
+use crate::transport::TransportArgs;
 
 const ALPN: &[u8] = b"qstream-demo";
 const CHUNK: usize = 64 * 1024;
@@ -29,6 +30,8 @@ pub(crate) struct DemoArgs {
     /// No progress bars, only the summary.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    transport: TransportArgs,
     #[command(flatten)]
     observe: ObserveArgs,
 }
@@ -69,7 +72,7 @@ fn fill(state: &mut u64, buf: &mut [u8]) {
 pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn Error>> {
     let identity = Identity::self_signed(&["localhost"])?;
     let mut server_config = ServerConfig::new(Arc::new(tls::server(&identity, ALPN)?));
-    let mut transport = TransportConfig::default();
+    let mut transport = args.transport.config();
     transport.streams.max_concurrent_bidi = args.streams;
     server_config.transport = Arc::new(transport);
     let server = Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
@@ -79,7 +82,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn Error>> {
 
     let client_endpoint = Endpoint::client("127.0.0.1:0".parse()?)?;
     args.observe.apply(&client_endpoint)?;
-    let client_config = ClientConfig::new(Arc::new(tls::client(identity.cert(), ALPN)?));
+    let client_config = ClientConfig {
+        transport: Arc::new(args.transport.config()),
+        ..ClientConfig::new(Arc::new(tls::client(identity.cert(), ALPN)?))
+    };
     let connection = tokio::time::timeout(
         Duration::from_secs(10),
         client_endpoint.connect(&client_config, addr, "localhost")?,

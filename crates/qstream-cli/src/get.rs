@@ -17,6 +17,7 @@ use crate::endpoints;
 use crate::observe::ObserveArgs;
 use crate::serve::HQ_INTEROP;
 use crate::tls;
+use crate::transport::TransportArgs;
 
 /// Options of `qstream get`.
 #[derive(clap::Args, Debug)]
@@ -39,6 +40,8 @@ pub(crate) struct GetArgs {
     /// Give up connecting after this long, in seconds.
     #[arg(long, default_value_t = 10.0)]
     connect_timeout: f64,
+    #[command(flatten)]
+    transport: TransportArgs,
     #[command(flatten)]
     observe: ObserveArgs,
 }
@@ -157,7 +160,10 @@ pub(crate) async fn run(args: GetArgs) -> Result<(), Box<dyn Error>> {
     } else {
         tls::client_trusting_nothing(HQ_INTEROP)?
     };
-    let config = ClientConfig::new(Arc::new(tls));
+    let config = ClientConfig {
+        transport: Arc::new(args.transport.config()),
+        ..ClientConfig::new(Arc::new(tls))
+    };
     let mut by_server: BTreeMap<(String, u16), Vec<Url>> = BTreeMap::new();
     for url in urls {
         by_server

@@ -8,6 +8,7 @@ mod observe;
 mod pipe;
 mod serve;
 mod tls;
+mod transport;
 
 use std::process::ExitCode;
 

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::endpoints;
 use crate::observe::ObserveArgs;
 use crate::tls::{self, Identity};
+use crate::transport::TransportArgs;
 
 /// The ALPN of qstream's pipe protocol.
 const PIPE_ALPN: &[u8] = b"qstream-pipe/1";
@@ -51,6 +52,8 @@ pub(crate) struct SendArgs {
     #[arg(long, default_value_t = 10.0)]
     connect_timeout: f64,
     #[command(flatten)]
+    transport: TransportArgs,
+    #[command(flatten)]
     observe: ObserveArgs,
 }
 
@@ -70,6 +73,8 @@ pub(crate) struct RecvArgs {
     /// Private key (PEM) of --cert.
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
+    #[command(flatten)]
+    transport: TransportArgs,
     #[command(flatten)]
     observe: ObserveArgs,
 }
@@ -103,7 +108,11 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
         .and_then(|(host, port)| Some((host.trim_matches(['[', ']']), port.parse::<u16>().ok()?)))
         .ok_or_else(|| format!("invalid address {:?}: expected host:port", args.addr))?;
     let (endpoint, addr) = endpoints::client(host, port, &args.observe).await?;
-    let connecting = endpoint.connect(&ClientConfig::new(Arc::new(tls)), addr, host)?;
+    let config = ClientConfig {
+        transport: Arc::new(args.transport.config()),
+        ..ClientConfig::new(Arc::new(tls))
+    };
+    let connecting = endpoint.connect(&config, addr, host)?;
     let connection = endpoints::handshake(
         connecting,
         Duration::from_secs_f64(args.connect_timeout),
@@ -179,7 +188,8 @@ pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
     };
     let (identity, self_signed) =
         Identity::from_options(args.cert.as_deref(), args.key.as_deref())?;
-    let config = ServerConfig::new(Arc::new(tls::server(&identity, PIPE_ALPN)?));
+    let mut config = ServerConfig::new(Arc::new(tls::server(&identity, PIPE_ALPN)?));
+    config.transport = Arc::new(args.transport.config());
     let endpoint = endpoints::server(config, args.listen, &args.observe)?;
     if self_signed {
         eprintln!(

@@ -6,12 +6,13 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use qstream::proto::wire::VarInt;
-use qstream::{Endpoint, RecvStream, SendStream, ServerConfig, TransportConfig};
+use qstream::{Endpoint, RecvStream, SendStream, ServerConfig};
 use tokio::io::AsyncReadExt;
 
 use crate::endpoints;
 use crate::observe::ObserveArgs;
 use crate::tls::{self, Identity};
+use crate::transport::TransportArgs;
 
 /// The ALPN of HTTP/0.9 over QUIC used by the QUIC interop runner.
 pub(crate) const HQ_INTEROP: &[u8] = b"hq-interop";
@@ -43,6 +44,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     max_streams: u64,
     #[command(flatten)]
+    transport: TransportArgs,
+    #[command(flatten)]
     observe: ObserveArgs,
 }
 
@@ -55,7 +58,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     let (identity, self_signed) =
         Identity::from_options(args.cert.as_deref(), args.key.as_deref())?;
     let mut config = ServerConfig::new(Arc::new(tls::server(&identity, HQ_INTEROP)?));
-    let mut transport = TransportConfig::default();
+    let mut transport = args.transport.config();
     transport.streams.max_concurrent_bidi = args.max_streams;
     config.transport = Arc::new(transport);
     config.retry = args.retry;

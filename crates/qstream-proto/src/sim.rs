@@ -24,6 +24,9 @@ pub struct LinkConfig {
     pub delay: Duration,
     /// Bytes per second each direction carries; `None` for unlimited.
     pub bandwidth: Option<u64>,
+    /// With a bandwidth, the bytes its queue holds: a datagram that finds it full is dropped
+    /// (drop-tail). `None` for an unbounded queue.
+    pub queue: Option<u64>,
     /// Probability that a datagram is lost.
     pub loss: f64,
     /// Probability that a datagram is held back by up to `reorder_delay`, so later ones may
@@ -49,6 +52,7 @@ impl Default for LinkConfig {
         Self {
             delay: Duration::from_millis(10),
             bandwidth: None,
+            queue: None,
             loss: 0.0,
             reorder: 0.0,
             reorder_delay: Duration::from_millis(10),
@@ -68,10 +72,24 @@ pub struct LinkStats {
     pub sent: u64,
     /// Datagrams delivered (duplicates count twice).
     pub delivered: u64,
-    /// Datagrams lost at random, over the MTU, or refused by the filter.
+    /// Datagrams lost at random, over the MTU, refused by the filter, or dropped by a full
+    /// queue.
     pub dropped: u64,
+    /// The longest a datagram waited in a bandwidth-limited queue.
+    pub max_queueing: Duration,
+    /// The time datagrams waited in bandwidth-limited queues, summed.
+    pub total_queueing: Duration,
+    /// Datagrams that went through a bandwidth-limited queue.
+    pub queued: u64,
     /// Datagrams held back so that later ones may overtake them.
     pub reordered: u64,
+}
+
+impl LinkStats {
+    /// The mean time a datagram waited in a bandwidth-limited queue.
+    pub fn mean_queueing(&self) -> Duration {
+        self.total_queueing / u32::try_from(self.queued.max(1)).unwrap_or(u32::MAX)
+    }
 }
 
 struct InFlight {
@@ -218,6 +236,19 @@ impl Simulator {
         if let Some(rate) = self.link.bandwidth {
             let busy = self.busy_until.entry((from, to)).or_insert(self.now);
             let start = (*busy).max(self.now);
+            let waiting = start - self.now;
+            let queued = (waiting.as_secs_f64() * rate as f64) as u64;
+            if self
+                .link
+                .queue
+                .is_some_and(|queue| queued + data.len() as u64 > queue.max(data.len() as u64))
+            {
+                self.stats.dropped += 1;
+                return;
+            }
+            self.stats.max_queueing = self.stats.max_queueing.max(waiting);
+            self.stats.total_queueing += waiting;
+            self.stats.queued += 1;
             let serialisation = Duration::from_secs_f64(data.len() as f64 / rate as f64);
             *busy = start + serialisation;
             depart = *busy;

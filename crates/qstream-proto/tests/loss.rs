@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use qstream_proto::TransportConfig;
+use qstream_proto::recovery::CongestionControl;
 use qstream_proto::sim::LinkConfig;
 
 /// A loopback-like path: `one_way` each way, `loss` of the datagrams each way, no bandwidth
@@ -139,4 +140,96 @@ fn loss_without_the_ack_frequency_extension_the_probe_timeout_waits_for_max_ack_
         probe_after > Duration::from_millis(25),
         "the first probe came {probe_after:?} after the unanswered packet"
     );
+}
+
+/// A pair whose both sides run `control`, over `link`, handshake done.
+fn pair_with(control: CongestionControl, link: LinkConfig, seed: u64) -> Pair {
+    let transport = TransportConfig {
+        congestion_control: control,
+        ..TransportConfig::default()
+    };
+    let mut pair = Pair::new(PairOptions {
+        seed,
+        link,
+        client_transport: transport.clone(),
+        server_transport: transport,
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(30)));
+    pair
+}
+
+/// 100 Mbit/s each way with 10 ms of propagation each way, a drop-tail queue of one
+/// bandwidth-delay product (250 kB), and `loss`.
+fn wan_bottleneck(loss: f64) -> LinkConfig {
+    LinkConfig {
+        delay: Duration::from_millis(10),
+        bandwidth: Some(12_500_000),
+        queue: Some(250_000),
+        loss,
+        ..LinkConfig::default()
+    }
+}
+
+#[test]
+fn loss_bbr_keeps_a_lossy_wan_path_full() {
+    // 1 % random loss over 20 ms: a loss-based controller holds about a dozen packets in
+    // flight (Reno's 1.22/sqrt(p)), under 1 MB/s; BBR takes loss below 2 % of what is in
+    // flight for noise, not congestion (draft-ietf-ccwg-bbr §5.5.10).
+    let len = 4 << 20;
+    for seed in seeds(2) {
+        let mut bbr = pair_with(CongestionControl::Bbr, wan_bottleneck(0.01), seed);
+        let took = bulk_transfer(&mut bbr, len, Duration::from_secs(60)).expect("BBR moved it");
+        let mut cubic = pair_with(CongestionControl::Cubic, wan_bottleneck(0.01), seed);
+        let cubic_took =
+            bulk_transfer(&mut cubic, len, Duration::from_secs(60)).expect("CUBIC moved it");
+        let goodput = len as f64 / took.as_secs_f64();
+        assert!(
+            goodput > 8e6,
+            "seed {seed}: BBR {goodput:.0} B/s in {took:?}"
+        );
+        assert!(
+            cubic_took > 5 * took,
+            "seed {seed}: BBR {took:?}, CUBIC {cubic_took:?}"
+        );
+    }
+}
+
+#[test]
+fn loss_bbr_fills_a_bottleneck_without_filling_its_queue() {
+    // No loss at all: BBR paces at the bottleneck's rate, using more than 90 % of it, and
+    // keeps the queue, on average, below one round trip (20 ms); CUBIC fills the queue
+    // until it overflows.
+    let len = 16 << 20;
+    let mut bbr = pair_with(CongestionControl::Bbr, wan_bottleneck(0.0), 1);
+    let took = bulk_transfer(&mut bbr, len, Duration::from_secs(60)).expect("moved");
+    let use_of_link = len as f64 / took.as_secs_f64() / 12.5e6;
+    let stats = bbr.sim.stats();
+    assert!(use_of_link > 0.9, "link use {use_of_link:.2} in {took:?}");
+    assert!(
+        stats.mean_queueing() < Duration::from_millis(20),
+        "queueing {:?} on average",
+        stats.mean_queueing()
+    );
+    let mut cubic = pair_with(CongestionControl::Cubic, wan_bottleneck(0.0), 1);
+    bulk_transfer(&mut cubic, len, Duration::from_secs(60)).expect("moved");
+    assert!(
+        cubic.sim.stats().mean_queueing() > stats.mean_queueing(),
+        "CUBIC {:?}, BBR {:?}",
+        cubic.sim.stats().mean_queueing(),
+        stats.mean_queueing()
+    );
+}
+
+#[test]
+fn loss_bbr_keeps_moving_at_300us_rtt_and_20_percent_loss() {
+    for seed in seeds(3) {
+        let mut pair = pair_with(
+            CongestionControl::Bbr,
+            fast_lossy_link(Duration::from_micros(150), 0.2),
+            seed,
+        );
+        let took = bulk_transfer(&mut pair, 2 << 20, Duration::from_secs(60)).expect("moved");
+        assert!(took < Duration::from_millis(200), "seed {seed}: {took:?}");
+    }
 }

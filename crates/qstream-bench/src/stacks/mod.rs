@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-pub(crate) use qstream_quic::{NewReno, Qstream};
+pub(crate) use qstream_quic::{Bbr, NewReno, Qstream};
 pub(crate) use quinn_quic::Quinn;
 pub(crate) use tcp_tls::TcpTls;
 

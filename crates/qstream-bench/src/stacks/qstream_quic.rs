@@ -38,9 +38,30 @@ impl Controller for NewReno {
     const CONTROL: Option<CongestionControl> = Some(CongestionControl::NewReno);
 }
 
+/// BBRv3.
+pub(crate) struct Bbr;
+
+impl Controller for Bbr {
+    const NAME: &'static str = "qstream bbr";
+    const CONTROL: Option<CongestionControl> = Some(CongestionControl::Bbr);
+}
+
 /// qstream with its default transport settings but for the controller `C`, and the
 /// benchmark's stream limit.
 pub(crate) struct Qstream<C: Controller = DefaultControl>(PhantomData<C>);
+
+/// Writes qlog files of the endpoint's connections into `QLOGDIR`, when it is set: a way to
+/// look into a run, which costs throughput.
+fn record_qlog(endpoint: &Endpoint) {
+    if let Some(dir) = std::env::var_os("QLOGDIR") {
+        if let Err(error) = endpoint.set_qlog_dir(&dir) {
+            eprintln!(
+                "qstream-bench: no qlog in {}: {error}",
+                dir.to_string_lossy()
+            );
+        }
+    }
+}
 
 fn transport<C: Controller>() -> TransportConfig {
     let mut transport = TransportConfig::default();
@@ -73,6 +94,7 @@ impl<C: Controller> Stack for Qstream<C> {
         let mut config = ServerConfig::new(tls.server);
         config.transport = Arc::new(transport::<C>());
         let endpoint = Endpoint::server(config, ([127, 0, 0, 1], 0).into()).expect("bind");
+        record_qlog(&endpoint);
         let _ = ready.send(endpoint.local_addr().expect("bound"));
         while let Some(connection) = endpoint.accept().await {
             let Ok(connection) = connection else { continue };
@@ -86,7 +108,11 @@ impl<C: Controller> Stack for Qstream<C> {
 
     fn endpoint(tls: &Tls) -> io::Result<QstreamEndpoint> {
         Ok(QstreamEndpoint {
-            endpoint: Endpoint::client(([127, 0, 0, 1], 0).into())?,
+            endpoint: {
+                let endpoint = Endpoint::client(([127, 0, 0, 1], 0).into())?;
+                record_qlog(&endpoint);
+                endpoint
+            },
             config: ClientConfig {
                 transport: Arc::new(transport::<C>()),
                 ..ClientConfig::new(tls.client.clone())

@@ -541,7 +541,13 @@ impl Connection {
             handshake_sped_up: false,
             rtt: RttEstimator::new(init.config.initial_rtt),
             pto_count: 0,
-            cc: init.config.congestion_control.build(max_datagram),
+            cc: init.config.congestion_control.build(
+                max_datagram,
+                init.now,
+                init.local_cid
+                    .iter()
+                    .fold(0u64, |seed, &b| seed.rotate_left(8) ^ u64::from(b)),
+            ),
             mtu: mtu::MtuDiscovery::new(init.config.max_udp_payload_size),
             built: Vec::with_capacity(3),
             pacer: Pacer::new(max_datagram),

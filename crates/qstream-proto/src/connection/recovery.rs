@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use super::space::{ControlFrames, SentPacket, SpaceId};
 use super::{Connection, State, StreamFrameRecord, TransportError};
 use crate::qlog::{LossTrigger, RecoveryMetrics};
-use crate::recovery::pacing::Pacer;
-use crate::recovery::{PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD};
+use crate::recovery::pacing::window_rate;
+use crate::recovery::{PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD, PacketInfo};
 use crate::wire::{Ack, VarInt};
 use crate::{Side, TransportErrorCode};
 
@@ -199,11 +199,14 @@ impl Connection {
             // largest acknowledged moved past packets still outstanding.
             if raised {
                 self.detect_and_remove_lost(now, id);
+                self.cc.on_ack_done(now, self.bytes_in_flight, None);
             }
             return Ok(());
         };
+        let mut rtt_sample = None;
         if *largest_newly == largest && newly_acked.iter().any(|(_, p)| p.ack_eliciting) {
             let latest_rtt = now.saturating_duration_since(largest_packet.time);
+            rtt_sample = Some(latest_rtt);
             // RFC 9002 §5.3: the reported delay is used in every space (it "MAY" be ignored for
             // Initial; a repeated ACK after a lost one reports a real delay), and capped at the
             // peer's max_ack_delay only once the handshake is confirmed (RFC9002-008/009).
@@ -255,16 +258,15 @@ impl Connection {
         for (_, packet) in &newly_acked {
             self.streams.on_acked(&packet.retransmit.streams);
         }
-        for (_, packet) in &newly_acked {
+        for (pn, packet) in &newly_acked {
             if packet.in_flight {
                 self.bytes_in_flight -= u64::from(packet.size);
-                self.cc.on_ack(
-                    now,
-                    packet.time,
-                    u64::from(packet.size),
-                    app_limited,
-                    &self.rtt,
-                );
+                let info = PacketInfo {
+                    number: (id == SpaceId::Data && !packet.mtu_probe).then_some(*pn),
+                    sent: packet.time,
+                    bytes: u64::from(packet.size),
+                };
+                self.cc.on_ack(now, &info, app_limited, &self.rtt);
             }
         }
         self.process_ecn(now, id, ack, &newly_acked);
@@ -272,6 +274,7 @@ impl Connection {
             self.recycle_stream_records(packet.retransmit.streams);
         }
         self.detect_and_remove_lost(now, id);
+        self.cc.on_ack_done(now, self.bytes_in_flight, rtt_sample);
         if self.peer_completed_address_validation() {
             self.pto_count = 0;
         }
@@ -296,7 +299,11 @@ impl Connection {
                 congestion_window: window,
                 bytes_in_flight: self.bytes_in_flight,
                 ssthresh: self.cc.ssthresh(),
-                pacing_rate: Pacer::rate(window, self.rtt.smoothed()),
+                pacing_rate: self
+                    .cc
+                    .pacing_rate()
+                    .unwrap_or_else(|| window_rate(window, self.rtt.smoothed()))
+                    .saturating_mul(8),
             },
         );
     }
@@ -399,9 +406,17 @@ impl Connection {
             .map(|(_, p)| u64::from(p.size))
             .sum::<u64>();
         let mut latest_sent = None;
-        for (_, packet) in &lost_packets {
+        for (pn, packet) in &lost_packets {
             if packet.in_flight {
                 self.bytes_in_flight -= u64::from(packet.size);
+            }
+            if packet.in_flight && !packet.mtu_probe {
+                let info = PacketInfo {
+                    number: (id == SpaceId::Data).then_some(*pn),
+                    sent: packet.time,
+                    bytes: u64::from(packet.size),
+                };
+                self.cc.on_lost(now, &info);
             }
             if packet.mtu_probe {
                 // RFC 9000 §14.4, RFC9000-287: a lost probe is no congestion signal.

@@ -77,9 +77,10 @@ impl Connection {
             !closing && !probing && self.bytes_in_flight + limit as u64 > self.cc.window();
         if !closing && !probing && !congestion_blocked {
             // RFC 9002 §7.7: ack-eliciting packets wait for the pacer; ACKs do not.
-            self.pacing_until =
-                self.pacer
-                    .delay(now, limit as u64, self.cc.window(), self.rtt.smoothed());
+            let rate = self.cc.pacing_rate().unwrap_or_else(|| {
+                crate::recovery::pacing::window_rate(self.cc.window(), self.rtt.smoothed())
+            });
+            self.pacing_until = self.pacer.delay(now, limit as u64, rate);
             congestion_blocked = self.pacing_until.is_some();
         }
         // RFC 9000 §14.3, RFC9000-275: once the handshake is confirmed, probe larger sizes with
@@ -548,6 +549,20 @@ impl Connection {
         if record.in_flight {
             self.bytes_in_flight += u64::from(record.size);
             self.pacer.on_sent(u64::from(record.size));
+            if id == SpaceId::Data && !record.mtu_probe {
+                // Nothing else to send and room in the window: the application limits the
+                // rate now (for delivery-rate samples).
+                let app_limited = self.bytes_in_flight < self.cc.window()
+                    && self.datagrams_out.is_empty()
+                    && !self.streams.has_data_to_send();
+                self.cc.on_sent(
+                    now,
+                    pn,
+                    u64::from(record.size),
+                    self.bytes_in_flight,
+                    app_limited,
+                );
+            }
             self.spaces[id as usize].sent.insert(pn, record);
         }
         if id == SpaceId::Data {

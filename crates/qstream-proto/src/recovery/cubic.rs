@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Controller, RttEstimator, initial_window, minimum_window};
+use super::{Controller, PacketInfo, RttEstimator, initial_window, minimum_window};
 
 /// RFC 9438 §5.1: C = 0.4 and beta_cubic = 0.7.
 const C: f64 = 0.4;
@@ -71,14 +71,8 @@ impl Cubic {
 }
 
 impl Controller for Cubic {
-    fn on_ack(
-        &mut self,
-        now: Instant,
-        sent: Instant,
-        bytes: u64,
-        app_limited: bool,
-        rtt: &RttEstimator,
-    ) {
+    fn on_ack(&mut self, now: Instant, packet: &PacketInfo, app_limited: bool, rtt: &RttEstimator) {
+        let (sent, bytes) = (packet.sent, packet.bytes);
         let since_last_ack = self
             .last_ack
             .map_or(Duration::ZERO, |last| now.saturating_duration_since(last));
@@ -178,6 +172,14 @@ impl Controller for Cubic {
 mod tests {
     use super::*;
 
+    fn packet(sent: Instant) -> PacketInfo {
+        PacketInfo {
+            number: None,
+            sent,
+            bytes: 1200,
+        }
+    }
+
     /// An estimator that has seen `rtt` long enough to take it as smoothed RTT.
     fn rtt(rtt: Duration) -> RttEstimator {
         let mut estimator = RttEstimator::new(rtt);
@@ -198,7 +200,7 @@ mod tests {
         let mut now = start;
         for _ in 0..2000 {
             now += Duration::from_millis(5);
-            cubic.on_ack(now, now, 1200, false, &rtt);
+            cubic.on_ack(now, &packet(now), false, &rtt);
         }
         assert!(
             cubic.window() > before,
@@ -220,12 +222,12 @@ mod tests {
         let reduced = cubic.window();
         let later = start + Duration::from_millis(25);
         for _ in 0..4 {
-            cubic.on_ack(later, later, 1200, false, &rtt);
+            cubic.on_ack(later, &packet(later), false, &rtt);
         }
         assert_eq!(cubic.window(), reduced + 4 * 1200);
         let estimate = cubic.w_est(Duration::from_millis(25), Duration::from_micros(300));
         for _ in 0..100 {
-            cubic.on_ack(later, later, 1200, false, &rtt);
+            cubic.on_ack(later, &packet(later), false, &rtt);
         }
         assert_eq!(cubic.window(), estimate as u64);
     }
@@ -241,11 +243,11 @@ mod tests {
         let mut now = start;
         for _ in 0..100 {
             now += Duration::from_millis(10);
-            cubic.on_ack(now, now, 1200, true, &rtt);
+            cubic.on_ack(now, &packet(now), true, &rtt);
         }
         assert_eq!(cubic.window(), reduced);
         now += Duration::from_millis(10);
-        cubic.on_ack(now, now, 1200, false, &rtt);
+        cubic.on_ack(now, &packet(now), false, &rtt);
         assert!(cubic.window() <= reduced + 1200, "{}", cubic.window());
     }
 

@@ -1,6 +1,7 @@
 //! Loss recovery building blocks (RFC 9002): RTT estimation and congestion control. Loss
 //! detection itself lives with the packet spaces in the connection.
 
+mod bbr;
 mod cubic;
 mod new_reno;
 pub(crate) mod pacing;
@@ -29,30 +30,67 @@ pub enum CongestionControl {
     /// fast paths and stays fair to TCP.
     #[default]
     Cubic,
+    /// BBR version 3 (draft-ietf-ccwg-bbr): paces at the bandwidth it measures and keeps about
+    /// two bandwidth-delay products in flight; loss moves it only above 2 % of what was in
+    /// flight while probing. For lossy paths (wireless, long distance), where loss is not
+    /// congestion; it shares a bottleneck less evenly with loss-based flows.
+    Bbr,
 }
 
 impl CongestionControl {
-    pub(crate) fn build(self, max_datagram_size: u64) -> Box<dyn Controller> {
+    /// A controller for a connection starting at `now`; `seed` drives BBR's randomised probe
+    /// timing.
+    pub(crate) fn build(
+        self,
+        max_datagram_size: u64,
+        now: Instant,
+        seed: u64,
+    ) -> Box<dyn Controller> {
         match self {
             Self::NewReno => Box::new(new_reno::NewReno::new(max_datagram_size)),
             Self::Cubic => Box::new(cubic::Cubic::new(max_datagram_size)),
+            Self::Bbr => Box::new(bbr::Bbr::new(max_datagram_size, now, seed)),
         }
     }
 }
 
-/// A congestion controller: decides the congestion window from acknowledgments and losses.
-/// Bytes in flight are tracked by the connection, not by the controller.
+/// A packet as a controller sees it when it is acknowledged or declared lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketInfo {
+    /// Its number in the application data space, which delivery-rate samples follow; `None`
+    /// for Initial and Handshake packets.
+    pub number: Option<u64>,
+    /// When it was sent.
+    pub sent: Instant,
+    /// Its size, as counted in bytes in flight.
+    pub bytes: u64,
+}
+
+/// A congestion controller: decides the congestion window, and possibly the pacing rate, from
+/// acknowledgments and losses. Bytes in flight are tracked by the connection, not by the
+/// controller.
 pub trait Controller: Send + Sync + fmt::Debug {
-    /// `bytes` of a packet sent at `sent` were acknowledged. `app_limited` is true when the
-    /// window was not the limit when it was sent, so it must not grow (RFC 9002 §7.8).
-    fn on_ack(
+    /// An application data packet `number` of `bytes`, counted in flight, was sent;
+    /// `bytes_in_flight` includes it. `app_limited`: nothing else waited to be sent and the
+    /// window was not full. For controllers that sample the delivery rate.
+    fn on_sent(
         &mut self,
-        now: Instant,
-        sent: Instant,
-        bytes: u64,
-        app_limited: bool,
-        rtt: &RttEstimator,
-    );
+        _now: Instant,
+        _number: u64,
+        _bytes: u64,
+        _bytes_in_flight: u64,
+        _app_limited: bool,
+    ) {
+    }
+    /// `packet` was acknowledged. `app_limited` is true when the window was not the limit when
+    /// it was sent, so it must not grow (RFC 9002 §7.8).
+    fn on_ack(&mut self, now: Instant, packet: &PacketInfo, app_limited: bool, rtt: &RttEstimator);
+    /// `packet` was declared lost (RFC 9002 §6.1), before the congestion event it is part of.
+    fn on_lost(&mut self, _now: Instant, _packet: &PacketInfo) {}
+    /// One ACK frame was handled, its acknowledgments and the losses it revealed;
+    /// `bytes_in_flight` is what remains, `rtt_sample` the RTT it measured, if any.
+    fn on_ack_done(&mut self, _now: Instant, _bytes_in_flight: u64, _rtt_sample: Option<Duration>) {
+    }
     /// Packets were declared lost, the latest sent at `latest_sent` (RFC 9002 §7.3.2). With
     /// `persistent`, the window collapses to the minimum (§7.6.2).
     fn on_congestion_event(&mut self, now: Instant, latest_sent: Instant, persistent: bool);
@@ -62,6 +100,11 @@ pub trait Controller: Send + Sync + fmt::Debug {
     fn on_max_datagram_size(&mut self, max_datagram_size: u64);
     /// The congestion window in bytes.
     fn window(&self) -> u64;
+    /// The pacing rate in bytes per second, for a controller that sets one; `None` paces at
+    /// 5/4 of the window per smoothed RTT (RFC 9002 §7.7).
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
     /// The slow start threshold, for logs; `None` for a controller without one.
     fn ssthresh(&self) -> Option<u64>;
 }

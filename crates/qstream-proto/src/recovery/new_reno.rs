@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{Controller, RttEstimator, initial_window, minimum_window};
+use super::{Controller, PacketInfo, RttEstimator, initial_window, minimum_window};
 
 /// NewReno: slow start, then one datagram per window per round trip; halve on loss.
 #[derive(Debug)]
@@ -28,14 +28,8 @@ impl NewReno {
 }
 
 impl Controller for NewReno {
-    fn on_ack(
-        &mut self,
-        _now: Instant,
-        sent: Instant,
-        bytes: u64,
-        app_limited: bool,
-        _: &RttEstimator,
-    ) {
+    fn on_ack(&mut self, _: Instant, packet: &PacketInfo, app_limited: bool, _: &RttEstimator) {
+        let (sent, bytes) = (packet.sent, packet.bytes);
         // RFC 9002 §7.3.2: packets sent before recovery started do not grow the window.
         if app_limited || self.recovery_start.is_some_and(|start| sent <= start) {
             return;

@@ -6,14 +6,22 @@ use std::time::{Duration, Instant};
 /// The pacing rate's worth of bytes one burst may carry: 1 ms, as Linux sizes TCP bursts
 /// (TSO autosizing). Timers of the I/O layer are not finer, so smaller bursts would leave a
 /// fast path idle between them.
-const BURST_INTERVAL_NANOS: u128 = 1_000_000;
+const BURST_INTERVAL: Duration = Duration::from_millis(1);
 /// The largest burst: what one GSO send carries.
 const MAX_BURST: u64 = 64 * 1024;
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
 
-/// A token bucket that fills at 5/4 of the congestion window per smoothed RTT (N = 1.25,
-/// RFC 9002 §7.7). A burst is at most ten datagrams (the initial window, RFC9002-053) or, when
-/// the rate is high, 1 ms of it up to 64 KiB: a deviation from that SHOULD that its "path can
-/// absorb larger bursts" clause allows, as Linux TCP and quinn do.
+/// The rate at which a window-based controller's packets are paced: 5/4 of the congestion
+/// window per smoothed RTT (N = 1.25, RFC 9002 §7.7), in bytes per second.
+pub(crate) fn window_rate(window: u64, rtt: Duration) -> u64 {
+    let per_second = u128::from(window) * 5 / 4 * NANOS_PER_SECOND / rtt.as_nanos().max(1);
+    per_second.clamp(1, u128::from(u64::MAX)) as u64
+}
+
+/// A token bucket that fills at the pacing rate. A burst is at most ten datagrams (the initial
+/// window, RFC9002-053) or, when the rate is high, 1 ms of it up to 64 KiB: a deviation from
+/// that SHOULD that its "path can absorb larger bursts" clause allows, as Linux TCP and quinn
+/// do.
 #[derive(Debug)]
 pub(crate) struct Pacer {
     tokens: u64,
@@ -36,30 +44,17 @@ impl Pacer {
         self.min_capacity = 10 * max_datagram_size;
     }
 
-    /// The pacing rate for `window` bytes per `rtt`, in bits per second.
-    pub(crate) fn rate(window: u64, rtt: Duration) -> u64 {
-        let per_second = u128::from(window) * 5 / 4 * 8 * 1_000_000_000 / rtt.as_nanos().max(1);
-        per_second.min(u128::from(u64::MAX)) as u64
-    }
-
-    /// When `bytes` more may be sent: `None` for now.
-    pub(crate) fn delay(
-        &mut self,
-        now: Instant,
-        bytes: u64,
-        window: u64,
-        rtt: Duration,
-    ) -> Option<Instant> {
-        let rtt_nanos = rtt.as_nanos().max(1);
-        // Bytes per RTT at the pacing rate.
-        let rate = (window as u128 * 5 / 4).max(1);
-        let burst = (rate * BURST_INTERVAL_NANOS / rtt_nanos).min(u128::from(MAX_BURST)) as u64;
+    /// When `bytes` more may be sent at `rate` bytes per second: `None` for now.
+    pub(crate) fn delay(&mut self, now: Instant, bytes: u64, rate: u64) -> Option<Instant> {
+        let rate = u128::from(rate.max(1));
+        let burst =
+            (rate * BURST_INTERVAL.as_nanos() / NANOS_PER_SECOND).min(u128::from(MAX_BURST)) as u64;
         let capacity = burst.max(self.min_capacity);
         match self.last_refill {
             None => self.last_refill = Some(now),
             Some(last) => {
                 let elapsed = now.saturating_duration_since(last).as_nanos();
-                let refill = rate * elapsed / rtt_nanos;
+                let refill = rate * elapsed / NANOS_PER_SECOND;
                 if refill >= u128::from(capacity.saturating_sub(self.tokens)) {
                     self.tokens = capacity;
                     self.last_refill = Some(now);
@@ -67,7 +62,7 @@ impl Pacer {
                     // Advance the clock only by the time the whole bytes granted took, so
                     // frequent calls do not lose the fractions.
                     self.tokens += refill as u64;
-                    let used = (refill * rtt_nanos / rate) as u64;
+                    let used = (refill * NANOS_PER_SECOND / rate) as u64;
                     self.last_refill = Some(last + Duration::from_nanos(used));
                 }
             }
@@ -76,7 +71,7 @@ impl Pacer {
             return None;
         }
         let missing = u128::from(bytes - self.tokens);
-        let wait = (missing * rtt_nanos).div_ceil(rate);
+        let wait = (missing * NANOS_PER_SECOND).div_ceil(rate);
         Some(now + Duration::from_nanos(wait.min(u128::from(u64::MAX)) as u64))
     }
 
@@ -94,16 +89,15 @@ mod tests {
     fn bursts_then_paces_at_five_quarters_of_the_window_per_rtt() {
         let mut pacer = Pacer::new(1200);
         let start = Instant::now();
-        let rtt = Duration::from_millis(100);
-        let window = 120_000;
+        let rate = window_rate(120_000, Duration::from_millis(100));
         for _ in 0..10 {
-            assert_eq!(pacer.delay(start, 1200, window, rtt), None);
+            assert_eq!(pacer.delay(start, 1200, rate), None);
             pacer.on_sent(1200);
         }
         // 150 000 bytes per 100 ms: 1200 bytes take 0.8 ms.
-        let next = pacer.delay(start, 1200, window, rtt).unwrap();
+        let next = pacer.delay(start, 1200, rate).unwrap();
         assert_eq!(next - start, Duration::from_micros(800));
-        assert_eq!(pacer.delay(next, 1200, window, rtt), None);
+        assert_eq!(pacer.delay(next, 1200, rate), None);
     }
 
     #[test]
@@ -111,12 +105,12 @@ mod tests {
         let mut pacer = Pacer::new(1200);
         let start = Instant::now();
         // 1 MB per 200 µs: a millisecond is 6.25 MB, so the burst is the 64 KiB cap.
-        let (rtt, window) = (Duration::from_micros(200), 1_000_000);
+        let rate = window_rate(1_000_000, Duration::from_micros(200));
         let later = start + Duration::from_millis(5);
-        assert_eq!(pacer.delay(start, 1200, window, rtt), None);
-        assert_eq!(pacer.delay(later, 1200, window, rtt), None);
+        assert_eq!(pacer.delay(start, 1200, rate), None);
+        assert_eq!(pacer.delay(later, 1200, rate), None);
         let mut sent = 0;
-        while pacer.delay(later, 1200, window, rtt).is_none() {
+        while pacer.delay(later, 1200, rate).is_none() {
             pacer.on_sent(1200);
             sent += 1200;
         }
@@ -129,12 +123,11 @@ mod tests {
         // each interval earns must add up, or the pacer stalls until something else refills it.
         let mut pacer = Pacer::new(1200);
         let start = Instant::now();
-        let rtt = Duration::from_millis(100);
-        let window = 120_000;
+        let rate = window_rate(120_000, Duration::from_millis(100));
         let mut now = start;
         let mut sent = 0u64;
         while now - start < Duration::from_secs(1) {
-            if pacer.delay(now, 1200, window, rtt).is_none() {
+            if pacer.delay(now, 1200, rate).is_none() {
                 pacer.on_sent(1200);
                 sent += 1200;
             }
