@@ -241,3 +241,49 @@ fn flow_unread_bytes_keep_at_most_256_received_packets_alive() {
         0
     );
 }
+
+#[test]
+fn flow_windows_grow_on_a_fast_path_for_a_reader_that_reads_in_bursts() {
+    // A 50 µs path at 1 GB/s, and a reader woken every 2 ms, as a busy application's task
+    // is. The window is the limit (1 MiB per 2 ms), though updates come forty round trips
+    // apart: auto-tuning that waits for two updates within two RTTs never grows it. The
+    // sender's STREAM_DATA_BLOCKED, and round trips counted as at least a millisecond, say it
+    // is the limit.
+    let mut pair = Pair::new(PairOptions {
+        link: LinkConfig {
+            delay: Duration::from_micros(25),
+            bandwidth: Some(1_000_000_000),
+            ..LinkConfig::default()
+        },
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let now = pair.sim.now();
+    let id = pair.client_conn().unwrap().open(now, Dir::Uni).unwrap();
+    let chunk = vec![1u8; 256 * 1024];
+    let (mut sid, mut next_read, mut received, mut body) = (None, now, 0usize, Vec::new());
+    let total = 64 << 20;
+    let started = pair.sim.now();
+    assert!(pair.run_until(Duration::from_secs(10), |p| {
+        let client = p.client_conn().unwrap();
+        while client.write(id, &chunk).unwrap() > 0 {}
+        let now = p.sim.now();
+        let server = p.server_conn().unwrap();
+        sid = sid.or_else(|| server.accept(Dir::Uni));
+        if let Some(sid) = sid.filter(|_| now >= next_read) {
+            next_read = now + Duration::from_millis(2);
+            drain(server, sid, &mut body);
+            received += body.len();
+            body.clear();
+        }
+        received >= total
+    }));
+    let took = pair.sim.now() - started;
+    let now = pair.sim.now();
+    let snapshot = pair.server_conn().unwrap().streams_snapshot(now);
+    let window = snapshot.streams[0].recv.as_ref().unwrap().window;
+    // Enough for 1 GB/s at a read every 2 ms, and so no more than that.
+    assert!(window > 1 << 20, "the window stayed at {window}");
+    // At 1 MiB per 2 ms, 64 MiB would take 128 ms.
+    assert!(took < Duration::from_millis(110), "{took:?}");
+}

@@ -10,6 +10,7 @@ mod piece;
 mod recv;
 mod send;
 mod send_buffer;
+mod window;
 
 pub use recv::{ReadOutcome, RecvState};
 pub use send::SendState;
@@ -309,7 +310,7 @@ pub struct Streams {
     max_data: u64,
     /// The connection receive window now; grows by auto-tuning.
     connection_window: u64,
-    last_max_data_update: Option<Instant>,
+    connection_tuner: window::WindowTuner,
     data_received: u64,
     data_consumed: u64,
     max_data_pending: bool,
@@ -355,7 +356,7 @@ impl Streams {
             shared_pieces: SharedPieces::default(),
             max_data: config.connection_window,
             connection_window: config.connection_window,
-            last_max_data_update: None,
+            connection_tuner: window::WindowTuner::default(),
             config,
             streams: FxHashMap::default(),
             schedule: BTreeMap::new(),
@@ -921,6 +922,7 @@ impl Streams {
                 if let Some(stream) = self.stream_for_frame(now, id, ty)? {
                     if let Some(recv) = stream.recv.as_mut() {
                         if !recv.is_finished() {
+                            recv.tuner.on_peer_blocked();
                             recv.max_data_pending = true;
                             self.queue_control(id);
                         }
@@ -954,7 +956,11 @@ impl Streams {
                 self.counters.streams_blocked_received += 1;
                 self.report_peer_blocked(dir, limit.into_inner());
             }
-            Frame::DataBlocked(_) => {}
+            Frame::DataBlocked(_) => {
+                // The peer waits for connection credit: the window is the limit.
+                self.connection_tuner.on_peer_blocked();
+                self.max_data_pending = true;
+            }
             _ => unreachable!("only stream frames are passed here"),
         }
         Ok(())
@@ -1061,22 +1067,16 @@ impl Streams {
         let room = |len: usize| max_end.saturating_sub(len);
         if self.max_data_pending && room(buf.len()) >= 9 {
             self.max_data_pending = false;
-            // Auto-tuning, as for streams: an update due within two RTTs of the last doubles
-            // the window.
-            if self
-                .last_max_data_update
-                .is_some_and(|last| now.saturating_duration_since(last) < 2 * rtt)
-            {
-                self.connection_window = (self.connection_window * 2).min(
-                    self.config
-                        .max_connection_window
-                        .max(self.connection_window),
-                );
-                self.max_data = self
-                    .max_data
-                    .max(self.data_consumed + self.connection_window);
-            }
-            self.last_max_data_update = Some(now);
+            self.connection_window = self.connection_tuner.on_update(
+                now,
+                rtt,
+                self.data_consumed,
+                self.connection_window,
+                self.config.max_connection_window,
+            );
+            self.max_data = self
+                .max_data
+                .max(self.data_consumed + self.connection_window);
             put(Frame::MaxData(varint(self.max_data)), buf);
             records.push(StreamFrameRecord::MaxData);
         }

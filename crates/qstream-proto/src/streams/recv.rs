@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::piece::{Piece, SharedPieces};
+use super::window::WindowTuner;
 use crate::TransportErrorCode;
 use crate::connection::TransportError;
 use crate::wire::{FrameType, VarInt};
@@ -71,8 +72,8 @@ pub(crate) struct RecvHalf {
     pub(crate) max_data: u64,
     /// The window the limit is kept ahead of what is read; grows by auto-tuning.
     pub(crate) window: u64,
-    /// When the last MAX_STREAM_DATA was sent.
-    last_update: Option<Instant>,
+    /// Auto-tuning of `window`.
+    pub(crate) tuner: WindowTuner,
     /// A MAX_STREAM_DATA with the current limit must be sent.
     pub(crate) max_data_pending: bool,
     /// The application stopped reading with this code (STOP_SENDING).
@@ -108,7 +109,7 @@ impl RecvHalf {
             final_size: None,
             max_data: window,
             window,
-            last_update: None,
+            tuner: WindowTuner::default(),
             max_data_pending: false,
             stop_code: None,
             stop_pending: false,
@@ -317,17 +318,11 @@ impl RecvHalf {
         (ReadOutcome::Data(data), take as u64)
     }
 
-    /// A window update is going out at `now`. If the previous one went out less than two RTTs
-    /// ago, the reader keeps up and the window limits the sender: it doubles, up to `max`.
+    /// A window update is going out at `now`: the window grows if it was the limit (see
+    /// [`WindowTuner`]), up to `max`.
     pub(crate) fn autotune(&mut self, now: Instant, rtt: Duration, max: u64) {
-        if self
-            .last_update
-            .is_some_and(|last| now.saturating_duration_since(last) < 2 * rtt)
-        {
-            self.window = (self.window * 2).min(max.max(self.window));
-            self.max_data = self.max_data.max(self.read + self.window);
-        }
-        self.last_update = Some(now);
+        self.window = self.tuner.on_update(now, rtt, self.read, self.window, max);
+        self.max_data = self.max_data.max(self.read + self.window);
     }
 
     /// Whether the application can read something now (data, the end, or a reset).
