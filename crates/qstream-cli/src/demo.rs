@@ -206,8 +206,8 @@ async fn serve(endpoint: Endpoint) {
                     let mut buf = vec![0u8; CHUNK];
                     loop {
                         match recv.read(&mut buf).await {
-                            Ok(0) => break,
-                            Ok(n) => {
+                            Ok(None) => break,
+                            Ok(Some(n)) => {
                                 hasher.update(&buf[..n]);
                             }
                             Err(_) => return,

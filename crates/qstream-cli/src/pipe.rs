@@ -211,10 +211,9 @@ pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut received = 0u64;
     loop {
-        let n = recv.read(&mut buf).await?;
-        if n == 0 {
+        let Some(n) = recv.read(&mut buf).await? else {
             break;
-        }
+        };
         hasher.update(&buf[..n]);
         if let Err(error) = output.write_all(&buf[..n]).await {
             // Tell the sender to stop rather than let it fill a stream nobody reads.

@@ -152,10 +152,9 @@ async fn read_request_line(recv: &mut RecvStream) -> Option<String> {
             request.truncate(end);
             break;
         }
-        let n = recv.read(&mut buf).await.ok()?;
-        if n == 0 {
+        let Some(n) = recv.read(&mut buf).await.ok()? else {
             break;
-        }
+        };
         request.extend_from_slice(&buf[..n]);
         if request.len() > MAX_REQUEST {
             return None;

@@ -567,56 +567,108 @@ impl RecvStream {
         self.id
     }
 
-    /// Reads to the end, failing if more than `limit` bytes arrive (quic-go: io.ReadAll on the
-    /// stream, bounded).
-    pub async fn read_to_end(&mut self, limit: usize) -> io::Result<Vec<u8>> {
+    /// Reads to the end, failing with [`ReadError::TooLong`] if more than `limit` bytes arrive
+    /// (quic-go: io.ReadAll on the stream, bounded; quinn: `read_to_end`).
+    pub async fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, ReadError> {
         let mut out = Vec::new();
         while let Some(chunk) = self.read_chunk(usize::MAX).await? {
             if out.len() + chunk.len() > limit {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "stream longer than the limit",
-                ));
+                return Err(ReadError::TooLong { limit });
             }
             out.extend_from_slice(&chunk);
         }
         Ok(out)
     }
 
-    /// The next bytes in order, at most `max`, without copying them; `None` at the end of the
-    /// stream. Fails with [`ResetByPeer`] inside an `io::Error` if the peer reset the stream.
-    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<bytes::Bytes>> {
-        poll_fn(|cx| self.poll_read_chunk(cx, max)).await
+    /// The next bytes in order, at most `max`, without copying them: one received piece, or
+    /// part of it; `None` at the end of the stream (quinn's `read_chunk`, in order).
+    pub async fn read_chunk(&mut self, max: usize) -> Result<Option<bytes::Bytes>, ReadError> {
+        poll_fn(|cx| self.poll_read_with(cx, |c, id| c.read(id, max).map(Into::into))).await
     }
 
-    fn poll_read_chunk(
+    /// Fills `chunks` with the next pieces in order, as many as are received and fit, without
+    /// copying them; returns how many, or `None` at the end of the stream (quinn's
+    /// `read_chunks`).
+    pub async fn read_chunks(
+        &mut self,
+        chunks: &mut [bytes::Bytes],
+    ) -> Result<Option<usize>, ReadError> {
+        if chunks.is_empty() {
+            return Ok(Some(0));
+        }
+        poll_fn(|cx| {
+            self.poll_read_with(cx, |c, id| {
+                gather(c, id, chunks.len(), |i, bytes| chunks[i] = bytes)
+            })
+        })
+        .await
+    }
+
+    /// Copies the next bytes in order into `buf`: everything received that fits, across
+    /// pieces; returns how many, or `None` at the end of the stream (quinn's `read`).
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ReadError> {
+        poll_fn(|cx| self.poll_copy(cx, buf)).await
+    }
+
+    /// Copies into `buf` everything received that fits, waiting while nothing is.
+    fn poll_copy(
         &mut self,
         cx: &mut Context<'_>,
-        max: usize,
-    ) -> Poll<io::Result<Option<bytes::Bytes>>> {
+        buf: &mut [u8],
+    ) -> Poll<Result<Option<usize>, ReadError>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(Some(0)));
+        }
+        self.poll_read_with(cx, |c, id| {
+            let mut filled = 0;
+            loop {
+                match c.read(id, buf.len() - filled)? {
+                    ReadOutcome::Data(bytes) => {
+                        buf[filled..filled + bytes.len()].copy_from_slice(&bytes);
+                        filled += bytes.len();
+                        if filled == buf.len() {
+                            return Ok(Read::Data(filled));
+                        }
+                    }
+                    // The end, or nothing more now: what was copied goes first; the end is
+                    // seen by the next read. A reset discards what was received, so it never
+                    // follows data within one call.
+                    _ if filled > 0 => return Ok(Read::Data(filled)),
+                    ReadOutcome::Finished => return Ok(Read::End),
+                    ReadOutcome::Reset(code) => return Ok(Read::Reset(code)),
+                    ReadOutcome::Blocked => return Ok(Read::Blocked),
+                }
+            }
+        })
+    }
+
+    /// Runs `read` on the stream under the connection's lock and maps its outcome: `Pending`
+    /// (waker registered) when nothing is received, `None` at the end.
+    fn poll_read_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: impl FnOnce(&mut qstream_proto::Connection, StreamId) -> Result<Read<T>, StreamError>,
+    ) -> Poll<Result<Option<T>, ReadError>> {
         let id = self.id;
-        let read = self
+        let result = self
             .connection
-            .poll_stream_with(cx, id, |c| match c.read(id, max) {
-                Ok(ReadOutcome::Blocked) => Poll::Pending,
+            .poll_stream_with(cx, id, |c| match read(c, id) {
+                Ok(Read::Blocked) => Poll::Pending,
                 result => Poll::Ready(result),
             });
-        let Poll::Ready(read) = read else {
+        let Poll::Ready(result) = result else {
             return Poll::Pending;
         };
-        Poll::Ready(match read {
-            Err(error) => Err(connection_io_error(error)),
+        Poll::Ready(match result {
+            Err(error) => Err(ReadError::ConnectionLost(error)),
             // A released stream has been read to its end.
             Ok(Err(StreamError::UnknownStream)) => Ok(None),
-            Ok(Err(error)) => Err(io_error(error)),
-            Ok(Ok(ReadOutcome::Data(bytes))) => Ok(Some(bytes)),
-            Ok(Ok(ReadOutcome::Finished)) => Ok(None),
-            Ok(Ok(ReadOutcome::Reset(code))) => Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                ResetByPeer(code),
-            )),
-            // `poll_with` turned `Blocked` into `Pending` with the waker registered.
-            Ok(Ok(ReadOutcome::Blocked)) => return Poll::Pending,
+            Ok(Err(error)) => Err(ReadError::Stream(error)),
+            Ok(Ok(Read::Data(value))) => Ok(Some(value)),
+            Ok(Ok(Read::End)) => Ok(None),
+            Ok(Ok(Read::Reset(code))) => Err(ReadError::Reset(code)),
+            // `poll_stream_with` turned `Blocked` into `Pending` with the waker registered.
+            Ok(Ok(Read::Blocked)) => return Poll::Pending,
         })
     }
 
@@ -629,17 +681,104 @@ impl RecvStream {
     }
 }
 
+/// What one read under the lock found.
+enum Read<T> {
+    Data(T),
+    End,
+    Reset(VarInt),
+    Blocked,
+}
+
+impl From<ReadOutcome> for Read<bytes::Bytes> {
+    fn from(outcome: ReadOutcome) -> Self {
+        match outcome {
+            ReadOutcome::Data(bytes) => Self::Data(bytes),
+            ReadOutcome::Finished => Self::End,
+            ReadOutcome::Reset(code) => Self::Reset(code),
+            ReadOutcome::Blocked => Self::Blocked,
+        }
+    }
+}
+
+/// Reads up to `max` received pieces of stream `id`, handing each to `put` with its index.
+fn gather(
+    c: &mut qstream_proto::Connection,
+    id: StreamId,
+    max: usize,
+    mut put: impl FnMut(usize, bytes::Bytes),
+) -> Result<Read<usize>, StreamError> {
+    let mut taken = 0;
+    while taken < max {
+        match c.read(id, usize::MAX)? {
+            ReadOutcome::Data(bytes) => {
+                put(taken, bytes);
+                taken += 1;
+            }
+            _ if taken > 0 => break,
+            ReadOutcome::Finished => return Ok(Read::End),
+            ReadOutcome::Reset(code) => return Ok(Read::Reset(code)),
+            ReadOutcome::Blocked => return Ok(Read::Blocked),
+        }
+    }
+    Ok(Read::Data(taken))
+}
+
+/// Why a read of a [`RecvStream`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// The peer reset the stream (RESET_STREAM, quic-go's CancelWrite on its side) with this
+    /// application code; what it sent before may be lost.
+    Reset(VarInt),
+    /// The connection ended.
+    ConnectionLost(ConnectionError),
+    /// The stream cannot be read: this side stopped it, or it sends only.
+    Stream(StreamError),
+    /// [`RecvStream::read_to_end`]: more than its limit arrived.
+    TooLong {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Reset(code) => ResetByPeer(*code).fmt(f),
+            Self::ConnectionLost(error) => write!(f, "the connection ended: {error}"),
+            Self::Stream(error) => error.fmt(f),
+            Self::TooLong { limit } => write!(f, "the stream is longer than {limit} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl From<ReadError> for io::Error {
+    /// A reset has kind `ConnectionReset` and carries [`ResetByPeer`], a lost connection
+    /// `ConnectionAborted`, a stream too long `InvalidData`.
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Reset(code) => {
+                io::Error::new(io::ErrorKind::ConnectionReset, ResetByPeer(code))
+            }
+            ReadError::ConnectionLost(error) => connection_io_error(error),
+            ReadError::Stream(error) => io_error(error),
+            ReadError::TooLong { .. } => io::Error::new(io::ErrorKind::InvalidData, error),
+        }
+    }
+}
+
 impl AsyncRead for RecvStream {
+    /// Fills the caller's buffer with everything received that fits, across pieces, so a
+    /// large buffer takes many packets' data per call.
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let max = buf.remaining();
-        let chunk = std::task::ready!(self.get_mut().poll_read_chunk(cx, max))?;
-        if let Some(bytes) = chunk {
-            buf.put_slice(&bytes);
-        }
+        let unfilled = buf.initialize_unfilled();
+        let copied = std::task::ready!(self.get_mut().poll_copy(cx, unfilled))?;
+        buf.advance(copied.unwrap_or(0));
         Poll::Ready(Ok(()))
     }
 }

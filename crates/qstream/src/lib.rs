@@ -14,7 +14,7 @@ mod qlog;
 mod socket;
 
 pub use connection::{
-    Connection, RecvStream, ResetByPeer, SendDatagramError, SendStream, TryOpenError,
+    Connection, ReadError, RecvStream, ResetByPeer, SendDatagramError, SendStream, TryOpenError,
 };
 pub use endpoint::{Connecting, Endpoint};
 pub use qstream_proto as proto;

@@ -93,8 +93,11 @@ async fn loopback_drop_resets_an_unfinished_stream_and_the_peer_sees_it() {
     drop(send);
     drop(recv);
     let error = server_recv.read_to_end(1 << 20).await.unwrap_err();
-    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
     // The code travels typed: the release code, 0 by default.
+    assert_eq!(error, qstream::ReadError::Reset(VarInt::ZERO));
+    // As an io::Error (AsyncRead), a ConnectionReset carrying it.
+    let error = std::io::Error::from(error);
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
     let reset = error
         .get_ref()
         .and_then(|e| e.downcast_ref::<qstream::ResetByPeer>());
@@ -596,4 +599,99 @@ async fn loopback_a_waiting_reader_is_woken_by_its_own_stream_only() {
     assert_eq!(answer, b"answer");
     assert!(polls <= 5, "the waiting read was polled {polls} times");
     let _server = serving.await.unwrap();
+}
+
+/// Waits until `connection` holds `bytes` received and unread on its one stream.
+async fn until_buffered(connection: &Connection, bytes: u64) {
+    let buffered = || {
+        connection
+            .streams()
+            .and_then(|s| s.streams.first()?.recv.as_ref().map(|r| r.buffered))
+            .unwrap_or(0)
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while buffered() < bytes {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the data arrived");
+}
+
+#[tokio::test]
+async fn loopback_a_large_read_takes_every_received_packet_that_fits() {
+    // Once 1 MiB is buffered, each 64 KiB read through AsyncRead is filled from many
+    // packets' data, not one packet's (~1.4 KB) per call as before.
+    use tokio::io::AsyncReadExt;
+    let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
+    let (mut send, _recv) = client.open_bi().await.unwrap();
+    let body: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    send.write_all(&body).await.unwrap();
+    send.finish().unwrap();
+    let (_server_send, mut server_recv) = server.accept_bi().await.unwrap();
+    until_buffered(&server, body.len() as u64).await;
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut reads, mut received) = (0, Vec::new());
+    loop {
+        let n = AsyncReadExt::read(&mut server_recv, &mut buf)
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        reads += 1;
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert!(received == body, "the bytes differ");
+    assert_eq!(reads, 16, "1 MiB in {reads} reads of up to 64 KiB");
+}
+
+#[tokio::test]
+async fn loopback_read_chunks_takes_every_received_piece_without_copying() {
+    let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
+    let (mut send, _recv) = client.open_bi().await.unwrap();
+    let body = vec![3u8; 200_000];
+    send.write_all(&body).await.unwrap();
+    send.finish().unwrap();
+    let (_server_send, mut server_recv) = server.accept_bi().await.unwrap();
+    until_buffered(&server, body.len() as u64).await;
+    let mut chunks = vec![bytes::Bytes::new(); 1000];
+    let n = server_recv.read_chunks(&mut chunks).await.unwrap().unwrap();
+    let total: usize = chunks[..n].iter().map(|c| c.len()).sum();
+    assert_eq!(total, body.len(), "one call takes all {n} pieces");
+    assert_eq!(server_recv.read_chunks(&mut chunks).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn loopback_a_bulk_writer_is_woken_per_half_buffer_not_per_packet() {
+    // 16 MiB through a 1 MiB send buffer: a writer that finds the buffer full is woken when
+    // half of it is free, so each wake-up writes half a megabyte, not an ACK's worth.
+    use std::pin::Pin;
+    use tokio::io::AsyncWrite;
+    let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
+    let (mut send, _recv) = client.open_bi().await.unwrap();
+    let reading = tokio::spawn(async move {
+        let (_send, mut recv) = server.accept_bi().await.unwrap();
+        let mut total = 0;
+        while let Some(chunk) = recv.read_chunk(usize::MAX).await.unwrap() {
+            total += chunk.len();
+        }
+        total
+    });
+    let block = vec![9u8; 1 << 20];
+    let mut polls = 0;
+    for _ in 0..16 {
+        let mut offset = 0;
+        while offset < block.len() {
+            offset += std::future::poll_fn(|cx| {
+                polls += 1;
+                Pin::new(&mut send).poll_write(cx, &block[offset..])
+            })
+            .await
+            .unwrap();
+        }
+    }
+    send.finish().unwrap();
+    assert_eq!(reading.await.unwrap(), 16 << 20);
+    assert!(polls <= 100, "{polls} polls of the writer for 16 MiB");
 }

@@ -559,6 +559,7 @@ impl Streams {
             .saturating_sub(send.buffered() as u64) as usize;
         let n = data.len().min(room);
         send.write(&data[..n]);
+        send.writer_waiting |= n < data.len();
         self.schedule(id);
         Ok(n)
     }
@@ -1274,10 +1275,11 @@ impl Streams {
                     let Some(send) = self.streams.get_mut(id).and_then(|s| s.send.as_mut()) else {
                         continue;
                     };
-                    let was_full = send.buffered() as u64 >= send_buffer;
                     let finished = send.on_acked(range.clone(), *fin);
-                    let writable = was_full && (send.buffered() as u64) < send_buffer;
-                    if writable {
+                    // A waiting writer is woken once half the buffer is free, not per
+                    // acknowledged packet: it then writes a large piece at once.
+                    if send.writer_waiting && send.buffered() as u64 <= send_buffer / 2 {
+                        send.writer_waiting = false;
                         self.events.push_back(StreamEvent::Writable(*id));
                     }
                     if finished {

@@ -61,6 +61,8 @@ pub(crate) struct SendHalf {
     pub(crate) stop_code: Option<VarInt>,
     /// Scheduling priority: higher goes first.
     pub(crate) priority: i32,
+    /// A write found the buffer full: the writer waits for [`super::StreamEvent::Writable`].
+    pub(crate) writer_waiting: bool,
 }
 
 impl SendHalf {
@@ -82,6 +84,7 @@ impl SendHalf {
             reset_pending: false,
             stop_code: None,
             priority: 0,
+            writer_waiting: false,
         }
     }
 
