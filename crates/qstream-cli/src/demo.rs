@@ -92,6 +92,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn Error>> {
     )
     .await
     .map_err(|_| "the handshake with the demo server timed out")??;
+    args.observe.watch(&connection, "demo client");
 
     let bars = MultiProgress::with_draw_target(if args.quiet {
         ProgressDrawTarget::hidden()

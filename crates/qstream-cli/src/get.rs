@@ -1,21 +1,28 @@
 //! `qstream get`: fetches files over hq-interop (HTTP/0.9 over QUIC), concurrently over one
 //! connection per server.
+//!
+//! Outputs follow curl's conventions: `-o FILE` (or `-`, standard output) for one URL, else
+//! files named after the URLs' last path segments in `--output-dir`. Two URLs that would land
+//! in one file are refused before anything is fetched; an existing file is never overwritten
+//! without `--force`, and a file appears under its name only once complete.
 
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qstream::proto::Side;
 use qstream::proto::wire::{Dir, VarInt};
-use qstream::{ClientConfig, Connection, ConnectionError, ResetByPeer};
-use tokio::io::AsyncWriteExt;
+use qstream::{ClientConfig, Connection, ConnectionError, Endpoint, ReadError};
 
+use crate::UsageError;
 use crate::endpoints;
 use crate::observe::ObserveArgs;
+use crate::output::{Sink, Target};
 use crate::serve::HQ_INTEROP;
+use crate::shutdown::{self, Interrupted};
 use crate::tls;
 use crate::transport::TransportArgs;
 
@@ -25,12 +32,22 @@ pub(crate) struct GetArgs {
     /// URLs to fetch, like https://example.net:4433/file.
     #[arg(required = true)]
     urls: Vec<String>,
-    /// Directory to save the files in.
-    #[arg(short = 'o', long, default_value = ".")]
-    output: PathBuf,
-    /// Trust the certificate(s) in this PEM file (the server's own, or its CA).
-    #[arg(long, conflicts_with = "insecure")]
+    /// Write the one URL's file here (`-` for standard output), as curl's -o.
+    #[arg(short = 'o', long)]
+    output: Option<String>,
+    /// Directory to save files in, each named after its URL's last path segment.
+    #[arg(long, default_value = ".", conflicts_with = "output")]
+    output_dir: PathBuf,
+    /// Overwrite files that already exist.
+    #[arg(long)]
+    force: bool,
+    /// Trust the certificate(s) in this PEM file: a CA, or the server's own certificate
+    /// (self-signed ones included, trusted as exactly that certificate).
+    #[arg(long, conflicts_with_all = ["insecure", "fingerprint"])]
     ca: Option<PathBuf>,
+    /// Trust exactly the certificate with this SHA-256 fingerprint, as `qstream serve` prints it.
+    #[arg(long, conflicts_with = "insecure")]
+    fingerprint: Option<String>,
     /// Accept any server certificate (testing only).
     #[arg(long)]
     insecure: bool,
@@ -100,6 +117,8 @@ impl Error for GetFailed {}
 
 /// How long an open waits for credit before `get` says it is waiting.
 const CREDIT_WAIT_NOTICE: Duration = Duration::from_secs(1);
+/// How long `get` lets its CONNECTION_CLOSE frames go out when interrupted.
+const CLOSE_GRACE: Duration = Duration::from_millis(300);
 
 /// A parsed https URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,6 +126,16 @@ pub(crate) struct Url {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) path: String,
+}
+
+impl Url {
+    /// The name a download of this URL is saved under: the path's last segment.
+    pub(crate) fn file_name(&self) -> &str {
+        self.path
+            .rsplit('/')
+            .find(|s| !s.is_empty() && *s != "." && *s != "..")
+            .unwrap_or("index.html")
+    }
 }
 
 /// An `https://host[:port]/path` URL, or a message saying what is wrong with it.
@@ -141,64 +170,209 @@ pub(crate) fn parse_url(text: &str) -> Result<Url, String> {
     })
 }
 
+/// Where each URL's bytes go: `-o` for the only URL, else a file named after the URL in
+/// `output_dir`. Two URLs that map to one file are refused.
+fn targets(urls: &[Url], args: &GetArgs) -> Result<Vec<Target>, UsageError> {
+    if let Some(output) = &args.output {
+        if urls.len() != 1 {
+            return Err(UsageError(format!(
+                "-o names one output but {} URLs were given; use --output-dir for several",
+                urls.len()
+            )));
+        }
+        return Ok(vec![Target::parse(output)]);
+    }
+    let targets: Vec<Target> = urls
+        .iter()
+        .map(|url| Target::File(args.output_dir.join(url.file_name())))
+        .collect();
+    let mut seen = BTreeMap::new();
+    for (url, target) in urls.iter().zip(&targets) {
+        if let Some(first) = seen.insert(target.to_string(), url) {
+            return Err(UsageError(format!(
+                "{} and {} would both be saved as {target}; fetch them separately with -o",
+                first.path, url.path
+            )));
+        }
+    }
+    Ok(targets)
+}
+
 pub(crate) async fn run(args: GetArgs) -> Result<(), Box<dyn Error>> {
     let urls: Vec<Url> = args
         .urls
         .iter()
-        .map(|u| parse_url(u))
+        .map(|u| parse_url(u).map_err(UsageError))
         .collect::<Result<_, _>>()?;
-    std::fs::create_dir_all(&args.output).map_err(|e| {
-        format!(
-            "cannot use {} as output directory: {e}",
-            args.output.display()
-        )
-    })?;
+    let targets = targets(&urls, &args)?;
+    if args.output.is_none() && !args.output_dir.is_dir() {
+        return Err(UsageError(format!("{}: no such directory", args.output_dir.display())).into());
+    }
+    for target in &targets {
+        target.check(args.force).map_err(|message| GetFailed {
+            failure: Failure::Write,
+            message,
+        })?;
+    }
     let tls = if args.insecure {
         tls::client_insecure(HQ_INTEROP)?
+    } else if let Some(fingerprint) = &args.fingerprint {
+        tls::client_pinned(tls::parse_fingerprint(fingerprint)?, HQ_INTEROP)?
     } else if let Some(ca) = &args.ca {
         tls::client_trusting_file(ca, HQ_INTEROP)?
     } else {
-        tls::client_trusting_nothing(HQ_INTEROP)?
+        tls::client_trusting_system(HQ_INTEROP)?
     };
     let config = ClientConfig {
         transport: Arc::new(args.transport.config()),
         ..ClientConfig::new(Arc::new(tls))
     };
-    let mut by_server: BTreeMap<(String, u16), Vec<Url>> = BTreeMap::new();
-    for url in urls {
-        by_server
-            .entry((url.host.clone(), url.port))
-            .or_default()
-            .push(url);
-    }
+    fetch_all(&urls, targets, &config, &args).await
+}
+
+/// One server's connection and the downloads from it.
+struct Server {
+    endpoint: Endpoint,
+    connection: Connection,
+}
+
+/// Fetches every URL, one connection per server, all downloads at once; closes every
+/// connection with the signal's reason when interrupted.
+async fn fetch_all(
+    urls: &[Url],
+    targets: Vec<Target>,
+    config: &ClientConfig,
+    args: &GetArgs,
+) -> Result<(), Box<dyn Error>> {
+    let started = Instant::now();
+    let mut servers: BTreeMap<(String, u16), Option<Server>> = BTreeMap::new();
     let mut failures = Vec::new();
-    for ((host, port), urls) in by_server {
-        match fetch_from(&host, port, &urls, &config, &args).await {
-            Ok(failed) => failures.extend(failed),
+    let bars = Progress::new(urls.len());
+    let mut downloads = Vec::new();
+    for (url, target) in urls.iter().zip(targets) {
+        let key = (url.host.clone(), url.port);
+        if !servers.contains_key(&key) {
+            let connected = tokio::select! {
+                connected = connect(&url.host, url.port, config, args) => connected,
+                signal = shutdown::signal() => {
+                    close_all(&servers, shutdown::INTERRUPTED, signal.reason()).await;
+                    return Err(Box::new(Interrupted(signal)));
+                }
+            };
+            let server = match connected {
+                Ok(server) => Some(server),
+                Err(error) => {
+                    eprintln!("{}:{}: {error}", url.host, url.port);
+                    None
+                }
+            };
+            servers.insert(key.clone(), server);
+        }
+        let Some(server) = &servers[&key] else {
+            failures.push(Failure::Connect);
+            continue;
+        };
+        let connection = server.connection.clone();
+        let (url, bar) = (url.clone(), bars.add(&url.path));
+        let open_timeout = Duration::from_secs_f64(args.open_timeout);
+        let force = args.force;
+        downloads.push(tokio::spawn(async move {
+            let result = fetch(&connection, &url, &target, force, open_timeout, Some(&bar)).await;
+            bar.finish();
+            (url, target, result)
+        }));
+    }
+    // Downloads are aborted (and their partial files removed) if this future is dropped.
+    let guard = AbortOnDrop(downloads.iter().map(|d| d.abort_handle()).collect());
+    let interrupted = tokio::select! {
+        finished = async {
+            let mut finished = Vec::new();
+            for download in &mut downloads {
+                finished.push(download.await);
+            }
+            finished
+        } => Ok(finished),
+        signal = shutdown::signal() => Err(signal),
+    };
+    let finished = match interrupted {
+        Ok(finished) => finished,
+        Err(signal) => {
+            drop(guard);
+            for download in downloads {
+                let _ = download.await;
+            }
+            close_all(&servers, shutdown::INTERRUPTED, signal.reason()).await;
+            return Err(Box::new(Interrupted(signal)));
+        }
+    };
+    drop(guard);
+    let mut total = 0u64;
+    for result in finished {
+        match result {
+            Ok((url, target, Ok(bytes))) => {
+                total += bytes;
+                if target != Target::Stdout {
+                    eprintln!("{}: {bytes} bytes to {target}", url.path);
+                }
+            }
+            Ok((url, _, Err(error))) => {
+                eprintln!("{}: {error}", url.path);
+                failures.push(error.failure);
+            }
             Err(error) => {
-                eprintln!("{host}:{port}: {error}");
-                failures.extend(std::iter::repeat_n(Failure::Connect, urls.len()));
+                eprintln!("a download failed: {error}");
+                failures.push(Failure::Other);
             }
         }
     }
+    close_all(&servers, 0, b"").await;
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} of {} files, {total} bytes in {elapsed:.2} s ({:.1} MB/s)",
+        urls.len() - failures.len(),
+        urls.len(),
+        total as f64 / 1e6 / elapsed.max(1e-9)
+    );
     if let Some(worst) = failures.iter().max() {
         return Err(Box::new(GetFailed {
             failure: *worst,
-            message: format!("{} of {} downloads failed", failures.len(), args.urls.len()),
+            message: format!("{} of {} downloads failed", failures.len(), urls.len()),
         }));
     }
     Ok(())
 }
 
-/// Fetches `urls` from one server over one connection; returns the failures.
-async fn fetch_from(
+/// Aborts the downloads when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for download in &self.0 {
+            download.abort();
+        }
+    }
+}
+
+/// Closes every connection with `code` and `reason` and lets the CONNECTION_CLOSE frames
+/// go out.
+async fn close_all(servers: &BTreeMap<(String, u16), Option<Server>>, code: u32, reason: &[u8]) {
+    for server in servers.values().flatten() {
+        server.connection.close(VarInt::from_u32(code), reason);
+    }
+    for server in servers.values().flatten() {
+        let _ = tokio::time::timeout(CLOSE_GRACE, server.endpoint.wait_idle()).await;
+    }
+}
+
+/// A connection to `host:port` with its handshake done.
+async fn connect(
     host: &str,
     port: u16,
-    urls: &[Url],
     config: &ClientConfig,
     args: &GetArgs,
-) -> Result<Vec<Failure>, Box<dyn Error>> {
+) -> Result<Server, Box<dyn Error>> {
     let (endpoint, addr) = endpoints::client(host, port, &args.observe).await?;
+    args.transport.apply(&endpoint);
     let connecting = endpoint.connect(config, addr, host)?;
     let connection = endpoints::handshake(
         connecting,
@@ -213,65 +387,90 @@ async fn fetch_from(
     )
     .await?;
     args.observe.watch(&connection, format!("{host}:{port}"));
-    // Drawn only when standard error is a terminal.
-    let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-    let style =
-        ProgressStyle::with_template("{spinner} {prefix:30!} {bytes:>10} {bytes_per_sec:>12}")
-            .expect("a valid template");
-    let tasks: Vec<_> = urls
-        .iter()
-        .map(|url| {
-            let connection = connection.clone();
-            let url = url.clone();
-            let output = args.output.clone();
-            let open_timeout = Duration::from_secs_f64(args.open_timeout);
-            let bar = bars.add(
+    Ok(Server {
+        endpoint,
+        connection,
+    })
+}
+
+/// Progress bars: one per download with its bytes, rate and time, and a total; drawn only
+/// when standard error is a terminal.
+struct Progress {
+    bars: MultiProgress,
+    style: ProgressStyle,
+    total: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(downloads: usize) -> Self {
+        let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template(
+            "{spinner} {prefix:30!} {bytes:>10} {bytes_per_sec:>12} {elapsed:>4}",
+        )
+        .expect("a valid template");
+        let total = (downloads > 1).then(|| {
+            bars.add(
                 ProgressBar::no_length()
                     .with_style(style.clone())
-                    .with_prefix(url.path.clone()),
-            );
-            tokio::spawn(async move {
-                let result = fetch(&connection, &url, &output, open_timeout, Some(&bar)).await;
-                bar.finish();
-                result
-            })
-        })
-        .collect();
-    let mut failed = Vec::new();
-    for (task, url) in tasks.into_iter().zip(urls) {
-        match task.await {
-            Ok(Ok(bytes)) => println!("{}: {bytes} bytes", url.path),
-            Ok(Err(error)) => {
-                eprintln!("{}: {error}", url.path);
-                failed.push(error.failure);
-            }
-            Err(error) => {
-                eprintln!("{}: {error}", url.path);
-                failed.push(Failure::Other);
-            }
+                    .with_prefix(format!("total ({downloads} files)")),
+            )
+        });
+        Self { bars, style, total }
+    }
+
+    /// A bar for one download, counting into the total too.
+    fn add(&self, name: &str) -> DownloadBar {
+        let bar = self.bars.insert_from_back(
+            usize::from(self.total.is_some()),
+            ProgressBar::no_length()
+                .with_style(self.style.clone())
+                .with_prefix(name.to_owned()),
+        );
+        DownloadBar {
+            bar,
+            total: self.total.clone(),
         }
     }
-    connection.close(VarInt::ZERO, b"");
-    Ok(failed)
+}
+
+/// One download's bar and the total bar.
+pub(crate) struct DownloadBar {
+    bar: ProgressBar,
+    total: Option<ProgressBar>,
+}
+
+impl DownloadBar {
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+        if let Some(total) = &self.total {
+            total.inc(bytes);
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish();
+    }
 }
 
 pub(crate) fn explain_handshake_error(error: &ConnectionError) -> String {
     endpoints::explain_handshake_error(
         error,
-        "the server's certificate is not trusted: pass --ca FILE with its certificate, or \
-         --insecure for testing",
+        "the server's certificate is not trusted: pass --ca FILE with its certificate, \
+         --fingerprint as `qstream serve` prints it, or --insecure for testing",
         "the server does not speak hq-interop",
     )
 }
 
-/// Downloads one file into `output`, named after the last segment of its path; returns its
-/// size.
+/// Downloads one URL into `target`; returns its size. The bytes go through a large buffer to
+/// a temporary file, renamed to the target once the stream ended normally; on any failure
+/// nothing is left behind.
 pub(crate) async fn fetch(
     connection: &Connection,
     url: &Url,
-    output: &std::path::Path,
+    target: &Target,
+    force: bool,
     open_timeout: Duration,
-    progress: Option<&ProgressBar>,
+    progress: Option<&DownloadBar>,
 ) -> Result<u64, FetchError> {
     let other = |e: &dyn std::fmt::Display| FetchError::new(Failure::Other, e.to_string());
     let (mut send, mut recv) = open_reporting_waits(connection, &url.path, open_timeout).await?;
@@ -279,63 +478,57 @@ pub(crate) async fn fetch(
         .await
         .map_err(|e| other(&e))?;
     send.finish().map_err(|e| other(&e))?;
-    let name = url
-        .path
-        .rsplit('/')
-        .find(|s| !s.is_empty())
-        .unwrap_or("index.html");
-    let file_path = output.join(name);
-    let mut file = tokio::fs::File::create(&file_path).await.map_err(|e| {
-        FetchError::new(
-            Failure::Write,
-            format!("cannot create {}: {e}", file_path.display()),
-        )
-    })?;
+    // Created when the first bytes arrive: a file the server does not have leaves nothing.
+    let mut sink: Option<Sink> = None;
     let mut received = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut chunks = vec![bytes::Bytes::new(); 64];
     loop {
-        let n = match tokio::io::AsyncReadExt::read(&mut recv, &mut buf).await {
-            Ok(n) => n,
-            Err(error) => {
-                let _ = tokio::fs::remove_file(&file_path).await;
-                let code = error
-                    .get_ref()
-                    .and_then(|e| e.downcast_ref::<ResetByPeer>());
-                return Err(match code {
-                    Some(ResetByPeer(code)) if code.into_inner() == 0x10c => FetchError::new(
-                        Failure::NotFound,
-                        "not found on the server (stream reset with 0x10c)",
-                    ),
-                    _ => other(&error),
-                });
+        let n = match recv.read_chunks(&mut chunks).await {
+            Ok(Some(n)) => n,
+            Ok(None) => break,
+            Err(ReadError::Reset(code)) if code.into_inner() == 0x10c => {
+                return Err(FetchError::new(
+                    Failure::NotFound,
+                    "not found on the server (stream reset with 0x10c)",
+                ));
             }
+            Err(error) => return Err(other(&error)),
         };
-        if n == 0 {
-            break;
-        }
-        if let Err(error) = file.write_all(&buf[..n]).await {
-            return Err(write_failed(&file_path, error).await);
-        }
-        received += n as u64;
-        if let Some(bar) = progress {
-            bar.set_position(received);
+        let sink = match &mut sink {
+            Some(sink) => sink,
+            None => sink.insert(
+                Sink::create(target, force)
+                    .await
+                    .map_err(|message| FetchError::new(Failure::Write, message))?,
+            ),
+        };
+        for chunk in &chunks[..n] {
+            sink.write(chunk)
+                .await
+                .map_err(|e| write_failed(target, &e))?;
+            received += chunk.len() as u64;
+            if let Some(bar) = progress {
+                bar.advance(chunk.len() as u64);
+            }
         }
     }
-    if let Err(error) = file.flush().await {
-        return Err(write_failed(&file_path, error).await);
-    }
+    let sink = match sink {
+        Some(sink) => sink,
+        None => Sink::create(target, force)
+            .await
+            .map_err(|message| FetchError::new(Failure::Write, message))?,
+    };
+    sink.commit()
+        .await
+        .map_err(|message| FetchError::new(Failure::Write, message))?;
     Ok(received)
 }
 
-/// Removes the partial file `path` and says why writing it failed.
-async fn write_failed(path: &std::path::Path, error: std::io::Error) -> FetchError {
-    let _ = tokio::fs::remove_file(path).await;
+/// Says why writing `target` failed; its partial file is removed as the sink drops.
+fn write_failed(target: &Target, error: &std::io::Error) -> FetchError {
     FetchError::new(
         Failure::Write,
-        format!(
-            "cannot write {}: {error} (disk full?); the partial file was removed",
-            path.display()
-        ),
+        format!("cannot write {target}: {error} (disk full?); nothing was kept"),
     )
 }
 

@@ -16,6 +16,7 @@ use qstream::{ClientConfig, ServerConfig, TransportConfig};
 use crate::endpoints;
 use crate::get::{self, Url};
 use crate::observe::ObserveArgs;
+use crate::output::Target;
 use crate::serve::{self, HQ_INTEROP};
 use crate::tls::{self, Identity, Suites};
 
@@ -165,7 +166,10 @@ async fn run_server(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
         args.testcase,
         endpoint.local_addr()?
     );
-    serve::serve_files(&endpoint, args.www.clone(), &args.observe).await;
+    // A relative root would not match the canonical paths requests resolve to.
+    let www = std::fs::canonicalize(&args.www)
+        .map_err(|e| format!("cannot serve {}: {e}", args.www.display()))?;
+    serve::serve_files(&endpoint, www, &args.observe, Default::default()).await;
     Ok(())
 }
 
@@ -229,7 +233,9 @@ async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
                 let url = url.clone();
                 let output = args.downloads.clone();
                 tokio::spawn(async move {
-                    let result = get::fetch(&connection, &url, &output, CLIENT_TIMEOUT, None).await;
+                    let target = Target::File(output.join(url.file_name()));
+                    let result =
+                        get::fetch(&connection, &url, &target, true, CLIENT_TIMEOUT, None).await;
                     (url, result)
                 })
             })

@@ -5,11 +5,15 @@ mod endpoints;
 mod get;
 mod interop;
 mod observe;
+mod output;
 mod pipe;
 mod serve;
+mod shutdown;
 mod tls;
 mod transport;
 
+use std::error::Error;
+use std::fmt;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +50,19 @@ enum Command {
     Interop(interop::InteropArgs),
 }
 
+/// The command line asks for something impossible (a bad URL, outputs that collide): exit
+/// code 2, as for arguments clap refuses.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Error for UsageError {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // RUST_LOG selects what is logged (for example RUST_LOG=qstream=debug); warnings by default.
@@ -56,6 +73,8 @@ fn main() -> ExitCode {
                 .from_env_lossy(),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: redirected logs stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -81,7 +100,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("qstream: {error}");
-            if error.is::<interop::Unsupported>() {
+            if let Some(shutdown::Interrupted(signal)) = error.downcast_ref() {
+                ExitCode::from(signal.exit_code())
+            } else if error.is::<UsageError>() {
+                ExitCode::from(2)
+            } else if error.is::<interop::Unsupported>() {
                 // The interop runner's code for a test case an endpoint does not implement.
                 ExitCode::from(127)
             } else if let Some(failed) = error.downcast_ref::<get::GetFailed>() {

@@ -105,14 +105,24 @@ pub(crate) fn report(connection: &Connection) -> Option<String> {
             );
         }
     }
+    // What holds a stream is worth saying only when the peer waits for credit because of it.
+    let peer_waits = snapshot.counters.streams_blocked_received > 0;
     for stream in &snapshot.streams {
-        let Some(held) = stream.held else { continue };
         let _ = write!(
             out,
-            "\n  stream {} held for {:.1} s: {held}",
+            "\n  stream {} open {:.1} s:",
             stream.id,
             stream.age.as_secs_f64()
         );
+        if let Some(send) = &stream.send {
+            let _ = write!(out, " sending {:?} ({} B sent)", send.state, send.sent);
+        }
+        if let Some(recv) = &stream.recv {
+            let _ = write!(out, " receiving {:?} ({} B read)", recv.state, recv.read);
+        }
+        if let Some(held) = stream.held.filter(|_| peer_waits) {
+            let _ = write!(out, "; the peer waits for credit, held: {held}");
+        }
     }
     Some(out)
 }

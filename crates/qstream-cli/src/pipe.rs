@@ -11,12 +11,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qstream::proto::wire::VarInt;
-use qstream::{ClientConfig, ConnectionError, ServerConfig};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use qstream::{ClientConfig, Connection, ConnectionError, Endpoint, ServerConfig};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::endpoints;
 use crate::observe::ObserveArgs;
+use crate::output::{Sink, Target};
+use crate::shutdown::{self, Interrupted};
 use crate::tls::{self, Identity};
 use crate::transport::TransportArgs;
 
@@ -63,9 +66,13 @@ pub(crate) struct RecvArgs {
     /// Address to listen on, for example 127.0.0.1:4433 or [::]:4433.
     #[arg(long)]
     listen: SocketAddr,
-    /// File to write; `-` or nothing writes standard output.
+    /// File to write; `-` or nothing writes standard output. It appears under its name only
+    /// once the transfer is complete and checked.
     #[arg(short = 'o', long, default_value = "-")]
     output: String,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    force: bool,
     /// Certificate chain (PEM), with --key. Without them a self-signed certificate is made and
     /// its SHA-256 fingerprint printed on standard error.
     #[arg(long, requires = "key")]
@@ -79,15 +86,43 @@ pub(crate) struct RecvArgs {
     observe: ObserveArgs,
 }
 
-pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
-    let mut input: Box<dyn AsyncRead + Unpin + Send> = if args.file == "-" {
-        Box::new(tokio::io::stdin())
+/// Runs `body` on `endpoint` until it returns or a signal comes; then closes the endpoint's
+/// connections with the signal's reason.
+async fn until_signal(
+    endpoint: &Endpoint,
+    body: impl Future<Output = Result<(), Box<dyn Error>>>,
+) -> Result<(), Box<dyn Error>> {
+    tokio::select! {
+        result = body => result,
+        signal = shutdown::signal() => {
+            endpoint.close(VarInt::from_u32(shutdown::INTERRUPTED), signal.reason());
+            let _ = tokio::time::timeout(Duration::from_millis(300), endpoint.wait_idle()).await;
+            Err(Box::new(Interrupted(signal)))
+        }
+    }
+}
+
+/// A progress bar for `len` bytes (a spinner when unknown), drawn only on a terminal.
+fn progress(len: Option<u64>) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+    let template = if len.is_some() {
+        "{bytes:>10}/{total_bytes} {percent:>3}% {bytes_per_sec:>12} eta {eta}"
     } else {
-        Box::new(
-            tokio::fs::File::open(&args.file)
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", args.file))?,
-        )
+        "{spinner} {bytes:>10} {bytes_per_sec:>12} {elapsed}"
+    };
+    bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+    bar
+}
+
+pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
+    let (input, len): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) = if args.file == "-" {
+        (Box::new(tokio::io::stdin()), None)
+    } else {
+        let file = tokio::fs::File::open(&args.file)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", args.file))?;
+        let len = file.metadata().await.ok().map(|m| m.len());
+        (Box::new(file), len)
     };
     let tls = if args.insecure {
         tls::client_insecure(PIPE_ALPN)?
@@ -112,7 +147,24 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
         transport: Arc::new(args.transport.config()),
         ..ClientConfig::new(Arc::new(tls))
     };
-    let connecting = endpoint.connect(&config, addr, host)?;
+    args.transport.apply(&endpoint);
+    until_signal(
+        &endpoint,
+        send_over(&endpoint, &config, addr, host, input, len, &args),
+    )
+    .await
+}
+
+async fn send_over(
+    endpoint: &Endpoint,
+    config: &ClientConfig,
+    addr: SocketAddr,
+    host: &str,
+    mut input: Box<dyn AsyncRead + Unpin + Send>,
+    len: Option<u64>,
+    args: &SendArgs,
+) -> Result<(), Box<dyn Error>> {
+    let connecting = endpoint.connect(config, addr, host)?;
     let connection = endpoints::handshake(
         connecting,
         Duration::from_secs_f64(args.connect_timeout),
@@ -131,6 +183,7 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut sent = 0u64;
+    let bar = progress(len);
     loop {
         let n = input
             .read(&mut buf)
@@ -155,7 +208,9 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
             });
         }
         sent += n as u64;
+        bar.set_position(sent);
     }
+    bar.finish_and_clear();
     send.finish()?;
     let answer = recv.read_to_end(blake3::OUT_LEN).await?;
     let ours = hasher.finalize();
@@ -177,20 +232,14 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
 }
 
 pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
-    let mut output: Box<dyn AsyncWrite + Unpin + Send> = if args.output == "-" {
-        Box::new(tokio::io::stdout())
-    } else {
-        Box::new(
-            tokio::fs::File::create(&args.output)
-                .await
-                .map_err(|e| format!("cannot create {}: {e}", args.output))?,
-        )
-    };
+    let target = Target::parse(&args.output);
+    target.check(args.force)?;
     let (identity, self_signed) =
         Identity::from_options(args.cert.as_deref(), args.key.as_deref())?;
     let mut config = ServerConfig::new(Arc::new(tls::server(&identity, PIPE_ALPN)?));
     config.transport = Arc::new(args.transport.config());
     let endpoint = endpoints::server(config, args.listen, &args.observe)?;
+    args.transport.apply(&endpoint);
     if self_signed {
         eprintln!(
             "self-signed certificate, SHA-256 fingerprint {}",
@@ -198,6 +247,16 @@ pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
         );
     }
     eprintln!("listening on {}", endpoint.local_addr()?);
+    until_signal(&endpoint, receive(&endpoint, &target, &args)).await
+}
+
+/// Receives one transfer into `target`: created when the sender's stream arrives, put under
+/// its name once the sender confirmed the hash, removed otherwise.
+async fn receive(
+    endpoint: &Endpoint,
+    target: &Target,
+    args: &RecvArgs,
+) -> Result<(), Box<dyn Error>> {
     let connection = loop {
         match endpoint.accept().await {
             Some(Ok(connection)) => break connection,
@@ -207,48 +266,63 @@ pub(crate) async fn recv(args: RecvArgs) -> Result<(), Box<dyn Error>> {
     };
     args.observe.watch(&connection, "recv");
     let (mut send, mut recv) = connection.accept_bi().await?;
+    let mut output = Sink::create(target, args.force).await?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut chunks = vec![bytes::Bytes::new(); 64];
     let mut received = 0u64;
-    loop {
-        let Some(n) = recv.read(&mut buf).await? else {
-            break;
-        };
-        hasher.update(&buf[..n]);
-        if let Err(error) = output.write_all(&buf[..n]).await {
-            // Tell the sender to stop rather than let it fill a stream nobody reads.
-            let _ = recv.stop(VarInt::from_u32(RECEIVER_FAILED));
-            connection.close(
-                VarInt::from_u32(RECEIVER_FAILED),
-                b"cannot write the output",
-            );
-            let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
-            return Err(format!("cannot write {}: {error}", args.output).into());
+    let bar = progress(None);
+    while let Some(n) = recv.read_chunks(&mut chunks).await? {
+        for chunk in &chunks[..n] {
+            hasher.update(chunk);
+            if let Err(error) = output.write(chunk).await {
+                return Err(
+                    receiver_failed(endpoint, &connection, &mut recv, target, &error).await,
+                );
+            }
+            received += chunk.len() as u64;
         }
-        received += n as u64;
+        bar.set_position(received);
     }
-    output
-        .flush()
-        .await
-        .map_err(|e| format!("cannot write {}: {e}", args.output))?;
+    bar.finish_and_clear();
     let hash = hasher.finalize();
     send.write_all(hash.as_bytes()).await?;
     send.finish()?;
-    let verdict = match connection.closed().await {
+    let verdict: Result<(), Box<dyn Error>> = match connection.closed().await {
         ConnectionError::ApplicationClosed { code, .. }
             if code.into_inner() == u64::from(TRANSFER_OK) =>
         {
-            Ok(())
+            output.commit().await.map_err(Into::into)
         }
         ConnectionError::ApplicationClosed { code, .. }
             if code.into_inner() == u64::from(HASH_MISMATCH) =>
         {
-            Err("the sender's BLAKE3 hash differs from what arrived".into())
+            Err("the sender's BLAKE3 hash differs from what arrived; nothing was kept".into())
         }
-        other => Err(format!("the connection ended before the sender confirmed: {other}").into()),
+        other => Err(format!(
+            "the connection ended before the sender confirmed: {other}; nothing was kept"
+        )
+        .into()),
     };
     eprintln!("received {received} bytes, BLAKE3 {}", hash.to_hex());
     verdict
+}
+
+/// The output could not be written: stops the sender rather than let it fill a stream
+/// nobody reads, and says why.
+async fn receiver_failed(
+    endpoint: &Endpoint,
+    connection: &Connection,
+    recv: &mut qstream::RecvStream,
+    target: &Target,
+    error: &std::io::Error,
+) -> Box<dyn Error> {
+    let _ = recv.stop(VarInt::from_u32(RECEIVER_FAILED));
+    connection.close(
+        VarInt::from_u32(RECEIVER_FAILED),
+        b"cannot write the output",
+    );
+    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+    format!("cannot write {target}: {error}").into()
 }
 
 fn explain_handshake_error(error: &ConnectionError) -> String {

@@ -4,6 +4,8 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use qstream::proto::wire::VarInt;
 use qstream::{Endpoint, RecvStream, SendStream, ServerConfig};
@@ -11,6 +13,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::endpoints;
 use crate::observe::ObserveArgs;
+use crate::shutdown::{self, Interrupted};
 use crate::tls::{self, Identity};
 use crate::transport::TransportArgs;
 
@@ -43,6 +46,13 @@ pub(crate) struct ServeArgs {
     /// Bidirectional streams a client may have open at once.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     max_streams: u64,
+    /// Write the self-signed certificate (PEM) to this file, for clients to pass to --ca.
+    #[arg(long, conflicts_with = "cert")]
+    save_cert: Option<PathBuf>,
+    /// On SIGINT or SIGTERM, let responses in flight finish for up to this long, in seconds,
+    /// then close every connection.
+    #[arg(long, default_value_t = 1.0)]
+    grace: f64,
     #[command(flatten)]
     transport: TransportArgs,
     #[command(flatten)]
@@ -63,31 +73,65 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     config.transport = Arc::new(transport);
     config.retry = args.retry;
     let endpoint = endpoints::server(config, args.listen, &args.observe)?;
+    args.transport.apply(&endpoint);
     if self_signed {
         println!(
             "self-signed certificate, SHA-256 fingerprint {}",
             identity.fingerprint()
         );
     }
+    if let (Some(path), Some(pem)) = (&args.save_cert, identity.self_signed_pem()) {
+        std::fs::write(path, pem)
+            .map_err(|e| format!("cannot save the certificate to {}: {e}", path.display()))?;
+        println!("certificate saved to {}", path.display());
+    }
     println!("serving {} on {}", root.display(), endpoint.local_addr()?);
-    serve_files(&endpoint, root, &args.observe).await;
-    Ok(())
+    let answering = Arc::new(AtomicUsize::new(0));
+    let signal = tokio::select! {
+        _ = serve_files(&endpoint, root, &args.observe, answering.clone()) => return Ok(()),
+        signal = shutdown::signal() => signal,
+    };
+    // Stop accepting; let what is being answered finish, for up to the grace period.
+    let grace = Duration::from_secs_f64(args.grace.max(0.0));
+    let _ = tokio::time::timeout(grace, async {
+        while answering.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    endpoint.close(VarInt::from_u32(shutdown::INTERRUPTED), signal.reason());
+    let _ = tokio::time::timeout(Duration::from_millis(300), endpoint.wait_idle()).await;
+    Err(Box::new(Interrupted(signal)))
 }
 
 /// Answers hq-interop requests on every connection `endpoint` accepts with the files under
-/// `root`, until the endpoint closes.
-pub(crate) async fn serve_files(endpoint: &Endpoint, root: PathBuf, observe: &ObserveArgs) {
+/// `root`, until the endpoint closes; `answering` counts the responses in progress. Says
+/// how each connection ended.
+pub(crate) async fn serve_files(
+    endpoint: &Endpoint,
+    root: PathBuf,
+    observe: &ObserveArgs,
+    answering: Arc<AtomicUsize>,
+) {
     let root = Arc::new(root);
     while let Some(connecting) = endpoint.accept().await {
         let Ok(connection) = connecting else { continue };
         let root = root.clone();
-        if let Some(peer) = connection.remote_address() {
-            observe.watch(&connection, peer.to_string());
-        }
+        let peer = connection
+            .remote_address()
+            .map_or_else(|| "a client".to_owned(), |a| a.to_string());
+        observe.watch(&connection, peer.clone());
+        let answering = answering.clone();
         tokio::spawn(async move {
             while let Ok((send, recv)) = connection.accept_bi().await {
-                tokio::spawn(answer(send, recv, root.clone()));
+                let (answering, root) = (answering.clone(), root.clone());
+                answering.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    answer(send, recv, root).await;
+                    answering.fetch_sub(1, Ordering::SeqCst);
+                });
             }
+            eprintln!("{peer}: {}", connection.closed().await);
         });
     }
 }

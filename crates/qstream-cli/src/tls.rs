@@ -12,6 +12,8 @@ pub(crate) struct Identity {
     /// The end-entity certificate first, then any intermediates.
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    /// The certificate in PEM, for a self-signed one (to save for clients).
+    pem: Option<String>,
 }
 
 impl Identity {
@@ -30,6 +32,7 @@ impl Identity {
             Ok(_) => Ok(Self {
                 chain,
                 key: key_der,
+                pem: None,
             }),
             Err(rustls::Error::InconsistentKeys(_)) => Err(format!(
                 "the private key {} does not belong to the certificate {}: pass the key the \
@@ -82,7 +85,14 @@ impl Identity {
         Ok(Self {
             chain: vec![cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            pem: Some(cert.pem()),
         })
+    }
+
+    /// The self-signed certificate in PEM, for clients to trust with `--ca`; `None` for one
+    /// given with `--cert`, which the user has already.
+    pub(crate) fn self_signed_pem(&self) -> Option<&str> {
+        self.pem.as_deref()
     }
 }
 
@@ -142,27 +152,57 @@ pub(crate) fn client(
     client_with_roots(roots, alpn)
 }
 
-/// A TLS 1.3 client configuration trusting the certificates in the PEM file `ca`.
+/// A TLS 1.3 client configuration trusting the certificates in the PEM file `ca`: as CAs,
+/// and each also as exactly itself, so that a server's own self-signed certificate (which
+/// openssl marks CA:TRUE, and which WebPKI refuses as a server's certificate) can be given.
 pub(crate) fn client_trusting_file(ca: &Path, alpn: &[u8]) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca)
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| format!("cannot read {}: {e}", ca.display()))?
+        .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: not a usable certificate: {e}", ca.display()))?;
-    }
-    if roots.is_empty() {
+    if certs.is_empty() {
         return Err(format!("{}: no certificate in the file", ca.display()));
     }
-    client_with_roots(roots, alpn).map_err(|e| e.to_string())
+    let mut roots = rustls::RootCertStore::empty();
+    // A certificate that is no usable trust anchor can still be pinned by equality.
+    roots.add_parsable_certificates(certs.iter().cloned());
+    let provider = provider();
+    let webpki = if roots.is_empty() {
+        None
+    } else {
+        Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| format!("{}: {e}", ca.display()))?,
+        )
+    };
+    let check = ServerCertificateCheck {
+        provider: provider.clone(),
+        trust: Trust::Given { certs, webpki },
+    };
+    client_with_verifier(provider, Arc::new(check), alpn).map_err(|e| e.to_string())
 }
 
-/// A TLS 1.3 client configuration trusting nothing yet: every server certificate is refused
-/// until the user names one with --ca (there is no system store here).
-pub(crate) fn client_trusting_nothing(alpn: &[u8]) -> Result<rustls::ClientConfig, rustls::Error> {
-    client_with_roots(rustls::RootCertStore::empty(), alpn)
+/// A TLS 1.3 client configuration trusting the system's store of root certificates, or the
+/// file SSL_CERT_FILE (or directory SSL_CERT_DIR) names.
+pub(crate) fn client_trusting_system(alpn: &[u8]) -> Result<rustls::ClientConfig, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(found.certs);
+    if roots.is_empty() {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "none found".to_owned(), |e| e.to_string());
+        return Err(format!(
+            "no trusted root certificates on this system ({why}): set SSL_CERT_FILE, or pass \
+             --ca FILE, --fingerprint, or --insecure for testing"
+        ));
+    }
+    client_with_roots(roots, alpn).map_err(|e| e.to_string())
 }
 
 /// A TLS 1.3 client configuration that accepts any server certificate: for testing only.
@@ -208,43 +248,81 @@ fn client_with_check(
     suites: Suites,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = provider_with(suites);
+    let trust = match pinned {
+        Some(fingerprint) => Trust::Fingerprint(fingerprint),
+        None => Trust::Any,
+    };
     let check = ServerCertificateCheck {
         provider: provider.clone(),
-        pinned,
+        trust,
     };
+    client_with_verifier(provider, Arc::new(check), alpn)
+}
+
+fn client_with_verifier(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(check))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
     config.key_log = qstream::key_log();
     Ok(config)
 }
 
-/// Accepts the certificate with the pinned fingerprint, or any when none is pinned; either way
-/// the handshake signatures made with it are still checked.
+/// Which server certificates a client accepts.
+#[derive(Debug)]
+enum Trust {
+    /// Any (testing only).
+    Any,
+    /// Exactly the one with this SHA-256 fingerprint, whatever its names and issuer.
+    Fingerprint([u8; 32]),
+    /// One of these certificates itself, or one they issued for the server's name.
+    Given {
+        certs: Vec<CertificateDer<'static>>,
+        webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    },
+}
+
+/// Accepts a server certificate as `trust` says; either way the handshake signatures made
+/// with it are still checked.
 #[derive(Debug)]
 struct ServerCertificateCheck {
     provider: Arc<rustls::crypto::CryptoProvider>,
-    pinned: Option<[u8; 32]>,
+    trust: Trust,
 }
 
 impl rustls::client::danger::ServerCertVerifier for ServerCertificateCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if let Some(pinned) = self.pinned {
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, end_entity);
-            if digest.as_ref() != pinned {
-                return Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::ApplicationVerificationFailure,
-                ));
+        let refused = || {
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )
+        };
+        match &self.trust {
+            Trust::Any => {}
+            Trust::Fingerprint(pinned) => {
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, end_entity);
+                if digest.as_ref() != pinned {
+                    return Err(refused());
+                }
+            }
+            Trust::Given { certs, webpki } => {
+                if !certs.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+                    let webpki = webpki.as_ref().ok_or_else(refused)?;
+                    return webpki.verify_server_cert(end_entity, intermediates, name, ocsp, now);
+                }
             }
         }
         Ok(rustls::client::danger::ServerCertVerified::assertion())

@@ -77,7 +77,7 @@ fn get_fetches_several_files_byte_for_byte() {
         .iter()
         .map(|f| format!("https://{}/{f}", server.addr))
         .collect();
-    let mut args = vec!["get", "--insecure", "-o", out.to_str().unwrap()];
+    let mut args = vec!["get", "--insecure", "--output-dir", out.to_str().unwrap()];
     args.extend(urls.iter().map(String::as_str));
     let (ok, stdout, stderr) = qstream(&args);
     assert!(ok, "{stdout}{stderr}");
@@ -122,7 +122,7 @@ fn get_with_ca_trusts_the_servers_own_certificate() {
         "get",
         "--ca",
         cert_path.to_str().unwrap(),
-        "-o",
+        "--output-dir",
         out.to_str().unwrap(),
         &url,
     ]);
@@ -144,7 +144,7 @@ fn get_reports_missing_files_and_refused_paths_and_fetches_the_rest() {
     let (code, _, stderr) = qstream_exit(&[
         "get",
         "--insecure",
-        "-o",
+        "--output-dir",
         out.to_str().unwrap(),
         &good,
         &missing,
@@ -165,7 +165,12 @@ fn get_explains_untrusted_certificates_unreachable_servers_and_bad_urls() {
     let root = website("errors");
     let server = serve(&root, &[]);
     let url = format!("https://{}/small.txt", server.addr);
-    let (ok, _, stderr) = qstream(&["get", "-o", temp_dir("errors-out").to_str().unwrap(), &url]);
+    let (ok, _, stderr) = qstream(&[
+        "get",
+        "--output-dir",
+        temp_dir("errors-out").to_str().unwrap(),
+        &url,
+    ]);
     assert!(!ok);
     assert!(
         stderr.contains("not trusted") && stderr.contains("--ca"),
@@ -350,7 +355,7 @@ fn get_says_when_a_server_never_returns_credit_and_gives_up_naming_the_cause() {
         "--stats",
         "--open-timeout",
         "3",
-        "-o",
+        "--output-dir",
         out.to_str().unwrap(),
     ];
     args.extend(urls.iter().map(String::as_str));
@@ -382,7 +387,14 @@ fn rust_log_turns_on_the_stacks_logging_and_it_is_quiet_by_default() {
     let url = format!("https://{}/small.txt", server.addr);
     let run = |rust_log: Option<&str>| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_qstream"));
-        command.args(["get", "--insecure", "-o", out.to_str().unwrap(), &url]);
+        command.args([
+            "get",
+            "--insecure",
+            "--force",
+            "--output-dir",
+            out.to_str().unwrap(),
+            &url,
+        ]);
         command.env_remove("RUST_LOG");
         if let Some(filter) = rust_log {
             command.env("RUST_LOG", filter);
@@ -458,19 +470,25 @@ fn serve_explains_unreadable_and_mismatched_certificates_and_keys() {
 }
 
 #[test]
-fn get_says_the_disk_is_full_and_leaves_no_partial_file_behind() {
+fn get_says_the_disk_is_full() {
     let root = website("disk-full");
     let server = serve(&root, &[]);
-    let out = temp_dir("disk-full-out");
-    // Writes to /dev/full fail with ENOSPC, as on a full disk.
-    std::os::unix::fs::symlink("/dev/full", out.join("big.bin")).unwrap();
     let url = format!("https://{}/big.bin", server.addr);
-    let (code, _, stderr) = qstream_exit(&["get", "--insecure", "-o", out.to_str().unwrap(), &url]);
-    assert_eq!(code, Some(6), "exit code for a write failure");
+    // Writes to /dev/full fail with ENOSPC, as on a full disk.
+    let output = Command::new(env!("CARGO_BIN_EXE_qstream"))
+        .args(["get", "--insecure", "-o", "-", &url])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(6),
+        "exit code for a write failure"
+    );
     assert!(
         stderr.contains("No space left on device") && stderr.contains("disk full"),
         "{stderr}"
     );
     assert!(stderr.contains("1 of 1 downloads failed"), "{stderr}");
-    assert!(std::fs::symlink_metadata(out.join("big.bin")).is_err());
 }

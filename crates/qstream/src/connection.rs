@@ -626,13 +626,12 @@ impl RecvStream {
                     ReadOutcome::Data(bytes) => {
                         buf[filled..filled + bytes.len()].copy_from_slice(&bytes);
                         filled += bytes.len();
-                        if filled == buf.len() {
+                        // Only data is taken after data: the end (or a reset) is left for
+                        // the next read to report.
+                        if filled == buf.len() || !c.has_data(id) {
                             return Ok(Read::Data(filled));
                         }
                     }
-                    // The end, or nothing more now: what was copied goes first; the end is
-                    // seen by the next read. A reset discards what was received, so it never
-                    // follows data within one call.
                     _ if filled > 0 => return Ok(Read::Data(filled)),
                     ReadOutcome::Finished => return Ok(Read::End),
                     ReadOutcome::Reset(code) => return Ok(Read::Reset(code)),
@@ -713,6 +712,10 @@ fn gather(
             ReadOutcome::Data(bytes) => {
                 put(taken, bytes);
                 taken += 1;
+                // The end (or a reset) is left for the next read to report.
+                if !c.has_data(id) {
+                    break;
+                }
             }
             _ if taken > 0 => break,
             ReadOutcome::Finished => return Ok(Read::End),

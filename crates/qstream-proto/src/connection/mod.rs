@@ -769,6 +769,11 @@ impl Connection {
         self.streams.read(id, max)
     }
 
+    /// Whether [`Self::read`] of `id` would return data now. See [`Streams::has_data`].
+    pub fn has_data(&self, id: StreamId) -> bool {
+        self.streams.has_data(id)
+    }
+
     /// Stops reading a stream with `code` (quic-go CancelRead).
     pub fn stop(&mut self, id: StreamId, code: VarInt) -> Result<(), StreamError> {
         self.streams.stop(id, code)

@@ -615,6 +615,16 @@ impl Streams {
         Ok(outcome)
     }
 
+    /// Whether [`Self::read`] of `id` would return data now: a reader that gathers several
+    /// pieces asks before each, so that it does not consume the end of the stream (or a
+    /// reset) without reporting it.
+    pub fn has_data(&self, id: StreamId) -> bool {
+        self.streams
+            .get(&id)
+            .and_then(|s| s.recv.as_ref())
+            .is_some_and(RecvHalf::has_data)
+    }
+
     /// Stops reading with `code` (STOP_SENDING; quic-go's CancelRead): buffered and future data
     /// is discarded and its connection credit returned.
     pub fn stop(&mut self, id: StreamId, code: VarInt) -> Result<(), StreamError> {

@@ -325,6 +325,12 @@ impl RecvHalf {
         self.max_data = self.max_data.max(self.read + self.window);
     }
 
+    /// Whether a read would return data now (not the end, nor a reset).
+    pub(crate) fn has_data(&self) -> bool {
+        !matches!(self.state, RecvState::ResetRecvd | RecvState::ResetRead)
+            && !self.ready.is_empty()
+    }
+
     /// Whether the application can read something now (data, the end, or a reset).
     pub(crate) fn is_readable(&self) -> bool {
         match self.state {
