@@ -430,9 +430,13 @@ impl Future for Connecting {
     }
 }
 
+/// The most bytes one GSO send may carry: a UDP payload over IPv4 (65 535 bytes less the IP
+/// and UDP headers). The kernel refuses a larger send whole, which loses every datagram in it.
+const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
+
 /// Splits queued datagrams (their place in the send buffer) into runs that one GSO send can
 /// carry: same destination and ECN codepoint, all the size of the first except possibly the
-/// last, at most `max_segments`.
+/// last, at most `max_segments` and [`MAX_GSO_BYTES`] in all.
 fn gso_batches(
     sends: &[(
         SocketAddr,
@@ -446,13 +450,16 @@ fn gso_batches(
     while start < sends.len() {
         let (destination, ecn, first) = &sends[start];
         let mut end = start + 1;
+        let mut bytes = first.len();
         while end < sends.len()
             && end - start < max_segments
+            && bytes + sends[end].2.len() <= MAX_GSO_BYTES
             && sends[end].0 == *destination
             && sends[end].1 == *ecn
             && sends[end].2.len() <= first.len()
             && sends[end - 1].2.len() == first.len()
         {
+            bytes += sends[end].2.len();
             end += 1;
         }
         batches.push(start..end);
@@ -722,5 +729,19 @@ mod tests {
             gso_batches(&sends, 1),
             (0..6).map(|i| i..i + 1).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn gso_batches_fit_in_one_udp_payload() {
+        // 64 datagrams of 1452 bytes are 92 928 bytes: a send the kernel refuses whole.
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let sends: Vec<_> = (0..64)
+            .map(|i| (a, None, i * 1452..(i + 1) * 1452))
+            .collect();
+        let batches = gso_batches(&sends, 64);
+        assert_eq!(batches, vec![0..45, 45..64]);
+        for batch in batches {
+            assert!(sends[batch.end - 1].2.end - sends[batch.start].2.start <= MAX_GSO_BYTES);
+        }
     }
 }
