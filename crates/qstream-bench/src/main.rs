@@ -2,7 +2,9 @@
 //! medians and ratios. See the README for how to run it and the latest figures.
 
 mod harness;
+mod hq_quinn;
 mod loss;
+mod processes;
 mod relay;
 mod report;
 mod scenarios;
@@ -63,6 +65,25 @@ enum Command {
         #[arg(long)]
         connections: usize,
     },
+    /// Serves a directory over hq-interop with quinn (the `cli` scenarios' quinn server).
+    #[command(hide = true)]
+    HqServe {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Downloads one URL over hq-interop with quinn (the `cli` scenarios' quinn client).
+    #[command(hide = true)]
+    HqGet {
+        url: String,
+        #[arg(short = 'o')]
+        output: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -75,6 +96,12 @@ enum Scenario {
     /// Bulk transfers over lossy, delayed and narrow paths, for pairs of sending and
     /// receiving stacks (QUIC only).
     Loss,
+    /// The tools as processes on a file: `qstream serve`/`get` against a quinn hq-interop
+    /// server and client, `send`/`recv` and `demo`.
+    Cli,
+    /// Downloads as processes inside a network namespace whose nftables rules drop datagrams
+    /// (root, iproute2 and nftables needed; not run by default).
+    LossNetns,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -103,6 +130,10 @@ struct Sizes {
     handshakes: Duration,
     idle_connections: usize,
     latency_samples: usize,
+    /// The file the `cli` scenario moves through each tool.
+    cli_bytes: u64,
+    /// The file `loss-netns` downloads.
+    netns_bytes: u64,
 }
 
 impl Sizes {
@@ -114,6 +145,8 @@ impl Sizes {
                 handshakes: Duration::from_millis(200),
                 idle_connections: 20,
                 latency_samples: 50,
+                cli_bytes: 8 << 20,
+                netns_bytes: 1 << 20,
             }
         } else {
             Self {
@@ -122,6 +155,8 @@ impl Sizes {
                 handshakes: Duration::from_secs(3),
                 idle_connections: 1000,
                 latency_samples: 5000,
+                cli_bytes: 1 << 30,
+                netns_bytes: (10 << 20) + 1024,
             }
         }
     }
@@ -216,8 +251,8 @@ fn run_scenario<S: Stack>(
             "latency".into(),
             scenarios::latency::<S>(tls, sizes.latency_samples),
         )],
-        Scenario::Memory | Scenario::Loss => {
-            unreachable!("idle memory runs in a child process, loss in pairs of stacks")
+        Scenario::Memory | Scenario::Loss | Scenario::Cli | Scenario::LossNetns => {
+            unreachable!("idle memory runs in a child process, the others in pairs of stacks")
         }
     }
 }
@@ -290,8 +325,18 @@ fn machine() -> serde_json::Value {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Command::MemoryChild { stack, connections }) = args.command {
-        return memory_child(stack, connections);
+    match args.command {
+        Some(Command::MemoryChild { stack, connections }) => {
+            return memory_child(stack, connections);
+        }
+        Some(Command::HqServe {
+            listen,
+            root,
+            cert,
+            key,
+        }) => return exit_with(hq_quinn::serve(listen, &root, &cert, &key)),
+        Some(Command::HqGet { url, output }) => return exit_with(hq_quinn::get(&url, &output)),
+        None => {}
     }
     let tls = match Tls::new() {
         Ok(tls) => tls,
@@ -311,6 +356,7 @@ fn main() -> ExitCode {
             Scenario::Memory,
             Scenario::Latency,
             Scenario::Loss,
+            Scenario::Cli,
         ]
     } else {
         args.scenarios.clone()
@@ -333,8 +379,44 @@ fn main() -> ExitCode {
         .into_iter()
         .filter(|c| args.cases.is_empty() || args.cases.iter().any(|n| c.name.contains(n)))
         .collect();
+    let mut cli_report = Report::against(
+        processes::CLI_PAIRS
+            .iter()
+            .map(|&(s, c)| processes::pair_label(s, c))
+            .collect(),
+        "quinn",
+    );
+    let mut netns_report = Report::against(
+        processes::NETNS_PAIRS
+            .iter()
+            .map(|&(s, c)| processes::pair_label(s, c))
+            .collect(),
+        "quinn",
+    );
+    let runs_processes = scenarios
+        .iter()
+        .any(|s| matches!(s, Scenario::Cli | Scenario::LossNetns));
+    let programs = if runs_processes {
+        match processes::Programs::find() {
+            Ok(programs) => Some(programs),
+            Err(failure) => {
+                eprintln!("qstream-bench: {failure}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     for round in 0..rounds {
         for &scenario in &scenarios {
+            if let (Scenario::Cli, Some(programs)) = (scenario, &programs) {
+                run_cli(round, sizes.cli_bytes, programs, &mut cli_report);
+                continue;
+            }
+            if let (Scenario::LossNetns, Some(programs)) = (scenario, &programs) {
+                run_loss_netns(round, sizes.netns_bytes, programs, &mut netns_report);
+                continue;
+            }
             if scenario == Scenario::Loss {
                 for case in &loss_cases {
                     for turn in 0..pairs.len() {
@@ -398,6 +480,22 @@ fn main() -> ExitCode {
         );
         print!("{}", loss_report.table());
     }
+    if !cli_report.is_empty() {
+        println!(
+            "\ncli: {} through each tool, as processes",
+            mib(sizes.cli_bytes)
+        );
+        print!("{}", cli_report.table());
+    }
+    if !netns_report.is_empty() {
+        println!(
+            "\nloss-netns: {} downloads (server ← client) in a network namespace with nftables \
+             dropping UDP at random, ∞ = not done in {} s",
+            mib(sizes.netns_bytes),
+            loss::TRANSFER_LIMIT.as_secs()
+        );
+        print!("{}", netns_report.table());
+    }
     let context = serde_json::json!({
         "machine": machine(),
         "rounds": rounds,
@@ -412,18 +510,103 @@ fn main() -> ExitCode {
     if let Some(path) = &args.json {
         let mut json = report.json(context);
         json["loss"] = loss_report.json(serde_json::json!({}));
+        json["cli"] = cli_report.json(serde_json::json!({ "bytes": sizes.cli_bytes }));
+        json["loss_netns"] = netns_report.json(serde_json::json!({ "bytes": sizes.netns_bytes }));
         let text = serde_json::to_string_pretty(&json).expect("JSON");
         if let Err(error) = std::fs::write(path, text) {
             eprintln!("qstream-bench: cannot write {}: {error}", path.display());
             return ExitCode::FAILURE;
         }
     }
-    let failures = report.failures().len() + loss_report.failures().len();
+    let failures = report.failures().len()
+        + loss_report.failures().len()
+        + cli_report.failures().len()
+        + netns_report.failures().len();
     if failures == 0 {
         ExitCode::SUCCESS
     } else {
         eprintln!("qstream-bench: {failures} runs failed");
         ExitCode::FAILURE
+    }
+}
+
+/// One round of the `cli` scenario: each download pair, in turns, then send/recv and demo.
+fn run_cli(round: u32, bytes: u64, programs: &processes::Programs, report: &mut Report) {
+    let work = match processes::Workspace::new(bytes) {
+        Ok(work) => work,
+        Err(failure) => {
+            report.fail(format!("cli: {failure}"));
+            return;
+        }
+    };
+    let pairs = processes::CLI_PAIRS;
+    for turn in 0..pairs.len() {
+        let (server, client) = pairs[(turn + round as usize) % pairs.len()];
+        let label = processes::pair_label(server, client);
+        eprintln!("round {}: cli download, {label}", round + 1);
+        match processes::cli_download(server, client, programs, &work) {
+            Ok(measures) => report.add(label, measures),
+            Err(failure) => {
+                eprintln!("  failed: {failure}");
+                report.fail(format!("cli {label}: {failure}"));
+            }
+        }
+    }
+    eprintln!("round {}: cli send/recv and demo", round + 1);
+    match processes::cli_pipe_and_demo(programs, &work) {
+        Ok(measures) => report.add("qstream", measures),
+        Err(failure) => {
+            eprintln!("  failed: {failure}");
+            report.fail(format!("cli send/recv: {failure}"));
+        }
+    }
+}
+
+/// One round of the `loss-netns` scenario: both nftables hooks, each loss rate, each pair.
+fn run_loss_netns(round: u32, bytes: u64, programs: &processes::Programs, report: &mut Report) {
+    let work = match processes::Workspace::new(bytes) {
+        Ok(work) => work,
+        Err(failure) => {
+            report.fail(format!("loss-netns: {failure}"));
+            return;
+        }
+    };
+    for hook in ["output", "input"] {
+        for percent in [2, 10, 20] {
+            let scenario = format!("{hook} loss {percent}%");
+            let namespace = match processes::LossyNamespace::create(percent * 10, hook) {
+                Ok(namespace) => namespace,
+                Err(failure) => {
+                    report.fail(format!("loss-netns: {failure}"));
+                    return;
+                }
+            };
+            let pairs = processes::NETNS_PAIRS;
+            for turn in 0..pairs.len() {
+                let (server, client) = pairs[(turn + round as usize) % pairs.len()];
+                let label = processes::pair_label(server, client);
+                eprintln!("round {}: {scenario}, {label}", round + 1);
+                match processes::netns_download(
+                    server, client, programs, &work, &namespace, &scenario,
+                ) {
+                    Ok(measures) => report.add(label, measures),
+                    Err(failure) => {
+                        eprintln!("  failed: {failure}");
+                        report.fail(format!("{scenario} {label}: {failure}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn exit_with(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("qstream-bench: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -4,13 +4,31 @@
 
 use std::process::Command;
 
+/// The `qstream` binary the `cli` scenario runs, beside the benchmark's: built when a test
+/// run of this crate alone has not built it.
+fn qstream_binary() -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_qstream-bench")).with_file_name("qstream");
+    if !path.exists() {
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "qstream-cli", "--bin", "qstream"]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building qstream failed");
+    }
+    path
+}
+
 #[test]
 fn smoke_every_scenario_yields_figures_for_every_stack() {
+    let qstream = qstream_binary();
     let json =
         std::env::temp_dir().join(format!("qstream-bench-smoke-{}.json", std::process::id()));
     let output = Command::new(env!("CARGO_BIN_EXE_qstream-bench"))
         .args(["--smoke", "--rtt-us", "1000", "--json"])
         .arg(&json)
+        .env("QSTREAM_BIN", &qstream)
         .output()
         .expect("run qstream-bench");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -94,4 +112,23 @@ fn smoke_every_scenario_yields_figures_for_every_stack() {
         }
     }
     assert!(table.contains("qstream/quinn") && table.contains("loss 5%"));
+
+    // The cli scenario: the tools ran as processes, with time and each side's CPU.
+    let cli = report["cli"]["results"].as_array().expect("cli results");
+    assert_eq!(report["cli"]["failures"].as_array().map(Vec::len), Some(0));
+    let figure = |scenario: &str, metric: &str, column: &str| {
+        cli.iter()
+            .find(|r| {
+                r["scenario"] == scenario && r["metric"].as_str().unwrap().starts_with(metric)
+            })
+            .and_then(|r| r["median"][column].as_f64())
+            .unwrap_or_else(|| panic!("no {metric} of {column} in {scenario}: {cli:?}"))
+    };
+    for column in ["qstream", "quinn ← qstream get", "quinn"] {
+        assert!(figure("cli download", "throughput", column) > 0.0);
+        assert!(figure("cli download", "client CPU", column) > 0.0);
+        assert!(figure("cli download", "server CPU", column) > 0.0);
+    }
+    assert!(figure("cli send/recv", "throughput", "qstream") > 0.0);
+    assert!(figure("cli demo", "throughput", "qstream") > 0.0);
 }

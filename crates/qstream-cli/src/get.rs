@@ -502,14 +502,13 @@ pub(crate) async fn fetch(
                     .map_err(|message| FetchError::new(Failure::Write, message))?,
             ),
         };
-        for chunk in &chunks[..n] {
-            sink.write(chunk)
-                .await
-                .map_err(|e| write_failed(target, &e))?;
-            received += chunk.len() as u64;
-            if let Some(bar) = progress {
-                bar.advance(chunk.len() as u64);
-            }
+        sink.write(&chunks[..n])
+            .await
+            .map_err(|e| write_failed(target, &e))?;
+        let bytes: u64 = chunks[..n].iter().map(|c| c.len() as u64).sum();
+        received += bytes;
+        if let Some(bar) = progress {
+            bar.advance(bytes);
         }
     }
     let sink = match sink {

@@ -5,15 +5,18 @@
 //! user forces it, and a partial result never sits under the final name; an output dropped
 //! before it is committed (an error, a reset stream, Ctrl-C) leaves nothing behind.
 
-use std::io;
+use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use bytes::Bytes;
 
-/// How much is gathered before each write to the file or standard output: large writes keep
-/// system calls (and, for files, trips to tokio's blocking pool) rare.
-const WRITE_BUFFER: usize = 1 << 20;
+/// How many bytes of received pieces go to the writer at once: each hand-over wakes its
+/// thread, so they are large.
+const BATCH_BYTES: usize = 512 * 1024;
+/// How many batches may wait for the writer: the memory a slow disk can hold up.
+const QUEUED_BATCHES: usize = 8;
 
 /// Where an output goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,9 +92,15 @@ impl Drop for Partial {
     }
 }
 
-/// An output being written.
+/// An output being written. The received pieces go, without a copy, to a thread of its own
+/// that writes them with vectored writes: neither the async runtime nor the connection's
+/// driver waits for the disk, and a system call carries many packets' data.
 pub(crate) struct Sink {
-    writer: BufWriter<Box<dyn AsyncWrite + Unpin + Send>>,
+    /// Pieces not yet handed to the writer, and their size.
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
+    batches: Option<tokio::sync::mpsc::Sender<Vec<Bytes>>>,
+    writer: Option<JoinHandle<io::Result<()>>>,
     partial: Option<Partial>,
     force: bool,
 }
@@ -99,15 +108,14 @@ pub(crate) struct Sink {
 impl Sink {
     /// Starts writing `target`: a file goes to a new temporary file beside it.
     pub(crate) async fn create(target: &Target, force: bool) -> Result<Self, String> {
-        let (inner, partial): (Box<dyn AsyncWrite + Unpin + Send>, _) = match target {
-            Target::Stdout => (Box::new(tokio::io::stdout()), None),
+        let (output, partial): (Box<dyn Write + Send>, _) = match target {
+            Target::Stdout => (Box::new(io::stdout()), None),
             Target::File(path) => {
                 let temp = temporary_name(path);
-                let file = tokio::fs::OpenOptions::new()
+                let file = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&temp)
-                    .await
                     .map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
                 let partial = Partial {
                     temp,
@@ -117,30 +125,78 @@ impl Sink {
                 (Box::new(file), Some(partial))
             }
         };
+        let (batches, mut queue) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUED_BATCHES);
+        let writer = std::thread::Builder::new()
+            .name("qstream-output".into())
+            .spawn(move || {
+                let mut output = output;
+                while let Some(batch) = queue.blocking_recv() {
+                    write_all(&mut output, &batch)?;
+                }
+                output.flush()
+            })
+            .map_err(|e| format!("cannot start writing {target}: {e}"))?;
         Ok(Self {
-            writer: BufWriter::with_capacity(WRITE_BUFFER, inner),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            batches: Some(batches),
+            writer: Some(writer),
             partial,
             force,
         })
     }
 
-    /// Writes `bytes` (buffered).
-    pub(crate) async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.writer.write_all(bytes).await
+    /// Queues `pieces` to be written (in order, after what was queued before).
+    pub(crate) async fn write(&mut self, pieces: &[Bytes]) -> io::Result<()> {
+        self.pending.extend_from_slice(pieces);
+        self.pending_bytes += pieces.iter().map(Bytes::len).sum::<usize>();
+        if self.pending_bytes < BATCH_BYTES {
+            return Ok(());
+        }
+        self.hand_over().await
     }
 
-    /// Writes out what is buffered and puts a file under its final name. Refuses to replace a
-    /// file that appeared meanwhile, unless forced.
+    /// Hands what is pending to the writer.
+    async fn hand_over(&mut self) -> io::Result<()> {
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let batches = self.batches.as_ref().expect("open until committed");
+        if batches.send(batch).await.is_err() {
+            // The writer stopped: it failed; say why.
+            self.batches = None;
+            return Err(self
+                .finish_writing()
+                .await
+                .err()
+                .unwrap_or_else(|| io::Error::other("the output writer stopped")));
+        }
+        Ok(())
+    }
+
+    /// Waits until everything queued is written.
+    async fn finish_writing(&mut self) -> io::Result<()> {
+        self.batches = None;
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .map_err(io::Error::other)?
+            .map_err(|_| io::Error::other("the output writer panicked"))?
+    }
+
+    /// Writes out everything queued and puts a file under its final name. Refuses to replace
+    /// a file that appeared meanwhile, unless forced.
     pub(crate) async fn commit(mut self) -> Result<(), String> {
-        let describe = |e: io::Error, what: &Path| format!("cannot write {}: {e}", what.display());
         let target = self
             .partial
             .as_ref()
             .map_or_else(|| PathBuf::from("-"), |p| p.target.clone());
-        self.writer
-            .flush()
-            .await
-            .map_err(|e| describe(e, &target))?;
+        let describe = |e: io::Error| format!("cannot write {}: {e}", target.display());
+        if !self.pending.is_empty() {
+            self.hand_over().await.map_err(describe)?;
+        }
+        self.finish_writing().await.map_err(describe)?;
         let Some(partial) = &mut self.partial else {
             return Ok(());
         };
@@ -150,12 +206,26 @@ impl Sink {
                 partial.target.display()
             ));
         }
-        tokio::fs::rename(&partial.temp, &partial.target)
-            .await
-            .map_err(|e| describe(e, &partial.target))?;
+        std::fs::rename(&partial.temp, &partial.target)
+            .map_err(|e| format!("cannot write {}: {e}", partial.target.display()))?;
         partial.committed = true;
         Ok(())
     }
+}
+
+/// Writes every piece, as few system calls as the output takes.
+fn write_all(output: &mut dyn Write, pieces: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        match output.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A name for the temporary file of `target`, beside it, hidden, unique in this process.
@@ -194,7 +264,9 @@ mod tests {
         let dir = scratch("whole");
         let target = Target::File(dir.join("out.bin"));
         let mut sink = Sink::create(&target, false).await.unwrap();
-        sink.write(b"hello").await.unwrap();
+        sink.write(&[Bytes::from_static(b"hel"), Bytes::from_static(b"lo")])
+            .await
+            .unwrap();
         // Nothing under the final name while it is written.
         assert!(!dir.join("out.bin").exists());
         sink.commit().await.unwrap();
@@ -204,7 +276,7 @@ mod tests {
         let mut sink = Sink::create(&Target::File(dir.join("other.bin")), false)
             .await
             .unwrap();
-        sink.write(b"partial").await.unwrap();
+        sink.write(&[Bytes::from_static(b"partial")]).await.unwrap();
         drop(sink);
         assert_eq!(entries(&dir), ["out.bin"]);
         std::fs::remove_dir_all(dir).unwrap();
@@ -227,7 +299,7 @@ mod tests {
         assert_eq!(std::fs::read(dir.join("late.txt")).unwrap(), b"first");
         assert_eq!(entries(&dir), ["keep.txt", "late.txt"]);
         let mut sink = Sink::create(&target, true).await.unwrap();
-        sink.write(b"new").await.unwrap();
+        sink.write(&[Bytes::from_static(b"new")]).await.unwrap();
         sink.commit().await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         assert!(

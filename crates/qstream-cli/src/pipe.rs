@@ -274,12 +274,10 @@ async fn receive(
     while let Some(n) = recv.read_chunks(&mut chunks).await? {
         for chunk in &chunks[..n] {
             hasher.update(chunk);
-            if let Err(error) = output.write(chunk).await {
-                return Err(
-                    receiver_failed(endpoint, &connection, &mut recv, target, &error).await,
-                );
-            }
             received += chunk.len() as u64;
+        }
+        if let Err(error) = output.write(&chunks[..n]).await {
+            return Err(receiver_failed(endpoint, &connection, &mut recv, target, &error).await);
         }
         bar.set_position(received);
     }

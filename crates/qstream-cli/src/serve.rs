@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use qstream::proto::wire::VarInt;
 use qstream::{Endpoint, RecvStream, SendStream, ServerConfig};
-use tokio::io::AsyncReadExt;
 
 use crate::endpoints;
 use crate::observe::ObserveArgs;
@@ -157,34 +156,64 @@ async fn answer(mut send: SendStream, mut recv: RecvStream, root: Arc<PathBuf>) 
         let _ = send.reset(VarInt::from_u32(NOT_FOUND));
         return;
     };
-    match tokio::fs::File::open(&file).await {
-        Ok(mut file) => {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut sent = 0u64;
-            loop {
-                match file.read(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if send.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                        sent += n as u64;
-                    }
-                    Err(error) => {
-                        eprintln!("GET {path}: read error {error}");
-                        let _ = send.reset(VarInt::from_u32(NOT_FOUND));
-                        return;
-                    }
-                }
-            }
-            let _ = send.finish();
-            eprintln!("GET {path}: {sent} bytes");
-        }
+    let mut blocks = match read_in_blocks(&file) {
+        Ok(blocks) => blocks,
         Err(error) => {
             eprintln!("GET {path}: {error} (reset {NOT_FOUND:#x})");
             let _ = send.reset(VarInt::from_u32(NOT_FOUND));
+            return;
+        }
+    };
+    let mut sent = 0u64;
+    while let Some(block) = blocks.recv().await {
+        match block {
+            Ok(block) => {
+                if send.write_all(&block).await.is_err() {
+                    return;
+                }
+                sent += block.len() as u64;
+            }
+            Err(error) => {
+                eprintln!("GET {path}: read error {error}");
+                let _ = send.reset(VarInt::from_u32(NOT_FOUND));
+                return;
+            }
         }
     }
+    let _ = send.finish();
+    eprintln!("GET {path}: {sent} bytes");
+}
+
+/// How much of a file is read at once.
+const READ_BLOCK: usize = 1 << 20;
+
+/// Opens `file` and reads it on a thread of its own in large blocks, a few ahead of the
+/// stream: the async runtime never waits for the disk, and each read is one system call.
+fn read_in_blocks(
+    file: &Path,
+) -> std::io::Result<tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>> {
+    let mut file = std::fs::File::open(file)?;
+    let (blocks, receiver) = tokio::sync::mpsc::channel(4);
+    std::thread::Builder::new()
+        .name("qstream-read".into())
+        .spawn(move || {
+            loop {
+                let mut block = vec![0u8; READ_BLOCK];
+                let read = match std::io::Read::read(&mut file, &mut block) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        block.truncate(n);
+                        Ok(block)
+                    }
+                    Err(error) => Err(error),
+                };
+                let failed = read.is_err();
+                if blocks.blocking_send(read).is_err() || failed {
+                    return;
+                }
+            }
+        })?;
+    Ok(receiver)
 }
 
 /// Reads up to the first CRLF (or the end of the stream); `None` if it is too long or not text.
