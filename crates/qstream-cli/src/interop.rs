@@ -82,7 +82,7 @@ struct Case {
     connection_per_request: bool,
     /// The server validates the client's address with Retry.
     retry: bool,
-    /// The client updates keys early and often.
+    /// Both ends update keys early and often (RFC 9001 §6): either may start an update.
     key_update: bool,
     /// Only ChaCha20-Poly1305 is offered.
     chacha20: bool,
@@ -100,8 +100,10 @@ impl Case {
         let case = Self::default();
         Ok(match name {
             "handshake" | "ecn" => case,
+            // ipv6 is a transfer between IPv6 addresses: the server listens on [::] and the
+            // client binds the family of the address it resolves.
             "transfer" | "multiplexing" | "longrtt" | "transferloss" | "transfercorruption"
-            | "blackhole" | "goodput" | "crosstraffic" => Self {
+            | "blackhole" | "goodput" | "crosstraffic" | "ipv6" => Self {
                 small_windows: true,
                 ..case
             },
@@ -159,6 +161,12 @@ async fn run_server(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
     config.retry = case.retry;
     if case.v2 {
         config.versions = vec![Version::V2, Version::V1];
+    }
+    if case.key_update {
+        config.transport = Arc::new(TransportConfig {
+            key_update_interval: Some(KEY_UPDATE_INTERVAL),
+            ..TransportConfig::default()
+        });
     }
     let endpoint = endpoints::server(config, args.listen, &args.observe)?;
     eprintln!(
@@ -253,9 +261,17 @@ async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
                 }
             }
         }
-        let key_updates = connection.stats().map_or(0, |s| s.key_updates);
-        if case.key_update && key_updates == 0 {
-            return Err("the keys were never updated during the transfer".into());
+        let (key_updates, initiated) = connection
+            .stats()
+            .map_or((0, 0), |s| (s.key_updates, s.key_updates_initiated));
+        if case.key_update {
+            if key_updates == 0 {
+                return Err("the keys were never updated during the transfer".into());
+            }
+            eprintln!(
+                "key updates: {key_updates}, {initiated} started by this client, {} by the server",
+                key_updates.saturating_sub(initiated)
+            );
         }
         connection.close(VarInt::ZERO, b"");
     }
@@ -289,6 +305,7 @@ mod tests {
             Suites::ChaCha20Only
         );
         assert!(Case::from_name("transfer").unwrap().small_windows);
+        assert!(Case::from_name("ipv6").unwrap().small_windows);
         assert!(Case::from_name("resumption").unwrap().resumption);
         assert!(Case::from_name("v2").unwrap().v2);
         for name in ["zerortt", "http3", "rebind-port", ""] {

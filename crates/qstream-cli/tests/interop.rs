@@ -39,10 +39,15 @@ fn runner_dirs(name: &str, count: usize, size: usize) -> (PathBuf, PathBuf, Vec<
 }
 
 fn server(testcase: &str, www: &PathBuf, certs: &PathBuf) -> Server {
+    server_on("127.0.0.1", testcase, www, certs)
+}
+
+/// A server listening on `host` (an IPv4 address, or an IPv6 one in brackets).
+fn server_on(host: &str, testcase: &str, www: &PathBuf, certs: &PathBuf) -> Server {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_qstream"))
         .arg("interop")
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--www"])
+        .args(["--listen", &format!("{host}:{port}"), "--www"])
         .arg(www)
         .arg("--certs")
         .arg(certs)
@@ -65,14 +70,24 @@ fn server(testcase: &str, www: &PathBuf, certs: &PathBuf) -> Server {
 }
 
 /// Runs the client for `testcase` and checks every file arrived intact; the client writes
-/// qlog files to `qlog_dir` when given.
-fn run_case(testcase: &str, count: usize, size: usize, qlog_dir: Option<&PathBuf>) {
+/// qlog files to `qlog_dir` when given. Returns the client's diagnostics.
+fn run_case(testcase: &str, count: usize, size: usize, qlog_dir: Option<&PathBuf>) -> String {
+    run_case_on("127.0.0.1", testcase, count, size, qlog_dir)
+}
+
+fn run_case_on(
+    host: &str,
+    testcase: &str,
+    count: usize,
+    size: usize,
+    qlog_dir: Option<&PathBuf>,
+) -> String {
     let (www, certs, files) = runner_dirs(testcase, count, size);
-    let server = server(testcase, &www, &certs);
+    let server = server_on(host, testcase, &www, &certs);
     let downloads = temp_dir(&format!("{testcase}-downloads"));
     let requests: Vec<String> = files
         .iter()
-        .map(|f| format!("https://127.0.0.1:{}/{f}", server.port))
+        .map(|f| format!("https://{host}:{}/{f}", server.port))
         .collect();
     let mut client = Command::new(env!("CARGO_BIN_EXE_qstream"));
     client
@@ -98,6 +113,7 @@ fn run_case(testcase: &str, count: usize, size: usize, qlog_dir: Option<&PathBuf
             "{testcase}: {file} differs"
         );
     }
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]
@@ -116,8 +132,30 @@ fn interop_multiconnect_uses_a_connection_per_file() {
 #[test]
 fn interop_retry_keyupdate_chacha20_and_handshake_complete() {
     for testcase in ["retry", "keyupdate", "chacha20", "handshake"] {
-        run_case(testcase, 1, 1_000_000, None);
+        let stderr = run_case(testcase, 1, 1_000_000, None);
+        if testcase == "keyupdate" {
+            // Both ends start key updates in this case, not only the client.
+            let line = stderr
+                .lines()
+                .find(|l| l.starts_with("key updates: "))
+                .unwrap_or_else(|| panic!("no key update summary: {stderr}"));
+            let by_server: u64 = line
+                .rsplit(", ")
+                .next()
+                .and_then(|part| part.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unreadable summary {line:?}"));
+            assert!(
+                by_server > 0,
+                "the server never started a key update: {line}"
+            );
+        }
     }
+}
+
+#[test]
+fn interop_ipv6_transfers_between_ipv6_addresses() {
+    run_case_on("[::1]", "ipv6", 2, 500_000, None);
 }
 
 #[test]

@@ -112,8 +112,8 @@ pub struct ClientConfig {
     /// The QUIC version of the first Initial.
     pub version: Version,
     /// Versions the server may switch the connection to during the handshake, announced in
-    /// version_information (RFC 9368 compatible negotiation; v1 and v2 are compatible). Empty,
-    /// the default, keeps `version`.
+    /// version_information (RFC 9368 compatible negotiation; v1 and v2 are compatible) as
+    /// preferred to `version`, in this order. Empty, the default, keeps `version`.
     pub compatible_versions: Vec<Version>,
 }
 

@@ -148,15 +148,17 @@ impl Endpoint {
         // RFC 9000 §7.2: the client's first Destination Connection ID is at least 8
         // unpredictable bytes.
         let original_dcid = self.random_cid(16);
-        // RFC 9368 §3: the version it starts in, then those the server may switch it to.
-        let mut available = vec![version];
-        available.extend(
-            config
-                .compatible_versions
-                .iter()
-                .filter(|v| **v != version && compatible(version, **v)),
-        );
-        let compatible_versions = available[1..].to_vec();
+        // RFC 9368 §3, RFC9368-016: the versions of this first flight in descending preference, the chosen
+        // one included. Offering a version to switch to says the client prefers it, so those
+        // come first, in the configured order, and the version it starts in last.
+        let compatible_versions: Vec<Version> = config
+            .compatible_versions
+            .iter()
+            .copied()
+            .filter(|v| *v != version && compatible(version, *v))
+            .collect();
+        let mut available = compatible_versions.clone();
+        available.push(version);
         let params = Connection::local_transport_parameters(
             &config.transport,
             Side::Client,

@@ -329,6 +329,23 @@ fn version_negotiation_client_and_server_switch_to_v2_and_transfer() {
     }
 }
 
+/// RFC 9368 §3, RFC9368-016: a client's Available Versions are in descending preference. One
+/// that offers v2 prefers it, so v2 comes first: servers that take the client's order (aioquic,
+/// picoquic) kept v1 when the client listed `[v1, v2]`.
+#[test]
+fn version_negotiation_a_client_offering_v2_lists_it_first() {
+    let mut pair = switching_pair(1, qstream_proto::sim::LinkConfig::default());
+    assert!(pair.drive_handshake(std::time::Duration::from_secs(5)));
+    let info = pair
+        .server_conn()
+        .unwrap()
+        .peer_transport_parameters()
+        .and_then(|p| p.version_information.clone())
+        .expect("the client sent version_information");
+    assert_eq!(info.chosen, Version::V1);
+    assert_eq!(info.available, vec![Version::V2, Version::V1]);
+}
+
 /// The switch survives loss: the client's v1 Initials are retransmitted, the server keeps
 /// reading them until the client's v2 Handshake packets arrive (RFC9369-011).
 #[test]
