@@ -185,7 +185,7 @@ impl Endpoint {
         };
         let tls = rustls::quic::ClientConnection::new(tls_config, tls_version, name, encoded)
             .map_err(ConnectError::Tls)?;
-        let connection = Connection::new(ConnectionInit {
+        let mut connection = Connection::new(ConnectionInit {
             side: Side::Client,
             version,
             config: config.transport.clone(),
@@ -204,6 +204,12 @@ impl Endpoint {
             qlog: self.qlog,
             now,
         });
+        let offered = params
+            .version_information
+            .as_ref()
+            .map(|info| info.available.clone())
+            .unwrap_or_default();
+        connection.qlog_local_parameters(now, &params, &offered);
         let handle = self.insert(connection, &[local_cid]);
         self.server_names.insert(handle, server_name.to_owned());
         Ok(handle)
@@ -395,6 +401,7 @@ impl Endpoint {
         let mut encoded = Vec::new();
         params.encode(&mut encoded);
         // Kept only when the server may switch versions (usually not).
+        let logged = self.qlog.then(|| params.clone());
         let version_choice =
             VersionChoice::new(version, &server.versions, server.tls.clone(), params);
         let tls =
@@ -418,6 +425,9 @@ impl Endpoint {
             qlog: self.qlog,
             now,
         });
+        if let Some(params) = logged {
+            connection.qlog_local_parameters(now, &params, &server.versions);
+        }
         connection.handle_datagram(now, remote, ecn, datagram);
         let handle = self.insert(connection, &[local_cid, dcid]);
         self.process_endpoint_events(now, handle);

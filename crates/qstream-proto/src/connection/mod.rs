@@ -27,6 +27,7 @@ use bytes::Bytes;
 
 use crate::config::TransportConfig;
 use crate::crypto::derived::{DerivedSecrets, SecretCapture};
+use crate::qlog::Initiator;
 use crate::recovery::pacing::Pacer;
 use crate::recovery::{Controller, RttEstimator};
 use crate::stateless_reset::StatelessResetToken;
@@ -1106,7 +1107,7 @@ impl Connection {
         if self.peer_params.is_none() && params_from_this_handshake {
             if let Some(raw) = self.tls.quic_transport_parameters() {
                 let raw = raw.to_vec();
-                if let Err(error) = self.apply_peer_params(&raw) {
+                if let Err(error) = self.apply_peer_params(now, &raw) {
                     self.close_with_error(now, error);
                     return;
                 }
@@ -1126,6 +1127,9 @@ impl Connection {
             }
             self.state = State::Established;
             self.events.push_back(Event::Connected);
+            if let (Some(qlog), Some(alpn)) = (&mut self.qlog, self.tls.alpn_protocol()) {
+                qlog.alpn_information(now, alpn);
+            }
             self.request_cids();
             if self.side == Side::Server {
                 // RFC 9001 §4.1.2: the server's handshake is confirmed when it completes; it
@@ -1216,7 +1220,7 @@ impl Connection {
     }
 
     /// Validates and applies the peer's transport parameters (RFC 9000 §7.3, §7.4).
-    fn apply_peer_params(&mut self, raw: &[u8]) -> Result<(), TransportError> {
+    fn apply_peer_params(&mut self, now: Instant, raw: &[u8]) -> Result<(), TransportError> {
         let params = TransportParameters::decode(raw, self.side.peer())?;
         let mismatch = |what: &str| {
             TransportError::new(
@@ -1254,8 +1258,29 @@ impl Connection {
             .max_datagram_frame_size
             .map(VarInt::into_inner)
             .filter(|&size| size > 0);
+        if let Some(qlog) = &mut self.qlog {
+            let cipher = self
+                .tls
+                .negotiated_cipher_suite()
+                .map(|suite| format!("{:?}", suite.suite()));
+            qlog.parameters_set(now, Initiator::Remote, &params, cipher.as_deref());
+        }
         self.peer_params = Some(params);
         Ok(())
+    }
+
+    /// Logs, when recording qlog, the transport parameters this side announces and the
+    /// versions it offers (client) or accepts (server), most preferred first.
+    pub(crate) fn qlog_local_parameters(
+        &mut self,
+        now: Instant,
+        params: &TransportParameters,
+        versions: &[Version],
+    ) {
+        if let Some(qlog) = &mut self.qlog {
+            qlog.parameters_set(now, Initiator::Local, params, None);
+            qlog.version_information(now, self.side, versions, Some(self.version));
+        }
     }
 
     /// After a version switch the TLS key schedule is the original version's: the secrets
@@ -1306,9 +1331,19 @@ impl Connection {
 
     /// Client: the server answered in `version` (RFC 9369 §4.1): Initial packets use its keys
     /// from now on; Handshake and 1-RTT keys are derived for it.
-    pub(crate) fn switch_version(&mut self, version: Version, initial_keys: rustls::quic::Keys) {
+    pub(crate) fn switch_version(
+        &mut self,
+        now: Instant,
+        version: Version,
+        initial_keys: rustls::quic::Keys,
+    ) {
         self.spaces[SpaceId::Initial as usize].keys = Some(initial_keys);
         self.version = version;
+        if let Some(qlog) = &mut self.qlog {
+            let mut offered = self.compatible_versions.clone();
+            offered.push(self.original_version);
+            qlog.version_information(now, self.side, &offered, Some(version));
+        }
     }
 
     /// Validates the peer's version_information (RFC 9368 §4), when it sent one.
@@ -1341,7 +1376,7 @@ impl Connection {
 
     /// Server: the ClientHello is complete; continues in the version the client offers that
     /// the server prefers (RFC 9368 §2.3), starting TLS anew in it before it read anything.
-    fn choose_version(&mut self, hello: &[u8]) {
+    fn choose_version(&mut self, now: Instant, hello: &[u8]) {
         let Some(choice) = self.version_choice.take() else {
             return;
         };
@@ -1359,6 +1394,9 @@ impl Connection {
         self.tls_version = negotiated;
         self.original_initial_keys = self.spaces[SpaceId::Initial as usize].keys.replace(keys);
         self.version = negotiated;
+        if let Some(qlog) = &mut self.qlog {
+            qlog.version_information(now, self.side, choice.versions(), Some(negotiated));
+        }
     }
 
     /// Our transport parameters, for the TLS handshake.

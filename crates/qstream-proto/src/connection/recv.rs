@@ -222,7 +222,7 @@ impl Connection {
             self.original_initial_keys = None;
         }
         if let Some((version, keys)) = switch {
-            self.switch_version(version, keys);
+            self.switch_version(now, version, keys);
         }
         if id == SpaceId::Data {
             let next_pn = self.spaces[SpaceId::Data as usize].next_pn;
@@ -251,7 +251,15 @@ impl Connection {
             self.discard_space(SpaceId::Initial);
         }
         if let Some(qlog) = &mut self.qlog {
-            qlog.packet(now, false, id, pn, length, &payload);
+            qlog.packet(
+                now,
+                false,
+                id,
+                pn,
+                length,
+                &payload,
+                self.peer_ack_delay_exponent,
+            );
         }
         let ack_eliciting = self.process_frames(now, id, &located, &payload)?;
         if !ack_eliciting {
@@ -360,7 +368,7 @@ impl Connection {
                         if let Some(choice) = &mut self.version_choice {
                             match choice.push(&contiguous) {
                                 Some(hello) => {
-                                    self.choose_version(&hello);
+                                    self.choose_version(now, &hello);
                                     contiguous = hello;
                                 }
                                 None => continue,

@@ -168,6 +168,7 @@ impl Connection {
                     packet.pn,
                     end - packet.start,
                     payload,
+                    ACK_DELAY_EXPONENT,
                 );
             }
             let (header_key, packet_key) = self.local_keys(packet.space);

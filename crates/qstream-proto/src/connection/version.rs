@@ -68,6 +68,11 @@ impl VersionChoice {
     /// server's most preferred version that the client lists as available and that is
     /// compatible with `original` (RFC9368-008); `original` when there is none or the
     /// ClientHello cannot be read.
+    /// The versions this server accepts, most preferred first.
+    pub(crate) fn versions(&self) -> &[Version] {
+        &self.versions
+    }
+
     pub(crate) fn negotiate(&self, original: Version, hello: &[u8]) -> Version {
         let offered = client_hello_transport_parameters(hello)
             .and_then(|raw| TransportParameters::decode(raw, Side::Client).ok())
