@@ -189,19 +189,12 @@ pub(crate) fn client_trusting_file(ca: &Path, alpn: &[u8]) -> Result<rustls::Cli
 /// A TLS 1.3 client configuration trusting the system's store of root certificates, or the
 /// file SSL_CERT_FILE (or directory SSL_CERT_DIR) names.
 pub(crate) fn client_trusting_system(alpn: &[u8]) -> Result<rustls::ClientConfig, String> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(found.certs);
-    if roots.is_empty() {
-        let why = found
-            .errors
-            .first()
-            .map_or_else(|| "none found".to_owned(), |e| e.to_string());
-        return Err(format!(
-            "no trusted root certificates on this system ({why}): set SSL_CERT_FILE, or pass \
-             --ca FILE, --fingerprint, or --insecure for testing"
-        ));
-    }
+    let roots = qstream::tls::system_roots().map_err(|error| {
+        format!(
+            "{error}: set SSL_CERT_FILE, or pass --ca FILE, --fingerprint, or --insecure for \
+             testing"
+        )
+    })?;
     client_with_roots(roots, alpn).map_err(|e| e.to_string())
 }
 

@@ -367,6 +367,64 @@ fn a_self_signed_ca_certificate_given_to_ca_is_the_servers_own() {
 }
 
 #[test]
+fn get_trusts_the_roots_ssl_cert_file_names_without_any_flag() {
+    // A server certificate issued by a CA that only SSL_CERT_FILE names: `get` needs no
+    // --ca, --fingerprint or --insecure; without the variable it is refused.
+    let dir = temp_dir("ssl-cert-file");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(vec!["qstream test CA".into()]).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (ca_path, cert_path, key_path) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let root = website("ssl-cert-file-root");
+    let server = serve(
+        &root,
+        &[
+            "--cert",
+            cert_path.to_str().unwrap(),
+            "--key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let url = format!("https://localhost:{port}/a.bin");
+    let get = |ssl_cert_file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_qstream"))
+            .args(["get", "-o", "-", &url])
+            .env("SSL_CERT_FILE", ssl_cert_file)
+            .env_remove("SSL_CERT_DIR")
+            .output()
+            .unwrap()
+    };
+    let trusted = get(&ca_path);
+    let stderr = String::from_utf8_lossy(&trusted.stderr);
+    assert_eq!(trusted.status.code(), Some(0), "{stderr}");
+    assert_eq!(trusted.stdout, b"top-level a\n");
+    // A file of another CA: the server's certificate is not trusted.
+    let other = dir.join("other.pem");
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let mut other_params = rcgen::CertificateParams::new(vec!["another CA".into()]).unwrap();
+    other_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other, other_params.self_signed(&other_key).unwrap().pem()).unwrap();
+    let refused = get(&other);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(refused.stdout.is_empty());
+}
+
+#[test]
 fn bad_urls_exit_with_code_2() {
     for url in ["ftp://example.net/x", "https://", "example.net/x"] {
         let (code, _, stderr) = qstream(&["get", "--insecure", url]);

@@ -12,6 +12,7 @@ mod connection;
 mod endpoint;
 mod qlog;
 mod socket;
+pub mod tls;
 
 pub use connection::{
     Connection, ReadError, RecvStream, ResetByPeer, SendDatagramError, SendStream, TryOpenError,

@@ -695,3 +695,40 @@ async fn loopback_a_bulk_writer_is_woken_per_half_buffer_not_per_packet() {
     assert_eq!(reading.await.unwrap(), 16 << 20);
     assert!(polls <= 100, "{polls} polls of the writer for 16 MiB");
 }
+
+/// `qstream::tls`: a server from one certificate and key and a client from given roots
+/// handshake with each other and agree on the ALPN protocol both offer.
+#[tokio::test]
+async fn loopback_tls_helpers_make_configurations_that_connect() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let server_config =
+        qstream::tls::server_config(vec![cert.der().clone()], key, &[b"second", b"first"]).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let client_config = qstream::tls::client_config(roots, &[b"first"]).unwrap();
+    let server = Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connecting = client
+        .connect(&client_config, server.local_addr().unwrap(), "localhost")
+        .unwrap();
+    let (client_conn, server_conn) = tokio::join!(connecting, server.accept());
+    let client_conn = client_conn.unwrap();
+    let _server_conn = server_conn.unwrap().unwrap();
+    assert_eq!(client_conn.alpn_protocol().as_deref(), Some(&b"first"[..]));
+    // A client trusting nothing of the server's is refused.
+    let untrusting = qstream::tls::client_config(rustls::RootCertStore::empty(), &[b"first"]);
+    let refused = client
+        .connect(
+            &untrusting.unwrap(),
+            server.local_addr().unwrap(),
+            "localhost",
+        )
+        .unwrap()
+        .await;
+    assert!(refused.is_err());
+}
