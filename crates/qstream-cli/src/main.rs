@@ -37,8 +37,9 @@ enum Command {
     #[command(
         after_help = "Exit codes: 0 every file downloaded; 1 other failure; 2 bad \
                             arguments; 3 cannot connect; 4 a file was not found; 5 no stream \
-                            credit within --open-timeout; 6 cannot write a file. With several \
-                            failures, the highest code."
+                            credit within --open-timeout; 6 cannot write a file; 130 \
+                            interrupted (SIGINT), 143 terminated (SIGTERM), partial files \
+                            removed. With several failures, the highest code."
     )]
     Get(get::GetArgs),
     /// Sends a file or standard input to `qstream recv`, checked end to end with BLAKE3.

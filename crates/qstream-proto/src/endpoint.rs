@@ -497,6 +497,7 @@ impl Endpoint {
                 destination,
                 size: packet.len(),
                 ecn: None,
+                probe: false,
             });
         }
         // Round robin over the connections that may have something to send, from the one

@@ -224,3 +224,33 @@ fn recovery_probe_timeouts_do_not_multiply_control_frames() {
         "sent again once acknowledged"
     );
 }
+
+/// RFC 9002 §6.2.4: the datagrams a probe timeout sends are marked to go out alone, so the I/O
+/// layer never puts two probes into one GSO batch that a single loss would take whole; the
+/// datagrams of ordinary sending are not marked.
+#[test]
+fn recovery_probe_datagrams_are_marked_to_be_sent_alone() {
+    let mut pair = Pair::new(PairOptions::default());
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    pair.run_until(Duration::from_millis(200), |_| false);
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    let id = client.open(now, qstream_proto::wire::Dir::Uni).unwrap();
+    client.write(id, &pattern(5, 20_000)).unwrap();
+    // Taken from the endpoint directly: nothing reaches the server, nothing is acknowledged.
+    let endpoint = pair.sim.endpoint(CLIENT);
+    let mut buf = Vec::new();
+    let mut first = Vec::new();
+    while let Some(transmit) = endpoint.poll_transmit(now, &mut buf) {
+        first.push(transmit.probe);
+    }
+    assert!(first.len() >= 2, "{first:?}");
+    assert!(first.iter().all(|probe| !probe), "{first:?}");
+    let pto = endpoint.poll_timeout().expect("a probe timeout is armed");
+    endpoint.handle_timeout(pto);
+    let mut probes = Vec::new();
+    while let Some(transmit) = endpoint.poll_transmit(pto, &mut buf) {
+        probes.push(transmit.probe);
+    }
+    assert_eq!(probes, [true, true], "two probe datagrams, each marked");
+}

@@ -434,32 +434,38 @@ impl Future for Connecting {
 /// and UDP headers). The kernel refuses a larger send whole, which loses every datagram in it.
 const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
 
-/// Splits queued datagrams (their place in the send buffer) into runs that one GSO send can
-/// carry: same destination and ECN codepoint, all the size of the first except possibly the
-/// last, at most `max_segments` and [`MAX_GSO_BYTES`] in all.
-fn gso_batches(
-    sends: &[(
-        SocketAddr,
-        Option<qstream_proto::EcnCodepoint>,
-        std::ops::Range<usize>,
-    )],
-    max_segments: usize,
-) -> Vec<std::ops::Range<usize>> {
+/// A datagram waiting in the send buffer.
+#[derive(Clone, Debug)]
+struct Queued {
+    destination: SocketAddr,
+    ecn: Option<qstream_proto::EcnCodepoint>,
+    /// Its place in the send buffer.
+    range: std::ops::Range<usize>,
+    /// Sent with a system call of its own (a probe, [`qstream_proto::Transmit::probe`]).
+    alone: bool,
+}
+
+/// Splits queued datagrams into runs that one GSO send can carry: same destination and ECN
+/// codepoint, all the size of the first except possibly the last, at most `max_segments` and
+/// [`MAX_GSO_BYTES`] in all; a datagram to be sent alone is a run of its own.
+fn gso_batches(sends: &[Queued], max_segments: usize) -> Vec<std::ops::Range<usize>> {
     let mut batches = Vec::new();
     let mut start = 0;
     while start < sends.len() {
-        let (destination, ecn, first) = &sends[start];
+        let first = &sends[start];
         let mut end = start + 1;
-        let mut bytes = first.len();
-        while end < sends.len()
+        let mut bytes = first.range.len();
+        while !first.alone
+            && end < sends.len()
             && end - start < max_segments
-            && bytes + sends[end].2.len() <= MAX_GSO_BYTES
-            && sends[end].0 == *destination
-            && sends[end].1 == *ecn
-            && sends[end].2.len() <= first.len()
-            && sends[end - 1].2.len() == first.len()
+            && !sends[end].alone
+            && bytes + sends[end].range.len() <= MAX_GSO_BYTES
+            && sends[end].destination == first.destination
+            && sends[end].ecn == first.ecn
+            && sends[end].range.len() <= first.range.len()
+            && sends[end - 1].range.len() == first.range.len()
         {
-            bytes += sends[end].2.len();
+            bytes += sends[end].range.len();
             end += 1;
         }
         batches.push(start..end);
@@ -634,7 +640,12 @@ async fn drive(shared: Arc<Shared>) {
             out.clear();
             while let Some(transmit) = state.proto.poll_transmit(now, &mut out) {
                 let end = out.len();
-                sends.push((transmit.destination, transmit.ecn, end - transmit.size..end));
+                sends.push(Queued {
+                    destination: transmit.destination,
+                    ecn: transmit.ecn,
+                    range: end - transmit.size..end,
+                    alone: transmit.probe,
+                });
             }
             state.dispatch_events();
             if unused && state.proto.connection_handles().is_empty() {
@@ -652,16 +663,16 @@ async fn drive(shared: Arc<Shared>) {
             1
         };
         for batch in gso_batches(&sends, max_segments) {
-            let (destination, ecn, first) = &sends[batch.start];
-            let segment_size = (batch.len() > 1).then_some(first.len());
-            let contents = &out[first.start..sends[batch.end - 1].2.end];
+            let first = &sends[batch.start];
+            let segment_size = (batch.len() > 1).then_some(first.range.len());
+            let contents = &out[first.range.start..sends[batch.end - 1].range.end];
             // A failed send is a lost datagram; recovery repairs it.
             if let Err(error) = shared
                 .socket
-                .send(*destination, *ecn, contents, segment_size)
+                .send(first.destination, first.ecn, contents, segment_size)
                 .await
             {
-                tracing::debug!(%destination, %error, "send failed");
+                tracing::debug!(destination = %first.destination, %error, "send failed");
             }
         }
         if !backlog.is_empty() {
@@ -707,6 +718,15 @@ async fn drive(shared: Arc<Shared>) {
 mod tests {
     use super::*;
 
+    fn queued(destination: SocketAddr, range: std::ops::Range<usize>, alone: bool) -> Queued {
+        Queued {
+            destination,
+            ecn: None,
+            range,
+            alone,
+        }
+    }
+
     #[test]
     fn gso_batches_group_equal_sizes_to_one_destination() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
@@ -721,7 +741,7 @@ mod tests {
             (b, 1200),
             (b, 1200),
         ] {
-            sends.push((addr, None, end..end + len));
+            sends.push(queued(addr, end..end + len, false));
             end += len;
         }
         assert_eq!(gso_batches(&sends, 10), vec![0..3, 3..4, 4..6]);
@@ -736,12 +756,27 @@ mod tests {
         // 64 datagrams of 1452 bytes are 92 928 bytes: a send the kernel refuses whole.
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let sends: Vec<_> = (0..64)
-            .map(|i| (a, None, i * 1452..(i + 1) * 1452))
+            .map(|i| queued(a, i * 1452..(i + 1) * 1452, false))
             .collect();
         let batches = gso_batches(&sends, 64);
         assert_eq!(batches, vec![0..45, 45..64]);
         for batch in batches {
-            assert!(sends[batch.end - 1].2.end - sends[batch.start].2.start <= MAX_GSO_BYTES);
+            assert!(
+                sends[batch.end - 1].range.end - sends[batch.start].range.start <= MAX_GSO_BYTES
+            );
         }
+    }
+
+    #[test]
+    fn gso_batches_send_probes_alone() {
+        // Two probe datagrams among others: one loss of a batch must not take both.
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let alone = [false, true, true, false, false];
+        let sends: Vec<_> = alone
+            .iter()
+            .enumerate()
+            .map(|(i, alone)| queued(a, i * 1200..(i + 1) * 1200, *alone))
+            .collect();
+        assert_eq!(gso_batches(&sends, 64), vec![0..1, 1..2, 2..3, 3..5]);
     }
 }

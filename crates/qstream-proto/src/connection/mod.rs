@@ -191,6 +191,9 @@ pub struct Transmit {
     pub size: usize,
     /// The ECN codepoint to send it with, when ECN is in use.
     pub ecn: Option<EcnCodepoint>,
+    /// A probe timeout's datagram (RFC 9002 §6.2.4): send it with a system call of its own,
+    /// not batched with others (GSO), so that the loss of one batch cannot take every probe.
+    pub probe: bool,
 }
 
 /// Why a DATAGRAM could not be queued.

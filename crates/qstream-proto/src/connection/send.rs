@@ -204,6 +204,7 @@ impl Connection {
             destination: self.remote,
             size,
             ecn: self.ecn_sending.then_some(super::EcnCodepoint::Ect0),
+            probe: probing,
         })
     }
 
