@@ -3,6 +3,7 @@
 mod demo;
 mod endpoints;
 mod get;
+mod input;
 mod interop;
 mod observe;
 mod output;

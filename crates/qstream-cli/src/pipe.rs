@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qstream::proto::wire::VarInt;
 use qstream::{ClientConfig, Connection, ConnectionError, Endpoint, ServerConfig};
-use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::endpoints;
+use crate::input::ReadAhead;
 use crate::observe::ObserveArgs;
 use crate::output::{Sink, Target};
 use crate::shutdown::{self, Interrupted};
@@ -115,14 +115,17 @@ fn progress(len: Option<u64>) -> ProgressBar {
 }
 
 pub(crate) async fn send(args: SendArgs) -> Result<(), Box<dyn Error>> {
-    let (input, len): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) = if args.file == "-" {
-        (Box::new(tokio::io::stdin()), None)
+    // Read, and hashed, on a thread of their own: the runtime only drives the connection.
+    let cannot_read = |e: std::io::Error| format!("cannot read {}: {e}", args.file);
+    let (input, len) = if args.file == "-" {
+        (
+            ReadAhead::start(std::io::stdin(), true).map_err(cannot_read)?,
+            None,
+        )
     } else {
-        let file = tokio::fs::File::open(&args.file)
-            .await
-            .map_err(|e| format!("cannot read {}: {e}", args.file))?;
-        let len = file.metadata().await.ok().map(|m| m.len());
-        (Box::new(file), len)
+        let file = std::fs::File::open(&args.file).map_err(cannot_read)?;
+        let len = file.metadata().ok().map(|m| m.len());
+        (ReadAhead::start(file, true).map_err(cannot_read)?, len)
     };
     let tls = if args.insecure {
         tls::client_insecure(PIPE_ALPN)?
@@ -160,7 +163,7 @@ async fn send_over(
     config: &ClientConfig,
     addr: SocketAddr,
     host: &str,
-    mut input: Box<dyn AsyncRead + Unpin + Send>,
+    mut input: ReadAhead,
     len: Option<u64>,
     args: &SendArgs,
 ) -> Result<(), Box<dyn Error>> {
@@ -180,20 +183,11 @@ async fn send_over(
     args.observe.watch(&connection, "send");
     let started = Instant::now();
     let (mut send, mut recv) = connection.open_bi().await?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
     let mut sent = 0u64;
     let bar = progress(len);
-    loop {
-        let n = input
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("cannot read {}: {e}", args.file))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        if let Err(error) = send.write_all(&buf[..n]).await {
+    while let Some(block) = input.next().await {
+        let block = block.map_err(|e| format!("cannot read {}: {e}", args.file))?;
+        if let Err(error) = send.write_all(&block).await {
             let receiver_failed = match send.stopped().await {
                 Ok(Some(code)) => code.into_inner() == u64::from(RECEIVER_FAILED),
                 Err(ConnectionError::ApplicationClosed { code, .. }) => {
@@ -207,13 +201,13 @@ async fn send_over(
                 format!("sending failed: {error}").into()
             });
         }
-        sent += n as u64;
+        sent += block.len() as u64;
         bar.set_position(sent);
     }
     bar.finish_and_clear();
     send.finish()?;
+    let ours = input.hash().ok_or("the input's hash is missing")?;
     let answer = recv.read_to_end(blake3::OUT_LEN).await?;
-    let ours = hasher.finalize();
     let verdict = if answer.as_slice() == ours.as_bytes().as_slice() {
         connection.close(VarInt::from_u32(TRANSFER_OK), b"hash matches");
         Ok(())
@@ -267,22 +261,20 @@ async fn receive(
     args.observe.watch(&connection, "recv");
     let (mut send, mut recv) = connection.accept_bi().await?;
     let mut output = Sink::create(target, args.force).await?;
-    let mut hasher = blake3::Hasher::new();
+    let hasher = HashingThread::start()?;
     let mut chunks = vec![bytes::Bytes::new(); 64];
     let mut received = 0u64;
     let bar = progress(None);
     while let Some(n) = recv.read_chunks(&mut chunks).await? {
-        for chunk in &chunks[..n] {
-            hasher.update(chunk);
-            received += chunk.len() as u64;
-        }
+        received += chunks[..n].iter().map(|c| c.len() as u64).sum::<u64>();
+        hasher.update(&chunks[..n]);
         if let Err(error) = output.write(&chunks[..n]).await {
             return Err(receiver_failed(endpoint, &connection, &mut recv, target, &error).await);
         }
         bar.set_position(received);
     }
     bar.finish_and_clear();
-    let hash = hasher.finalize();
+    let hash = hasher.finish().ok_or("hashing what arrived failed")?;
     send.write_all(hash.as_bytes()).await?;
     send.finish()?;
     let verdict: Result<(), Box<dyn Error>> = match connection.closed().await {
@@ -307,6 +299,53 @@ async fn receive(
 
 /// The output could not be written: stops the sender rather than let it fill a stream
 /// nobody reads, and says why.
+/// Bytes gathered before each BLAKE3 update.
+const HASH_BATCH: usize = 256 * 1024;
+
+/// BLAKE3 on a thread of its own, fed the received pieces without a copy, so hashing does
+/// not take turns with the connection on the runtime's thread.
+struct HashingThread {
+    pieces: std::sync::mpsc::Sender<Vec<bytes::Bytes>>,
+    thread: std::thread::JoinHandle<blake3::Hash>,
+}
+
+impl HashingThread {
+    fn start() -> std::io::Result<Self> {
+        let (pieces, received) = std::sync::mpsc::channel::<Vec<bytes::Bytes>>();
+        let thread = std::thread::Builder::new()
+            .name("qstream-hash".into())
+            .spawn(move || {
+                // BLAKE3 hashes many 1 KiB chunks at once (SIMD) only when given them together:
+                // fed packet-sized pieces one by one it is several times slower.
+                let mut hasher = blake3::Hasher::new();
+                let mut pending = Vec::with_capacity(HASH_BATCH);
+                for batch in received {
+                    for piece in batch {
+                        pending.extend_from_slice(&piece);
+                        if pending.len() >= HASH_BATCH {
+                            hasher.update(&pending);
+                            pending.clear();
+                        }
+                    }
+                }
+                hasher.update(&pending);
+                hasher.finalize()
+            })?;
+        Ok(Self { pieces, thread })
+    }
+
+    fn update(&self, pieces: &[bytes::Bytes]) {
+        // The thread lives until `finish`: a send cannot fail before it.
+        let _ = self.pieces.send(pieces.to_vec());
+    }
+
+    /// The hash of everything given to `update`; `None` if the thread died.
+    fn finish(self) -> Option<blake3::Hash> {
+        drop(self.pieces);
+        self.thread.join().ok()
+    }
+}
+
 async fn receiver_failed(
     endpoint: &Endpoint,
     connection: &Connection,

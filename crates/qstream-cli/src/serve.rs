@@ -11,6 +11,7 @@ use qstream::proto::wire::VarInt;
 use qstream::{Endpoint, RecvStream, SendStream, ServerConfig};
 
 use crate::endpoints;
+use crate::input::ReadAhead;
 use crate::observe::ObserveArgs;
 use crate::shutdown::{self, Interrupted};
 use crate::tls::{self, Identity};
@@ -156,7 +157,8 @@ async fn answer(mut send: SendStream, mut recv: RecvStream, root: Arc<PathBuf>) 
         let _ = send.reset(VarInt::from_u32(NOT_FOUND));
         return;
     };
-    let mut blocks = match read_in_blocks(&file) {
+    let opened = std::fs::File::open(&file).and_then(|f| ReadAhead::start(f, false));
+    let mut blocks = match opened {
         Ok(blocks) => blocks,
         Err(error) => {
             eprintln!("GET {path}: {error} (reset {NOT_FOUND:#x})");
@@ -165,7 +167,7 @@ async fn answer(mut send: SendStream, mut recv: RecvStream, root: Arc<PathBuf>) 
         }
     };
     let mut sent = 0u64;
-    while let Some(block) = blocks.recv().await {
+    while let Some(block) = blocks.next().await {
         match block {
             Ok(block) => {
                 if send.write_all(&block).await.is_err() {
@@ -182,38 +184,6 @@ async fn answer(mut send: SendStream, mut recv: RecvStream, root: Arc<PathBuf>) 
     }
     let _ = send.finish();
     eprintln!("GET {path}: {sent} bytes");
-}
-
-/// How much of a file is read at once.
-const READ_BLOCK: usize = 1 << 20;
-
-/// Opens `file` and reads it on a thread of its own in large blocks, a few ahead of the
-/// stream: the async runtime never waits for the disk, and each read is one system call.
-fn read_in_blocks(
-    file: &Path,
-) -> std::io::Result<tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>> {
-    let mut file = std::fs::File::open(file)?;
-    let (blocks, receiver) = tokio::sync::mpsc::channel(4);
-    std::thread::Builder::new()
-        .name("qstream-read".into())
-        .spawn(move || {
-            loop {
-                let mut block = vec![0u8; READ_BLOCK];
-                let read = match std::io::Read::read(&mut file, &mut block) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        block.truncate(n);
-                        Ok(block)
-                    }
-                    Err(error) => Err(error),
-                };
-                let failed = read.is_err();
-                if blocks.blocking_send(read).is_err() || failed {
-                    return;
-                }
-            }
-        })?;
-    Ok(receiver)
 }
 
 /// Reads up to the first CRLF (or the end of the stream); `None` if it is too long or not text.
