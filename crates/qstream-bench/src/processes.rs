@@ -485,7 +485,11 @@ impl LossyNamespace {
                 ))
             }
         };
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A namespace left by an earlier run of this process ID; none, usually.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         run(&["ip", "netns", "add", &name])?;
         let namespace = Self { name: name.clone() };
         run(&["ip", "-n", &name, "link", "set", "lo", "up"])?;
@@ -497,10 +501,10 @@ impl LossyNamespace {
         let nft = |rule: &str| run(&["ip", "netns", "exec", &name, "nft", rule]);
         nft("add table inet loss")?;
         nft(&format!(
-            "add chain inet loss drop {{ type filter hook {hook} priority 0; }}"
+            "add chain inet loss lossy {{ type filter hook {hook} priority 0; }}"
         ))?;
         nft(&format!(
-            "add rule inet loss drop meta l4proto udp numgen random mod 1000 lt {permille} drop"
+            "add rule inet loss lossy meta l4proto udp numgen random mod 1000 lt {permille} drop"
         ))?;
         Ok(namespace)
     }
