@@ -173,10 +173,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), Box<dyn Error>> {
         args.bytes, args.streams, seconds
     );
     println!(
-        "  throughput {:.1} MB/s ({:.2} Gbit/s), RTT {:?}",
+        "  throughput {:.1} MB/s ({:.2} Gbit/s), RTT {:.2} ms",
         args.bytes as f64 / seconds / 1e6,
         args.bytes as f64 * 8.0 / seconds / 1e9,
-        connection.rtt().unwrap_or_default()
+        connection.rtt().unwrap_or_default().as_secs_f64() * 1e3
     );
     println!(
         "  packets sent {}, lost {}; streams opened {}; credit waits {}",

@@ -254,3 +254,54 @@ fn recovery_probe_datagrams_are_marked_to_be_sent_alone() {
     }
     assert_eq!(probes, [true, true], "two probe datagrams, each marked");
 }
+
+/// RFC 9000 §13.2.1: a packet that arrives after a gap makes the receiver acknowledge at once,
+/// and the connection says that this ACK reports a gap, so a driver sends it before handling
+/// the rest of a receive batch (the sender learns of the loss a batch earlier). In-order
+/// packets do not raise it, and sending the ACK clears it.
+#[test]
+fn recovery_an_ack_that_reports_a_gap_is_flagged_until_sent() {
+    let mut pair = Pair::new(PairOptions::default());
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    pair.run_until(Duration::from_millis(200), |_| false);
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    let id = client.open(now, qstream_proto::wire::Dir::Uni).unwrap();
+    client.write(id, &pattern(6, 8_000)).unwrap();
+    let mut datagrams = Vec::new();
+    let endpoint = pair.sim.endpoint(CLIENT);
+    let mut buf = Vec::new();
+    while endpoint.poll_transmit(now, &mut buf).is_some() {
+        datagrams.push(std::mem::take(&mut buf));
+    }
+    assert!(datagrams.len() >= 3, "{} datagrams", datagrams.len());
+    let server = pair.server.unwrap();
+    let feed = |pair: &mut Pair, datagram: &[u8]| {
+        pair.sim.endpoint(SERVER).handle_datagram(
+            now,
+            client_addr(),
+            None,
+            bytes::BytesMut::from(datagram),
+        );
+    };
+    let gap_report = |pair: &mut Pair| {
+        pair.sim
+            .endpoint(SERVER)
+            .connection(server)
+            .unwrap()
+            .has_gap_report()
+    };
+    feed(&mut pair, &datagrams[0]);
+    assert!(!gap_report(&mut pair), "in order");
+    // The second datagram is lost: the third arrives after a gap.
+    feed(&mut pair, &datagrams[2]);
+    assert!(gap_report(&mut pair), "after a gap");
+    let mut ack = Vec::new();
+    assert!(
+        pair.sim
+            .endpoint(SERVER)
+            .poll_transmit(now, &mut ack)
+            .is_some()
+    );
+    assert!(!gap_report(&mut pair), "cleared once the ACK is sent");
+}

@@ -543,10 +543,12 @@ fn handle_received(
         }
         let long_header = qstream_proto::wire::is_long_header(&datagram);
         let handle = state.proto.handle_datagram(now, from, ecn, datagram);
-        urgent |= handle
-            .and_then(|h| state.proto.connection(h))
-            .is_some_and(|c| c.has_urgent_transmit());
-        if long_header {
+        let connection = handle.and_then(|h| state.proto.connection(h));
+        urgent |= connection.is_some_and(|c| c.has_urgent_transmit());
+        // A gap report goes out before the rest is handled: the sender learns of its loss a
+        // batch earlier.
+        let gap = connection.is_some_and(|c| c.has_gap_report());
+        if long_header || gap {
             return Handled {
                 urgent: true,
                 woke: state.dispatch_events(),

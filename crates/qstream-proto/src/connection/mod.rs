@@ -665,6 +665,14 @@ impl Connection {
             || (self.streams.needs_credit() && self.spaces[SpaceId::Data as usize].ack_immediately)
     }
 
+    /// Whether an acknowledgment that reports a gap (an out-of-order packet, RFC 9000 §13.2.1)
+    /// is due: the peer detects its loss from it, so it is worth sending before the rest of a
+    /// receive batch is handled.
+    pub fn has_gap_report(&self) -> bool {
+        let space = &self.spaces[SpaceId::Data as usize];
+        space.ack_reports_gap && space.ack_immediately
+    }
+
     /// Whether stream data (or a FIN, or data to send again) is queued that flow control lets
     /// go out; congestion control and pacing may still hold it back. After the application
     /// had its turn with what arrived, this says whether it answered.

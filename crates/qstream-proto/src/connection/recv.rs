@@ -308,6 +308,7 @@ impl Connection {
                 || u64::from(space.unacked_eliciting) > policy.ack_eliciting_threshold
             {
                 space.ack_immediately = true;
+                space.ack_reports_gap |= out_of_order;
             } else if space.ack_deadline.is_none() {
                 space.ack_deadline = Some(now + ack_delay);
             }

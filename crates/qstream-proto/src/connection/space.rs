@@ -153,6 +153,8 @@ pub(crate) struct PacketSpace {
     pub(crate) unacked_eliciting: u32,
     /// Send an ACK frame in the next packet, without waiting.
     pub(crate) ack_immediately: bool,
+    /// The due ACK reports a gap (RFC 9000 §13.2.1): the peer learns of a loss from it.
+    pub(crate) ack_reports_gap: bool,
     /// When a delayed ACK must go out.
     pub(crate) ack_deadline: Option<Instant>,
     /// ECN codepoints of the packets received (RFC 9000 §13.4.1), reported in ACK frames.
@@ -185,6 +187,7 @@ impl PacketSpace {
             largest_received_time: None,
             unacked_eliciting: 0,
             ack_immediately: false,
+            ack_reports_gap: false,
             ack_deadline: None,
             ecn_received: EcnCounts::default(),
             peer_ecn: EcnCounts::default(),
@@ -270,6 +273,7 @@ impl PacketSpace {
     pub(crate) fn on_ack_sent(&mut self) {
         self.unacked_eliciting = 0;
         self.ack_immediately = false;
+        self.ack_reports_gap = false;
         self.ack_deadline = None;
     }
 
