@@ -1,5 +1,5 @@
 //! Flow control (RFC 9000 §4): windows stall a writer without unbounded memory, and credit for
-//! discarded data comes back (USER-PAIN item 7).
+//! discarded data comes back.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The seed scenario (quic-go #4530, USER-PAIN item 1), with the server's stream limit at 10.
+//! The seed scenario (quic-go #4530), with the server's stream limit at 10.
 //!
 //! The client opens streams one after another, writes a request and finishes. The server writes
 //! a response and finishes, and then either holds the stream (reads nothing, stops nothing: the
@@ -27,8 +27,8 @@ fn limited_server() -> Pair {
 }
 
 /// 64-byte requests and responses: a batch of ten responses fits in one packet, the case where
-/// a delayed ACK would hold credit back (USER-PAIN, last paragraph). Without the immediate ACK
-/// of stream-completing packets while opens wait, the longest wait here is 65 ms, not 40 ms.
+/// a delayed ACK would hold credit back. Without the immediate ACK of stream-completing packets
+/// while opens wait, the longest wait here is 65 ms, not 40 ms.
 fn request(index: u64) -> Vec<u8> {
     pattern(index, 64)
 }
@@ -265,7 +265,7 @@ fn seed_client_out_of_credit_acknowledges_answers_before_it_asks_again() {
     // next only after it has read the answers, so when the packet with all ten answers
     // arrives no open waits yet. The client has no credit left, so it acknowledges that packet
     // at once: the server releases its streams and credit is back one round trip after the
-    // answers, not a delayed ACK (25 ms) later (DESIGN invariant 1).
+    // answers, not a delayed ACK (25 ms) later (docs/design.md rule 1).
     let mut pair = limited_server();
     let mut open: Vec<(StreamId, Vec<u8>)> = Vec::new();
     for _ in 0..LIMIT {

@@ -657,7 +657,7 @@ impl Connection {
 
     /// Whether what waits to be sent holds up the peer: stream credit it has used up, or, while
     /// we wait (or are about to wait) for stream credit, an acknowledgment that lets it release
-    /// streams (DESIGN invariant 1). A driver that lets the application answer before it
+    /// streams (docs/design.md rule 1). A driver that lets the application answer before it
     /// sends, so that the answers share packets with ACKs and credit, sends at once instead
     /// when this holds.
     pub fn has_urgent_transmit(&self) -> bool {
@@ -756,7 +756,7 @@ impl Connection {
     }
 
     /// The next stream the peer opened. A peer's stream becomes visible when its first frame
-    /// arrives, not when the peer opens it locally (USER-PAIN item 5).
+    /// arrives, not when the peer opens it locally.
     pub fn accept(&mut self, dir: Dir) -> Option<StreamId> {
         self.streams.accept(dir)
     }

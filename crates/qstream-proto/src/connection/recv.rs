@@ -297,10 +297,10 @@ impl Connection {
                 policy.reordering_threshold > 0 && largest_before.is_some_and(|l| pn != l + 1);
             // A packet that completes a stream is acknowledged at once while we wait, or are
             // about to wait, for stream credit: the peer releases the stream, and returns
-            // credit, only when our acknowledgment arrives (DESIGN invariant 1, USER-PAIN last
-            // paragraph; RFC 9000 §13.2.1 lets a receiver acknowledge sooner than
-            // max_ack_delay). "About to": an application that has used all its credit is still
-            // reading the answers that free it, and asks for a stream only afterwards.
+            // credit, only when our acknowledgment arrives (docs/design.md rule 1; RFC 9000
+            // §13.2.1 lets a receiver acknowledge sooner than max_ack_delay). "About to": an
+            // application that has used all its credit is still reading the answers that free
+            // it, and asks for a stream only afterwards.
             let completes_stream_we_wait_on = completed_stream && self.streams.needs_credit();
             if id != SpaceId::Data
                 || completes_stream_we_wait_on

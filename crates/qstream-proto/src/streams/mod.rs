@@ -1,6 +1,6 @@
 //! Streams (RFC 9000 §2-§4): the stream map, stream credit in both directions, and flow control.
 //!
-//! The lifecycle rules qstream exists for live here (DESIGN.md, "Stream lifecycle invariants"):
+//! The lifecycle rules qstream exists for live here (docs/design.md, "The stream lifecycle rules"):
 //! a stream is released, and a peer-initiated one's credit returned with MAX_STREAMS, exactly
 //! when both halves are finished; [`Streams::release`] (what dropping an application handle does)
 //! resets an unfinished send half and stops an unread receive half; opens wait first-come
@@ -50,7 +50,7 @@ pub struct StreamConfig {
     /// How much written data a stream buffers before `write` accepts no more.
     pub send_buffer: u64,
     /// How many released streams are batched into one MAX_STREAMS. The default, 1, returns
-    /// credit at once; larger values send fewer frames but make peers wait (USER-PAIN item 6).
+    /// credit at once; larger values send fewer frames but make peers wait.
     pub credit_batch: u64,
     /// The code of the RESET_STREAM that releasing an unfinished send half sends.
     pub release_reset_code: VarInt,
@@ -643,7 +643,7 @@ impl Streams {
         Ok(())
     }
 
-    /// What dropping an application handle does (DESIGN invariant 2): an unfinished send half
+    /// What dropping an application handle does (docs/design.md rule 2): an unfinished send half
     /// is reset (a message cut short must not look complete), an unread receive half is stopped,
     /// with the configured codes. A finished send half is never reset, so unacknowledged data
     /// still arrives (the quic-go CancelWrite-after-Close problem, PR #4419).
@@ -721,7 +721,7 @@ impl Streams {
         Ok(())
     }
 
-    /// Releases the stream if both halves are finished (DESIGN invariant 1); a peer-initiated
+    /// Releases the stream if both halves are finished (docs/design.md rule 1); a peer-initiated
     /// stream's credit goes back to the peer.
     fn maybe_release(&mut self, id: StreamId) {
         let Some(stream) = self.streams.get(&id) else {
@@ -1360,7 +1360,7 @@ impl Streams {
         }
     }
 
-    /// The state of every stream and of stream credit, for observability (DESIGN invariant 5).
+    /// The state of every stream and of stream credit, for observability (docs/design.md rule 5).
     pub fn snapshot(&self, now: Instant) -> StreamsSnapshot {
         let mut credit = Vec::with_capacity(4);
         for dir in [Dir::Bi, Dir::Uni] {

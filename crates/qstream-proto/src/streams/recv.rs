@@ -142,8 +142,8 @@ impl RecvHalf {
         self.chunks.clear();
     }
 
-    /// Whether the half counts as closed for stream credit (DESIGN invariant 1): everything read,
-    /// the reset seen, or stopped with the final size known.
+    /// Whether the half counts as closed for stream credit (docs/design.md rule 1): everything
+    /// read, the reset seen, or stopped with the final size known.
     pub(crate) fn is_finished(&self) -> bool {
         self.state.is_terminal() || (self.stop_code.is_some() && self.final_size.is_some())
     }
@@ -386,7 +386,7 @@ impl RecvHalf {
     }
 
     /// The application stops reading (STOP_SENDING). Returns the buffered bytes discarded, whose
-    /// connection credit goes back to the peer (USER-PAIN item 7).
+    /// connection credit goes back to the peer.
     pub(crate) fn stop(&mut self, code: VarInt) -> u64 {
         if self.stop_code.is_some() || self.state.is_terminal() {
             return 0;
