@@ -93,17 +93,21 @@ async fn answer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, root: 
     let _ = send.stopped().await;
 }
 
-/// Downloads `url` (`https://host:port/path`, certificate not checked) into `output`.
-pub(crate) fn get(url: &str, output: &Path) -> Result<(), Failure> {
+/// Downloads `url` (`https://host:port/path`) into `output`, trusting only the certificate in
+/// the PEM file `ca`.
+pub(crate) fn get(url: &str, output: &Path, ca: &Path) -> Result<(), Failure> {
     let rest = url.strip_prefix("https://").ok_or("not an https URL")?;
     let (authority, path) = rest.split_at(rest.find('/').ok_or("no path")?);
     let addr: SocketAddr = authority.parse()?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
+    }
     let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_protocol_versions(&[&rustls::version::TLS13])?
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+    .with_root_certificates(roots)
     .with_no_client_auth();
     tls.alpn_protocols = vec![HQ_INTEROP.to_vec()];
     let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
@@ -133,45 +137,4 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-}
-
-/// Accepts every certificate: the benchmark's client knows whom it talks to.
-#[derive(Debug)]
-struct AnyCertificate;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

@@ -83,6 +83,9 @@ enum Command {
         url: String,
         #[arg(short = 'o')]
         output: PathBuf,
+        /// The server's certificate (PEM), the only one trusted.
+        #[arg(long)]
+        ca: PathBuf,
     },
 }
 
@@ -335,7 +338,9 @@ fn main() -> ExitCode {
             cert,
             key,
         }) => return exit_with(hq_quinn::serve(listen, &root, &cert, &key)),
-        Some(Command::HqGet { url, output }) => return exit_with(hq_quinn::get(&url, &output)),
+        Some(Command::HqGet { url, output, ca }) => {
+            return exit_with(hq_quinn::get(&url, &output, &ca));
+        }
         None => {}
     }
     let tls = match Tls::new() {

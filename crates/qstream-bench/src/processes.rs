@@ -229,7 +229,12 @@ fn start_server(
     let mut command = match tool {
         Tool::Qstream => {
             let mut c = launcher.command(&programs.qstream);
-            c.args(["serve", "--listen", &listen, "--root"]).arg(&www);
+            c.args(["serve", "--listen", &listen, "--root"])
+                .arg(&www)
+                .arg("--cert")
+                .arg(work.path("cert.pem"))
+                .arg("--key")
+                .arg(work.path("key.pem"));
             c
         }
         Tool::Quinn => {
@@ -279,12 +284,19 @@ fn download(
     let mut command = match client {
         Tool::Qstream => {
             let mut c = launcher.command(&programs.qstream);
-            c.args(["get", "--insecure", "-o"]).arg(&output).arg(&url);
+            c.args(["get", "--ca"])
+                .arg(work.path("cert.pem"))
+                .arg("-o")
+                .arg(&output)
+                .arg(&url);
             c
         }
         Tool::Quinn => {
             let mut c = launcher.command(&programs.bench);
-            c.args(["hq-get", &url, "-o"]).arg(&output);
+            c.args(["hq-get", &url, "-o"])
+                .arg(&output)
+                .arg("--ca")
+                .arg(work.path("cert.pem"));
             c
         }
     };
