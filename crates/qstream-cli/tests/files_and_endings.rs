@@ -115,6 +115,38 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Certificate parameters of a CA (CA:TRUE) named `name`.
+fn ca_params(name: &str) -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::new(vec![name.into()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+}
+
+/// Writes `cert` and `key` as cert.pem and key.pem in `dir`; their paths.
+fn write_identity(
+    dir: &Path,
+    cert: &rcgen::Certificate,
+    key: &rcgen::KeyPair,
+) -> (PathBuf, PathBuf) {
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+/// `qstream serve` of `root` presenting the certificate and key in these files.
+fn serve_with_identity(root: &Path, (cert, key): &(PathBuf, PathBuf)) -> Server {
+    serve(
+        root,
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    )
+}
+
 #[test]
 fn two_urls_for_one_file_name_are_refused_before_connecting() {
     // Nothing listens there: the refusal comes before any connection is tried.
@@ -337,22 +369,10 @@ fn a_self_signed_ca_certificate_given_to_ca_is_the_servers_own() {
     // as exactly that certificate.
     let dir = temp_dir("openssl-style");
     let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let cert = params.self_signed(&key).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let root = website("openssl-style-root");
-    let server = serve(
-        &root,
-        &[
-            "--cert",
-            cert_path.to_str().unwrap(),
-            "--key",
-            key_path.to_str().unwrap(),
-        ],
-    );
+    let cert = ca_params("localhost").self_signed(&key).unwrap();
+    let identity = write_identity(&dir, &cert, &key);
+    let cert_path = identity.0.clone();
+    let server = serve_with_identity(&website("openssl-style-root"), &identity);
     let port = server.addr.rsplit(':').next().unwrap().to_owned();
     let (code, stdout, stderr) = qstream(&[
         "get",
@@ -372,33 +392,17 @@ fn get_trusts_the_roots_ssl_cert_file_names_without_any_flag() {
     // --ca, --fingerprint or --insecure; without the variable it is refused.
     let dir = temp_dir("ssl-cert-file");
     let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(vec!["qstream test CA".into()]).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let ca = ca_params("qstream test CA").self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params("qstream test CA"), ca_key);
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
         .unwrap()
         .signed_by(&key, &issuer)
         .unwrap();
-    let (ca_path, cert_path, key_path) = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
+    let ca_path = dir.join("ca.pem");
     std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let root = website("ssl-cert-file-root");
-    let server = serve(
-        &root,
-        &[
-            "--cert",
-            cert_path.to_str().unwrap(),
-            "--key",
-            key_path.to_str().unwrap(),
-        ],
-    );
+    let identity = write_identity(&dir, &cert, &key);
+    let server = serve_with_identity(&website("ssl-cert-file-root"), &identity);
     let port = server.addr.rsplit(':').next().unwrap().to_owned();
     let url = format!("https://localhost:{port}/a.bin");
     let get = |ssl_cert_file: &Path| {
@@ -416,9 +420,14 @@ fn get_trusts_the_roots_ssl_cert_file_names_without_any_flag() {
     // A file of another CA: the server's certificate is not trusted.
     let other = dir.join("other.pem");
     let other_key = rcgen::KeyPair::generate().unwrap();
-    let mut other_params = rcgen::CertificateParams::new(vec!["another CA".into()]).unwrap();
-    other_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    std::fs::write(&other, other_params.self_signed(&other_key).unwrap().pem()).unwrap();
+    std::fs::write(
+        &other,
+        ca_params("another CA")
+            .self_signed(&other_key)
+            .unwrap()
+            .pem(),
+    )
+    .unwrap();
     let refused = get(&other);
     assert_ne!(refused.status.code(), Some(0));
     assert!(refused.stdout.is_empty());

@@ -27,15 +27,16 @@ fn take_records(pair: &mut Pair, client: &mut Vec<Value>, server: &mut Vec<Value
     take(pair.server_conn(), server);
 }
 
-#[test]
-fn qlog_records_every_packet_with_its_frames_and_every_stream_state_change() {
+/// A pair recording qlog over a link that loses 5 % of datagrams, once connected, with the
+/// records of the handshake.
+fn connected_with_qlog(seed: u64) -> (Pair, Vec<Value>, Vec<Value>) {
     let mut pair = Pair::new(PairOptions {
         qlog: true,
         link: LinkConfig {
             loss: 0.05,
             ..LinkConfig::default()
         },
-        seed: 7,
+        seed,
         ..PairOptions::default()
     });
     let (mut client_log, mut server_log) = (Vec::new(), Vec::new());
@@ -43,6 +44,12 @@ fn qlog_records_every_packet_with_its_frames_and_every_stream_state_change() {
         take_records(p, &mut client_log, &mut server_log);
         p.client_connected() && p.server_connected()
     }));
+    (pair, client_log, server_log)
+}
+
+#[test]
+fn qlog_records_every_packet_with_its_frames_and_every_stream_state_change() {
+    let (mut pair, mut client_log, mut server_log) = connected_with_qlog(7);
     let now = pair.sim.now();
     let client = pair.client_conn().unwrap();
     let id = client.open(now, Dir::Bi).unwrap();
@@ -332,20 +339,7 @@ fn allowed_step(side: &str, old: Option<&str>, new: &str) -> bool {
 /// one step at a time.
 #[test]
 fn qlog_every_event_of_a_transfer_matches_the_quic_events_13_definitions() {
-    let mut pair = Pair::new(PairOptions {
-        qlog: true,
-        link: LinkConfig {
-            loss: 0.05,
-            ..LinkConfig::default()
-        },
-        seed: 11,
-        ..PairOptions::default()
-    });
-    let (mut client_log, mut server_log) = (Vec::new(), Vec::new());
-    assert!(pair.run_until(Duration::from_secs(10), |p| {
-        take_records(p, &mut client_log, &mut server_log);
-        p.client_connected() && p.server_connected()
-    }));
+    let (mut pair, mut client_log, mut server_log) = connected_with_qlog(11);
     let now = pair.sim.now();
     let client = pair.client_conn().unwrap();
     let finished = client.open(now, Dir::Bi).unwrap();

@@ -225,18 +225,25 @@ fn recovery_probe_timeouts_do_not_multiply_control_frames() {
     );
 }
 
-/// RFC 9002 §6.2.4: the datagrams a probe timeout sends are marked to go out alone, so the I/O
-/// layer never puts two probes into one GSO batch that a single loss would take whole; the
-/// datagrams of ordinary sending are not marked.
-#[test]
-fn recovery_probe_datagrams_are_marked_to_be_sent_alone() {
+/// A connected pair, settled, whose client has just written `bytes` on a new stream: nothing
+/// of it sent yet.
+fn client_with_data_to_send(bytes: usize) -> (Pair, std::time::Instant) {
     let mut pair = Pair::new(PairOptions::default());
     assert!(pair.drive_handshake(Duration::from_secs(5)));
     pair.run_until(Duration::from_millis(200), |_| false);
     let now = pair.sim.now();
     let client = pair.client_conn().unwrap();
     let id = client.open(now, qstream_proto::wire::Dir::Uni).unwrap();
-    client.write(id, &pattern(5, 20_000)).unwrap();
+    client.write(id, &pattern(5, bytes)).unwrap();
+    (pair, now)
+}
+
+/// RFC 9002 §6.2.4: the datagrams a probe timeout sends are marked to go out alone, so the I/O
+/// layer never puts two probes into one GSO batch that a single loss would take whole; the
+/// datagrams of ordinary sending are not marked.
+#[test]
+fn recovery_probe_datagrams_are_marked_to_be_sent_alone() {
+    let (mut pair, now) = client_with_data_to_send(20_000);
     // Taken from the endpoint directly: nothing reaches the server, nothing is acknowledged.
     let endpoint = pair.sim.endpoint(CLIENT);
     let mut buf = Vec::new();
@@ -261,13 +268,7 @@ fn recovery_probe_datagrams_are_marked_to_be_sent_alone() {
 /// packets do not raise it, and sending the ACK clears it.
 #[test]
 fn recovery_an_ack_that_reports_a_gap_is_flagged_until_sent() {
-    let mut pair = Pair::new(PairOptions::default());
-    assert!(pair.drive_handshake(Duration::from_secs(5)));
-    pair.run_until(Duration::from_millis(200), |_| false);
-    let now = pair.sim.now();
-    let client = pair.client_conn().unwrap();
-    let id = client.open(now, qstream_proto::wire::Dir::Uni).unwrap();
-    client.write(id, &pattern(6, 8_000)).unwrap();
+    let (mut pair, now) = client_with_data_to_send(8_000);
     let mut datagrams = Vec::new();
     let endpoint = pair.sim.endpoint(CLIENT);
     let mut buf = Vec::new();
