@@ -200,14 +200,28 @@ impl Sink {
         let Some(partial) = &mut self.partial else {
             return Ok(());
         };
-        if !self.force && partial.target.exists() {
-            return Err(format!(
+        let appeared = || {
+            format!(
                 "{} appeared while downloading; kept it, pass --force to overwrite",
                 partial.target.display()
-            ));
+            )
+        };
+        let cannot = |e: io::Error| format!("cannot write {}: {e}", partial.target.display());
+        if self.force {
+            std::fs::rename(&partial.temp, &partial.target).map_err(cannot)?;
+        } else {
+            // A hard link fails if the name exists, atomically: a file created after the
+            // download started is never replaced. Where links are not supported, a check
+            // just before the rename comes closest.
+            match std::fs::hard_link(&partial.temp, &partial.target) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&partial.temp);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(appeared()),
+                Err(_) if partial.target.exists() => return Err(appeared()),
+                Err(_) => std::fs::rename(&partial.temp, &partial.target).map_err(cannot)?,
+            }
         }
-        std::fs::rename(&partial.temp, &partial.target)
-            .map_err(|e| format!("cannot write {}: {e}", partial.target.display()))?;
         partial.committed = true;
         Ok(())
     }
