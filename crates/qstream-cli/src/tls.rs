@@ -356,17 +356,12 @@ impl rustls::client::danger::ServerCertVerifier for ServerCertificateCheck {
     }
 }
 
+/// The library's client configuration trusting `roots`, as a rustls configuration.
 fn client_with_roots(
     roots: rustls::RootCertStore,
     alpn: &[u8],
 ) -> Result<rustls::ClientConfig, rustls::Error> {
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    config.key_log = qstream::key_log();
-    Ok(config)
+    qstream::tls::client_config(roots, &[alpn]).map(|config| (*config.tls).clone())
 }
 
 #[cfg(test)]
