@@ -157,3 +157,47 @@ impl fmt::Display for DecodeError {
 }
 
 impl std::error::Error for DecodeError {}
+
+/// A transport error: the code, the frame that caused it when known, and an explanation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportError {
+    /// The RFC 9000 §20.1 code, or CRYPTO_ERROR carrying a TLS alert.
+    pub code: TransportErrorCode,
+    /// The type of the frame that triggered the error, when known.
+    pub frame_type: Option<u64>,
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl TransportError {
+    pub(crate) fn new(code: TransportErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            frame_type: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<DecodeError> for TransportError {
+    fn from(err: DecodeError) -> Self {
+        Self {
+            code: err.code,
+            frame_type: err.frame_type,
+            reason: err.reason.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code)?;
+        if let Some(ty) = self.frame_type {
+            write!(f, " in frame {ty:#x}")?;
+        }
+        if !self.reason.is_empty() {
+            write!(f, ": {}", self.reason)?;
+        }
+        Ok(())
+    }
+}

@@ -17,6 +17,7 @@ pub mod connection;
 pub mod crypto;
 mod endpoint;
 mod error;
+mod flow;
 mod qlog;
 mod range_set;
 pub mod recovery;
@@ -27,9 +28,9 @@ mod token;
 pub mod wire;
 
 pub use config::{ClientConfig, EndpointConfig, ServerConfig, TransportConfig};
-pub use connection::{Connection, ConnectionError, EcnCodepoint, Event, Transmit, TransportError};
+pub use connection::{Connection, ConnectionError, EcnCodepoint, Event, Transmit};
 pub use endpoint::{ConnectError, ConnectionHandle, Endpoint};
-pub use error::{DecodeError, TransportErrorCode};
+pub use error::{DecodeError, TransportError, TransportErrorCode};
 
 /// Which end of a connection an endpoint is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::recovery::GRANULARITY;
 use crate::wire::{AckFrequency as AckFrequencyFrame, VarInt};
-use crate::{TransportErrorCode, connection::TransportError};
+use crate::error::{TransportError, TransportErrorCode};
 
 /// The ack-eliciting threshold we ask for: acknowledge at least every second ack-eliciting
 /// packet, as RFC 9000 §13.2.2 recommends.

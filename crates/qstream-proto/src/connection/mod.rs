@@ -39,6 +39,7 @@ use crate::wire::{
     ConnectionId, FrameType, TransportParameters, VarInt, Version, VersionInformation,
 };
 use crate::wire::{Dir, StreamId};
+pub use crate::error::TransportError;
 use crate::{Side, TransportErrorCode};
 use cids::CidState;
 use keys::{OneRttKeys, UpdateSecrets};
@@ -61,50 +62,6 @@ pub(crate) const ACTIVE_CID_LIMIT: u32 = 4;
 /// The smallest datagram a client's Initial travels in, and that every endpoint can receive
 /// (RFC 9000 §14.1).
 pub(crate) const MIN_INITIAL_SIZE: usize = 1200;
-
-/// A transport error: the code, the frame that caused it when known, and an explanation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TransportError {
-    /// The RFC 9000 §20.1 code, or CRYPTO_ERROR carrying a TLS alert.
-    pub code: TransportErrorCode,
-    /// The type of the frame that triggered the error, when known.
-    pub frame_type: Option<u64>,
-    /// What went wrong.
-    pub reason: String,
-}
-
-impl TransportError {
-    pub(crate) fn new(code: TransportErrorCode, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            frame_type: None,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl From<crate::DecodeError> for TransportError {
-    fn from(err: crate::DecodeError) -> Self {
-        Self {
-            code: err.code,
-            frame_type: err.frame_type,
-            reason: err.reason.to_owned(),
-        }
-    }
-}
-
-impl fmt::Display for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.code)?;
-        if let Some(ty) = self.frame_type {
-            write!(f, " in frame {ty:#x}")?;
-        }
-        if !self.reason.is_empty() {
-            write!(f, ": {}", self.reason)?;
-        }
-        Ok(())
-    }
-}
 
 /// Why a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

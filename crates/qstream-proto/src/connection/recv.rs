@@ -441,16 +441,30 @@ impl Connection {
                         self.request_cids();
                     }
                 }
-                Frame::MaxData(_)
-                | Frame::DataBlocked(_)
-                | Frame::MaxStreams { .. }
-                | Frame::StreamsBlocked { .. }
-                | Frame::Stream(_)
-                | Frame::ResetStream { .. }
-                | Frame::StopSending { .. }
-                | Frame::MaxStreamData { .. }
-                | Frame::StreamDataBlocked { .. } => {
-                    self.streams.on_frame(now, &frame, payload)?;
+                Frame::Stream(ref stream) => self.streams.on_stream(now, stream, payload)?,
+                Frame::ResetStream {
+                    id,
+                    error_code,
+                    final_size,
+                } => self
+                    .streams
+                    .on_reset_stream(now, id, error_code, final_size.into_inner())?,
+                Frame::StopSending { id, error_code } => {
+                    self.streams.on_stop_sending(now, id, error_code)?;
+                }
+                Frame::MaxStreamData { id, max } => {
+                    self.streams.on_max_stream_data(now, id, max.into_inner())?;
+                }
+                Frame::StreamDataBlocked { id, .. } => {
+                    self.streams.on_stream_data_blocked(now, id)?;
+                }
+                Frame::MaxData(max) => self.streams.on_max_data(max.into_inner()),
+                Frame::DataBlocked(_) => self.streams.on_data_blocked(),
+                Frame::MaxStreams { dir, count } => {
+                    self.streams.on_max_streams(now, dir, count.into_inner());
+                }
+                Frame::StreamsBlocked { dir, limit } => {
+                    self.streams.on_streams_blocked(dir, limit.into_inner());
                 }
             }
         }

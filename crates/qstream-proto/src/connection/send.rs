@@ -9,7 +9,8 @@ use super::space::{PacketSpace, Retransmit, SentPacket, SpaceId};
 use super::{ACK_DELAY_EXPONENT, CloseFrame, Connection, MIN_INITIAL_SIZE, State, Transmit};
 use crate::crypto::{TAG_LEN, protect};
 use crate::wire::{
-    Ack, ConnectionClose, Frame, Header, TruncatedPacketNumber, VarInt, set_long_header_length,
+    Ack, ConnectionClose, Frame, Header, Payload, TruncatedPacketNumber, VarInt,
+    set_long_header_length,
 };
 use crate::{Side, TransportErrorCode};
 
@@ -501,9 +502,10 @@ impl Connection {
             if id == SpaceId::Data {
                 let mut streams = self.spare_stream_records.pop().unwrap_or_default();
                 let rtt = self.rtt.smoothed();
-                record.ack_eliciting |=
-                    self.streams
-                        .write_frames(buf, max_end, &mut streams, now, rtt);
+                let mut payload = Payload::new(buf, max_end);
+                record.ack_eliciting |= self
+                    .streams
+                    .write_frames(&mut payload, &mut streams, now, rtt);
                 if streams.is_empty() {
                     self.spare_stream_records.push(streams);
                 } else {

@@ -2,14 +2,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::piece::{Piece, SharedPieces};
-use super::window::WindowTuner;
+use crate::flow::RecvWindow;
 use crate::TransportErrorCode;
-use crate::connection::TransportError;
+use crate::error::TransportError;
 use crate::wire::{FrameType, VarInt};
 
 /// Receiving-half states (RFC 9000 §3.2, Figure 3).
@@ -65,17 +64,10 @@ pub(crate) struct RecvHalf {
     shared: SharedPieces,
     /// Offset of the next byte the application reads.
     read: u64,
-    /// The highest offset received, which counts against flow control.
-    pub(crate) highest: u64,
     pub(crate) final_size: Option<u64>,
-    /// The limit we advertised (MAX_STREAM_DATA).
-    pub(crate) max_data: u64,
-    /// The window the limit is kept ahead of what is read; grows by auto-tuning.
-    pub(crate) window: u64,
-    /// Auto-tuning of `window`.
-    pub(crate) tuner: WindowTuner,
-    /// A MAX_STREAM_DATA with the current limit must be sent.
-    pub(crate) max_data_pending: bool,
+    /// Our limit on the peer's offsets (MAX_STREAM_DATA), kept a window ahead of what is read;
+    /// what it counts as received is the highest offset received.
+    pub(crate) flow: RecvWindow,
     /// The application stopped reading with this code (STOP_SENDING).
     pub(crate) stop_code: Option<VarInt>,
     /// STOP_SENDING must be (re)sent.
@@ -95,9 +87,9 @@ fn error(code: TransportErrorCode, ty: FrameType, reason: &str) -> TransportErro
 }
 
 impl RecvHalf {
-    /// A receiving half with a `window` of flow-control credit, counting its kept pieces in
-    /// the connection's `shared`.
-    pub(crate) fn new(window: u64, shared: SharedPieces) -> Self {
+    /// A receiving half with a `window` of flow-control credit that auto-tuning grows up to
+    /// `max_window`, counting its kept pieces in the connection's `shared`.
+    pub(crate) fn new(window: u64, max_window: u64, shared: SharedPieces) -> Self {
         Self {
             state: RecvState::Recv,
             ready: VecDeque::new(),
@@ -105,12 +97,8 @@ impl RecvHalf {
             chunks: BTreeMap::new(),
             shared,
             read: 0,
-            highest: 0,
             final_size: None,
-            max_data: window,
-            window,
-            tuner: WindowTuner::default(),
-            max_data_pending: false,
+            flow: RecvWindow::data(window, max_window),
             stop_code: None,
             stop_pending: false,
             reset_code: None,
@@ -148,8 +136,9 @@ impl RecvHalf {
         self.state.is_terminal() || (self.stop_code.is_some() && self.final_size.is_some())
     }
 
-    /// A STREAM frame. Returns how much `highest` grew, which connection-level flow control
-    /// counts. Checks the final size (RFC 9000 §4.5) and the stream limit (§4.1).
+    /// A STREAM frame. Returns how much the highest offset received grew, which
+    /// connection-level flow control counts. Checks the final size (RFC 9000 §4.5) and the
+    /// stream limit (§4.1).
     pub(crate) fn on_data(
         &mut self,
         offset: u64,
@@ -169,7 +158,7 @@ impl RecvHalf {
                 ));
             }
         }
-        if fin && end < self.highest {
+        if fin && end < self.flow.received() {
             return Err(error(
                 TransportErrorCode::FINAL_SIZE_ERROR,
                 ty,
@@ -177,17 +166,16 @@ impl RecvHalf {
             ));
         }
         // RFC 9000 §4.1, RFC9000-360.
-        if end > self.max_data {
+        let Some(grew) = self.flow.receive_up_to(end) else {
             return Err(error(
                 TransportErrorCode::FLOW_CONTROL_ERROR,
                 ty,
                 "stream data beyond MAX_STREAM_DATA",
             ));
-        }
-        let grew = end.saturating_sub(self.highest);
-        self.highest = self.highest.max(end);
+        };
         if fin {
             self.final_size = Some(end);
+            self.flow.close();
             if self.state == RecvState::Recv {
                 self.state = RecvState::SizeKnown;
             }
@@ -309,20 +297,8 @@ impl RecvHalf {
         }
         self.ready_len -= take as u64;
         self.read += take as u64;
-        // Keep the advertised limit a window ahead of what was read; announce it once half the
-        // window is used, so the peer never waits for credit while we read.
-        if self.final_size.is_none() && self.read + self.window - self.max_data >= self.window / 2 {
-            self.max_data = self.read + self.window;
-            self.max_data_pending = true;
-        }
+        self.flow.on_consumed(take as u64);
         (ReadOutcome::Data(data), take as u64)
-    }
-
-    /// A window update is going out at `now`: the window grows if it was the limit (see
-    /// [`WindowTuner`]), up to `max`.
-    pub(crate) fn autotune(&mut self, now: Instant, rtt: Duration, max: u64) {
-        self.window = self.tuner.on_update(now, rtt, self.read, self.window, max);
-        self.max_data = self.max_data.max(self.read + self.window);
     }
 
     /// Whether a read would return data now (not the end, nor a reset).
@@ -340,8 +316,9 @@ impl RecvHalf {
         }
     }
 
-    /// RESET_STREAM from the peer. Returns how much `highest` grew (counted against connection
-    /// flow control) and how many received-but-unread bytes were discarded (credit to return).
+    /// RESET_STREAM from the peer. Returns how much the highest offset received grew (counted
+    /// against connection flow control) and how many received-but-unread bytes were discarded
+    /// (credit to return).
     pub(crate) fn on_reset(
         &mut self,
         code: VarInt,
@@ -349,23 +326,22 @@ impl RecvHalf {
     ) -> Result<(u64, u64), TransportError> {
         let ty = FrameType::RESET_STREAM;
         // RFC 9000 §4.5: the final size may not change, nor be below what was received.
-        if self.final_size.is_some_and(|f| f != final_size) || final_size < self.highest {
+        if self.final_size.is_some_and(|f| f != final_size) || final_size < self.flow.received() {
             return Err(error(
                 TransportErrorCode::FINAL_SIZE_ERROR,
                 ty,
                 "final size changed",
             ));
         }
-        if final_size > self.max_data {
+        let Some(grew) = self.flow.receive_up_to(final_size) else {
             return Err(error(
                 TransportErrorCode::FLOW_CONTROL_ERROR,
                 ty,
                 "final size beyond MAX_STREAM_DATA",
             ));
-        }
-        let grew = final_size - self.highest;
-        self.highest = final_size;
+        };
         self.final_size = Some(final_size);
+        self.flow.close();
         if matches!(
             self.state,
             RecvState::DataRead | RecvState::ResetRead | RecvState::ResetRecvd
@@ -394,9 +370,10 @@ impl RecvHalf {
         self.stop_code = Some(code);
         // No STOP_SENDING once everything arrived (RFC 9000 §3.5): the peer has nothing to stop.
         self.stop_pending = !matches!(self.state, RecvState::DataRecvd | RecvState::ResetRecvd);
-        let discarded = self.highest - self.read;
+        let highest = self.flow.received();
+        let discarded = highest - self.read;
         self.discard_buffered();
-        self.read = self.highest;
+        self.read = highest;
         if self.state == RecvState::ResetRecvd {
             self.state = RecvState::ResetRead;
         }
@@ -423,7 +400,7 @@ mod tests {
         let shares = |kept: &Piece| {
             kept.is_shared() && payload.as_ptr_range().contains(&kept.bytes.as_ptr())
         };
-        let mut half = RecvHalf::new(10_000, SharedPieces::default());
+        let mut half = RecvHalf::new(10_000, 10_000, SharedPieces::default());
         // In order, however small: shared until the application reads it.
         half.on_data(0, &payload[..10], false, &payload).unwrap();
         assert!(shares(half.ready.back().unwrap()));
@@ -444,8 +421,8 @@ mod tests {
         // packet's batch alive. Past the connection's bound the bytes are copied.
         let shared = SharedPieces::default();
         let mut halves = [
-            RecvHalf::new(1 << 20, shared.clone()),
-            RecvHalf::new(1 << 20, shared.clone()),
+            RecvHalf::new(1 << 20, 1 << 20, shared.clone()),
+            RecvHalf::new(1 << 20, 1 << 20, shared.clone()),
         ];
         let pieces = SharedPieces::MAX as u64 + 10;
         for offset in 0..pieces {
@@ -492,7 +469,7 @@ mod tests {
 
     #[test]
     fn streams_readable_only_once_the_next_byte_is_here() {
-        let mut half = RecvHalf::new(100, SharedPieces::default());
+        let mut half = RecvHalf::new(100, 100, SharedPieces::default());
         data(3, b"def", false, &mut half).unwrap();
         assert!(!half.is_readable(), "a gap at the front");
         data(0, b"abcd", false, &mut half).unwrap();
@@ -512,7 +489,7 @@ mod tests {
 
     #[test]
     fn streams_reassemble_out_of_order_overlapping_and_duplicated_data() {
-        let mut half = RecvHalf::new(100, SharedPieces::default());
+        let mut half = RecvHalf::new(100, 100, SharedPieces::default());
         assert_eq!(data(6, b"world", true, &mut half), Ok(11));
         assert_eq!(half.state, RecvState::SizeKnown);
         assert_eq!(half.read(100).0, ReadOutcome::Blocked);
@@ -533,7 +510,7 @@ mod tests {
 
     #[test]
     fn streams_final_size_changes_and_flow_control_violations() {
-        let mut half = RecvHalf::new(10, SharedPieces::default());
+        let mut half = RecvHalf::new(10, 10, SharedPieces::default());
         assert_eq!(data(0, b"abc", true, &mut half), Ok(3));
         assert_eq!(
             data(0, b"abcd", false, &mut half).unwrap_err().code,
@@ -547,7 +524,7 @@ mod tests {
             half.on_reset(VarInt::ZERO, 4).unwrap_err().code,
             TransportErrorCode::FINAL_SIZE_ERROR
         );
-        let mut half = RecvHalf::new(10, SharedPieces::default());
+        let mut half = RecvHalf::new(10, 10, SharedPieces::default());
         assert_eq!(
             data(8, b"abc", false, &mut half).unwrap_err().code,
             TransportErrorCode::FLOW_CONTROL_ERROR
@@ -560,12 +537,12 @@ mod tests {
 
     #[test]
     fn flow_reset_and_stop_return_stream_credit() {
-        let mut half = RecvHalf::new(100, SharedPieces::default());
+        let mut half = RecvHalf::new(100, 100, SharedPieces::default());
         data(0, b"0123456789", false, &mut half).unwrap();
         assert_eq!(half.on_reset(VarInt::from_u32(7), 30), Ok((20, 30)));
         assert_eq!(half.read(10).0, ReadOutcome::Reset(VarInt::from_u32(7)));
         assert_eq!(half.state, RecvState::ResetRead);
-        let mut half = RecvHalf::new(100, SharedPieces::default());
+        let mut half = RecvHalf::new(100, 100, SharedPieces::default());
         data(0, b"0123456789", false, &mut half).unwrap();
         assert_eq!(half.stop(VarInt::from_u32(1)), 10);
         assert!(half.stop_pending && !half.is_finished());

@@ -3,6 +3,7 @@
 use std::ops::Range;
 
 use super::send_buffer::SendBuffer;
+use crate::flow::SendWindow;
 use crate::range_set::RangeSet;
 use crate::wire::VarInt;
 
@@ -36,8 +37,6 @@ pub(crate) struct SendHalf {
     /// Written data not yet acknowledged, starting at stream offset `base`.
     buffer: SendBuffer,
     base: u64,
-    /// Offset of the next byte never sent.
-    unsent: u64,
     /// Ranges to send again (lost), never overlapping `acked`.
     retransmit: RangeSet,
     /// Acknowledged ranges above `base`.
@@ -47,12 +46,10 @@ pub(crate) struct SendHalf {
     /// Whether a FIN is in flight or acknowledged; whether it must be sent again.
     fin_sent: bool,
     fin_acked: bool,
-    /// The peer's limit on our offsets (MAX_STREAM_DATA).
-    pub(crate) max_data: u64,
-    /// The limit at which we last sent STREAM_DATA_BLOCKED.
-    pub(crate) blocked_sent_at: Option<u64>,
-    /// STREAM_DATA_BLOCKED must be sent (RFC 9000 §19.13, RFC9000-366).
-    pub(crate) blocked_pending: bool,
+    /// The peer's limit on our offsets (MAX_STREAM_DATA) and STREAM_DATA_BLOCKED
+    /// (RFC 9000 §19.13, RFC9000-366); what it counts as used is the offset of the next byte
+    /// never sent.
+    pub(crate) flow: SendWindow,
     /// Application error code of the RESET_STREAM, once reset.
     pub(crate) reset_code: Option<VarInt>,
     /// RESET_STREAM must be (re)sent.
@@ -71,15 +68,12 @@ impl SendHalf {
             state: SendState::Send,
             buffer: SendBuffer::default(),
             base: 0,
-            unsent: 0,
             retransmit: RangeSet::default(),
             acked: RangeSet::default(),
             fin_pending: false,
             fin_sent: false,
             fin_acked: false,
-            max_data,
-            blocked_sent_at: None,
-            blocked_pending: false,
+            flow: SendWindow::new(max_data),
             reset_code: None,
             reset_pending: false,
             stop_code: None,
@@ -100,7 +94,7 @@ impl SendHalf {
 
     /// Bytes sent at least once.
     pub(crate) fn sent_bytes(&self) -> u64 {
-        self.unsent
+        self.flow.used()
     }
 
     /// Buffered bytes: written and not yet acknowledged.
@@ -122,16 +116,16 @@ impl SendHalf {
         if !self.retransmit.is_empty() {
             return true;
         }
-        let new_limit = self.max_data.min(self.unsent.saturating_add(conn_credit));
-        (self.unsent < self.written() && self.unsent < new_limit)
-            || (self.fin_pending && !self.fin_sent && self.unsent == self.written())
+        let new_limit = self.flow.limit().min(self.flow.used().saturating_add(conn_credit));
+        (self.flow.used() < self.written() && self.flow.used() < new_limit)
+            || (self.fin_pending && !self.fin_sent && self.flow.used() == self.written())
     }
 
     /// Whether new data waits only for the stream's flow control limit.
     pub(crate) fn blocked_by_stream_limit(&self) -> bool {
         self.state == SendState::Send
-            && self.unsent < self.written()
-            && self.unsent >= self.max_data
+            && self.flow.used() < self.written()
+            && self.flow.used() >= self.flow.limit()
     }
 
     /// The next chunk to send, at most `max` bytes, and whether it carries FIN. Lost data goes
@@ -155,15 +149,16 @@ impl SendHalf {
             let fin = self.fin_pending
                 && !self.fin_sent
                 && end == self.written()
-                && self.unsent == self.written();
+                && self.flow.used() == self.written();
             self.fin_sent |= fin;
             return Some((range.start, data, fin));
         }
         let limit = self
-            .max_data
-            .min(self.unsent.saturating_add(*conn_credit))
+            .flow
+            .limit()
+            .min(self.flow.used().saturating_add(*conn_credit))
             .min(self.written());
-        let start = self.unsent;
+        let start = self.flow.used();
         let data = self.buffer.contiguous(
             (start - self.base) as usize,
             (limit.min(start + max as u64) - self.base) as usize,
@@ -174,7 +169,7 @@ impl SendHalf {
             return None;
         }
         *conn_credit -= end - start;
-        self.unsent = end;
+        self.flow.consume(end - start);
         if fin {
             self.fin_sent = true;
             self.state = SendState::DataSent;
@@ -240,15 +235,16 @@ impl SendHalf {
         self.state = SendState::ResetSent;
         self.reset_code = Some(code);
         self.reset_pending = true;
+        self.flow.stop_blocking();
         self.retransmit = RangeSet::default();
         self.buffer.clear();
         // The final size is what was sent: nothing more goes out (RFC 9000 §4.5).
-        Some(self.unsent)
+        Some(self.flow.used())
     }
 
     /// The final size a RESET_STREAM reports.
     pub(crate) fn final_size(&self) -> u64 {
-        self.unsent
+        self.flow.used()
     }
 
     /// The peer acknowledged our RESET_STREAM; returns whether the half just became terminal.
@@ -277,7 +273,7 @@ mod tests {
         assert_eq!(credit, 90);
         assert!(half.next_chunk(100, &mut credit).is_none());
         assert!(half.blocked_by_stream_limit());
-        half.max_data = 12;
+        half.flow.raise(12);
         let (offset, data, fin) = half.next_chunk(100, &mut credit).unwrap();
         assert_eq!((offset, data, fin), (10, &b"d!"[..], true));
         assert_eq!(half.state, SendState::DataSent);

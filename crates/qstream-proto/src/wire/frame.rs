@@ -336,6 +336,18 @@ pub struct ConnectionClose<'a> {
     pub reason: &'a [u8],
 }
 
+impl Stream<'_> {
+    /// This frame's type, as [`Frame::encode`] writes it.
+    pub fn ty(&self) -> FrameType {
+        let off = if self.offset == VarInt::ZERO {
+            0
+        } else {
+            STREAM_OFF
+        };
+        FrameType(0x08 | off | STREAM_LEN | if self.fin { STREAM_FIN } else { 0 })
+    }
+}
+
 impl Frame<'_> {
     /// This frame's type, as [`Frame::encode`] writes it.
     pub fn ty(&self) -> FrameType {
@@ -353,14 +365,7 @@ impl Frame<'_> {
             Frame::StopSending { .. } => 0x05,
             Frame::Crypto { .. } => 0x06,
             Frame::NewToken(_) => 0x07,
-            Frame::Stream(s) => {
-                let off = if s.offset == VarInt::ZERO {
-                    0
-                } else {
-                    STREAM_OFF
-                };
-                0x08 | off | STREAM_LEN | if s.fin { STREAM_FIN } else { 0 }
-            }
+            Frame::Stream(s) => return s.ty(),
             Frame::MaxData(_) => 0x10,
             Frame::MaxStreamData { .. } => 0x11,
             Frame::MaxStreams { dir: Dir::Bi, .. } => 0x12,

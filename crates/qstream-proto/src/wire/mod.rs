@@ -9,6 +9,7 @@ mod cid;
 mod frame;
 mod header;
 mod packet_number;
+mod payload;
 mod reader;
 mod stream_id;
 mod transport_params;
@@ -25,6 +26,7 @@ pub use header::{
     VersionNegotiation, is_long_header, parse_packet, reserved_bits_valid, set_long_header_length,
 };
 pub use packet_number::TruncatedPacketNumber;
+pub(crate) use payload::Payload;
 pub use stream_id::{Dir, StreamId};
 pub use transport_params::{PreferredAddress, TransportParameters, VersionInformation};
 pub use varint::{VarInt, VarIntBoundsExceeded};
