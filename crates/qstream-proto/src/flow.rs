@@ -21,8 +21,10 @@ enum Blocked {
     Unsaid,
     /// Due: the sender waits at this limit and has not said so.
     Due,
-    /// Written into a packet in flight or acknowledged.
+    /// Written into a packet in flight.
     Sent,
+    /// A copy was acknowledged: the peer knows.
+    Acked,
 }
 
 /// The sender's side of a limit the peer gives.
@@ -102,8 +104,15 @@ impl SendWindow {
         self.blocked = Blocked::Sent;
     }
 
+    /// A *_BLOCKED frame for `limit` was acknowledged: it is never repeated for that limit.
+    pub(crate) fn on_blocked_acked(&mut self, limit: u64) {
+        if limit == self.limit {
+            self.blocked = Blocked::Acked;
+        }
+    }
+
     /// A *_BLOCKED frame for `limit` was lost: due again if the sender still waits at that
-    /// limit (RFC 9000 §13.3). True when it became due.
+    /// limit and no copy arrived (RFC 9000 §13.3). True when it became due.
     pub(crate) fn on_blocked_lost(&mut self, limit: u64) -> bool {
         if limit != self.limit || self.used < self.limit || self.blocked != Blocked::Sent {
             return false;
@@ -137,6 +146,8 @@ pub(crate) struct RecvWindow {
     /// The limit in the latest update written (or the transport parameter): what the peer
     /// knows.
     announced: u64,
+    /// The highest limit in an update acknowledged.
+    acked: u64,
     /// The most the peer used.
     received: u64,
     /// What the application consumed (read, discarded, released).
@@ -175,6 +186,7 @@ impl RecvWindow {
         Self {
             limit: window,
             announced: window,
+            acked: window,
             received: 0,
             consumed: 0,
             window,
@@ -243,11 +255,13 @@ impl RecvWindow {
         }
     }
 
-    /// The peer says it waits on our limit (a *_BLOCKED frame): the window was the limit, and
-    /// the peer hears the current one again.
-    pub(crate) fn on_peer_blocked(&mut self) {
+    /// The peer says it waits on our limit at `limit` (a *_BLOCKED frame): the window was the
+    /// limit. The peer hears the limit in force again when that is higher, unless it already
+    /// acknowledged a limit above the one it names (the frame is stale); a limit it knows is
+    /// not repeated, the next update comes when more is consumed.
+    pub(crate) fn on_peer_blocked(&mut self, limit: u64) {
         self.tuner.on_peer_blocked();
-        self.update_due |= !self.closed;
+        self.update_due |= !self.closed && limit >= self.acked && self.limit > limit;
     }
 
     /// Whether an update waits to be written.
@@ -285,10 +299,15 @@ impl RecvWindow {
         self.consumed.saturating_add(window).min(self.cap)
     }
 
-    /// An update carrying `limit` was lost: due again if it is still the latest
-    /// (RFC 9000 §13.3). True when it became due.
+    /// An update carrying `limit` was acknowledged: a lost copy of it is not repeated.
+    pub(crate) fn on_update_acked(&mut self, limit: u64) {
+        self.acked = self.acked.max(limit);
+    }
+
+    /// An update carrying `limit` was lost: due again if it is still the latest and no copy
+    /// of it arrived (RFC 9000 §13.3). True when it became due.
     pub(crate) fn on_update_lost(&mut self, limit: u64) -> bool {
-        if self.closed || limit != self.announced || self.update_due {
+        if self.closed || limit != self.announced || self.update_due || self.acked >= limit {
             return false;
         }
         self.update_due = true;
@@ -401,14 +420,23 @@ mod tests {
         assert!(w.on_blocked_lost(10), "still blocked at 10: said again");
         assert_eq!(w.blocked_due(), Some(10));
         w.on_blocked_sent();
-        assert!(!w.on_blocked_lost(5), "a frame for an older limit is not repeated");
+        assert!(
+            !w.on_blocked_lost(5),
+            "a frame for an older limit is not repeated"
+        );
+        w.on_blocked_acked(10);
+        assert!(!w.on_blocked_lost(10), "a copy arrived: not repeated");
         w.raise(20);
         assert!(!w.on_blocked_lost(10), "no longer blocked at 10");
         assert_eq!(w.blocked_due(), None);
         w.consume(10);
         w.on_blocked();
         w.stop_blocking();
-        assert_eq!(w.blocked_due(), None, "nothing more to send, nothing to say");
+        assert_eq!(
+            w.blocked_due(),
+            None,
+            "nothing more to send, nothing to say"
+        );
     }
 
     #[test]
@@ -432,9 +460,29 @@ mod tests {
         assert!(!w.on_update_lost(150), "superseded by 200");
         assert!(w.on_update_lost(200), "the latest is repeated");
         assert!(!w.on_update_lost(200), "due already");
+        assert_eq!(take_update(&mut w, later, rtt), 200);
+        w.on_update_acked(200);
+        assert!(!w.on_update_lost(200), "a copy arrived: not repeated");
+        w.on_peer_blocked(150);
+        assert!(
+            !w.update_due(),
+            "blocked below what the peer acknowledged: stale"
+        );
+        w.on_peer_blocked(200);
+        assert!(
+            !w.update_due(),
+            "blocked at the limit in force: nothing new to say"
+        );
+        w.on_consumed(100);
+        assert_eq!(take_update(&mut w, later, rtt), 300);
+        w.on_peer_blocked(200);
+        assert!(
+            w.update_due(),
+            "blocked below the limit in force: told again"
+        );
         w.close();
         assert!(!w.update_due(), "no updates once the final size is known");
-        w.on_peer_blocked();
+        w.on_peer_blocked(200);
         assert!(!w.update_due());
     }
 
@@ -444,7 +492,10 @@ mod tests {
         assert_eq!(w.receive_up_to(4), Some(4));
         assert_eq!(w.receive_up_to(5), None);
         w.on_consumed(1);
-        assert!(!w.update_due(), "one released stream is less than the batch");
+        assert!(
+            !w.update_due(),
+            "one released stream is less than the batch"
+        );
         w.on_consumed(1);
         assert!(w.update_due());
         assert_eq!(take_update(&mut w, Instant::now(), Duration::ZERO), 6);

@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::rc::Rc;
 use std::time::Duration;
 
 use common::*;
@@ -286,4 +289,276 @@ fn flow_windows_grow_on_a_fast_path_for_a_reader_that_reads_in_bursts() {
     assert!(window > 1 << 20, "the window stayed at {window}");
     // At 1 MiB per 2 ms, 64 MiB would take 128 ms.
     assert!(took < Duration::from_millis(110), "{took:?}");
+}
+
+/// A copy of a frame in a client's qlog trace: the packet that carried it, and its limit.
+#[derive(Debug)]
+struct Copy {
+    pn: u64,
+    limit: u64,
+    /// Whether an earlier copy was acknowledged when this one was sent.
+    after_ack: bool,
+}
+
+/// In a client's qlog trace: every `kind` frame its 1-RTT packets carried, and the numbers of
+/// the packets it declared lost.
+fn copies_sent_and_lost(log: &[serde_json::Value], kind: &str) -> (Vec<Copy>, HashSet<u64>) {
+    let pn = |e: &serde_json::Value| e["data"]["header"]["packet_number"].as_u64().unwrap();
+    let frames =
+        |e: &serde_json::Value| e["data"]["frames"].as_array().cloned().unwrap_or_default();
+    let (mut copies, mut lost, mut acked) = (Vec::<Copy>::new(), HashSet::new(), HashSet::new());
+    for event in log {
+        if event["data"]["header"]["packet_type"] != "1RTT" {
+            continue;
+        }
+        match event["name"].as_str() {
+            Some("quic:packet_sent") => {
+                for frame in frames(event).iter().filter(|f| f["frame_type"] == kind) {
+                    copies.push(Copy {
+                        pn: pn(event),
+                        limit: frame["limit"].as_u64().unwrap(),
+                        after_ack: copies.iter().any(|c| acked.contains(&c.pn)),
+                    });
+                }
+            }
+            Some("quic:packet_received") => {
+                for ack in frames(event).iter().filter(|f| f["frame_type"] == "ack") {
+                    for range in ack["acked_ranges"].as_array().unwrap() {
+                        let (low, high) = (range[0].as_u64().unwrap(), range[1].as_u64().unwrap());
+                        acked.extend(low..=high);
+                    }
+                }
+            }
+            Some("quic:packet_lost") => {
+                lost.insert(pn(event));
+            }
+            _ => {}
+        }
+    }
+    (copies, lost)
+}
+
+/// The client blocks itself with `block` (against a server configured by `server`) while
+/// everything it sends for the next 40 ms is lost, then runs on for two seconds, still
+/// blocked at one limit. Its `kind` frame for that limit must be sent again after each loss
+/// until a copy arrives (RFC 9000 §13.3), and never once one was acknowledged.
+fn lost_blocked_frame_is_repeated_while_it_applies(
+    server: impl FnOnce(&mut TransportConfig),
+    block: impl FnOnce(&mut Pair),
+    kind: &str,
+) {
+    let mut server_transport = TransportConfig::default();
+    server(&mut server_transport);
+    let mut pair = Pair::new(PairOptions {
+        server_transport,
+        qlog: true,
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let (mut client_log, mut server_log) = (Vec::new(), Vec::new());
+    pair.take_qlog(&mut client_log, &mut server_log);
+    let dropping = Rc::new(Cell::new(true));
+    let drop_now = dropping.clone();
+    pair.sim.set_filter(Some(Box::new(move |from, _, _| {
+        from != client_addr() || !drop_now.get()
+    })));
+    block(&mut pair);
+    let until = pair.sim.now() + Duration::from_millis(40);
+    pair.run_until(Duration::from_secs(2), |p| {
+        dropping.set(p.sim.now() < until);
+        let server = p.server_conn().unwrap();
+        // The server takes what the client opens and never reads it.
+        let _ = (server.accept(Dir::Bi), server.accept(Dir::Uni));
+        p.take_qlog(&mut client_log, &mut server_log);
+        false
+    });
+    let (copies, lost) = copies_sent_and_lost(&client_log, kind);
+    assert!(!copies.is_empty(), "no {kind} sent");
+    assert!(
+        copies.iter().all(|c| c.limit == copies[0].limit),
+        "one limit only: {copies:?}"
+    );
+    assert!(
+        lost.contains(&copies[0].pn),
+        "the test lost no {kind}: {copies:?}"
+    );
+    let last = copies.last().unwrap();
+    assert!(
+        !lost.contains(&last.pn),
+        "{kind} lost and not repeated: {copies:?}, lost {lost:?}"
+    );
+    assert!(
+        copies.iter().all(|c| !c.after_ack),
+        "{kind} repeated after the peer acknowledged it: {copies:?}"
+    );
+    assert!(pair.client_conn().unwrap().close_reason().is_none());
+}
+
+/// The client writes far more on a new unidirectional stream than the server's windows allow.
+fn write_beyond_the_windows(pair: &mut Pair) {
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    let id = client.open(now, Dir::Uni).unwrap();
+    client.write(id, &[9u8; 100_000]).unwrap();
+}
+
+#[test]
+fn flow_lost_data_blocked_is_repeated_while_still_blocked() {
+    // RFC 9000 §4.1, RFC9000-365; §13.3.
+    lost_blocked_frame_is_repeated_while_it_applies(
+        |t| {
+            t.streams.connection_window = 4096;
+            t.streams.max_connection_window = 4096;
+        },
+        write_beyond_the_windows,
+        "data_blocked",
+    );
+}
+
+#[test]
+fn flow_lost_stream_data_blocked_is_repeated_while_still_blocked() {
+    // RFC 9000 §4.1, RFC9000-366; §13.3.
+    lost_blocked_frame_is_repeated_while_it_applies(
+        |t| {
+            t.streams.stream_window = 4096;
+            t.streams.max_stream_window = 4096;
+        },
+        write_beyond_the_windows,
+        "stream_data_blocked",
+    );
+}
+
+#[test]
+fn flow_lost_streams_blocked_is_repeated_while_still_blocked() {
+    // RFC 9000 §4.6, RFC9000-031; §13.3.
+    lost_blocked_frame_is_repeated_while_it_applies(
+        |t| t.streams.max_concurrent_bidi = 1,
+        |pair| {
+            let now = pair.sim.now();
+            let client = pair.client_conn().unwrap();
+            client.open(now, Dir::Bi).unwrap();
+            assert!(
+                client.request_open(now, Dir::Bi).is_err(),
+                "waits for credit"
+            );
+        },
+        "streams_blocked",
+    );
+}
+
+/// The server reads all it gets of a stream through windows of 4 KiB (stream and connection,
+/// never tuned up), while everything it sends for 40 ms after its first read is lost. Lost
+/// updates (`kind`) must be repeated (by a probe or once declared lost); one declared lost
+/// while it was still the latest, in the next packet the server sends with frames beyond ACK,
+/// so that the writer waits no longer. No update is repeated once a copy was acknowledged, and
+/// none goes out below one sent before.
+fn lost_update_is_repeated_while_it_is_the_latest(kind: &str, limit_field: &str) {
+    let mut server_transport = TransportConfig::default();
+    server_transport.streams.stream_window = 4096;
+    server_transport.streams.max_stream_window = 4096;
+    server_transport.streams.connection_window = 4096;
+    server_transport.streams.max_connection_window = 4096;
+    let mut pair = Pair::new(PairOptions {
+        server_transport,
+        qlog: true,
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let (mut client_log, mut server_log) = (Vec::new(), Vec::new());
+    pair.take_qlog(&mut client_log, &mut server_log);
+    let dropping = Rc::new(Cell::new(false));
+    let drop_now = dropping.clone();
+    pair.sim.set_filter(Some(Box::new(move |from, _, _| {
+        from != server_addr() || !drop_now.get()
+    })));
+    write_beyond_the_windows(&mut pair);
+    let (mut stream, mut read, mut until) = (None, Vec::new(), None);
+    pair.run_until(Duration::from_secs(3), |p| {
+        let server = p.server_conn().unwrap();
+        stream = stream.or_else(|| server.accept(Dir::Uni));
+        if let Some(id) = stream {
+            drain(server, id, &mut read);
+        }
+        let now = p.sim.now();
+        if !read.is_empty() && until.is_none() {
+            until = Some(now + Duration::from_millis(40));
+        }
+        dropping.set(until.is_some_and(|until| now < until));
+        p.take_qlog(&mut client_log, &mut server_log);
+        read.len() == 100_000
+    });
+    assert_eq!(read.len(), 100_000, "the transfer completes");
+    let pn = |e: &serde_json::Value| e["data"]["header"]["packet_number"].as_u64().unwrap();
+    let frames =
+        |e: &serde_json::Value| e["data"]["frames"].as_array().cloned().unwrap_or_default();
+    let mut sent: Vec<(u64, u64)> = Vec::new();
+    let (mut acked, mut repeats, mut awaiting) = (HashSet::new(), 0, None::<u64>);
+    for event in server_log
+        .iter()
+        .filter(|e| e["data"]["header"]["packet_type"] == "1RTT")
+    {
+        match event["name"].as_str() {
+            Some("quic:packet_sent") => {
+                let frames = frames(event);
+                let updates: Vec<u64> = frames
+                    .iter()
+                    .filter(|f| f["frame_type"] == kind)
+                    .map(|f| f[limit_field].as_u64().unwrap())
+                    .collect();
+                if let Some(limit) = awaiting.take() {
+                    let more_than_ack = frames.iter().any(|f| f["frame_type"] != "ack");
+                    if more_than_ack {
+                        assert!(
+                            updates.iter().any(|l| *l >= limit),
+                            "{kind} {limit} lost and not repeated in the next packet: {frames:?}"
+                        );
+                    } else {
+                        awaiting = Some(limit);
+                    }
+                }
+                for limit in updates {
+                    repeats += usize::from(sent.iter().any(|(_, l)| *l == limit));
+                    let highest = sent.iter().map(|(_, l)| *l).max().unwrap_or(0);
+                    assert!(limit >= highest, "{kind} {limit} after {highest}");
+                    assert!(
+                        !sent.iter().any(|(p, l)| *l == limit && acked.contains(p)),
+                        "{kind} {limit} repeated after it was acknowledged"
+                    );
+                    sent.push((pn(event), limit));
+                }
+            }
+            Some("quic:packet_received") => {
+                for ack in frames(event).iter().filter(|f| f["frame_type"] == "ack") {
+                    for range in ack["acked_ranges"].as_array().unwrap() {
+                        let (low, high) = (range[0].as_u64().unwrap(), range[1].as_u64().unwrap());
+                        acked.extend(low..=high);
+                    }
+                }
+            }
+            Some("quic:packet_lost") => {
+                let latest = sent.iter().map(|(_, l)| *l).max();
+                let lost = sent.iter().find(|(p, _)| *p == pn(event)).map(|(_, l)| *l);
+                let arrived = sent
+                    .iter()
+                    .any(|(p, l)| Some(*l) == lost && acked.contains(p));
+                if lost.is_some() && lost == latest && !arrived {
+                    awaiting = lost;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(repeats >= 1, "no lost {kind} was repeated: {sent:?}");
+}
+
+#[test]
+fn flow_lost_max_stream_data_is_repeated_while_it_is_the_latest() {
+    // RFC 9000 §4.1, §13.3.
+    lost_update_is_repeated_while_it_is_the_latest("max_stream_data", "maximum");
+}
+
+#[test]
+fn flow_lost_max_data_is_repeated_while_it_is_the_latest() {
+    // RFC 9000 §4.1, §13.3.
+    lost_update_is_repeated_while_it_is_the_latest("max_data", "maximum");
 }

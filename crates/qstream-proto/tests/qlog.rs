@@ -10,23 +10,6 @@ use qstream_proto::streams::ReadOutcome;
 use qstream_proto::wire::Dir;
 use serde_json::Value;
 
-/// Takes every queued qlog record of both connections, checking the JSON-SEQ framing.
-fn take_records(pair: &mut Pair, client: &mut Vec<Value>, server: &mut Vec<Value>) {
-    let now = pair.sim.now();
-    let take = |connection: Option<&mut qstream_proto::Connection>, out: &mut Vec<Value>| {
-        let Some(connection) = connection else { return };
-        while let Some(record) = connection.poll_qlog(now) {
-            let json = record
-                .strip_prefix('\u{1e}')
-                .and_then(|r| r.strip_suffix('\n'))
-                .unwrap_or_else(|| panic!("not a JSON-SEQ record: {record:?}"));
-            out.push(serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}")));
-        }
-    };
-    take(pair.client_conn(), client);
-    take(pair.server_conn(), server);
-}
-
 /// A pair recording qlog over a link that loses 5 % of datagrams, once connected, with the
 /// records of the handshake.
 fn connected_with_qlog(seed: u64) -> (Pair, Vec<Value>, Vec<Value>) {
@@ -41,7 +24,7 @@ fn connected_with_qlog(seed: u64) -> (Pair, Vec<Value>, Vec<Value>) {
     });
     let (mut client_log, mut server_log) = (Vec::new(), Vec::new());
     assert!(pair.run_until(Duration::from_secs(10), |p| {
-        take_records(p, &mut client_log, &mut server_log);
+        p.take_qlog(&mut client_log, &mut server_log);
         p.client_connected() && p.server_connected()
     }));
     (pair, client_log, server_log)
@@ -75,7 +58,7 @@ fn qlog_records_every_packet_with_its_frames_and_every_stream_state_change() {
             client_done =
                 drain(p.client_conn().unwrap(), id, &mut response) == Some(ReadOutcome::Finished);
         }
-        take_records(p, &mut client_log, &mut server_log);
+        p.take_qlog(&mut client_log, &mut server_log);
         // Until both sides released the stream and logged it.
         client_done && {
             let destroyed = |log: &[Value]| {
@@ -368,7 +351,7 @@ fn qlog_every_event_of_a_transfer_matches_the_quic_events_13_definitions() {
         if accepted.contains(&reset) {
             let _ = server.read(reset, 65536);
         }
-        take_records(p, &mut client_log, &mut server_log);
+        p.take_qlog(&mut client_log, &mut server_log);
         done
     }));
     let now = pair.sim.now();
@@ -376,7 +359,7 @@ fn qlog_every_event_of_a_transfer_matches_the_quic_events_13_definitions() {
         .unwrap()
         .close(now, 42u32.into(), b"done \"here\"");
     pair.run_until(Duration::from_secs(2), |p| {
-        take_records(p, &mut client_log, &mut server_log);
+        p.take_qlog(&mut client_log, &mut server_log);
         false
     });
 

@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
+use crate::error::{TransportError, TransportErrorCode};
 use crate::recovery::GRANULARITY;
 use crate::wire::{AckFrequency as AckFrequencyFrame, VarInt};
-use crate::error::{TransportError, TransportErrorCode};
 
 /// The ack-eliciting threshold we ask for: acknowledge at least every second ack-eliciting
 /// packet, as RFC 9000 §13.2.2 recommends.

@@ -27,6 +27,7 @@ use bytes::Bytes;
 
 use crate::config::TransportConfig;
 use crate::crypto::derived::{DerivedSecrets, SecretCapture};
+pub use crate::error::TransportError;
 use crate::qlog::Initiator;
 use crate::recovery::pacing::Pacer;
 use crate::recovery::{Controller, RttEstimator};
@@ -39,7 +40,6 @@ use crate::wire::{
     ConnectionId, FrameType, TransportParameters, VarInt, Version, VersionInformation,
 };
 use crate::wire::{Dir, StreamId};
-pub use crate::error::TransportError;
 use crate::{Side, TransportErrorCode};
 use cids::CidState;
 use keys::{OneRttKeys, UpdateSecrets};

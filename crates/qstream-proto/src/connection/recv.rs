@@ -455,11 +455,12 @@ impl Connection {
                 Frame::MaxStreamData { id, max } => {
                     self.streams.on_max_stream_data(now, id, max.into_inner())?;
                 }
-                Frame::StreamDataBlocked { id, .. } => {
-                    self.streams.on_stream_data_blocked(now, id)?;
+                Frame::StreamDataBlocked { id, limit } => {
+                    self.streams
+                        .on_stream_data_blocked(now, id, limit.into_inner())?;
                 }
                 Frame::MaxData(max) => self.streams.on_max_data(max.into_inner()),
-                Frame::DataBlocked(_) => self.streams.on_data_blocked(),
+                Frame::DataBlocked(limit) => self.streams.on_data_blocked(limit.into_inner()),
                 Frame::MaxStreams { dir, count } => {
                     self.streams.on_max_streams(now, dir, count.into_inner());
                 }

@@ -503,9 +503,9 @@ impl Connection {
                 let mut streams = self.spare_stream_records.pop().unwrap_or_default();
                 let rtt = self.rtt.smoothed();
                 let mut payload = Payload::new(buf, max_end);
-                record.ack_eliciting |= self
-                    .streams
-                    .write_frames(&mut payload, &mut streams, now, rtt);
+                record.ack_eliciting |=
+                    self.streams
+                        .write_frames(&mut payload, &mut streams, now, rtt);
                 if streams.is_empty() {
                     self.spare_stream_records.push(streams);
                 } else {

@@ -586,7 +586,6 @@ impl Streams {
     pub(crate) fn take_completed_in_packet(&mut self) -> bool {
         std::mem::take(&mut self.completed_in_packet)
     }
-
 }
 
 #[cfg(test)]

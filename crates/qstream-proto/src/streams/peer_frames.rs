@@ -186,6 +186,7 @@ impl Streams {
         &mut self,
         now: Instant,
         id: StreamId,
+        limit: u64,
     ) -> Result<(), TransportError> {
         let ty = FrameType::STREAM_DATA_BLOCKED;
         // RFC 9000 §19.13, RFC9000-367.
@@ -195,7 +196,7 @@ impl Streams {
         if let Some(stream) = self.stream_for_frame(now, id, ty)? {
             if let Some(recv) = stream.recv.as_mut() {
                 if !recv.is_finished() {
-                    recv.flow.on_peer_blocked();
+                    recv.flow.on_peer_blocked(limit);
                     if recv.flow.update_due() {
                         self.queue_control(id);
                     }
@@ -221,9 +222,10 @@ impl Streams {
         }
     }
 
-    /// DATA_BLOCKED: the peer waits for connection credit, so the window is the limit.
-    pub(crate) fn on_data_blocked(&mut self) {
-        self.conn_recv.on_peer_blocked();
+    /// DATA_BLOCKED at `limit`: the peer waits for connection credit, so the window is the
+    /// limit.
+    pub(crate) fn on_data_blocked(&mut self, limit: u64) {
+        self.conn_recv.on_peer_blocked(limit);
     }
 
     /// Counts received stream data against the connection limit (RFC 9000 §4.1, RFC9000-356).

@@ -2,13 +2,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-
 use bytes::Bytes;
 
 use super::piece::{Piece, SharedPieces};
-use crate::flow::RecvWindow;
 use crate::TransportErrorCode;
 use crate::error::TransportError;
+use crate::flow::RecvWindow;
 use crate::wire::{FrameType, VarInt};
 
 /// Receiving-half states (RFC 9000 §3.2, Figure 3).

@@ -116,7 +116,10 @@ impl SendHalf {
         if !self.retransmit.is_empty() {
             return true;
         }
-        let new_limit = self.flow.limit().min(self.flow.used().saturating_add(conn_credit));
+        let new_limit = self
+            .flow
+            .limit()
+            .min(self.flow.used().saturating_add(conn_credit));
         (self.flow.used() < self.written() && self.flow.used() < new_limit)
             || (self.fin_pending && !self.fin_sent && self.flow.used() == self.written())
     }

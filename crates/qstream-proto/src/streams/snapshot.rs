@@ -265,4 +265,3 @@ impl StreamsSnapshot {
             .expect("all four kinds are listed")
     }
 }
-

@@ -23,13 +23,15 @@ fn peer_frame(
         } => streams.on_reset_stream(now, id, error_code, final_size.into_inner()),
         Frame::StopSending { id, error_code } => streams.on_stop_sending(now, id, error_code),
         Frame::MaxStreamData { id, max } => streams.on_max_stream_data(now, id, max.into_inner()),
-        Frame::StreamDataBlocked { id, .. } => streams.on_stream_data_blocked(now, id),
+        Frame::StreamDataBlocked { id, limit } => {
+            streams.on_stream_data_blocked(now, id, limit.into_inner())
+        }
         Frame::MaxData(max) => {
             streams.on_max_data(max.into_inner());
             Ok(())
         }
-        Frame::DataBlocked(_) => {
-            streams.on_data_blocked();
+        Frame::DataBlocked(limit) => {
+            streams.on_data_blocked(limit.into_inner());
             Ok(())
         }
         Frame::MaxStreams { dir, count } => {
@@ -150,7 +152,12 @@ fn streams_frames_on_the_wrong_direction_or_unopened_streams() {
         id: ours_uni,
         limit: VarInt::ZERO,
     };
-    assert!(state_error(peer_frame(&mut streams, now, &blocked, &payload)));
+    assert!(state_error(peer_frame(
+        &mut streams,
+        now,
+        &blocked,
+        &payload
+    )));
     let stop = Frame::StopSending {
         id: ours_unopened,
         error_code: VarInt::ZERO,
@@ -178,7 +185,11 @@ fn flow_reset_and_stop_return_connection_credit() {
     let id = streams.accept(Dir::Bi).unwrap();
     // Stopping discards 1000 unread bytes: the connection window moves on.
     streams.stop(id, VarInt::ZERO).unwrap();
-    assert!(streams.conn_recv.limit() >= 2500, "max_data {}", streams.conn_recv.limit());
+    assert!(
+        streams.conn_recv.limit() >= 2500,
+        "max_data {}",
+        streams.conn_recv.limit()
+    );
     // A reset's unread bytes count too.
     let (mut streams, now) = server();
     data(&mut streams, now, client_bidi(0), 0, 100, false).unwrap();
@@ -188,7 +199,11 @@ fn flow_reset_and_stop_return_connection_credit() {
         final_size: VarInt::from_u32(900),
     };
     peer_frame(&mut streams, now, &reset, &Bytes::new()).unwrap();
-    assert!(streams.conn_recv.limit() >= 2400, "max_data {}", streams.conn_recv.limit());
+    assert!(
+        streams.conn_recv.limit() >= 2400,
+        "max_data {}",
+        streams.conn_recv.limit()
+    );
 }
 
 /// Sends what is pending; returns the records of the packet.
@@ -253,7 +268,10 @@ fn credit_the_peer_has_used_up_is_awaited_until_sent() {
     answer_and_acknowledge(&mut streams, now, first);
     assert!(!streams.credit_awaited(), "the peer still had credit");
     let sent = send(&mut streams, now);
-    assert!(sent.iter().any(|r| matches!(r, StreamFrameRecord::MaxStreams { dir: Dir::Bi, .. })));
+    assert!(
+        sent.iter()
+            .any(|r| matches!(r, StreamFrameRecord::MaxStreams { dir: Dir::Bi, .. }))
+    );
     // Limit 3, and the peer opens both streams it still may: once one is released, the
     // peer waits for the MAX_STREAMS, until it is sent.
     for index in 1..3 {
@@ -266,7 +284,10 @@ fn credit_the_peer_has_used_up_is_awaited_until_sent() {
         "released at the limit the peer knows"
     );
     let sent = send(&mut streams, now);
-    assert!(sent.iter().any(|r| matches!(r, StreamFrameRecord::MaxStreams { dir: Dir::Bi, .. })));
+    assert!(
+        sent.iter()
+            .any(|r| matches!(r, StreamFrameRecord::MaxStreams { dir: Dir::Bi, .. }))
+    );
     assert!(!streams.credit_awaited(), "sent");
 }
 

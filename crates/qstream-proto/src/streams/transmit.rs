@@ -100,7 +100,8 @@ impl Streams {
     /// New and lost stream data, by the schedule.
     fn write_data(&mut self, payload: &mut Payload<'_>, records: &mut Vec<StreamFrameRecord>) {
         let mut conn_credit = self.conn_send.available();
-        let (streams, control, conn_send) = (&mut self.streams, &mut self.control, &mut self.conn_send);
+        let (streams, control, conn_send) =
+            (&mut self.streams, &mut self.control, &mut self.conn_send);
         self.schedule.round(|id| {
             let Some(stream) = streams.get_mut(&id) else {
                 return Turn::Done;
@@ -111,7 +112,9 @@ impl Streams {
             };
             if !send.has_sendable(conn_credit) {
                 stream.queued = false;
-                if send.blocked_by_stream_limit() && send.flow.on_blocked() && !control.contains(&id)
+                if send.blocked_by_stream_limit()
+                    && send.flow.on_blocked()
+                    && !control.contains(&id)
                 {
                     control.push_back(id);
                 }
@@ -136,11 +139,14 @@ impl Streams {
             conn_send.consume(credit_before - conn_credit);
             records.push(StreamFrameRecord::Data { id, range, fin });
             if send.has_sendable(conn_credit) {
-                Turn::More
-            } else {
-                stream.queued = false;
-                Turn::Done
+                return Turn::More;
             }
+            stream.queued = false;
+            // RFC 9000 §4.1, RFC9000-366: said as soon as the stream's limit holds it back.
+            if send.blocked_by_stream_limit() && send.flow.on_blocked() && !control.contains(&id) {
+                control.push_back(id);
+            }
+            Turn::Done
         });
     }
 
@@ -171,35 +177,48 @@ impl Streams {
     /// Frames of a packet that was acknowledged.
     pub(crate) fn on_acked(&mut self, records: &[StreamFrameRecord]) {
         for record in records {
-            match record {
-                StreamFrameRecord::Data { id, range, fin } => {
+            match *record {
+                StreamFrameRecord::Data { id, ref range, fin } => {
                     let send_buffer = self.config.send_buffer;
-                    let Some(send) = self.streams.get_mut(id).and_then(|s| s.send.as_mut()) else {
+                    let Some(send) = self.send_half(id) else {
                         continue;
                     };
-                    let finished = send.on_acked(range.clone(), *fin);
+                    let finished = send.on_acked(range.clone(), fin);
                     // A waiting writer is woken once half the buffer is free, not per
                     // acknowledged packet: it then writes a large piece at once.
                     if send.writer_waiting && send.buffered() as u64 <= send_buffer / 2 {
                         send.writer_waiting = false;
-                        self.events.push_back(StreamEvent::Writable(*id));
+                        self.events.push_back(StreamEvent::Writable(id));
                     }
                     if finished {
-                        self.events.push_back(StreamEvent::Finished(*id));
-                        self.maybe_release(*id);
+                        self.events.push_back(StreamEvent::Finished(id));
+                        self.maybe_release(id);
                     }
+                }
+                StreamFrameRecord::StreamDataBlocked { id, limit } => {
+                    if let Some(send) = self.send_half(id) {
+                        send.flow.on_blocked_acked(limit);
+                    }
+                }
+                StreamFrameRecord::MaxStreamData { id, limit } => {
+                    if let Some(recv) = self.recv_half(id) {
+                        recv.flow.on_update_acked(limit);
+                    }
+                }
+                StreamFrameRecord::DataBlocked(limit) => self.conn_send.on_blocked_acked(limit),
+                StreamFrameRecord::MaxData(limit) => self.conn_recv.on_update_acked(limit),
+                StreamFrameRecord::StreamsBlocked { dir, limit } => {
+                    self.credit[dir_index(dir)].local.on_blocked_acked(limit);
+                }
+                StreamFrameRecord::MaxStreams { dir, limit } => {
+                    self.credit[dir_index(dir)].remote.on_update_acked(limit);
                 }
                 StreamFrameRecord::Reset(id) => {
-                    let done = self
-                        .streams
-                        .get_mut(id)
-                        .and_then(|s| s.send.as_mut())
-                        .is_some_and(SendHalf::on_reset_acked);
-                    if done {
-                        self.maybe_release(*id);
+                    if self.send_half(id).is_some_and(SendHalf::on_reset_acked) {
+                        self.maybe_release(id);
                     }
                 }
-                _ => {}
+                StreamFrameRecord::Stop(_) => {}
             }
         }
     }
@@ -224,9 +243,9 @@ impl Streams {
                     }
                 }
                 StreamFrameRecord::StreamDataBlocked { id, limit } => {
-                    let again = self
-                        .send_half(id)
-                        .is_some_and(|s| s.state == SendState::Send && s.flow.on_blocked_lost(limit));
+                    let again = self.send_half(id).is_some_and(|s| {
+                        s.state == SendState::Send && s.flow.on_blocked_lost(limit)
+                    });
                     if again {
                         self.queue_control(id);
                     }
@@ -240,7 +259,10 @@ impl Streams {
                     }
                 }
                 StreamFrameRecord::MaxStreamData { id, limit } => {
-                    if self.recv_half(id).is_some_and(|r| r.flow.on_update_lost(limit)) {
+                    if self
+                        .recv_half(id)
+                        .is_some_and(|r| r.flow.on_update_lost(limit))
+                    {
                         self.queue_control(id);
                     }
                 }

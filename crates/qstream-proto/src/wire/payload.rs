@@ -41,7 +41,10 @@ impl<'a> Payload<'a> {
     /// Writes `frame`, which the caller sized to fit [`Self::room`].
     pub(crate) fn put_sized(&mut self, frame: &Frame<'_>) {
         frame.encode(self.buf);
-        debug_assert!(self.buf.len() <= self.end, "a sized frame overran the packet");
+        debug_assert!(
+            self.buf.len() <= self.end,
+            "a sized frame overran the packet"
+        );
     }
 }
 

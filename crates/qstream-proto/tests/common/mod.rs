@@ -262,6 +262,27 @@ impl Pair {
         self.sim.endpoint(SERVER).connection_mut(server)
     }
 
+    /// Takes every queued qlog record of both connections, checking the JSON-SEQ framing.
+    pub fn take_qlog(
+        &mut self,
+        client: &mut Vec<serde_json::Value>,
+        server: &mut Vec<serde_json::Value>,
+    ) {
+        let now = self.sim.now();
+        let take = |connection: Option<&mut qstream_proto::Connection>, out: &mut Vec<_>| {
+            let Some(connection) = connection else { return };
+            while let Some(record) = connection.poll_qlog(now) {
+                let json = record
+                    .strip_prefix('\u{1e}')
+                    .and_then(|r| r.strip_suffix('\n'))
+                    .unwrap_or_else(|| panic!("not a JSON-SEQ record: {record:?}"));
+                out.push(serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}")));
+            }
+        };
+        take(self.client_conn(), client);
+        take(self.server_conn(), server);
+    }
+
     pub fn closed_event(events: &[Event]) -> Option<&qstream_proto::ConnectionError> {
         events.iter().find_map(|e| match e {
             Event::Closed(reason) => Some(reason),
