@@ -28,9 +28,11 @@ use crate::wire::{
     parse_packet,
 };
 
+mod reset_tokens;
 mod routes;
 mod timers;
 
+use reset_tokens::ResetTokens;
 use routes::Routes;
 use timers::TimerIndex;
 
@@ -72,6 +74,8 @@ pub struct Endpoint {
     connections: FxHashMap<ConnectionHandle, Connection>,
     next_handle: usize,
     routes: Routes,
+    /// The peer's stateless reset tokens, for datagrams that route nowhere.
+    reset_tokens: ResetTokens,
     /// Connections that may have something to send: touched since they last had nothing.
     /// Polling only these keeps sending independent of how many connections sit idle.
     sendable: BTreeSet<ConnectionHandle>,
@@ -117,6 +121,7 @@ impl Endpoint {
             connections: FxHashMap::default(),
             next_handle: 0,
             routes: Routes::default(),
+            reset_tokens: ResetTokens::default(),
             sendable: BTreeSet::new(),
             changed: BTreeSet::new(),
             timers: TimerIndex::default(),
@@ -319,14 +324,14 @@ impl Endpoint {
             );
         }
         // RFC 9000 §10.3.1: a stateless reset carries a random connection ID, so it routes
-        // nowhere; it is recognised by its trailing token (RFC9000-196: whatever its form).
-        let reset = self
-            .connections
-            .iter_mut()
-            .find_map(|(handle, c)| c.check_stateless_reset(now, &datagram).then_some(*handle));
-        if let Some(handle) = reset {
-            self.touch(handle);
-            return reset;
+        // nowhere; it is recognised by its trailing token (RFC9000-196: whatever its form),
+        // found with one lookup however many connections there are.
+        if let Some(handle) = self.reset_tokens.find(&datagram) {
+            if let Some(connection) = self.connections.get_mut(&handle) {
+                connection.on_stateless_reset(now);
+                self.touch(handle);
+                return Some(handle);
+            }
         }
         if matches!(first, Packet::Protected(ref p) if p.ty == PacketType::OneRtt) {
             self.stateless_reset(remote, dcid?, datagram.len());
@@ -568,6 +573,8 @@ impl Endpoint {
             while let Some(event) = connection.poll_endpoint_event() {
                 events.push(event);
             }
+            self.reset_tokens
+                .set(handle, connection.remote_reset_token());
         }
         for event in events {
             match event {
@@ -606,6 +613,7 @@ impl Endpoint {
     /// Forgets a connection, drained or not. Its connection IDs stop routing.
     pub fn remove(&mut self, handle: ConnectionHandle) -> Option<Connection> {
         self.routes.remove_connection(handle);
+        self.reset_tokens.remove(handle);
         self.server_names.remove(&handle);
         self.sendable.remove(&handle);
         self.changed.remove(&handle);

@@ -1011,18 +1011,28 @@ impl Connection {
         };
     }
 
+    /// The stateless reset token of the peer's connection ID in use, which a datagram that
+    /// routes nowhere is checked against (RFC9000-198).
+    pub(crate) fn remote_reset_token(&self) -> Option<StatelessResetToken> {
+        self.cids.remote_reset_token()
+    }
+
     /// Whether `datagram` is a stateless reset for this connection (RFC 9000 §10.3.1); if so the
-    /// connection drains. The endpoint calls this for datagrams it routed here that did not
-    /// decrypt.
-    pub(crate) fn check_stateless_reset(&mut self, now: Instant, datagram: &[u8]) -> bool {
+    /// connection drains. Checked for datagrams routed here that did not decrypt.
+    fn check_stateless_reset(&mut self, now: Instant, datagram: &[u8]) -> bool {
         let matched = self
-            .cids
             .remote_reset_token()
             .is_some_and(|token| token.matches_datagram(datagram));
         if matched {
-            self.enter_draining(now, ConnectionError::Reset);
+            self.on_stateless_reset(now);
         }
         matched
+    }
+
+    /// The endpoint received a stateless reset carrying our token (RFC 9000 §10.3.1): the
+    /// connection drains at once, sending nothing (RFC9000-200).
+    pub(crate) fn on_stateless_reset(&mut self, now: Instant) {
+        self.enter_draining(now, ConnectionError::Reset);
     }
 
     /// Passes received CRYPTO data to TLS, queues what TLS writes, installs new keys, and checks
