@@ -68,7 +68,7 @@ mod tests {
         datagram.extend_from_slice(&[2; 16]);
         assert_eq!(tokens.find(&datagram), Some(b));
         assert_eq!(
-            tokens.find(&datagram[10..]),
+            tokens.find(&datagram[26..]),
             None,
             "too short to be a reset"
         );
