@@ -7,6 +7,11 @@ use crate::recovery::CongestionControl;
 use crate::streams::StreamConfig;
 use crate::wire::{TransportParameters, VarInt, Version};
 
+/// The ack_delay_exponent this implementation advertises (RFC 9000 §18.2 default).
+pub(crate) const ACK_DELAY_EXPONENT: u8 = 3;
+/// The active_connection_id_limit this implementation advertises.
+pub(crate) const ACTIVE_CID_LIMIT: u32 = 4;
+
 /// Transport settings shared by both sides of a connection.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
@@ -88,10 +93,10 @@ impl TransportConfig {
             initial_max_stream_data_uni: varint(self.streams.stream_window),
             initial_max_streams_bidi: varint(self.streams.max_concurrent_bidi),
             initial_max_streams_uni: varint(self.streams.max_concurrent_uni),
-            ack_delay_exponent: crate::connection::ACK_DELAY_EXPONENT,
+            ack_delay_exponent: ACK_DELAY_EXPONENT,
             max_ack_delay: VarInt::from_u64(self.max_ack_delay.as_millis() as u64)
                 .unwrap_or(VarInt::MAX),
-            active_connection_id_limit: VarInt::from_u32(crate::connection::ACTIVE_CID_LIMIT),
+            active_connection_id_limit: VarInt::from_u32(ACTIVE_CID_LIMIT),
             max_datagram_frame_size: self.max_datagram_frame_size.map(VarInt::from),
             min_ack_delay: self
                 .ack_frequency

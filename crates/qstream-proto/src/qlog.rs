@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::Side;
-use crate::connection::SpaceId;
 use crate::streams::{RecvState, SendState, StreamSnapshot, StreamsSnapshot};
+use crate::wire::SpaceId;
 use crate::wire::{ConnectionId, Dir, Frame, Frames, StreamId, TransportParameters, Version};
 
 /// The RFC 7464 record separator that starts every JSON-SEQ record.

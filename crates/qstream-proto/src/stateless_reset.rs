@@ -7,32 +7,7 @@ use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::hmac;
 
 use crate::wire::ConnectionId;
-
-/// A 16-byte stateless reset token (RFC 9000 §10.3).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct StatelessResetToken([u8; 16]);
-
-impl From<[u8; 16]> for StatelessResetToken {
-    fn from(bytes: [u8; 16]) -> Self {
-        Self(bytes)
-    }
-}
-
-impl AsRef<[u8]> for StatelessResetToken {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for StatelessResetToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("StatelessResetToken(")?;
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        f.write_str(")")
-    }
-}
+pub use crate::wire::StatelessResetToken;
 
 /// The smallest stateless reset this implementation sends or recognises: 5 bytes that look like a
 /// short header and packet number, then the 16-byte token. That is also the smallest valid short
@@ -45,7 +20,7 @@ impl StatelessResetToken {
     /// A match ends the connection whatever the header form (RFC9000-196, RFC9000-200).
     pub fn matches_datagram(&self, datagram: &[u8]) -> bool {
         datagram.len() >= MIN_STATELESS_RESET_LEN
-            && verify_slices_are_equal(&datagram[datagram.len() - 16..], &self.0).is_ok()
+            && verify_slices_are_equal(&datagram[datagram.len() - 16..], self.as_ref()).is_ok()
     }
 }
 
@@ -66,7 +41,7 @@ impl StatelessResetKey {
         let tag = hmac::sign(&self.0, cid);
         let mut token = [0; 16];
         token.copy_from_slice(&tag.as_ref()[..16]);
-        StatelessResetToken(token)
+        StatelessResetToken::from(token)
     }
 }
 
@@ -97,5 +72,5 @@ pub fn encode_stateless_reset(token: &StatelessResetToken, out: &mut [u8]) {
     debug_assert!(out.len() >= MIN_STATELESS_RESET_LEN);
     out[0] = 0x40 | (out[0] & 0x3f);
     let token_start = out.len() - 16;
-    out[token_start..].copy_from_slice(&token.0);
+    out[token_start..].copy_from_slice(token.as_ref());
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::config::TransportConfig;
+use crate::config::{ACK_DELAY_EXPONENT, ACTIVE_CID_LIMIT, TransportConfig};
 use crate::crypto::derived::{DerivedSecrets, SecretCapture};
 pub use crate::error::TransportError;
 use crate::qlog::Initiator;
@@ -37,14 +37,13 @@ use crate::streams::{
     StreamSnapshot, Streams, StreamsSnapshot,
 };
 use crate::wire::{
-    ConnectionId, FrameType, TransportParameters, VarInt, Version, VersionInformation,
+    ConnectionId, Dir, FrameType, SpaceId, StreamId, TransportParameters, VarInt, Version,
+    VersionInformation,
 };
-use crate::wire::{Dir, StreamId};
 use crate::{Side, TransportErrorCode};
 use cids::CidState;
 use keys::{OneRttKeys, UpdateSecrets};
 use space::PacketSpace;
-pub(crate) use space::SpaceId;
 pub(crate) use version::{VersionChoice, compatible};
 
 /// Key log labels of the handshake traffic secrets (client, server).
@@ -55,10 +54,6 @@ const HANDSHAKE_SECRETS: (&str, &str) = (
 /// Key log labels of the first application traffic secrets (client, server).
 const TRAFFIC_SECRETS: (&str, &str) = ("CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0");
 
-/// The ack_delay_exponent this implementation advertises (RFC 9000 §18.2 default).
-pub(crate) const ACK_DELAY_EXPONENT: u8 = 3;
-/// The active_connection_id_limit this implementation advertises.
-pub(crate) const ACTIVE_CID_LIMIT: u32 = 4;
 /// The smallest datagram a client's Initial travels in, and that every endpoint can receive
 /// (RFC 9000 §14.1).
 pub(crate) const MIN_INITIAL_SIZE: usize = 1200;

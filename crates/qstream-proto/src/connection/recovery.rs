@@ -2,11 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::space::{ControlFrames, SentPacket, SpaceId};
+use super::space::{ControlFrames, SentPacket};
 use super::{Connection, State, StreamFrameRecord, TransportError};
 use crate::qlog::{LossTrigger, RecoveryMetrics};
 use crate::recovery::pacing::window_rate;
 use crate::recovery::{PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD, PacketInfo};
+use crate::wire::SpaceId;
 use crate::wire::{Ack, VarInt};
 use crate::{Side, TransportErrorCode};
 

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::space::SpaceId;
 use super::{Connection, ConnectionError, EcnCodepoint, Event, State, TransportError};
 use crate::crypto::{decrypt_payload, initial_keys, retry_tag_valid, unprotect_header};
 use crate::stateless_reset::MIN_STATELESS_RESET_LEN;
+use crate::wire::SpaceId;
 use crate::wire::{
     Frame, FrameType, Frames, Packet, PacketType, ProtectedPacket, RetryPacket, VersionNegotiation,
     parse_packet, reserved_bits_valid,

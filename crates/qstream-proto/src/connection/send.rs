@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use rustls::quic::{HeaderProtectionKey, PacketKey};
 
-use super::space::{PacketSpace, Retransmit, SentPacket, SpaceId};
+use super::space::{PacketSpace, Retransmit, SentPacket};
 use super::{ACK_DELAY_EXPONENT, CloseFrame, Connection, MIN_INITIAL_SIZE, State, Transmit};
 use crate::crypto::{TAG_LEN, protect};
+use crate::wire::SpaceId;
 use crate::wire::{
     Ack, ConnectionClose, Frame, Header, Payload, TruncatedPacketNumber, VarInt,
     set_long_header_length,

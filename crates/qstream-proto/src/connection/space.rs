@@ -11,19 +11,6 @@ use crate::streams::StreamFrameRecord;
 use crate::wire::EcnCounts;
 use crate::{DecodeError, TransportErrorCode};
 
-/// The three packet number spaces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum SpaceId {
-    Initial = 0,
-    Handshake = 1,
-    /// 0-RTT and 1-RTT packets.
-    Data = 2,
-}
-
-impl SpaceId {
-    pub(crate) const ALL: [Self; 3] = [Self::Initial, Self::Handshake, Self::Data];
-}
-
 /// The most ACK ranges remembered and reported; older ranges are forgotten (RFC 9000 §13.2.3
 /// lets a receiver limit them).
 const MAX_ACK_RANGES: usize = 32;

@@ -9,11 +9,11 @@ use std::fmt;
 
 use bytes::BufMut;
 
+use super::StatelessResetToken;
 use super::ack::Ack;
 use super::reader::{Reader, Truncated};
 use super::varint::size_of_u62;
 use super::{ConnectionId, Dir, PacketType, StreamId, VarInt};
-use crate::stateless_reset::StatelessResetToken;
 use crate::{DecodeError, TransportErrorCode};
 
 /// A frame type (RFC 9000 §12.4, Table 3; RFC 9221 §4).

@@ -11,6 +11,8 @@ mod header;
 mod packet_number;
 mod payload;
 mod reader;
+mod reset_token;
+mod space;
 mod stream_id;
 mod transport_params;
 mod varint;
@@ -27,6 +29,8 @@ pub use header::{
 };
 pub use packet_number::TruncatedPacketNumber;
 pub(crate) use payload::Payload;
+pub use reset_token::StatelessResetToken;
+pub(crate) use space::SpaceId;
 pub use stream_id::{Dir, StreamId};
 pub use transport_params::{PreferredAddress, TransportParameters, VersionInformation};
 pub use varint::{VarInt, VarIntBoundsExceeded};

@@ -6,10 +6,10 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use bytes::BufMut;
 
+use super::StatelessResetToken;
 use super::frame::MAX_STREAM_COUNT;
 use super::reader::{Reader, Truncated};
 use super::{ConnectionId, VarInt, Version};
-use crate::stateless_reset::StatelessResetToken;
 use crate::{DecodeError, Side, TransportErrorCode};
 
 /// The parameters one endpoint declares to its peer during the handshake. Fields absent from the
