@@ -1,0 +1,101 @@
+//! Counters of what a connection sent and received.
+
+use std::fmt;
+
+use crate::wire::FrameType;
+
+/// Counters of a connection's traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Datagrams sent.
+    pub datagrams_sent: u64,
+    /// Bytes sent in UDP payloads.
+    pub bytes_sent: u64,
+    /// Datagrams received for this connection.
+    pub datagrams_received: u64,
+    /// Bytes received in UDP payloads.
+    pub bytes_received: u64,
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Packets received and successfully decrypted.
+    pub packets_received: u64,
+    /// Of those, packets that elicit no acknowledgment: ACK-only (with PADDING), or carrying
+    /// CONNECTION_CLOSE.
+    pub non_eliciting_packets_received: u64,
+    /// Packets declared lost.
+    pub packets_lost: u64,
+    /// Bytes of the packets declared lost: what had to be sent again, headers included.
+    pub bytes_lost: u64,
+    /// Packets received that could not be decrypted or parsed, and were dropped.
+    pub packets_dropped: u64,
+    /// Probe timeouts that fired.
+    pub pto_count: u64,
+    /// Key updates, initiated by either side.
+    pub key_updates: u64,
+    /// Key updates this endpoint initiated.
+    pub key_updates_initiated: u64,
+    /// Acknowledgments that reported new ECN-CE marks: congestion signalled without loss.
+    pub ecn_congestion_events: u64,
+    /// Frames sent, by type.
+    pub frames_sent: FrameCounts,
+    /// Frames received in packets that decrypted, by type.
+    pub frames_received: FrameCounts,
+}
+
+/// How many frames of each type (RFC 9000 §19, DATAGRAM, ACK_FREQUENCY and IMMEDIATE_ACK) went
+/// one way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FrameCounts {
+    /// Indexed by frame type for 0x00..=0x1f; DATAGRAM at 0x20, ACK_FREQUENCY at 0x21.
+    counts: [u64; 34],
+}
+
+impl Default for FrameCounts {
+    fn default() -> Self {
+        Self { counts: [0; 34] }
+    }
+}
+
+impl FrameCounts {
+    fn index(ty: FrameType) -> Option<usize> {
+        match ty {
+            FrameType(0x00..=0x1f) => Some(ty.0 as usize),
+            FrameType::DATAGRAM | FrameType::DATAGRAM_LEN => Some(0x20),
+            FrameType::ACK_FREQUENCY => Some(0x21),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn count(&mut self, ty: FrameType) {
+        if let Some(i) = Self::index(ty) {
+            self.counts[i] += 1;
+        }
+    }
+
+    /// How many frames of `ty` were counted; every STREAM type (0x08..=0x0f) is counted
+    /// under its own value, as are both ACK, MAX_STREAMS, STREAMS_BLOCKED and CONNECTION_CLOSE
+    /// types.
+    pub fn get(&self, ty: FrameType) -> u64 {
+        Self::index(ty).map_or(0, |i| self.counts[i])
+    }
+
+    /// STREAM frames of every type.
+    pub fn stream(&self) -> u64 {
+        self.counts[0x08..=0x0f].iter().sum()
+    }
+}
+
+impl fmt::Debug for FrameCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (i, &n) in self.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let ty = match i {
+                0x20 => FrameType::DATAGRAM_LEN,
+                0x21 => FrameType::ACK_FREQUENCY,
+                _ => FrameType(i as u64),
+            };
+            map.entry(&format_args!("{ty:?}"), &n);
+        }
+        map.finish()
+    }
+}
