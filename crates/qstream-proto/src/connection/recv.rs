@@ -4,14 +4,14 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
+use rustls::quic::Keys;
 
 use super::{Connection, ConnectionError, EcnCodepoint, Event, State, TransportError};
 use crate::crypto::{decrypt_payload, initial_keys, retry_tag_valid, unprotect_header};
 use crate::stateless_reset::MIN_STATELESS_RESET_LEN;
-use crate::wire::SpaceId;
 use crate::wire::{
-    Frame, FrameType, Frames, Packet, PacketType, ProtectedPacket, RetryPacket, VersionNegotiation,
-    parse_packet, reserved_bits_valid,
+    ConnectionClose, Frame, FrameType, Frames, Packet, PacketType, ProtectedPacket, RetryPacket,
+    SpaceId, Version, VersionNegotiation, parse_packet, reserved_bits_valid,
 };
 use crate::{Side, TransportErrorCode};
 
@@ -19,6 +19,28 @@ use crate::{Side, TransportErrorCode};
 enum Outcome {
     Processed,
     Dropped,
+}
+
+/// A packet this connection takes: its space, and the Initial keys it needs.
+struct Accepted {
+    id: SpaceId,
+    /// A client's Initial in the original version, after the server switched.
+    original_initial: bool,
+    /// Client: the version the server switches to with this packet, and its Initial keys.
+    switch: Option<(Version, Keys)>,
+}
+
+/// A packet that decrypted.
+struct Decrypted {
+    pn: u64,
+    /// The key phase bit of its header.
+    key_phase: bool,
+    /// Whether it was the first of a key update the peer started.
+    peer_updated_keys: bool,
+    /// Its length on the wire.
+    length: usize,
+    /// Its frames, sharing the datagram's storage.
+    payload: Bytes,
 }
 
 impl Connection {
@@ -34,22 +56,7 @@ impl Connection {
         ecn: Option<EcnCodepoint>,
         mut datagram: BytesMut,
     ) {
-        self.stats.datagrams_received += 1;
-        self.stats.bytes_received += datagram.len() as u64;
-        if !self.address_validated {
-            self.amplification_received += datagram.len() as u64;
-        }
-        match self.state {
-            State::Draining { .. } | State::Drained => return,
-            State::Closing { .. } => {
-                // RFC 9000 §10.2.1: answer packets in the closing period with CONNECTION_CLOSE.
-                self.close_pending = true;
-                return;
-            }
-            _ => {}
-        }
-        if remote != self.remote && self.side == Side::Client {
-            // A client only talks to the server's address; migration is not supported.
+        if !self.takes_datagram(remote, datagram.len()) {
             return;
         }
         // A stateless reset is recognised by the datagram's last bytes (RFC 9000 §10.3.1), kept
@@ -116,17 +123,72 @@ impl Connection {
         }
     }
 
+    /// Counts a datagram of `len` bytes from `remote`; whether its packets are to be processed.
+    fn takes_datagram(&mut self, remote: SocketAddr, len: usize) -> bool {
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += len as u64;
+        if !self.address_validated {
+            self.amplification_received += len as u64;
+        }
+        match self.state {
+            State::Draining { .. } | State::Drained => return false,
+            State::Closing { .. } => {
+                // RFC 9000 §10.2.1: answer packets in the closing period with CONNECTION_CLOSE.
+                self.close_pending = true;
+                return false;
+            }
+            _ => {}
+        }
+        // A client only talks to the server's address; migration is not supported.
+        remote == self.remote || self.side == Side::Server
+    }
+
     fn handle_packet(
         &mut self,
         now: Instant,
         located: ProtectedPacket,
         ecn: Option<EcnCodepoint>,
-        mut bytes: BytesMut,
+        bytes: BytesMut,
     ) -> Result<Outcome, TransportError> {
         // We never advertise grease_quic_bit, so a cleared QUIC bit is invalid (RFC9000-291).
         if !located.fixed_bit {
             return Ok(Outcome::Dropped);
         }
+        let Some(accepted) = self.accepted_space(&located) else {
+            return Ok(Outcome::Dropped);
+        };
+        let id = accepted.id;
+        let Some(packet) = self.decrypt(&accepted, &located, bytes)? else {
+            return Ok(Outcome::Dropped);
+        };
+        self.on_decrypted(now, &located, &packet, accepted);
+        if let Some(qlog) = &mut self.qlog {
+            let exponent = self.peer_ack_delay_exponent;
+            qlog.packet(
+                now,
+                false,
+                id,
+                packet.pn,
+                packet.length,
+                &packet.payload,
+                exponent,
+            );
+        }
+        let ack_eliciting = self.process_frames(now, id, &located, &packet.payload)?;
+        if !ack_eliciting {
+            self.stats.non_eliciting_packets_received += 1;
+        }
+        self.schedule_ack(now, id, packet.pn, ecn, ack_eliciting);
+        if matches!(self.state, State::Handshaking | State::Established) {
+            self.reset_idle_timer(now);
+            self.sent_eliciting_since_receive = false;
+        }
+        Ok(Outcome::Processed)
+    }
+
+    /// The space a packet belongs to and the keys it takes, if it is one this connection
+    /// takes.
+    fn accepted_space(&mut self, located: &ProtectedPacket) -> Option<Accepted> {
         // RFC 9369 §4.1, RFC9369-013: packets of another version are dropped, except the
         // client's Initials in the original version after the server switched (RFC9369-011).
         let original_initial = located.ty == PacketType::Initial
@@ -136,7 +198,7 @@ impl Connection {
         // to it (RFC 9369 §4.1); the switch holds once that packet decrypts.
         let switch = match located.version {
             Some(v) if located.ty == PacketType::Initial && self.may_switch_to(v) => {
-                crate::crypto::initial_keys(v, &self.initial_keys_cid, self.side).map(|k| (v, k))
+                initial_keys(v, &self.initial_keys_cid, self.side).map(|k| (v, k))
             }
             _ => None,
         };
@@ -144,24 +206,36 @@ impl Connection {
             && !original_initial
             && switch.is_none()
         {
-            return Ok(Outcome::Dropped);
+            return None;
         }
-        let initial_keys = if original_initial {
-            self.original_initial_keys.as_ref()
-        } else if let Some((_, keys)) = &switch {
-            Some(keys)
-        } else {
-            self.spaces[SpaceId::Initial as usize].keys.as_ref()
-        };
         let id = match located.ty {
             PacketType::Initial => SpaceId::Initial,
             PacketType::Handshake => SpaceId::Handshake,
             PacketType::OneRtt => SpaceId::Data,
             // 0-RTT is not offered, so none is accepted.
-            PacketType::ZeroRtt => return Ok(Outcome::Dropped),
+            PacketType::ZeroRtt => return None,
         };
-        let long_keys = match id {
-            SpaceId::Initial => initial_keys,
+        Some(Accepted {
+            id,
+            original_initial,
+            switch,
+        })
+    }
+
+    /// Removes header protection and decrypts an accepted packet (RFC 9001 §5); `None` when
+    /// it does not decrypt, is a duplicate, or its keys are not there yet.
+    fn decrypt(
+        &mut self,
+        accepted: &Accepted,
+        located: &ProtectedPacket,
+        mut bytes: BytesMut,
+    ) -> Result<Option<Decrypted>, TransportError> {
+        let id = accepted.id;
+        let long_keys = match (id, &accepted.switch) {
+            (SpaceId::Initial, _) if accepted.original_initial => {
+                self.original_initial_keys.as_ref()
+            }
+            (SpaceId::Initial, Some((_, keys))) => Some(keys),
             _ => self.spaces[id as usize].keys.as_ref(),
         };
         let header_key = match id {
@@ -174,41 +248,30 @@ impl Connection {
                 // server's Initial packets were likely lost.
                 self.speed_up_handshake();
             }
-            return Ok(Outcome::Dropped);
+            return Ok(None);
         };
         let Ok(header) = unprotect_header(&mut bytes, located.pn_offset, header_key) else {
-            return Ok(Outcome::Dropped);
+            return Ok(None);
         };
         let space = &self.spaces[id as usize];
         let pn = header.pn.decode(space.received.max());
         if space.is_duplicate(pn) {
-            return Ok(Outcome::Dropped);
+            return Ok(None);
         }
         let key_phase = header.first_byte & 0x04 != 0;
-        let mut peer_updated_keys = false;
-        let packet_key = match id {
-            SpaceId::Data => {
-                let keys = self.one_rtt.as_ref().expect("checked with the header key");
-                let (key, is_update) = keys.remote_for(key_phase, pn);
-                peer_updated_keys = is_update;
-                key
-            }
-            _ => {
-                &*long_keys
-                    .expect("checked with the header key")
-                    .remote
-                    .packet
-            }
+        let (packet_key, peer_updated_keys) = match (id, &self.one_rtt, long_keys) {
+            (SpaceId::Data, Some(keys), _) => keys.remote_for(key_phase, pn),
+            (_, _, Some(keys)) => (&*keys.remote.packet, false),
+            _ => return Ok(None),
         };
         let length = bytes.len();
         let Ok(plaintext) = decrypt_payload(&mut bytes, header.header_len, pn, packet_key) else {
-            return Ok(Outcome::Dropped);
+            return Ok(None);
         };
         // The payload shares the datagram's storage: received stream data is not copied again.
         let payload_len = plaintext.len();
         bytes.advance(header.header_len);
         bytes.truncate(payload_len);
-        let payload = bytes.freeze();
         // RFC 9000 §17.2 RFC9000-299, §17.3.1 RFC9000-328: reserved bits after decryption.
         if !reserved_bits_valid(header.first_byte) {
             return Err(TransportError::new(
@@ -216,26 +279,35 @@ impl Connection {
                 "reserved header bits set",
             ));
         }
+        Ok(Some(Decrypted {
+            pn,
+            key_phase,
+            peer_updated_keys,
+            length,
+            payload: bytes.freeze(),
+        }))
+    }
+
+    /// What a packet's decryption proves, before its frames: the version switched, keys
+    /// updated, the server's connection ID, the client's address.
+    fn on_decrypted(
+        &mut self,
+        now: Instant,
+        located: &ProtectedPacket,
+        packet: &Decrypted,
+        accepted: Accepted,
+    ) {
+        let id = accepted.id;
         if id == SpaceId::Handshake {
             // RFC9369-011: the client sends Handshake packets only in the negotiated version,
             // so it has switched; its original-version Initials are over.
             self.original_initial_keys = None;
         }
-        if let Some((version, keys)) = switch {
+        if let Some((version, keys)) = accepted.switch {
             self.switch_version(now, version, keys);
         }
         if id == SpaceId::Data {
-            let next_pn = self.spaces[SpaceId::Data as usize].next_pn;
-            let pto = self.pto_duration();
-            let keys = self.one_rtt.as_mut().expect("decrypted with it");
-            if peer_updated_keys {
-                // RFC 9001 §6.2: the peer started a key update; follow it, keeping the old
-                // receive key for reordered packets for three PTOs (§6.5).
-                keys.update(next_pn, pn);
-                keys.prev_discard_at = Some(now + 3 * pto);
-            } else if key_phase == keys.key_phase {
-                keys.on_current_phase_packet(pn, now, 3 * pto);
-            }
+            self.follow_key_phase(now, packet);
         }
         self.stats.packets_received += 1;
         if self.side == Side::Client && id == SpaceId::Initial && self.peer_initial_scid.is_none() {
@@ -250,75 +322,69 @@ impl Connection {
             self.address_validated = true;
             self.discard_space(SpaceId::Initial);
         }
-        if let Some(qlog) = &mut self.qlog {
-            qlog.packet(
-                now,
-                false,
-                id,
-                pn,
-                length,
-                &payload,
-                self.peer_ack_delay_exponent,
-            );
+    }
+
+    /// A 1-RTT packet decrypted: follows a key update the peer started (RFC 9001 §6.2),
+    /// keeping the old receive key for reordered packets for three PTOs (§6.5).
+    fn follow_key_phase(&mut self, now: Instant, packet: &Decrypted) {
+        let next_pn = self.spaces[SpaceId::Data as usize].next_pn;
+        let pto = self.pto_duration();
+        let Some(keys) = self.one_rtt.as_mut() else {
+            return;
+        };
+        if packet.peer_updated_keys {
+            keys.update(next_pn, packet.pn);
+            keys.prev_discard_at = Some(now + 3 * pto);
+        } else if packet.key_phase == keys.key_phase {
+            keys.on_current_phase_packet(packet.pn, now, 3 * pto);
         }
-        let ack_eliciting = self.process_frames(now, id, &located, &payload)?;
-        if !ack_eliciting {
-            self.stats.non_eliciting_packets_received += 1;
-        }
+    }
+
+    /// Records packet `pn` of space `id` for acknowledgment, with its ECN codepoint, and
+    /// decides when the acknowledgment goes out (RFC 9000 §13.2).
+    fn schedule_ack(
+        &mut self,
+        now: Instant,
+        id: SpaceId,
+        pn: u64,
+        ecn: Option<EcnCodepoint>,
+        ack_eliciting: bool,
+    ) {
         let completed_stream = self.streams.take_completed_in_packet();
         let ack_delay = self.ack_delay();
         let policy = self.ack_frequency.policy();
+        // A packet that completes a stream is acknowledged at once while we wait, or are about
+        // to wait, for stream credit: the peer releases the stream, and returns credit, only
+        // when our acknowledgment arrives (docs/design.md rule 1; RFC 9000 §13.2.1 lets a
+        // receiver acknowledge sooner than max_ack_delay). "About to": an application that has
+        // used all its credit is still reading the answers that free it, and asks for a stream
+        // only afterwards.
+        let completes_stream_we_wait_on = completed_stream && self.streams.needs_credit();
         let space = &mut self.spaces[id as usize];
         let largest_before = space.received.max();
         space.record_received(pn, now);
-        // RFC 9000 §13.4.1: count each packet's codepoint; §13.2.1: acknowledge CE at once so
-        // the sender learns of congestion without delay.
-        let counts = &mut space.ecn_received;
-        let increment = |v: &mut crate::wire::VarInt| {
-            *v = crate::wire::VarInt::from_u64(v.into_inner() + 1).unwrap_or(*v);
-        };
-        match ecn {
-            Some(EcnCodepoint::Ect0) => increment(&mut counts.ect0),
-            Some(EcnCodepoint::Ect1) => increment(&mut counts.ect1),
-            Some(EcnCodepoint::Ce) => {
-                increment(&mut counts.ce);
-                space.ack_immediately = true;
-            }
-            None => {}
+        space.count_ecn(ecn);
+        if !ack_eliciting {
+            return;
         }
-        if ack_eliciting {
-            space.unacked_eliciting += 1;
-            space.largest_eliciting_received = space.largest_eliciting_received.max(Some(pn));
-            // RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged at once, as are
-            // out-of-order packets (§13.2.1) and every second ack-eliciting packet (§13.2.2),
-            // unless the peer asked for another threshold or to ignore reordering
-            // (draft-ietf-quic-ack-frequency §6).
-            let out_of_order =
-                policy.reordering_threshold > 0 && largest_before.is_some_and(|l| pn != l + 1);
-            // A packet that completes a stream is acknowledged at once while we wait, or are
-            // about to wait, for stream credit: the peer releases the stream, and returns
-            // credit, only when our acknowledgment arrives (docs/design.md rule 1; RFC 9000
-            // §13.2.1 lets a receiver acknowledge sooner than max_ack_delay). "About to": an
-            // application that has used all its credit is still reading the answers that free
-            // it, and asks for a stream only afterwards.
-            let completes_stream_we_wait_on = completed_stream && self.streams.needs_credit();
-            if id != SpaceId::Data
-                || completes_stream_we_wait_on
-                || out_of_order
-                || u64::from(space.unacked_eliciting) > policy.ack_eliciting_threshold
-            {
-                space.ack_immediately = true;
-                space.ack_reports_gap |= out_of_order;
-            } else if space.ack_deadline.is_none() {
-                space.ack_deadline = Some(now + ack_delay);
-            }
+        space.unacked_eliciting += 1;
+        space.largest_eliciting_received = space.largest_eliciting_received.max(Some(pn));
+        // RFC 9000 §13.2.1: Initial and Handshake packets are acknowledged at once, as are
+        // out-of-order packets (§13.2.1) and every second ack-eliciting packet (§13.2.2),
+        // unless the peer asked for another threshold or to ignore reordering
+        // (draft-ietf-quic-ack-frequency §6).
+        let out_of_order =
+            policy.reordering_threshold > 0 && largest_before.is_some_and(|l| pn != l + 1);
+        if id != SpaceId::Data
+            || completes_stream_we_wait_on
+            || out_of_order
+            || u64::from(space.unacked_eliciting) > policy.ack_eliciting_threshold
+        {
+            space.ack_immediately = true;
+            space.ack_reports_gap |= out_of_order;
+        } else if space.ack_deadline.is_none() {
+            space.ack_deadline = Some(now + ack_delay);
         }
-        if !matches!(self.state, State::Handshaking | State::Established) {
-            return Ok(Outcome::Processed);
-        }
-        self.reset_idle_timer(now);
-        self.sent_eliciting_since_receive = false;
-        Ok(Outcome::Processed)
     }
 
     /// Handles the frames of one decrypted packet; returns whether any was ack-eliciting.
@@ -350,74 +416,14 @@ impl Connection {
                 Frame::Padding(_) | Frame::Ping => {}
                 Frame::Ack(ack) => self.on_ack_received(now, id, &ack)?,
                 Frame::Crypto { offset, data } => {
-                    let limit = self.config.crypto_buffer_size;
-                    let fresh = self.spaces[id as usize].crypto_recv.insert(
-                        offset.into_inner(),
-                        data,
-                        limit,
-                    )?;
-                    if !fresh && id == SpaceId::Initial && self.side == Side::Server {
-                        // RFC 9002 §6.2.3: the client sent its Initial data again, so it likely
-                        // did not receive ours.
-                        self.speed_up_handshake();
-                    }
-                    let space = &mut self.spaces[id as usize];
-                    let mut contiguous = Vec::new();
-                    space.crypto_recv.read_contiguous(&mut contiguous);
-                    if id == SpaceId::Initial && !contiguous.is_empty() {
-                        // Server: the ClientHello waits until the version is chosen.
-                        if let Some(choice) = &mut self.version_choice {
-                            match choice.push(&contiguous) {
-                                Some(hello) => {
-                                    self.choose_version(now, &hello);
-                                    contiguous = hello;
-                                }
-                                None => continue,
-                            }
-                        }
-                    }
-                    if !contiguous.is_empty() {
-                        if let Err(error) = self.tls.read_hs(&contiguous) {
-                            return Err(self.tls_error(&error));
-                        }
-                        self.drive_tls(now);
-                    }
+                    self.on_crypto(now, id, offset.into_inner(), data)?
                 }
                 Frame::ConnectionClose(close) => {
-                    let reason = String::from_utf8_lossy(close.reason).into_owned();
-                    let error = match close.frame_type {
-                        Some(frame_type) => ConnectionError::ConnectionClosed(TransportError {
-                            code: TransportErrorCode(close.error_code.into_inner()),
-                            frame_type: Some(frame_type.into_inner()),
-                            reason,
-                        }),
-                        None => ConnectionError::ApplicationClosed {
-                            code: close.error_code,
-                            reason,
-                        },
-                    };
-                    self.enter_draining(now, error);
+                    self.on_connection_close(now, &close);
                     return Ok(false);
                 }
-                Frame::HandshakeDone => {
-                    // RFC 9000 §19.20, RFC9000-384.
-                    if self.side == Side::Server {
-                        return Err(protocol_violation(ty, "HANDSHAKE_DONE from a client"));
-                    }
-                    if !self.handshake_confirmed {
-                        self.confirm_handshake();
-                    }
-                }
-                Frame::NewToken(token) => {
-                    // RFC 9000 §19.7, RFC9000-352.
-                    if self.side == Side::Server {
-                        return Err(protocol_violation(ty, "NEW_TOKEN from a client"));
-                    }
-                    self.endpoint_events
-                        .push_back(super::EndpointEvent::NewToken(Bytes::copy_from_slice(
-                            token,
-                        )));
-                }
+                Frame::HandshakeDone => self.on_handshake_done(ty)?,
+                Frame::NewToken(token) => self.on_new_token(ty, token)?,
                 Frame::Datagram(data) => self.on_datagram(ty, data)?,
                 Frame::AckFrequency(frame) => self.ack_frequency.on_frame(&frame)?,
                 // draft-ietf-quic-ack-frequency §5: acknowledge this packet without delay.
@@ -432,41 +438,17 @@ impl Connection {
                         .extend(retire);
                 }
                 Frame::RetireConnectionId { sequence } => {
-                    let retired = self
-                        .cids
-                        .on_retire_connection_id(sequence.into_inner(), &packet.dcid)?;
-                    if let Some(cid) = retired {
-                        self.endpoint_events
-                            .push_back(super::EndpointEvent::RetiredCid(cid));
-                        self.request_cids();
-                    }
+                    self.on_retire_connection_id(sequence.into_inner(), packet)?;
                 }
-                Frame::Stream(ref stream) => self.streams.on_stream(now, stream, payload)?,
-                Frame::ResetStream {
-                    id,
-                    error_code,
-                    final_size,
-                } => self
-                    .streams
-                    .on_reset_stream(now, id, error_code, final_size.into_inner())?,
-                Frame::StopSending { id, error_code } => {
-                    self.streams.on_stop_sending(now, id, error_code)?;
-                }
-                Frame::MaxStreamData { id, max } => {
-                    self.streams.on_max_stream_data(now, id, max.into_inner())?;
-                }
-                Frame::StreamDataBlocked { id, limit } => {
-                    self.streams
-                        .on_stream_data_blocked(now, id, limit.into_inner())?;
-                }
-                Frame::MaxData(max) => self.streams.on_max_data(max.into_inner()),
-                Frame::DataBlocked(limit) => self.streams.on_data_blocked(limit.into_inner()),
-                Frame::MaxStreams { dir, count } => {
-                    self.streams.on_max_streams(now, dir, count.into_inner());
-                }
-                Frame::StreamsBlocked { dir, limit } => {
-                    self.streams.on_streams_blocked(dir, limit.into_inner());
-                }
+                Frame::Stream(_)
+                | Frame::ResetStream { .. }
+                | Frame::StopSending { .. }
+                | Frame::MaxStreamData { .. }
+                | Frame::StreamDataBlocked { .. }
+                | Frame::MaxData(_)
+                | Frame::DataBlocked(_)
+                | Frame::MaxStreams { .. }
+                | Frame::StreamsBlocked { .. } => self.on_stream_frame(now, &frame, payload)?,
             }
         }
         // RFC 9000 §12.4, RFC9000-226: a packet with no frames.
@@ -477,6 +459,140 @@ impl Connection {
             ));
         }
         Ok(ack_eliciting)
+    }
+
+    /// CRYPTO data of space `id`, passed to TLS once contiguous (RFC 9001 §4.1.3).
+    fn on_crypto(
+        &mut self,
+        now: Instant,
+        id: SpaceId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), TransportError> {
+        let limit = self.config.crypto_buffer_size;
+        let fresh = self.spaces[id as usize]
+            .crypto_recv
+            .insert(offset, data, limit)?;
+        if !fresh && id == SpaceId::Initial && self.side == Side::Server {
+            // RFC 9002 §6.2.3: the client sent its Initial data again, so it likely did not
+            // receive ours.
+            self.speed_up_handshake();
+        }
+        let mut contiguous = Vec::new();
+        self.spaces[id as usize]
+            .crypto_recv
+            .read_contiguous(&mut contiguous);
+        if id == SpaceId::Initial && !contiguous.is_empty() {
+            // Server: the ClientHello waits until the version is chosen.
+            if let Some(choice) = &mut self.version_choice {
+                let Some(hello) = choice.push(&contiguous) else {
+                    return Ok(());
+                };
+                self.choose_version(now, &hello);
+                contiguous = hello;
+            }
+        }
+        if !contiguous.is_empty() {
+            if let Err(error) = self.tls.read_hs(&contiguous) {
+                return Err(self.tls_error(&error));
+            }
+            self.drive_tls(now);
+        }
+        Ok(())
+    }
+
+    /// HANDSHAKE_DONE: the client's handshake is confirmed (RFC 9001 §4.1.2).
+    fn on_handshake_done(&mut self, ty: FrameType) -> Result<(), TransportError> {
+        // RFC 9000 §19.20, RFC9000-384.
+        if self.side == Side::Server {
+            return Err(protocol_violation(ty, "HANDSHAKE_DONE from a client"));
+        }
+        if !self.handshake_confirmed {
+            self.confirm_handshake();
+        }
+        Ok(())
+    }
+
+    /// NEW_TOKEN: the client keeps it for its next connection to this server (RFC 9000 §8.1.3).
+    fn on_new_token(&mut self, ty: FrameType, token: &[u8]) -> Result<(), TransportError> {
+        // RFC 9000 §19.7, RFC9000-352.
+        if self.side == Side::Server {
+            return Err(protocol_violation(ty, "NEW_TOKEN from a client"));
+        }
+        let token = Bytes::copy_from_slice(token);
+        self.endpoint_events
+            .push_back(super::EndpointEvent::NewToken(token));
+        Ok(())
+    }
+
+    /// RETIRE_CONNECTION_ID: the peer stops using one of our IDs; a new one replaces it.
+    fn on_retire_connection_id(
+        &mut self,
+        sequence: u64,
+        packet: &ProtectedPacket,
+    ) -> Result<(), TransportError> {
+        let retired = self.cids.on_retire_connection_id(sequence, &packet.dcid)?;
+        if let Some(cid) = retired {
+            self.endpoint_events
+                .push_back(super::EndpointEvent::RetiredCid(cid));
+            self.request_cids();
+        }
+        Ok(())
+    }
+
+    /// CONNECTION_CLOSE from the peer: the connection drains (RFC 9000 §10.2.2).
+    fn on_connection_close(&mut self, now: Instant, close: &ConnectionClose<'_>) {
+        let reason = String::from_utf8_lossy(close.reason).into_owned();
+        let error = match close.frame_type {
+            Some(frame_type) => ConnectionError::ConnectionClosed(TransportError {
+                code: TransportErrorCode(close.error_code.into_inner()),
+                frame_type: Some(frame_type.into_inner()),
+                reason,
+            }),
+            None => ConnectionError::ApplicationClosed {
+                code: close.error_code,
+                reason,
+            },
+        };
+        self.enter_draining(now, error);
+    }
+
+    /// A stream or flow-control frame, handed to the stream map's method for its type.
+    fn on_stream_frame(
+        &mut self,
+        now: Instant,
+        frame: &Frame<'_>,
+        payload: &Bytes,
+    ) -> Result<(), TransportError> {
+        let streams = &mut self.streams;
+        match *frame {
+            Frame::Stream(ref stream) => streams.on_stream(now, stream, payload)?,
+            Frame::ResetStream {
+                id,
+                error_code,
+                final_size,
+            } => streams.on_reset_stream(now, id, error_code, final_size.into_inner())?,
+            Frame::StopSending { id, error_code } => {
+                streams.on_stop_sending(now, id, error_code)?
+            }
+            Frame::MaxStreamData { id, max } => {
+                streams.on_max_stream_data(now, id, max.into_inner())?;
+            }
+            Frame::StreamDataBlocked { id, limit } => {
+                streams.on_stream_data_blocked(now, id, limit.into_inner())?;
+            }
+            Frame::MaxData(max) => streams.on_max_data(max.into_inner()),
+            Frame::DataBlocked(limit) => streams.on_data_blocked(limit.into_inner()),
+            Frame::MaxStreams { dir, count } => {
+                streams.on_max_streams(now, dir, count.into_inner())
+            }
+            Frame::StreamsBlocked { dir, limit } => {
+                streams.on_streams_blocked(dir, limit.into_inner());
+            }
+            // process_frames passes only the frames above.
+            _ => {}
+        }
+        Ok(())
     }
 
     /// RFC 9221 §3, RFC9221-004/005: a DATAGRAM we did not allow, or larger than we allowed,

@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Instant;
 
+use super::EcnCodepoint;
 use super::cids::IssuedCid;
 use super::sent::SentPackets;
 use crate::range_set::RangeSet;
 use crate::streams::StreamFrameRecord;
-use crate::wire::EcnCounts;
+use crate::wire::{EcnCounts, VarInt};
 use crate::{DecodeError, TransportErrorCode};
 
 /// The most ACK ranges remembered and reported; older ranges are forgotten (RFC 9000 §13.2.3
@@ -182,6 +183,21 @@ impl PacketSpace {
             largest_eliciting_received: None,
             crypto_send: CryptoSend::default(),
             crypto_recv: CryptoRecv::default(),
+        }
+    }
+
+    /// Counts a received packet's ECN codepoint (RFC 9000 §13.4.1); a CE mark is acknowledged
+    /// at once, so the sender learns of congestion without delay (§13.2.1).
+    pub(crate) fn count_ecn(&mut self, ecn: Option<EcnCodepoint>) {
+        let increment = |v: &mut VarInt| *v = VarInt::from_u64(v.into_inner() + 1).unwrap_or(*v);
+        match ecn {
+            Some(EcnCodepoint::Ect0) => increment(&mut self.ecn_received.ect0),
+            Some(EcnCodepoint::Ect1) => increment(&mut self.ecn_received.ect1),
+            Some(EcnCodepoint::Ce) => {
+                increment(&mut self.ecn_received.ce);
+                self.ack_immediately = true;
+            }
+            None => {}
         }
     }
 
