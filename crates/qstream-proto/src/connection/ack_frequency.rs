@@ -155,10 +155,14 @@ impl AckFrequency {
         self.request_pending = true;
     }
 
-    /// The request to send now, if any; it counts as sent.
-    pub(crate) fn take_pending(&mut self) -> Option<AckFrequencyFrame> {
-        let request = self.request.filter(|_| self.request_pending)?;
+    /// The pending request was written into a packet.
+    pub(crate) fn on_sent(&mut self) {
         self.request_pending = false;
+    }
+
+    /// The request to send now, if any.
+    pub(crate) fn pending(&self) -> Option<AckFrequencyFrame> {
+        let request = self.request.filter(|_| self.request_pending)?;
         let micros = u64::try_from(request.max_ack_delay.as_micros()).unwrap_or(u64::MAX);
         Some(AckFrequencyFrame {
             sequence: VarInt::from_u64(request.sequence).expect("small"),
@@ -242,6 +246,13 @@ mod tests {
         }
     }
 
+    /// The pending request, written.
+    fn take(state: &mut AckFrequency) -> Option<AckFrequencyFrame> {
+        let frame = state.pending();
+        state.on_sent();
+        frame
+    }
+
     #[test]
     fn requests_follow_the_rtt_one_at_a_time() {
         let advertised = Duration::from_millis(25);
@@ -251,12 +262,12 @@ mod tests {
         assert!(!state.has_pending());
         state.on_peer_params(advertised, Some(Duration::from_millis(1)));
         state.on_rtt(Duration::from_micros(300));
-        let sent = state.take_pending().expect("a request");
+        let sent = take(&mut state).expect("a request");
         assert_eq!(sent.request_max_ack_delay.into_inner(), 1000);
         assert_eq!(state.peer_max_ack_delay(), advertised);
         // Lost, it goes again; acknowledged, it is what the probe timeout allows for.
         state.on_lost(0);
-        assert_eq!(state.take_pending(), Some(sent));
+        assert_eq!(take(&mut state), Some(sent));
         state.on_rtt(Duration::from_millis(40));
         assert!(!state.has_pending(), "one request at a time");
         state.on_acked(0);
@@ -267,7 +278,7 @@ mod tests {
         state.on_rtt(Duration::from_micros(4400));
         assert!(!state.has_pending());
         state.on_rtt(Duration::from_millis(40));
-        let next = state.take_pending().expect("a new request");
+        let next = take(&mut state).expect("a new request");
         assert_eq!(next.sequence.into_inner(), 1);
         assert_eq!(next.request_max_ack_delay.into_inner(), 10_000);
         // Until acknowledged, the probe timeout allows for the larger of old and new.

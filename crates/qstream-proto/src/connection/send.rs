@@ -21,8 +21,8 @@ use crate::{Side, TransportErrorCode};
 const PACKET_OVERHEAD: usize = 1 + 4 + 1 + 20 + 1 + 20 + 2 + 4 + TAG_LEN;
 /// The fewest frame bytes worth starting a packet for.
 const MIN_FRAME_ROOM: usize = 8;
-/// The largest ACK_FREQUENCY frame: a 2-byte type and four 8-byte integers.
-const ACK_FREQUENCY_MAX: usize = 2 + 4 * 8;
+/// The largest CRYPTO frame header: type, an 8-byte offset, a 2-byte length.
+const CRYPTO_HEADER_MAX: usize = 1 + 8 + 2;
 
 /// A packet written into the datagram buffer, still unprotected.
 pub(super) struct Built {
@@ -33,6 +33,20 @@ pub(super) struct Built {
     /// Whether the header is long, so its Length field must cover padding.
     long: bool,
     record: SentPacket,
+}
+
+/// What the next datagram may be.
+struct DatagramPlan {
+    /// It carries CONNECTION_CLOSE.
+    closing: bool,
+    /// Its largest size.
+    limit: usize,
+    /// A probe timeout asked for probes.
+    probing: bool,
+    /// Congestion control or pacing holds back all but acknowledgments.
+    congestion_blocked: bool,
+    /// It is a path MTU probe of `limit` bytes.
+    mtu_probe: bool,
 }
 
 /// What a packet carries after any acknowledgment.
@@ -52,6 +66,40 @@ impl Connection {
     /// unchanged. Coalesces Initial, Handshake and 1-RTT packets (RFC 9000 §12.2).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         let base = buf.len();
+        let plan = self.plan_datagram(now)?;
+        buf.reserve(plan.limit);
+        // The packets of this datagram, in a buffer kept across calls: no allocation per send.
+        let mut built = std::mem::take(&mut self.built);
+        built.clear();
+        self.build_packets(now, &plan, buf, base, &mut built);
+        if built.is_empty() {
+            self.built = built;
+            return None;
+        }
+        self.pad_initial(buf, base, &mut built);
+        self.seal(now, buf, &mut built);
+        self.built = built;
+        let size = buf.len() - base;
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += size as u64;
+        if !self.address_validated {
+            self.amplification_sent += size as u64;
+        }
+        if plan.closing {
+            self.close_pending = false;
+        }
+        Some(Transmit {
+            destination: self.remote,
+            size,
+            ecn: self.ecn_sending.then_some(super::EcnCodepoint::Ect0),
+            probe: plan.probing,
+        })
+    }
+
+    /// What the next datagram may be, or `None` when nothing may be sent: its size limit, and
+    /// whether it closes, probes, is held back by congestion control or pacing, or probes the
+    /// path MTU.
+    fn plan_datagram(&mut self, now: Instant) -> Option<DatagramPlan> {
         let closing = match self.state {
             State::Draining { .. } | State::Drained => return None,
             State::Closing { .. } if !self.close_pending => return None,
@@ -101,60 +149,83 @@ impl Connection {
         if let Some(size) = mtu_probe {
             limit = usize::from(size);
         }
-        buf.reserve(limit);
-        // The packets of this datagram, in a buffer kept across calls: no allocation per send.
-        let mut built = std::mem::take(&mut self.built);
-        built.clear();
+        Some(DatagramPlan {
+            closing,
+            limit,
+            probing,
+            congestion_blocked,
+            mtu_probe: mtu_probe.is_some(),
+        })
+    }
+
+    /// Writes the datagram's packets, one per space with something to send, into `buf` from
+    /// `base`.
+    fn build_packets(
+        &mut self,
+        now: Instant,
+        plan: &DatagramPlan,
+        buf: &mut Vec<u8>,
+        base: usize,
+        built: &mut Vec<Built>,
+    ) {
         for id in SpaceId::ALL {
-            let probe_here = mtu_probe.is_some() && id == SpaceId::Data;
-            if mtu_probe.is_some() && !probe_here {
+            let probe_here = plan.mtu_probe && id == SpaceId::Data;
+            if plan.mtu_probe && !probe_here {
                 continue;
             }
-            if !self.can_send_in(id, closing)
-                || !(probe_here || self.wants_to_send(id, now, closing, congestion_blocked))
-            {
+            let wanted =
+                probe_here || self.wants_to_send(id, now, plan.closing, plan.congestion_blocked);
+            if !self.can_send_in(id, plan.closing) || !wanted {
                 continue;
             }
             let overhead = PACKET_OVERHEAD + self.initial_token.len() + MIN_FRAME_ROOM;
-            if limit.saturating_sub(buf.len() - base) < overhead {
+            if plan.limit.saturating_sub(buf.len() - base) < overhead {
                 break;
             }
-            let content = if closing {
+            let content = if plan.closing {
                 Content::Close
             } else if probe_here {
                 Content::MtuProbe
             } else {
-                Content::Frames { congestion_blocked }
+                Content::Frames {
+                    congestion_blocked: plan.congestion_blocked,
+                }
             };
-            built.push(self.build_packet(now, id, buf, base + limit, content));
+            built.push(self.build_packet(now, id, buf, base + plan.limit, content));
         }
-        if built.is_empty() {
-            self.built = built;
-            return None;
-        }
-        // RFC 9000 §14.1: a client pads every datagram carrying an Initial, a server every one
-        // carrying an ack-eliciting Initial, to at least 1200 bytes. The padding goes into the
-        // last packet, before its tag.
+    }
+
+    /// RFC 9000 §14.1: a client pads every datagram carrying an Initial, a server every one
+    /// carrying an ack-eliciting Initial, to at least 1200 bytes. The padding goes into the
+    /// last packet, before its tag.
+    fn pad_initial(&self, buf: &mut Vec<u8>, base: usize, built: &mut [Built]) {
         let pad = built.iter().any(|b| {
             b.space == SpaceId::Initial && (self.side == Side::Client || b.record.ack_eliciting)
         });
-        if pad && buf.len() - base < MIN_INITIAL_SIZE {
-            let last = built.last_mut().expect("non-empty");
-            let tag_start = buf.len() - TAG_LEN;
-            let extra = MIN_INITIAL_SIZE - (buf.len() - base);
-            buf.splice(tag_start..tag_start, std::iter::repeat_n(0u8, extra));
-            if last.long {
-                let length = buf.len() - last.pn_offset;
-                set_long_header_length(buf, last.pn_offset, length);
-            }
-            // RFC 9002 §2: a packet with PADDING counts toward bytes in flight.
-            last.record.in_flight = true;
+        if !pad || buf.len() - base >= MIN_INITIAL_SIZE {
+            return;
         }
+        let Some(last) = built.last_mut() else {
+            return;
+        };
+        let tag_start = buf.len() - TAG_LEN;
+        let extra = MIN_INITIAL_SIZE - (buf.len() - base);
+        buf.splice(tag_start..tag_start, std::iter::repeat_n(0u8, extra));
+        if last.long {
+            let length = buf.len() - last.pn_offset;
+            set_long_header_length(buf, last.pn_offset, length);
+        }
+        // RFC 9002 §2: a packet with PADDING counts toward bytes in flight.
+        last.record.in_flight = true;
+    }
+
+    /// Protects the built packets in place and records them as sent.
+    fn seal(&mut self, now: Instant, buf: &mut [u8], built: &mut Vec<Built>) {
         // Each packet ends where the next starts; the last at the end of the datagram.
         let end_of =
             |built: &[Built], i: usize, len: usize| built.get(i + 1).map_or(len, |b| b.start);
         for (i, packet) in built.iter().enumerate() {
-            let end = end_of(&built, i, buf.len());
+            let end = end_of(built, i, buf.len());
             // Count what we send by reading our own plaintext: no per-frame bookkeeping at
             // every write site.
             let pn_len = usize::from(buf[packet.start] & 0x03) + 1;
@@ -163,15 +234,9 @@ impl Connection {
                 self.stats.frames_sent.count(frame.ty());
             }
             if let Some(qlog) = &mut self.qlog {
-                qlog.packet(
-                    now,
-                    true,
-                    packet.space,
-                    packet.pn,
-                    end - packet.start,
-                    payload,
-                    ACK_DELAY_EXPONENT,
-                );
+                let length = end - packet.start;
+                let (space, pn) = (packet.space, packet.pn);
+                qlog.packet(now, true, space, pn, length, payload, ACK_DELAY_EXPONENT);
             }
             let (header_key, packet_key) = self.local_keys(packet.space);
             protect(
@@ -186,28 +251,12 @@ impl Connection {
         // At most one packet per packet number space.
         let mut ends = [0; 3];
         for (i, end) in ends.iter_mut().enumerate().take(built.len()) {
-            *end = end_of(&built, i, buf.len());
+            *end = end_of(built, i, buf.len());
         }
         for (mut packet, end) in built.drain(..).zip(ends) {
             packet.record.size = (end - packet.start) as u16;
             self.on_packet_sent(now, packet.space, packet.pn, packet.record);
         }
-        self.built = built;
-        let size = buf.len() - base;
-        self.stats.datagrams_sent += 1;
-        self.stats.bytes_sent += size as u64;
-        if !self.address_validated {
-            self.amplification_sent += size as u64;
-        }
-        if closing {
-            self.close_pending = false;
-        }
-        Some(Transmit {
-            destination: self.remote,
-            size,
-            ecn: self.ecn_sending.then_some(super::EcnCodepoint::Ect0),
-            probe: probing,
-        })
     }
 
     /// What the anti-amplification limit still allows (RFC 9000 §8.1).
@@ -406,6 +455,9 @@ impl Connection {
         Frame::ConnectionClose(frame).encode(buf);
     }
 
+    /// Writes what is pending in space `id` into the packet, up to `max_end`: control frames,
+    /// CRYPTO data, stream frames and datagrams (unless congestion control holds them back),
+    /// and a PING when a probe or the application asks for an ack-eliciting packet.
     fn write_frames(
         &mut self,
         now: Instant,
@@ -415,78 +467,13 @@ impl Connection {
         congestion_blocked: bool,
         record: &mut SentPacket,
     ) {
+        let mut payload = Payload::new(buf, max_end);
         if id == SpaceId::Data {
-            if self.spaces[id as usize].probes > 0 && self.ack_frequency.peer_accepts() {
-                // RFC 9002 §6.2.4 lets a probe elicit a faster acknowledgment;
-                // draft-ietf-quic-ack-frequency §5 gives the frame for it.
-                Frame::ImmediateAck.encode(buf);
-                record.ack_eliciting = true;
-            }
-            if let Some(data) = self.path_response.take() {
-                Frame::PathResponse(data).encode(buf);
-                record.ack_eliciting = true;
-            }
-            let space = &mut self.spaces[id as usize];
-            // Connection ID frames, sent again when lost (RFC 9000 §13.3); a NEW_CONNECTION_ID
-            // for an ID the peer already retired or acknowledged is dropped, as is a
-            // RETIRE_CONNECTION_ID it acknowledged.
-            while let Some(issued) = space.pending.new_cids.pop() {
-                if !self.cids.new_cid_needed(issued.sequence) {
-                    continue;
-                }
-                if buf.len() + 1 + 8 + 8 + 1 + 20 + 16 > max_end {
-                    space.pending.new_cids.push(issued);
-                    break;
-                }
-                Frame::NewConnectionId(issued.frame()).encode(buf);
-                record.retransmit.control_mut().new_cids.push(issued);
-                record.ack_eliciting = true;
-            }
-            while let Some(sequence) = space.pending.retire_cids.pop() {
-                if !self.cids.retire_needed(sequence) {
-                    continue;
-                }
-                if buf.len() + 1 + 8 > max_end {
-                    space.pending.retire_cids.push(sequence);
-                    break;
-                }
-                Frame::RetireConnectionId {
-                    sequence: VarInt::from_u64(sequence).expect("small"),
-                }
-                .encode(buf);
-                record.retransmit.control_mut().retire_cids.push(sequence);
-                record.ack_eliciting = true;
-            }
-            if let Some(token) = space.pending.new_token.take() {
-                if buf.len() + 1 + 2 + token.len() > max_end {
-                    space.pending.new_token = Some(token);
-                } else {
-                    Frame::NewToken(&token).encode(buf);
-                    record.retransmit.control_mut().new_token = Some(token);
-                    record.ack_eliciting = true;
-                }
-            }
-            if buf.len() + ACK_FREQUENCY_MAX <= max_end {
-                if let Some(frame) = self.ack_frequency.take_pending() {
-                    Frame::AckFrequency(frame).encode(buf);
-                    record.retransmit.control_mut().ack_frequency =
-                        Some(frame.sequence.into_inner());
-                    record.ack_eliciting = true;
-                }
-            }
-            if self.side == Side::Server
-                && (self.handshake_done_pending || space.pending.handshake_done)
-            {
-                Frame::HandshakeDone.encode(buf);
-                record.ack_eliciting = true;
-                record.retransmit.control_mut().handshake_done = true;
-                self.handshake_done_pending = false;
-                space.pending.handshake_done = false;
-            }
+            self.write_data_control(&mut payload, record);
         }
         let space = &mut self.spaces[id as usize];
         if !congestion_blocked || space.probes > 0 {
-            write_crypto(space, buf, max_end, record);
+            write_crypto(space, &mut payload, record);
             if space.probes > 0 && !record.ack_eliciting {
                 // RFC 9002 §6.2.4: every probe may carry data still unacknowledged, so each of
                 // the two probes repeats it rather than one of them being a bare PING.
@@ -498,27 +485,14 @@ impl Connection {
                 for range in outstanding {
                     space.crypto_send.on_lost(range);
                 }
-                write_crypto(space, buf, max_end, record);
+                write_crypto(space, &mut payload, record);
             }
             if id == SpaceId::Data {
-                let mut streams = self.spare_stream_records.pop().unwrap_or_default();
-                let rtt = self.rtt.smoothed();
-                let mut payload = Payload::new(buf, max_end);
-                record.ack_eliciting |=
-                    self.streams
-                        .write_frames(&mut payload, &mut streams, now, rtt);
-                if streams.is_empty() {
-                    self.spare_stream_records.push(streams);
-                } else {
-                    record.retransmit.streams = streams;
-                }
-            }
-            if id == SpaceId::Data {
+                self.write_stream_frames(now, &mut payload, record);
                 while let Some(datagram) = self.datagrams_out.front() {
-                    if buf.len() + datagram.len() + 3 > max_end {
+                    if !payload.put(&Frame::Datagram(datagram)) {
                         break;
                     }
-                    Frame::Datagram(datagram).encode(buf);
                     self.datagrams_out.pop_front();
                     record.ack_eliciting = true;
                 }
@@ -527,7 +501,7 @@ impl Connection {
         let space = &mut self.spaces[id as usize];
         let ping_wanted = space.probes > 0 || (id == SpaceId::Data && self.ping_pending);
         if ping_wanted && !record.ack_eliciting {
-            Frame::Ping.encode(buf);
+            payload.put(&Frame::Ping);
             record.ack_eliciting = true;
         }
         if record.ack_eliciting {
@@ -535,6 +509,90 @@ impl Connection {
             if id == SpaceId::Data {
                 self.ping_pending = false;
             }
+        }
+    }
+
+    /// The 1-RTT space's control frames: IMMEDIATE_ACK for a probe, PATH_RESPONSE, connection
+    /// IDs, NEW_TOKEN, ACK_FREQUENCY and HANDSHAKE_DONE, each as far as it fits.
+    fn write_data_control(&mut self, payload: &mut Payload<'_>, record: &mut SentPacket) {
+        let mut put = |frame: &Frame<'_>, record: &mut SentPacket| {
+            let fits = payload.put(frame);
+            record.ack_eliciting |= fits;
+            fits
+        };
+        if self.spaces[SpaceId::Data as usize].probes > 0 && self.ack_frequency.peer_accepts() {
+            // RFC 9002 §6.2.4 lets a probe elicit a faster acknowledgment;
+            // draft-ietf-quic-ack-frequency §5 gives the frame for it.
+            put(&Frame::ImmediateAck, record);
+        }
+        if let Some(data) = self.path_response {
+            if put(&Frame::PathResponse(data), record) {
+                self.path_response = None;
+            }
+        }
+        let space = &mut self.spaces[SpaceId::Data as usize];
+        // Connection ID frames, sent again when lost (RFC 9000 §13.3); a NEW_CONNECTION_ID for
+        // an ID the peer already retired or acknowledged is dropped, as is a
+        // RETIRE_CONNECTION_ID it acknowledged.
+        while let Some(issued) = space.pending.new_cids.pop() {
+            if !self.cids.new_cid_needed(issued.sequence) {
+                continue;
+            }
+            if !put(&Frame::NewConnectionId(issued.frame()), record) {
+                space.pending.new_cids.push(issued);
+                break;
+            }
+            record.retransmit.control_mut().new_cids.push(issued);
+        }
+        while let Some(sequence) = space.pending.retire_cids.pop() {
+            if !self.cids.retire_needed(sequence) {
+                continue;
+            }
+            let sequence_varint = VarInt::from_u64(sequence).expect("small");
+            let frame = Frame::RetireConnectionId {
+                sequence: sequence_varint,
+            };
+            if !put(&frame, record) {
+                space.pending.retire_cids.push(sequence);
+                break;
+            }
+            record.retransmit.control_mut().retire_cids.push(sequence);
+        }
+        if let Some(token) = space.pending.new_token.take() {
+            if put(&Frame::NewToken(&token), record) {
+                record.retransmit.control_mut().new_token = Some(token);
+            } else {
+                space.pending.new_token = Some(token);
+            }
+        }
+        if let Some(frame) = self.ack_frequency.pending() {
+            if put(&Frame::AckFrequency(frame), record) {
+                self.ack_frequency.on_sent();
+                record.retransmit.control_mut().ack_frequency = Some(frame.sequence.into_inner());
+            }
+        }
+        let handshake_done = self.handshake_done_pending || space.pending.handshake_done;
+        if self.side == Side::Server && handshake_done && put(&Frame::HandshakeDone, record) {
+            record.retransmit.control_mut().handshake_done = true;
+            self.handshake_done_pending = false;
+            space.pending.handshake_done = false;
+        }
+    }
+
+    /// Stream frames, their records kept with the packet for acknowledgment and loss.
+    fn write_stream_frames(
+        &mut self,
+        now: Instant,
+        payload: &mut Payload<'_>,
+        record: &mut SentPacket,
+    ) {
+        let mut streams = self.spare_stream_records.pop().unwrap_or_default();
+        let rtt = self.rtt.smoothed();
+        record.ack_eliciting |= self.streams.write_frames(payload, &mut streams, now, rtt);
+        if streams.is_empty() {
+            self.spare_stream_records.push(streams);
+        } else {
+            record.retransmit.streams = streams;
         }
     }
 
@@ -598,24 +656,17 @@ impl Connection {
     }
 }
 
-/// CRYPTO data lost earlier first, then new data (RFC 9000 §13.3). A frame's header takes at
-/// most 11 bytes: type, an 8-byte offset, a 2-byte length.
-fn write_crypto(
-    space: &mut PacketSpace,
-    buf: &mut Vec<u8>,
-    max_end: usize,
-    record: &mut SentPacket,
-) {
+/// CRYPTO data lost earlier first, then new data (RFC 9000 §13.3).
+fn write_crypto(space: &mut PacketSpace, payload: &mut Payload<'_>, record: &mut SentPacket) {
     while let Some((offset, data)) = space
         .crypto_send
-        .next_chunk(max_end.saturating_sub(buf.len()).saturating_sub(11))
+        .next_chunk(payload.room().saturating_sub(CRYPTO_HEADER_MAX))
     {
         let sent = offset..offset + data.len() as u64;
-        Frame::Crypto {
+        payload.put_sized(&Frame::Crypto {
             offset: VarInt::from_u64(offset).expect("crypto offsets are small"),
             data,
-        }
-        .encode(buf);
+        });
         record.retransmit.control_mut().crypto.push(sent);
         record.ack_eliciting = true;
     }
