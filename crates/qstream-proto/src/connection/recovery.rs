@@ -204,29 +204,9 @@ impl Connection {
             }
             return Ok(());
         };
-        let mut rtt_sample = None;
-        if *largest_newly == largest && newly_acked.iter().any(|(_, p)| p.ack_eliciting) {
-            let latest_rtt = now.saturating_duration_since(largest_packet.time);
-            rtt_sample = Some(latest_rtt);
-            // RFC 9002 §5.3: the reported delay is used in every space (it "MAY" be ignored for
-            // Initial; a repeated ACK after a lost one reports a real delay), and capped at the
-            // peer's max_ack_delay only once the handshake is confirmed (RFC9002-008/009).
-            let micros = ack
-                .delay
-                .into_inner()
-                .saturating_mul(1 << self.peer_ack_delay_exponent.min(20));
-            let reported = Duration::from_micros(micros);
-            let ack_delay = if self.handshake_confirmed {
-                reported.min(self.ack_frequency.peer_max_ack_delay())
-            } else {
-                reported
-            };
-            self.rtt.update(latest_rtt, ack_delay);
-            self.first_rtt_sample.get_or_insert(now);
-            if self.handshake_confirmed {
-                self.ack_frequency.on_rtt(self.rtt.smoothed());
-            }
-        }
+        let rtt_sample = (*largest_newly == largest
+            && newly_acked.iter().any(|(_, p)| p.ack_eliciting))
+        .then(|| self.sample_rtt(now, largest_packet.time, ack));
         if id == SpaceId::Data {
             if let Some(keys) = &mut self.one_rtt {
                 if newly_acked.iter().any(|(pn, _)| *pn >= keys.phase_first_pn) {
@@ -235,29 +215,8 @@ impl Connection {
             }
         }
         let app_limited = self.bytes_in_flight < self.cc.window() / 2;
-        let space = &mut self.spaces[id as usize];
         for (_, packet) in &newly_acked {
-            space.on_packet_acked(packet);
-            if let Some(control) = &packet.retransmit.control {
-                for issued in &control.new_cids {
-                    self.cids.on_new_cid_acked(issued.sequence);
-                }
-                for &sequence in &control.retire_cids {
-                    self.cids.on_retire_acked(sequence);
-                }
-                if let Some(sequence) = control.ack_frequency {
-                    self.ack_frequency.on_acked(sequence);
-                }
-            }
-            if packet.mtu_probe {
-                self.mtu.on_probe_acked(packet.size);
-                let size = u64::from(self.mtu.current());
-                self.cc.on_max_datagram_size(size);
-                self.pacer.on_max_datagram_size(size);
-            }
-        }
-        for (_, packet) in &newly_acked {
-            self.streams.on_acked(&packet.retransmit.streams);
+            self.on_packet_acked(id, packet);
         }
         for (pn, packet) in &newly_acked {
             if packet.in_flight {
@@ -311,6 +270,54 @@ impl Connection {
 
     /// Keeps an acknowledged packet's emptied stream-frame list for a later packet; enough are
     /// kept for the packets one ACK typically covers, the rest freed.
+    /// An RTT sample from the acknowledgment of a packet sent at `sent` (RFC 9002 §5.3): the
+    /// reported delay is used in every space (it "MAY" be ignored for Initial; a repeated ACK
+    /// after a lost one reports a real delay), and capped at the peer's max_ack_delay only once
+    /// the handshake is confirmed (RFC9002-008/009).
+    fn sample_rtt(&mut self, now: Instant, sent: Instant, ack: &Ack<'_>) -> Duration {
+        let latest_rtt = now.saturating_duration_since(sent);
+        let micros = ack
+            .delay
+            .into_inner()
+            .saturating_mul(1 << self.peer_ack_delay_exponent.min(20));
+        let reported = Duration::from_micros(micros);
+        let ack_delay = if self.handshake_confirmed {
+            reported.min(self.ack_frequency.peer_max_ack_delay())
+        } else {
+            reported
+        };
+        self.rtt.update(latest_rtt, ack_delay);
+        self.first_rtt_sample.get_or_insert(now);
+        if self.handshake_confirmed {
+            self.ack_frequency.on_rtt(self.rtt.smoothed());
+        }
+        latest_rtt
+    }
+
+    /// What a newly acknowledged packet carried is done with: control frames, an MTU probe,
+    /// stream frames.
+    fn on_packet_acked(&mut self, id: SpaceId, packet: &SentPacket) {
+        self.spaces[id as usize].on_packet_acked(packet);
+        if let Some(control) = &packet.retransmit.control {
+            for issued in &control.new_cids {
+                self.cids.on_new_cid_acked(issued.sequence);
+            }
+            for &sequence in &control.retire_cids {
+                self.cids.on_retire_acked(sequence);
+            }
+            if let Some(sequence) = control.ack_frequency {
+                self.ack_frequency.on_acked(sequence);
+            }
+        }
+        if packet.mtu_probe {
+            self.mtu.on_probe_acked(packet.size);
+            let size = u64::from(self.mtu.current());
+            self.cc.on_max_datagram_size(size);
+            self.pacer.on_max_datagram_size(size);
+        }
+        self.streams.on_acked(&packet.retransmit.streams);
+    }
+
     fn recycle_stream_records(&mut self, mut records: Vec<StreamFrameRecord>) {
         const MAX_SPARE: usize = 128;
         if records.capacity() > 0 && self.spare_stream_records.len() < MAX_SPARE {

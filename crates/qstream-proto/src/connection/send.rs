@@ -35,6 +35,23 @@ pub(super) struct Built {
     record: SentPacket,
 }
 
+impl Built {
+    /// Makes room for the tag and sets a long header's Length. RFC 9001 §5.4.2: the sample
+    /// starts 4 bytes after the packet number's start, so the packet number and frames
+    /// together take at least 4 bytes.
+    fn finish(&self, buf: &mut Vec<u8>) {
+        let written = buf.len() - self.pn_offset;
+        if written < 4 {
+            Frame::Padding(4 - written).encode(buf);
+        }
+        buf.resize(buf.len() + TAG_LEN, 0);
+        if self.long {
+            let length = buf.len() - self.pn_offset;
+            set_long_header_length(buf, self.pn_offset, length);
+        }
+    }
+}
+
 /// What the next datagram may be.
 struct DatagramPlan {
     /// It carries CONNECTION_CLOSE.
@@ -363,28 +380,7 @@ impl Connection {
             mtu_probe: matches!(content, Content::MtuProbe),
         };
 
-        let closing = matches!(content, Content::Close);
-        let eliciting_planned = !closing
-            && (space.probes > 0
-                || space.has_retransmittable_data()
-                || (id == SpaceId::Data && (self.ping_pending || self.streams.wants_to_send())));
-        if space.ack_pending() || (eliciting_planned && space.ack_unconfirmed()) {
-            record.largest_ack = space.received.max();
-            let delay = space
-                .largest_received_time
-                .map_or(0, |t| now.saturating_duration_since(t).as_micros() as u64)
-                >> ACK_DELAY_EXPONENT;
-            let ranges = space
-                .received
-                .iter_descending()
-                .map(|r| r.start..=r.end - 1);
-            // RFC 9000 §13.4.1: ECN counts are reported once any ECN mark was received.
-            let ecn = (space.ecn_received != Default::default()).then_some(space.ecn_received);
-            let delay = VarInt::from_u64(delay).unwrap_or(VarInt::MAX);
-            Ack::encode(ranges, delay, ecn, buf);
-            space.on_ack_sent();
-        }
-
+        self.write_ack_if_due(now, id, matches!(content, Content::Close), buf, &mut record);
         match content {
             Content::Close => self.write_close(id, buf, max_end),
             Content::MtuProbe => {
@@ -398,26 +394,38 @@ impl Connection {
             }
         }
 
-        // RFC 9001 §5.4.2: the sample starts 4 bytes after the packet number's start, so the
-        // packet number and frames together take at least 4 bytes.
-        let written = buf.len() - pn_offset;
-        if written < 4 {
-            Frame::Padding(4 - written).encode(buf);
-        }
-        buf.resize(buf.len() + TAG_LEN, 0);
-        let long = id != SpaceId::Data;
-        if long {
-            let length = buf.len() - pn_offset;
-            set_long_header_length(buf, pn_offset, length);
-        }
         record.in_flight = record.ack_eliciting;
-        Built {
+        let built = Built {
             space: id,
             start,
             pn_offset,
             pn,
-            long,
+            long: id != SpaceId::Data,
             record,
+        };
+        built.finish(buf);
+        built
+    }
+
+    /// An ACK of space `id` when one is due, or when the packet will be ack-eliciting and the
+    /// peer may not have our last one.
+    fn write_ack_if_due(
+        &mut self,
+        now: Instant,
+        id: SpaceId,
+        closing: bool,
+        buf: &mut Vec<u8>,
+        record: &mut SentPacket,
+    ) {
+        let space = &self.spaces[id as usize];
+        let eliciting_planned = !closing
+            && (space.probes > 0
+                || space.has_retransmittable_data()
+                || (id == SpaceId::Data && (self.ping_pending || self.streams.wants_to_send())));
+        let space = &mut self.spaces[id as usize];
+        if space.ack_pending() || (eliciting_planned && space.ack_unconfirmed()) {
+            record.largest_ack = space.received.max();
+            write_ack(space, now, buf);
         }
     }
 
@@ -654,6 +662,24 @@ impl Connection {
             }
         }
     }
+}
+
+/// An ACK frame of everything `space` received (RFC 9000 §19.3), with the delay since the
+/// largest arrived.
+fn write_ack(space: &mut PacketSpace, now: Instant, buf: &mut Vec<u8>) {
+    let delay = space
+        .largest_received_time
+        .map_or(0, |t| now.saturating_duration_since(t).as_micros() as u64)
+        >> ACK_DELAY_EXPONENT;
+    let ranges = space
+        .received
+        .iter_descending()
+        .map(|r| r.start..=r.end - 1);
+    // RFC 9000 §13.4.1: ECN counts are reported once any ECN mark was received.
+    let ecn = (space.ecn_received != Default::default()).then_some(space.ecn_received);
+    let delay = VarInt::from_u64(delay).unwrap_or(VarInt::MAX);
+    Ack::encode(ranges, delay, ecn, buf);
+    space.on_ack_sent();
 }
 
 /// CRYPTO data lost earlier first, then new data (RFC 9000 §13.3).
