@@ -4,12 +4,33 @@
 //! Everything here is a pure function of its inputs: bytes in, bytes out, and time is always a
 //! parameter. That is what makes every protocol behaviour testable deterministically.
 //!
+//! # Layout
+//!
+//! Lower modules never import higher ones; there is no import cycle.
+//!
 //! - [`wire`]: the wire format: variable-length integers, frames, packet headers, packet numbers
-//!   and transport parameters. Every decoder takes untrusted bytes and returns a [`DecodeError`]
-//!   carrying the RFC 9000 §20 error code the input maps to; none panics.
+//!   and spaces, transport parameters, and the payload a packet's frames are written into.
+//!   Every decoder takes untrusted bytes and returns a [`DecodeError`] carrying the RFC 9000 §20
+//!   error code the input maps to; none panics.
 //! - [`crypto`]: packet protection through rustls's QUIC API, Initial keys for QUIC v1 and v2, and
 //!   the Retry integrity tag.
 //! - [`stateless_reset`]: stateless reset tokens and packets (RFC 9000 §10.3).
+//! - `error`: [`TransportErrorCode`], [`TransportError`] and [`DecodeError`].
+//! - `flow`: flow control as one sender's and one receiver's window, for connection data,
+//!   stream data and stream counts alike (RFC 9000 §4), with *_BLOCKED and MAX_* repetition.
+//! - [`streams`]: the stream map and the release rule; stream credit and the accept queue; what
+//!   each received stream frame does; the send scheduler; snapshots and the peer-blocked report.
+//! - [`recovery`]: RTT estimation, congestion controllers (CUBIC, NewReno, BBRv3) and pacing
+//!   (RFC 9002).
+//! - [`config`]: endpoint, client, server and transport settings, and the values this
+//!   implementation advertises.
+//! - `qlog`: qlog traces (quic-events) of a connection.
+//! - [`connection`]: one connection's state machine: the receive path (`recv`), the send path
+//!   (`send`), loss recovery (`recovery`), the handshake, version negotiation, timers, and the
+//!   application's stream and datagram calls.
+//! - `endpoint` ([`Endpoint`]): connections of one socket: routing by connection ID, the reset
+//!   token index, Retry and address tokens, timers across connections.
+//! - [`sim`]: a deterministic in-memory network for tests and benchmarks.
 #![forbid(unsafe_code)]
 
 pub mod config;

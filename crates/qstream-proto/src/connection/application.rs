@@ -13,13 +13,13 @@ use crate::wire::{Dir, StreamId, VarInt};
 
 impl Connection {
     /// Opens a stream now, or fails at once with the peer's limit when there is no credit
-    /// (then the peer is told we are blocked). See [`Streams::open`].
+    /// (then the peer is told we are blocked). See [`crate::streams::Streams::open`].
     pub fn open(&mut self, now: Instant, dir: Dir) -> Result<StreamId, OpenError> {
         self.streams.open(now, dir)
     }
 
     /// Opens a stream now if credit allows, or queues the request, granted first-come
-    /// first-served with [`StreamEvent::OpenGranted`]. See [`Streams::request_open`].
+    /// first-served with [`crate::streams::StreamEvent::OpenGranted`]. See [`crate::streams::Streams::request_open`].
     pub fn request_open(&mut self, now: Instant, dir: Dir) -> Result<StreamId, OpenTicket> {
         self.streams.request_open(now, dir)
     }
@@ -55,7 +55,7 @@ impl Connection {
         self.streams.read(id, max)
     }
 
-    /// Whether [`Self::read`] of `id` would return data now. See [`Streams::has_data`].
+    /// Whether [`Self::read`] of `id` would return data now. See [`crate::streams::Streams::has_data`].
     pub fn has_data(&self, id: StreamId) -> bool {
         self.streams.has_data(id)
     }
@@ -66,7 +66,7 @@ impl Connection {
     }
 
     /// What dropping a stream handle does: resets an unfinished send half, stops an unread
-    /// receive half. See [`Streams::release`].
+    /// receive half. See [`crate::streams::Streams::release`].
     pub fn release(&mut self, id: StreamId) {
         self.streams.release(id)
     }

@@ -67,9 +67,9 @@ impl std::error::Error for ConnectionError {}
 pub enum Event {
     /// The handshake completed: application data can flow both ways.
     Connected,
-    /// The connection ended. After this, only [`Connection::is_drained`] matters.
+    /// The connection ended. After this, only [`super::Connection::is_drained`] matters.
     Closed(ConnectionError),
-    /// A DATAGRAM frame arrived (RFC 9221); read it with [`Connection::recv_datagram`].
+    /// A DATAGRAM frame arrived (RFC 9221); read it with [`super::Connection::recv_datagram`].
     DatagramReceived,
     /// Something happened on a stream.
     Stream(StreamEvent),
@@ -131,11 +131,11 @@ impl std::error::Error for SendDatagramError {}
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum EndpointEvent {
     /// Allocate this many connection IDs, route them here, and hand them over with
-    /// [`Connection::issue_cids`].
+    /// [`super::Connection::issue_cids`].
     NeedCids(usize),
     /// This connection ID stopped routing here.
     RetiredCid(ConnectionId),
-    /// Server: make a token for NEW_TOKEN and hand it over with [`Connection::send_new_token`].
+    /// Server: make a token for NEW_TOKEN and hand it over with [`super::Connection::send_new_token`].
     NeedToken,
     /// Client: the server sent this token for later connections.
     NewToken(Bytes),

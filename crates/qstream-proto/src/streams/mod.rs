@@ -11,7 +11,7 @@
 //! - `transmit`: the frames streams send, and what their acknowledgment or loss does;
 //! - `schedule`: which stream sends next;
 //! - `snapshot`: the state of every stream, and what holds a blocked peer;
-//! - `send` and `recv`: the two halves of a stream. Flow control is [`crate::flow`].
+//! - `send` and `recv`: the two halves of a stream. Flow control is `crate::flow`.
 
 mod credit;
 mod peer_frames;

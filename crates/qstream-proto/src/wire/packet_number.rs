@@ -55,7 +55,7 @@ impl TruncatedPacketNumber {
         self.len
     }
 
-    /// Writes the field's bytes into `out`, which must be [`Self::len`] bytes long.
+    /// Writes the field's bytes into `out`, which must be as long as the field.
     pub fn write(self, out: &mut [u8]) {
         out.copy_from_slice(&self.value.to_be_bytes()[4 - self.len..]);
     }
