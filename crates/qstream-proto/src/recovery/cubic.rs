@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Controller, PacketInfo, RttEstimator, initial_window, minimum_window};
+use super::{Controller, PacketInfo, RttEstimator, initial_window, minimum_window, resized_window};
 
 /// RFC 9438 §5.1: C = 0.4 and beta_cubic = 0.7.
 const C: f64 = 0.4;
@@ -152,11 +152,8 @@ impl Controller for Cubic {
     }
 
     fn on_max_datagram_size(&mut self, max_datagram_size: u64) {
-        if self.window == initial_window(self.max_datagram_size) {
-            self.window = initial_window(max_datagram_size);
-        }
+        self.window = resized_window(self.window, self.max_datagram_size, max_datagram_size);
         self.max_datagram_size = max_datagram_size;
-        self.window = self.window.max(minimum_window(max_datagram_size));
     }
 
     fn window(&self) -> u64 {

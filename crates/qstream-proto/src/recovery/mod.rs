@@ -118,3 +118,15 @@ pub(crate) fn initial_window(max_datagram_size: u64) -> u64 {
 pub(crate) fn minimum_window(max_datagram_size: u64) -> u64 {
     2 * max_datagram_size
 }
+
+/// A window after the max datagram size changed from `old` to `new` (RFC 9002 §7.2): one
+/// still at the initial window becomes the initial window for the new size, and none is below
+/// the new minimum.
+pub(crate) fn resized_window(window: u64, old: u64, new: u64) -> u64 {
+    let window = if window == initial_window(old) {
+        initial_window(new)
+    } else {
+        window
+    };
+    window.max(minimum_window(new))
+}

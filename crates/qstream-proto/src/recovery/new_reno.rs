@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{Controller, PacketInfo, RttEstimator, initial_window, minimum_window};
+use super::{Controller, PacketInfo, RttEstimator, initial_window, minimum_window, resized_window};
 
 /// NewReno: slow start, then one datagram per window per round trip; halve on loss.
 #[derive(Debug)]
@@ -68,11 +68,8 @@ impl Controller for NewReno {
     }
 
     fn on_max_datagram_size(&mut self, max_datagram_size: u64) {
-        if self.window == initial_window(self.max_datagram_size) {
-            self.window = initial_window(max_datagram_size);
-        }
+        self.window = resized_window(self.window, self.max_datagram_size, max_datagram_size);
         self.max_datagram_size = max_datagram_size;
-        self.window = self.window.max(minimum_window(max_datagram_size));
     }
 
     fn window(&self) -> u64 {

@@ -382,21 +382,9 @@ impl Streams {
 
     /// Writes as much of `data` as the stream's send buffer takes; returns how much.
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
-        let stream = self
-            .streams
-            .get_mut(&id)
-            .ok_or(StreamError::UnknownStream)?;
-        let send = stream.send.as_mut().ok_or(StreamError::WrongDirection)?;
-        if let Some(code) = send.stop_code {
-            return Err(StreamError::Stopped(code));
-        }
-        if send.state != SendState::Send || send.fin_pending {
-            return Err(StreamError::Closed);
-        }
-        let room = self
-            .config
-            .send_buffer
-            .saturating_sub(send.buffered() as u64) as usize;
+        let send_buffer = self.config.send_buffer;
+        let send = self.writable_half(id)?;
+        let room = send_buffer.saturating_sub(send.buffered() as u64) as usize;
         let n = data.len().min(room);
         send.write(&data[..n]);
         send.writer_waiting |= n < data.len();
@@ -407,6 +395,14 @@ impl Streams {
     /// Ends the send half normally: the peer receives everything written, then the end
     /// (quic-go's Close). The only way to end a send half without a reset.
     pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
+        self.writable_half(id)?.fin_pending = true;
+        self.schedule(id);
+        Ok(())
+    }
+
+    /// The send half of `id`, if the application may still write to it: not finished, reset
+    /// or stopped by the peer.
+    fn writable_half(&mut self, id: StreamId) -> Result<&mut SendHalf, StreamError> {
         let stream = self
             .streams
             .get_mut(&id)
@@ -418,9 +414,7 @@ impl Streams {
         if send.state != SendState::Send || send.fin_pending {
             return Err(StreamError::Closed);
         }
-        send.fin_pending = true;
-        self.schedule(id);
-        Ok(())
+        Ok(send)
     }
 
     /// Abandons the send half with `code` (RESET_STREAM; quic-go's CancelWrite). Data not yet
