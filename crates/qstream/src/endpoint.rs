@@ -54,95 +54,105 @@ pub(crate) struct State {
     qlog_dir: Option<PathBuf>,
 }
 
+/// Wakes every waiter in `waiters`; whether there was any.
+fn wake_all(waiters: &mut Vec<Waker>) -> bool {
+    let any = !waiters.is_empty();
+    waiters.drain(..).for_each(Waker::wake);
+    any
+}
+
+impl ConnectionState {
+    /// Takes one event of `connection`; returns whether it woke a task.
+    fn on_event(&mut self, connection: &qstream_proto::Connection, event: Event) -> bool {
+        use qstream_proto::streams::StreamEvent;
+        if let Event::Stream(stream_event) = &event
+            && let Some(id) = stream_event.stream()
+        {
+            if matches!(stream_event, StreamEvent::Released(_)) {
+                // The stream is gone: its entry goes too.
+                return self
+                    .stream_waiters
+                    .remove(&id)
+                    .is_some_and(|mut waiters| wake_all(&mut waiters));
+            }
+            return self.stream_waiters.get_mut(&id).is_some_and(wake_all);
+        }
+        match event {
+            Event::Connected => {
+                tracing::debug!(remote = %connection.remote_address(), "connected");
+                self.connected = true;
+            }
+            Event::Closed(error) => {
+                tracing::debug!(remote = %connection.remote_address(), %error, "closed");
+                self.error = Some(error);
+            }
+            Event::Stream(StreamEvent::PeerBlocked(report)) => {
+                let held: Vec<String> = report
+                    .held
+                    .iter()
+                    .map(|(id, reason)| format!("stream {id}: {reason}"))
+                    .collect();
+                tracing::warn!(
+                    remote = %connection.remote_address(),
+                    limit = report.limit,
+                    "the peer is blocked opening {:?} streams because this application \
+                     holds its streams: {}",
+                    report.dir,
+                    held.join("; ")
+                );
+            }
+            Event::Stream(StreamEvent::OpenGranted { ticket, id }) => {
+                self.granted.insert(ticket.0, id);
+            }
+            _ => {}
+        }
+        wake_all(&mut self.waiters)
+    }
+
+    /// The connection's state changed: waiters that its end concerns are woken. Returns
+    /// whether it woke a task.
+    fn on_changed(&mut self, connection: &qstream_proto::Connection) -> bool {
+        let drained = connection.is_drained();
+        if drained {
+            // Nothing more can happen on it; handles still see its error.
+            if let Some(error) = connection.close_reason() {
+                self.error.get_or_insert_with(|| error.clone());
+            }
+        }
+        let mut woke = false;
+        if self.error.is_some() || drained {
+            // Every stream operation now fails with the connection's error.
+            for (_, mut waiters) in self.stream_waiters.drain() {
+                woke |= wake_all(&mut waiters);
+            }
+        }
+        if drained {
+            woke |= wake_all(&mut self.waiters);
+        }
+        woke
+    }
+}
+
 impl State {
     /// Hands every event of every connection to the waiters it concerns.
     /// Returns whether it woke any task.
     fn dispatch_events(&mut self) -> bool {
         let mut woke = false;
-        let mut wake_all = |waiters: &mut Vec<Waker>| {
-            woke |= !waiters.is_empty();
-            waiters.drain(..).for_each(Waker::wake);
-        };
         while let Some(handle) = self.proto.accept() {
             self.connections.entry(handle).or_default();
             self.incoming.push_back(handle);
-            wake_all(&mut self.accept_waiters);
+            woke |= wake_all(&mut self.accept_waiters);
         }
         while let Some((handle, connection)) = self.proto.poll_changed() {
             let state = self.connections.entry(handle).or_default();
             if let Some(dir) = &self.qlog_dir {
                 state.qlog.write_records(dir, connection);
             }
-            let mut changed = false;
             while let Some(event) = connection.poll_event() {
-                if let Event::Stream(stream_event) = &event
-                    && let Some(id) = stream_event.stream()
-                {
-                    let released = matches!(
-                        stream_event,
-                        qstream_proto::streams::StreamEvent::Released(_)
-                    );
-                    if released {
-                        // The stream is gone: its entry goes too.
-                        if let Some(mut waiters) = state.stream_waiters.remove(&id) {
-                            wake_all(&mut waiters);
-                        }
-                    } else if let Some(waiters) = state.stream_waiters.get_mut(&id) {
-                        wake_all(waiters);
-                    }
-                    continue;
-                }
-                changed = true;
-                match event {
-                    Event::Connected => {
-                        tracing::debug!(remote = %connection.remote_address(), "connected");
-                        state.connected = true;
-                    }
-                    Event::Closed(error) => {
-                        tracing::debug!(remote = %connection.remote_address(), %error, "closed");
-                        state.error = Some(error);
-                    }
-                    Event::Stream(qstream_proto::streams::StreamEvent::PeerBlocked(report)) => {
-                        let held: Vec<String> = report
-                            .held
-                            .iter()
-                            .map(|(id, reason)| format!("stream {id}: {reason}"))
-                            .collect();
-                        tracing::warn!(
-                            remote = %connection.remote_address(),
-                            limit = report.limit,
-                            "the peer is blocked opening {:?} streams because this application \
-                             holds its streams: {}",
-                            report.dir,
-                            held.join("; ")
-                        );
-                    }
-                    Event::Stream(qstream_proto::streams::StreamEvent::OpenGranted {
-                        ticket,
-                        id,
-                    }) => {
-                        state.granted.insert(ticket.0, id);
-                    }
-                    _ => {}
-                }
+                woke |= state.on_event(connection, event);
             }
-            let drained = connection.is_drained();
-            if drained {
-                // Nothing more can happen on it; handles still see its error.
-                if let Some(error) = connection.close_reason() {
-                    state.error.get_or_insert_with(|| error.clone());
-                }
-            }
-            if state.error.is_some() || drained {
-                // Every stream operation now fails with the connection's error.
-                for (_, mut waiters) in state.stream_waiters.drain() {
-                    wake_all(&mut waiters);
-                }
-            }
-            if changed || drained {
-                wake_all(&mut state.waiters);
-            }
-            if drained {
+            woke |= state.on_changed(connection);
+            if connection.is_drained() {
                 if state.abandoned {
                     self.connections.remove(&handle);
                 }
@@ -570,6 +580,111 @@ fn handle_received(
     }
 }
 
+impl State {
+    /// Handles expired timers and gathers every datagram waiting to be sent into `out`, back
+    /// to back (so a GSO batch is one slice of it), described by `sends`. Once no handle is
+    /// left, every connection is closed. Returns the next timer, or `None` when the driver is
+    /// done: unused and every connection drained.
+    fn poll_sends(
+        &mut self,
+        shared: &Shared,
+        out: &mut Vec<u8>,
+        sends: &mut Vec<Queued>,
+    ) -> Option<Option<Instant>> {
+        let now = Instant::now();
+        let unused = shared.users.load(std::sync::atomic::Ordering::SeqCst) == 0;
+        if unused {
+            // Nobody can use a connection any more: close them all, stop once drained.
+            self.closed = true;
+            for handle in self.proto.connection_handles() {
+                if let Some(connection) = self.proto.connection_mut(handle) {
+                    if !connection.is_closed() {
+                        connection.close(now, qstream_proto::wire::VarInt::ZERO, b"");
+                    }
+                }
+            }
+        }
+        if self.proto.poll_timeout().is_some_and(|t| t <= now) {
+            self.proto.handle_timeout(now);
+        }
+        out.clear();
+        while let Some(transmit) = self.proto.poll_transmit(now, out) {
+            let end = out.len();
+            sends.push(Queued {
+                destination: transmit.destination,
+                ecn: transmit.ecn,
+                range: end - transmit.size..end,
+                alone: transmit.probe,
+            });
+        }
+        self.dispatch_events();
+        if unused && self.proto.connection_handles().is_empty() {
+            None
+        } else {
+            Some(self.proto.poll_timeout())
+        }
+    }
+}
+
+impl Shared {
+    /// Sends the gathered datagrams, in GSO batches where the socket allows.
+    async fn send_all(&self, out: &[u8], sends: &[Queued]) {
+        let max_segments = if self.gso.load(std::sync::atomic::Ordering::Relaxed) {
+            self.socket.max_gso_segments()
+        } else {
+            1
+        };
+        for batch in gso_batches(sends, max_segments) {
+            let first = &sends[batch.start];
+            let segment_size = (batch.len() > 1).then_some(first.range.len());
+            let contents = &out[first.range.start..sends[batch.end - 1].range.end];
+            // A failed send is a lost datagram; recovery repairs it.
+            if let Err(error) = self
+                .socket
+                .send(first.destination, first.ecn, contents, segment_size)
+                .await
+            {
+                tracing::debug!(destination = %first.destination, %error, "send failed");
+            }
+        }
+    }
+
+    /// Handles received datagrams (see [`handle_received`]) and lets the tasks they woke run.
+    /// True when the rest of the backlog is to be handled before anything is sent: the first
+    /// answer had nothing to hurry.
+    async fn handle_backlog(
+        &self,
+        backlog: &mut VecDeque<Received>,
+        answer_first: &mut bool,
+    ) -> bool {
+        let handled = {
+            let mut state = self.lock();
+            handle_received(&mut state, Instant::now(), backlog, *answer_first)
+        };
+        if handled.woke && !handled.urgent {
+            // The tasks this woke run before anything is sent: their replies then share
+            // packets with the ACKs and credit that arrived data called for, one packet
+            // where there would be two. `yield_now` resumes this task once the runtime
+            // has no other task ready.
+            tokio::task::yield_now().await;
+        }
+        if let Some(handle) = handled.answering {
+            *answer_first = false;
+            let answered = self
+                .lock()
+                .proto
+                .connection(handle)
+                .is_some_and(|c| c.has_stream_data_to_send());
+            if !answered {
+                // Nothing to hurry (a reader of a bulk transfer, or a peer's ACKs):
+                // the rest is handled first, and one packet acknowledges it all.
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// Receive buffer per datagram: the largest UDP payload.
 const DATAGRAM_BUFFER: usize = 65_536;
 
@@ -588,95 +703,18 @@ async fn drive(shared: Arc<Shared>) {
     // each.
     let mut answer_first = true;
     loop {
-        if !backlog.is_empty() {
-            let handled = {
-                let mut state = shared.lock();
-                handle_received(&mut state, Instant::now(), &mut backlog, answer_first)
-            };
-            if handled.woke && !handled.urgent {
-                // The tasks this woke run before anything is sent: their replies then share
-                // packets with the ACKs and credit that arrived data called for, one packet
-                // where there would be two. `yield_now` resumes this task once the runtime
-                // has no other task ready.
-                tokio::task::yield_now().await;
-            }
-            if let Some(handle) = handled.answering {
-                answer_first = false;
-                let answered = shared
-                    .lock()
-                    .proto
-                    .connection(handle)
-                    .is_some_and(|c| c.has_stream_data_to_send());
-                if !answered {
-                    // Nothing to hurry (a reader of a bulk transfer, or a peer's ACKs):
-                    // the rest is handled first, and one packet acknowledges it all.
-                    continue;
-                }
-            }
+        if !backlog.is_empty() && shared.handle_backlog(&mut backlog, &mut answer_first).await {
+            continue;
         }
         // Changes made from now on wake the driver again; those made before, it sees now.
         shared
             .woken
             .store(false, std::sync::atomic::Ordering::SeqCst);
-        // Timers and everything waiting to be sent.
         let mut sends = Vec::new();
-        let deadline = {
-            let mut state = shared.lock();
-            let now = Instant::now();
-            let unused = shared.users.load(std::sync::atomic::Ordering::SeqCst) == 0;
-            if unused {
-                // Nobody can use a connection any more: close them all, stop once drained.
-                state.closed = true;
-                for handle in state.proto.connection_handles() {
-                    if let Some(connection) = state.proto.connection_mut(handle) {
-                        if !connection.is_closed() {
-                            connection.close(now, qstream_proto::wire::VarInt::ZERO, b"");
-                        }
-                    }
-                }
-            }
-            if state.proto.poll_timeout().is_some_and(|t| t <= now) {
-                state.proto.handle_timeout(now);
-            }
-            // Datagrams are gathered back to back in `out`, so a GSO batch is one slice of it.
-            out.clear();
-            while let Some(transmit) = state.proto.poll_transmit(now, &mut out) {
-                let end = out.len();
-                sends.push(Queued {
-                    destination: transmit.destination,
-                    ecn: transmit.ecn,
-                    range: end - transmit.size..end,
-                    alone: transmit.probe,
-                });
-            }
-            state.dispatch_events();
-            if unused && state.proto.connection_handles().is_empty() {
-                None
-            } else {
-                Some(state.proto.poll_timeout())
-            }
-        };
-        let Some(deadline) = deadline else {
+        let Some(deadline) = shared.lock().poll_sends(&shared, &mut out, &mut sends) else {
             return;
         };
-        let max_segments = if shared.gso.load(std::sync::atomic::Ordering::Relaxed) {
-            shared.socket.max_gso_segments()
-        } else {
-            1
-        };
-        for batch in gso_batches(&sends, max_segments) {
-            let first = &sends[batch.start];
-            let segment_size = (batch.len() > 1).then_some(first.range.len());
-            let contents = &out[first.range.start..sends[batch.end - 1].range.end];
-            // A failed send is a lost datagram; recovery repairs it.
-            if let Err(error) = shared
-                .socket
-                .send(first.destination, first.ecn, contents, segment_size)
-                .await
-            {
-                tracing::debug!(destination = %first.destination, %error, "send failed");
-            }
-        }
+        shared.send_all(&out, &sends).await;
         if !backlog.is_empty() {
             // The rest of what arrived waits its turn; tasks this woke may run first.
             tokio::task::yield_now().await;
