@@ -602,34 +602,8 @@ fn decode_body<'a>(ty: FrameType, r: &mut Reader<'a>) -> Result<Frame<'a>, BodyE
             check_end(offset, data.len())?;
             Frame::Crypto { offset, data }
         }
-        FrameType::NEW_TOKEN => {
-            let token = r.length_prefixed()?;
-            // RFC 9000 §19.7, RFC9000-350: an empty token is a FRAME_ENCODING_ERROR.
-            if token.is_empty() {
-                return Err(invalid("empty NEW_TOKEN token"));
-            }
-            Frame::NewToken(token)
-        }
-        ty if ty.is_stream() => {
-            let id = stream_id(r)?;
-            let offset = if ty.0 & STREAM_OFF != 0 {
-                varint(r)?
-            } else {
-                VarInt::ZERO
-            };
-            let data = if ty.0 & STREAM_LEN != 0 {
-                r.length_prefixed()?
-            } else {
-                r.take_rest()
-            };
-            check_end(offset, data.len())?;
-            Frame::Stream(Stream {
-                id,
-                offset,
-                fin: ty.0 & STREAM_FIN != 0,
-                data,
-            })
-        }
+        FrameType::NEW_TOKEN => decode_new_token(r)?,
+        ty if ty.is_stream() => decode_stream(ty, r)?,
         FrameType::MAX_DATA => Frame::MaxData(varint(r)?),
         FrameType::MAX_STREAM_DATA => Frame::MaxStreamData {
             id: stream_id(r)?,
@@ -656,45 +630,13 @@ fn decode_body<'a>(ty: FrameType, r: &mut Reader<'a>) -> Result<Frame<'a>, BodyE
             },
             limit: stream_count(r)?,
         },
-        FrameType::NEW_CONNECTION_ID => {
-            let sequence = varint(r)?;
-            let retire_prior_to = varint(r)?;
-            let len = usize::from(r.u8()?);
-            // RFC 9000 §19.15, RFC9000-370: lengths outside 1..=20 are a FRAME_ENCODING_ERROR.
-            if !(1..=ConnectionId::MAX_LEN).contains(&len) {
-                return Err(invalid("connection ID length outside 1..=20"));
-            }
-            let id = ConnectionId::from_slice(r.bytes(len)?).expect("length checked above");
-            let reset_token = StatelessResetToken::from(r.array::<16>()?);
-            // RFC9000-375: Retire Prior To greater than Sequence Number.
-            if retire_prior_to > sequence {
-                return Err(invalid("retire_prior_to exceeds sequence number"));
-            }
-            Frame::NewConnectionId(NewConnectionId {
-                sequence,
-                retire_prior_to,
-                id,
-                reset_token,
-            })
-        }
+        FrameType::NEW_CONNECTION_ID => decode_new_connection_id(r)?,
         FrameType::RETIRE_CONNECTION_ID => Frame::RetireConnectionId {
             sequence: varint(r)?,
         },
         FrameType::PATH_CHALLENGE => Frame::PathChallenge(r.array()?),
         FrameType::PATH_RESPONSE => Frame::PathResponse(r.array()?),
-        FrameType::CONNECTION_CLOSE | FrameType::APPLICATION_CLOSE => {
-            let error_code = varint(r)?;
-            let frame_type = if ty == FrameType::CONNECTION_CLOSE {
-                Some(varint(r)?)
-            } else {
-                None
-            };
-            Frame::ConnectionClose(ConnectionClose {
-                error_code,
-                frame_type,
-                reason: r.length_prefixed()?,
-            })
-        }
+        FrameType::CONNECTION_CLOSE | FrameType::APPLICATION_CLOSE => decode_close(ty, r)?,
         FrameType::HANDSHAKE_DONE => Frame::HandshakeDone,
         FrameType::DATAGRAM => Frame::Datagram(r.take_rest()),
         FrameType::DATAGRAM_LEN => Frame::Datagram(r.length_prefixed()?),
@@ -708,6 +650,76 @@ fn decode_body<'a>(ty: FrameType, r: &mut Reader<'a>) -> Result<Frame<'a>, BodyE
         // RFC 9000 §12.4, RFC9000-228: an unknown frame type is a FRAME_ENCODING_ERROR.
         _ => return Err(invalid("unknown frame type")),
     })
+}
+
+/// A STREAM frame's fields after its type (RFC 9000 §19.8).
+fn decode_stream<'a>(ty: FrameType, r: &mut Reader<'a>) -> Result<Frame<'a>, BodyErrorKind> {
+    let id = stream_id(r)?;
+    let offset = if ty.0 & STREAM_OFF != 0 {
+        varint(r)?
+    } else {
+        VarInt::ZERO
+    };
+    let data = if ty.0 & STREAM_LEN != 0 {
+        r.length_prefixed()?
+    } else {
+        r.take_rest()
+    };
+    check_end(offset, data.len())?;
+    Ok(Frame::Stream(Stream {
+        id,
+        offset,
+        fin: ty.0 & STREAM_FIN != 0,
+        data,
+    }))
+}
+
+/// A NEW_CONNECTION_ID frame's fields (RFC 9000 §19.15).
+fn decode_new_connection_id<'a>(r: &mut Reader<'a>) -> Result<Frame<'a>, BodyErrorKind> {
+    let sequence = varint(r)?;
+    let retire_prior_to = varint(r)?;
+    let len = usize::from(r.u8()?);
+    // RFC 9000 §19.15, RFC9000-370: lengths outside 1..=20 are a FRAME_ENCODING_ERROR.
+    if !(1..=ConnectionId::MAX_LEN).contains(&len) {
+        return Err(invalid("connection ID length outside 1..=20"));
+    }
+    let id = ConnectionId::from_slice(r.bytes(len)?).expect("length checked above");
+    let reset_token = StatelessResetToken::from(r.array::<16>()?);
+    // RFC9000-375: Retire Prior To greater than Sequence Number.
+    if retire_prior_to > sequence {
+        return Err(invalid("retire_prior_to exceeds sequence number"));
+    }
+    Ok(Frame::NewConnectionId(NewConnectionId {
+        sequence,
+        retire_prior_to,
+        id,
+        reset_token,
+    }))
+}
+
+/// A CONNECTION_CLOSE frame's fields, of either type (RFC 9000 §19.19).
+fn decode_close<'a>(ty: FrameType, r: &mut Reader<'a>) -> Result<Frame<'a>, BodyErrorKind> {
+    let error_code = varint(r)?;
+    let frame_type = if ty == FrameType::CONNECTION_CLOSE {
+        Some(varint(r)?)
+    } else {
+        None
+    };
+    Ok(Frame::ConnectionClose(ConnectionClose {
+        error_code,
+        frame_type,
+        reason: r.length_prefixed()?,
+    }))
+}
+
+/// A NEW_TOKEN frame's token (RFC 9000 §19.7).
+fn decode_new_token<'a>(r: &mut Reader<'a>) -> Result<Frame<'a>, BodyErrorKind> {
+    let token = r.length_prefixed()?;
+    // RFC 9000 §19.7, RFC9000-350: an empty token is a FRAME_ENCODING_ERROR.
+    if token.is_empty() {
+        return Err(invalid("empty NEW_TOKEN token"));
+    }
+    Ok(Frame::NewToken(token))
 }
 
 #[cfg(test)]

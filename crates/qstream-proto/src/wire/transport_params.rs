@@ -139,86 +139,100 @@ mod id {
     pub(super) const MIN_ACK_DELAY: u64 = 0xff04_de1b;
 }
 
+/// The preferred_address parameter (RFC 9000 §18.2): both addresses (unspecified when absent),
+/// the connection ID and its reset token.
+fn encode_preferred_address<B: BufMut>(address: &PreferredAddress, buf: &mut B) {
+    put_param_header(
+        buf,
+        id::PREFERRED_ADDRESS,
+        4 + 2 + 16 + 2 + 1 + address.connection_id.len() + 16,
+    );
+    let ipv4 = address
+        .ipv4
+        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    buf.put_slice(&ipv4.ip().octets());
+    buf.put_u16(ipv4.port());
+    let ipv6 = address
+        .ipv6
+        .unwrap_or(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
+    buf.put_slice(&ipv6.ip().octets());
+    buf.put_u16(ipv6.port());
+    buf.put_u8(address.connection_id.len() as u8);
+    buf.put_slice(&address.connection_id);
+    buf.put_slice(address.stateless_reset_token.as_ref());
+}
+
 fn error(reason: &'static str) -> DecodeError {
     DecodeError::new(TransportErrorCode::TRANSPORT_PARAMETER_ERROR, reason)
 }
 
 impl TransportParameters {
+    /// The integer parameters: id, value and the value that goes unsent (RFC 9000 §18.2).
+    fn integer_params(&self) -> [(u64, VarInt, VarInt); 11] {
+        let defaults = Self::default();
+        [
+            (
+                id::MAX_IDLE_TIMEOUT,
+                self.max_idle_timeout,
+                defaults.max_idle_timeout,
+            ),
+            (
+                id::MAX_UDP_PAYLOAD_SIZE,
+                self.max_udp_payload_size,
+                defaults.max_udp_payload_size,
+            ),
+            (id::INITIAL_MAX_DATA, self.initial_max_data, VarInt::ZERO),
+            (
+                id::INITIAL_MAX_STREAM_DATA_BIDI_LOCAL,
+                self.initial_max_stream_data_bidi_local,
+                VarInt::ZERO,
+            ),
+            (
+                id::INITIAL_MAX_STREAM_DATA_BIDI_REMOTE,
+                self.initial_max_stream_data_bidi_remote,
+                VarInt::ZERO,
+            ),
+            (
+                id::INITIAL_MAX_STREAM_DATA_UNI,
+                self.initial_max_stream_data_uni,
+                VarInt::ZERO,
+            ),
+            (
+                id::INITIAL_MAX_STREAMS_BIDI,
+                self.initial_max_streams_bidi,
+                VarInt::ZERO,
+            ),
+            (
+                id::INITIAL_MAX_STREAMS_UNI,
+                self.initial_max_streams_uni,
+                VarInt::ZERO,
+            ),
+            (
+                id::ACK_DELAY_EXPONENT,
+                VarInt::from(self.ack_delay_exponent),
+                VarInt::from(defaults.ack_delay_exponent),
+            ),
+            (
+                id::MAX_ACK_DELAY,
+                self.max_ack_delay,
+                defaults.max_ack_delay,
+            ),
+            (
+                id::ACTIVE_CONNECTION_ID_LIMIT,
+                self.active_connection_id_limit,
+                defaults.active_connection_id_limit,
+            ),
+        ]
+    }
+
     /// Writes every parameter that differs from its default, in the encoding of RFC 9000 §18.
     pub fn encode<B: BufMut>(&self, buf: &mut B) {
-        let defaults = Self::default();
-        let varint_param = |buf: &mut B, id: u64, value: VarInt, default: VarInt| {
+        for (param, value, default) in self.integer_params() {
             if value != default {
-                put_param_header(buf, id, value.size());
+                put_param_header(buf, param, value.size());
                 value.encode(buf);
             }
-        };
-        varint_param(
-            buf,
-            id::MAX_IDLE_TIMEOUT,
-            self.max_idle_timeout,
-            defaults.max_idle_timeout,
-        );
-        varint_param(
-            buf,
-            id::MAX_UDP_PAYLOAD_SIZE,
-            self.max_udp_payload_size,
-            defaults.max_udp_payload_size,
-        );
-        varint_param(
-            buf,
-            id::INITIAL_MAX_DATA,
-            self.initial_max_data,
-            VarInt::ZERO,
-        );
-        varint_param(
-            buf,
-            id::INITIAL_MAX_STREAM_DATA_BIDI_LOCAL,
-            self.initial_max_stream_data_bidi_local,
-            VarInt::ZERO,
-        );
-        varint_param(
-            buf,
-            id::INITIAL_MAX_STREAM_DATA_BIDI_REMOTE,
-            self.initial_max_stream_data_bidi_remote,
-            VarInt::ZERO,
-        );
-        varint_param(
-            buf,
-            id::INITIAL_MAX_STREAM_DATA_UNI,
-            self.initial_max_stream_data_uni,
-            VarInt::ZERO,
-        );
-        varint_param(
-            buf,
-            id::INITIAL_MAX_STREAMS_BIDI,
-            self.initial_max_streams_bidi,
-            VarInt::ZERO,
-        );
-        varint_param(
-            buf,
-            id::INITIAL_MAX_STREAMS_UNI,
-            self.initial_max_streams_uni,
-            VarInt::ZERO,
-        );
-        varint_param(
-            buf,
-            id::ACK_DELAY_EXPONENT,
-            VarInt::from(self.ack_delay_exponent),
-            VarInt::from(defaults.ack_delay_exponent),
-        );
-        varint_param(
-            buf,
-            id::MAX_ACK_DELAY,
-            self.max_ack_delay,
-            defaults.max_ack_delay,
-        );
-        varint_param(
-            buf,
-            id::ACTIVE_CONNECTION_ID_LIMIT,
-            self.active_connection_id_limit,
-            defaults.active_connection_id_limit,
-        );
+        }
         for (param, value) in [
             (id::MAX_DATAGRAM_FRAME_SIZE, self.max_datagram_frame_size),
             (id::MIN_ACK_DELAY, self.min_ack_delay),
@@ -251,24 +265,7 @@ impl TransportParameters {
             }
         }
         if let Some(address) = &self.preferred_address {
-            put_param_header(
-                buf,
-                id::PREFERRED_ADDRESS,
-                4 + 2 + 16 + 2 + 1 + address.connection_id.len() + 16,
-            );
-            let ipv4 = address
-                .ipv4
-                .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
-            buf.put_slice(&ipv4.ip().octets());
-            buf.put_u16(ipv4.port());
-            let ipv6 = address
-                .ipv6
-                .unwrap_or(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
-            buf.put_slice(&ipv6.ip().octets());
-            buf.put_u16(ipv6.port());
-            buf.put_u8(address.connection_id.len() as u8);
-            buf.put_slice(&address.connection_id);
-            buf.put_slice(address.stateless_reset_token.as_ref());
+            encode_preferred_address(address, buf);
         }
         if let Some(info) = &self.version_information {
             put_param_header(buf, id::VERSION_INFORMATION, 4 * (1 + info.available.len()));
