@@ -359,33 +359,8 @@ impl Endpoint {
             return None;
         }
         let tls_version = rustls_version(version)?;
-        let since_epoch = now.saturating_duration_since(*self.epoch.get_or_insert(now));
-        let presented = if token.is_empty() {
-            PresentedToken::Unusable
-        } else {
-            self.token_key.check(
-                remote,
-                token,
-                since_epoch,
-                server.retry_token_lifetime,
-                server.new_token_lifetime,
-            )
-        };
-        let (original_dcid, retry_scid, validated) = match presented {
-            // The Initial must go to the connection ID the Retry chose.
-            PresentedToken::Retry(valid) if valid.retry_scid == dcid => {
-                (valid.original_dcid, Some(dcid), true)
-            }
-            // RFC 9000 §8.1.3: an Initial with a Retry token that does not validate is dropped;
-            // the client times out rather than learn what a valid token looks like.
-            PresentedToken::Retry(_) | PresentedToken::InvalidRetry => return None,
-            PresentedToken::NewToken => (dcid, None, true),
-            PresentedToken::Unusable if server.retry => {
-                self.send_retry(remote, version, dcid, client_scid, since_epoch);
-                return None;
-            }
-            PresentedToken::Unusable => (dcid, None, false),
-        };
+        let (original_dcid, retry_scid, validated) =
+            self.check_address(now, &server, remote, version, dcid, client_scid, token)?;
         // RFC 9000 §7.2: the client's first Destination Connection ID is at least 8 bytes.
         if original_dcid.len() < 8 {
             return None;
@@ -438,6 +413,50 @@ impl Endpoint {
         self.process_endpoint_events(now, handle);
         self.incoming.push_back(handle);
         Some(handle)
+    }
+
+    /// Address validation of a client's first Initial (RFC 9000 §8.1): the connection's
+    /// original Destination Connection ID, the Retry's Source Connection ID if there was a
+    /// Retry, and whether the address is validated; `None` when the Initial is dropped (an
+    /// invalid Retry token) or answered with a Retry.
+    #[allow(clippy::too_many_arguments)]
+    fn check_address(
+        &mut self,
+        now: Instant,
+        server: &ServerConfig,
+        remote: SocketAddr,
+        version: Version,
+        dcid: ConnectionId,
+        client_scid: ConnectionId,
+        token: &[u8],
+    ) -> Option<(ConnectionId, Option<ConnectionId>, bool)> {
+        let since_epoch = now.saturating_duration_since(*self.epoch.get_or_insert(now));
+        let presented = if token.is_empty() {
+            PresentedToken::Unusable
+        } else {
+            self.token_key.check(
+                remote,
+                token,
+                since_epoch,
+                server.retry_token_lifetime,
+                server.new_token_lifetime,
+            )
+        };
+        Some(match presented {
+            // The Initial must go to the connection ID the Retry chose.
+            PresentedToken::Retry(valid) if valid.retry_scid == dcid => {
+                (valid.original_dcid, Some(dcid), true)
+            }
+            // RFC 9000 §8.1.3: an Initial with a Retry token that does not validate is dropped;
+            // the client times out rather than learn what a valid token looks like.
+            PresentedToken::Retry(_) | PresentedToken::InvalidRetry => return None,
+            PresentedToken::NewToken => (dcid, None, true),
+            PresentedToken::Unusable if server.retry => {
+                self.send_retry(remote, version, dcid, client_scid, since_epoch);
+                return None;
+            }
+            PresentedToken::Unusable => (dcid, None, false),
+        })
     }
 
     /// Sends a Retry (RFC 9000 §17.2.5) in reply to an Initial without a token; no state is

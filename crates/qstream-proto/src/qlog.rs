@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::Side;
 use crate::streams::{RecvState, SendState, StreamSnapshot, StreamsSnapshot};
-use crate::wire::SpaceId;
-use crate::wire::{ConnectionId, Dir, Frame, Frames, StreamId, TransportParameters, Version};
+use crate::wire::{
+    Ack, ConnectionClose, ConnectionId, Dir, Frame, Frames, SpaceId, StreamId, TransportParameters,
+    Version,
+};
 
 /// The RFC 7464 record separator that starts every JSON-SEQ record.
 const RECORD_SEPARATOR: char = '\u{1e}';
@@ -597,38 +599,64 @@ fn write_frame(frame: &Frame<'_>, ack_delay_exponent: u8, out: &mut String) {
             "{{\"frame_type\":\"unknown\",\"frame_type_bytes\":{}}}",
             frame.ty().0
         ),
-        Frame::Ack(ack) => {
-            // RFC 9000 §19.3: the field counts units of 2^ack_delay_exponent microseconds.
-            let micros = ack
-                .delay
-                .into_inner()
-                .saturating_mul(1 << ack_delay_exponent.min(20));
-            let _ = write!(
-                out,
-                "{{\"frame_type\":\"ack\",\"ack_delay\":{:.3},\"acked_ranges\":[",
-                micros as f64 / 1e3
-            );
-            for (i, range) in ack.ranges().enumerate() {
-                let _ = write!(
-                    out,
-                    "{}[{},{}]",
-                    if i > 0 { "," } else { "" },
-                    range.start(),
-                    range.end()
-                );
-            }
-            out.push(']');
-            if let Some(ecn) = &ack.ecn {
-                let _ = write!(
-                    out,
-                    ",\"ect0\":{},\"ect1\":{},\"ce\":{}",
-                    ecn.ect0.into_inner(),
-                    ecn.ect1.into_inner(),
-                    ecn.ce.into_inner()
-                );
-            }
-            write!(out, "}}")
-        }
+        Frame::Ack(ack) => write_ack(ack, ack_delay_exponent, out),
+        Frame::Crypto { offset, data } => write!(
+            out,
+            "{{\"frame_type\":\"crypto\",\"offset\":{},\"raw\":{{\"payload_length\":{}}}}}",
+            offset.into_inner(),
+            data.len()
+        ),
+        Frame::NewToken(token) => write!(
+            out,
+            "{{\"frame_type\":\"new_token\",\"token\":{{\"raw\":{{\"length\":{}}}}}}}",
+            token.len()
+        ),
+        Frame::NewConnectionId(new) => write!(
+            out,
+            "{{\"frame_type\":\"new_connection_id\",\"sequence_number\":{},\
+             \"retire_prior_to\":{},\"connection_id_length\":{},\"connection_id\":\"{}\"}}",
+            new.sequence.into_inner(),
+            new.retire_prior_to.into_inner(),
+            new.id.len(),
+            new.id
+        ),
+        Frame::RetireConnectionId { sequence } => write!(
+            out,
+            "{{\"frame_type\":\"retire_connection_id\",\"sequence_number\":{}}}",
+            sequence.into_inner()
+        ),
+        Frame::PathChallenge(data) => write!(
+            out,
+            "{{\"frame_type\":\"path_challenge\",\"data\":\"{}\"}}",
+            hex(data)
+        ),
+        Frame::PathResponse(data) => write!(
+            out,
+            "{{\"frame_type\":\"path_response\",\"data\":\"{}\"}}",
+            hex(data)
+        ),
+        Frame::ConnectionClose(close) => write_close(close, out),
+        Frame::HandshakeDone => write!(out, "{{\"frame_type\":\"handshake_done\"}}"),
+        Frame::Datagram(data) => write!(
+            out,
+            "{{\"frame_type\":\"datagram\",\"raw\":{{\"payload_length\":{}}}}}",
+            data.len()
+        ),
+        Frame::ResetStream { .. }
+        | Frame::StopSending { .. }
+        | Frame::Stream(_)
+        | Frame::MaxData(_)
+        | Frame::MaxStreamData { .. }
+        | Frame::MaxStreams { .. }
+        | Frame::DataBlocked(_)
+        | Frame::StreamDataBlocked { .. }
+        | Frame::StreamsBlocked { .. } => write_stream_frame(frame, out),
+    };
+}
+
+/// A stream or flow-control frame (quic-events §8.13.5-§8.13.16).
+fn write_stream_frame(frame: &Frame<'_>, out: &mut String) -> std::fmt::Result {
+    match frame {
         Frame::ResetStream {
             id,
             error_code,
@@ -647,17 +675,6 @@ fn write_frame(frame: &Frame<'_>, ack_delay_exponent: u8, out: &mut String) {
              \"error_code\":{}}}",
             u64::from(*id),
             error_code.into_inner()
-        ),
-        Frame::Crypto { offset, data } => write!(
-            out,
-            "{{\"frame_type\":\"crypto\",\"offset\":{},\"raw\":{{\"payload_length\":{}}}}}",
-            offset.into_inner(),
-            data.len()
-        ),
-        Frame::NewToken(token) => write!(
-            out,
-            "{{\"frame_type\":\"new_token\",\"token\":{{\"raw\":{{\"length\":{}}}}}}}",
-            token.len()
         ),
         Frame::Stream(stream) => write!(
             out,
@@ -702,62 +719,70 @@ fn write_frame(frame: &Frame<'_>, ack_delay_exponent: u8, out: &mut String) {
             stream_type(*dir),
             limit.into_inner()
         ),
-        Frame::NewConnectionId(new) => write!(
+        // write_frame passes only the frames above.
+        _ => Ok(()),
+    }
+}
+
+/// An ACK frame (quic-events §8.13.3), its delay in milliseconds.
+fn write_ack(ack: &Ack<'_>, ack_delay_exponent: u8, out: &mut String) -> std::fmt::Result {
+    // RFC 9000 §19.3: the field counts units of 2^ack_delay_exponent microseconds.
+    let micros = ack
+        .delay
+        .into_inner()
+        .saturating_mul(1 << ack_delay_exponent.min(20));
+    let _ = write!(
+        out,
+        "{{\"frame_type\":\"ack\",\"ack_delay\":{:.3},\"acked_ranges\":[",
+        micros as f64 / 1e3
+    );
+    for (i, range) in ack.ranges().enumerate() {
+        let _ = write!(
             out,
-            "{{\"frame_type\":\"new_connection_id\",\"sequence_number\":{},\
-             \"retire_prior_to\":{},\"connection_id_length\":{},\"connection_id\":\"{}\"}}",
-            new.sequence.into_inner(),
-            new.retire_prior_to.into_inner(),
-            new.id.len(),
-            new.id
+            "{}[{},{}]",
+            if i > 0 { "," } else { "" },
+            range.start(),
+            range.end()
+        );
+    }
+    out.push(']');
+    if let Some(ecn) = &ack.ecn {
+        let _ = write!(
+            out,
+            ",\"ect0\":{},\"ect1\":{},\"ce\":{}",
+            ecn.ect0.into_inner(),
+            ecn.ect1.into_inner(),
+            ecn.ce.into_inner()
+        );
+    }
+    write!(out, "}}")
+}
+
+/// A CONNECTION_CLOSE frame (quic-events §8.13.21): the error by name where it has one.
+fn write_close(close: &ConnectionClose<'_>, out: &mut String) -> std::fmt::Result {
+    let code = close.error_code.into_inner();
+    let _ = match close.frame_type {
+        Some(_) => write!(
+            out,
+            "{{\"frame_type\":\"connection_close\",\"error_space\":\"transport\",\
+             \"error\":\"{}\"",
+            transport_error_name(code)
         ),
-        Frame::RetireConnectionId { sequence } => write!(
+        None => write!(
             out,
-            "{{\"frame_type\":\"retire_connection_id\",\"sequence_number\":{}}}",
-            sequence.into_inner()
-        ),
-        Frame::PathChallenge(data) => write!(
-            out,
-            "{{\"frame_type\":\"path_challenge\",\"data\":\"{}\"}}",
-            hex(data)
-        ),
-        Frame::PathResponse(data) => write!(
-            out,
-            "{{\"frame_type\":\"path_response\",\"data\":\"{}\"}}",
-            hex(data)
-        ),
-        Frame::ConnectionClose(close) => {
-            let code = close.error_code.into_inner();
-            let _ = match close.frame_type {
-                Some(_) => write!(
-                    out,
-                    "{{\"frame_type\":\"connection_close\",\"error_space\":\"transport\",\
-                     \"error\":\"{}\"",
-                    transport_error_name(code)
-                ),
-                None => write!(
-                    out,
-                    "{{\"frame_type\":\"connection_close\",\"error_space\":\"application\",\
-                     \"error\":\"unknown\""
-                ),
-            };
-            if close.frame_type.is_none() || transport_error_name(code) == "unknown" {
-                let _ = write!(out, ",\"error_code\":{code}");
-            }
-            out.push_str(",\"reason\":");
-            write_json_string(&String::from_utf8_lossy(close.reason), out);
-            if let Some(ty) = close.frame_type {
-                let _ = write!(out, ",\"trigger_frame_type\":{}", ty.into_inner());
-            }
-            write!(out, "}}")
-        }
-        Frame::HandshakeDone => write!(out, "{{\"frame_type\":\"handshake_done\"}}"),
-        Frame::Datagram(data) => write!(
-            out,
-            "{{\"frame_type\":\"datagram\",\"raw\":{{\"payload_length\":{}}}}}",
-            data.len()
+            "{{\"frame_type\":\"connection_close\",\"error_space\":\"application\",\
+             \"error\":\"unknown\""
         ),
     };
+    if close.frame_type.is_none() || transport_error_name(code) == "unknown" {
+        let _ = write!(out, ",\"error_code\":{code}");
+    }
+    out.push_str(",\"reason\":");
+    write_json_string(&String::from_utf8_lossy(close.reason), out);
+    if let Some(ty) = close.frame_type {
+        let _ = write!(out, ",\"trigger_frame_type\":{}", ty.into_inner());
+    }
+    write!(out, "}}")
 }
 
 /// The quic-events §8.13.24 name of a transport error code, or a §8.13.26 crypto error

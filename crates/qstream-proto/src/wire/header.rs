@@ -460,17 +460,7 @@ pub fn parse_packet(datagram: &[u8], local_cid_len: usize) -> Result<Packet<'_>,
     let first = r.u8().map_err(truncated)?;
     let fixed_bit = first & FIXED_BIT != 0;
     if first & LONG_FORM == 0 {
-        let dcid = r.bytes(local_cid_len).map_err(truncated)?;
-        return Ok(Packet::Protected(ProtectedPacket {
-            ty: PacketType::OneRtt,
-            version: None,
-            dcid: ConnectionId::from_slice(dcid).ok_or(discard("local CID length above 20"))?,
-            scid: ConnectionId::EMPTY,
-            token: 0..0,
-            pn_offset: 1 + local_cid_len,
-            len: datagram.len(),
-            fixed_bit,
-        }));
+        return parse_short(datagram, &mut r, local_cid_len, fixed_bit);
     }
     let version = Version(r.u32().map_err(truncated)?);
     let dcid = r.length_u8_prefixed().map_err(truncated)?;
@@ -499,21 +489,7 @@ pub fn parse_packet(datagram: &[u8], local_cid_len: usize) -> Result<Packet<'_>,
         |bytes| ConnectionId::from_slice(bytes).ok_or(discard("connection ID above 20 bytes"));
     let (dcid, scid) = (cid(dcid)?, cid(scid)?);
     let ty = match version.long_type((first >> 4) & 3) {
-        LongType::Retry => {
-            let rest = r.take_rest();
-            let Some(token_len) = rest.len().checked_sub(16) else {
-                return Err(discard("Retry shorter than its integrity tag"));
-            };
-            let (token, tag) = rest.split_at(token_len);
-            return Ok(Packet::Retry(RetryPacket {
-                version,
-                dcid,
-                scid,
-                token,
-                integrity_tag: tag.try_into().expect("split at len - 16"),
-                len: datagram.len(),
-            }));
-        }
+        LongType::Retry => return parse_retry(datagram, &mut r, version, dcid, scid),
         LongType::Initial => PacketType::Initial,
         LongType::ZeroRtt => PacketType::ZeroRtt,
         LongType::Handshake => PacketType::Handshake,
@@ -541,6 +517,49 @@ pub fn parse_packet(datagram: &[u8], local_cid_len: usize) -> Result<Packet<'_>,
         pn_offset,
         len,
         fixed_bit,
+    }))
+}
+
+/// A short header packet (RFC 9000 §17.3), its first byte read.
+fn parse_short<'a>(
+    datagram: &'a [u8],
+    r: &mut Reader<'a>,
+    local_cid_len: usize,
+    fixed_bit: bool,
+) -> Result<Packet<'a>, DecodeError> {
+    let dcid = r.bytes(local_cid_len).map_err(truncated)?;
+    Ok(Packet::Protected(ProtectedPacket {
+        ty: PacketType::OneRtt,
+        version: None,
+        dcid: ConnectionId::from_slice(dcid).ok_or(discard("local CID length above 20"))?,
+        scid: ConnectionId::EMPTY,
+        token: 0..0,
+        pn_offset: 1 + local_cid_len,
+        len: datagram.len(),
+        fixed_bit,
+    }))
+}
+
+/// A Retry packet (RFC 9000 §17.2.5) after its connection IDs: the token, then the tag.
+fn parse_retry<'a>(
+    datagram: &'a [u8],
+    r: &mut Reader<'a>,
+    version: Version,
+    dcid: ConnectionId,
+    scid: ConnectionId,
+) -> Result<Packet<'a>, DecodeError> {
+    let rest = r.take_rest();
+    let Some(token_len) = rest.len().checked_sub(16) else {
+        return Err(discard("Retry shorter than its integrity tag"));
+    };
+    let (token, tag) = rest.split_at(token_len);
+    Ok(Packet::Retry(RetryPacket {
+        version,
+        dcid,
+        scid,
+        token,
+        integrity_tag: tag.try_into().expect("split at len - 16"),
+        len: datagram.len(),
     }))
 }
 
