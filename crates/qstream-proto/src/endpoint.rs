@@ -153,8 +153,8 @@ impl Endpoint {
         // RFC 9000 §7.2: the client's first Destination Connection ID is at least 8
         // unpredictable bytes.
         let original_dcid = self.random_cid(16);
-        // RFC 9368 §3, RFC9368-016: the versions of this first flight in descending preference, the chosen
-        // one included. Offering a version to switch to says the client prefers it, so those
+        // RFC 9368 §3, RFC9368-016: the versions of this first flight in descending preference,
+        // the chosen one included. Offering a version to switch to says the client prefers it, so those
         // come first, in the configured order, and the version it starts in last.
         let compatible_versions: Vec<Version> = config
             .compatible_versions
@@ -178,16 +178,7 @@ impl Endpoint {
         );
         let mut encoded = Vec::new();
         params.encode(&mut encoded);
-        // Offering other versions, the client keeps TLS's secrets: after a switch it derives
-        // the negotiated version's keys from them itself.
-        let (tls_config, secret_capture) = if compatible_versions.is_empty() {
-            (config.tls.clone(), None)
-        } else {
-            let capture = Arc::new(SecretCapture::new(config.tls.key_log.clone()));
-            let mut tls = (*config.tls).clone();
-            tls.key_log = capture.clone();
-            (Arc::new(tls), Some(capture))
-        };
+        let (tls_config, secret_capture) = client_tls(config, !compatible_versions.is_empty());
         let tls = rustls::quic::ClientConnection::new(tls_config, tls_version, name, encoded)
             .map_err(ConnectError::Tls)?;
         let mut connection = Connection::new(ConnectionInit {
@@ -695,4 +686,20 @@ impl fmt::Debug for Endpoint {
             .field("server", &self.server.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// The TLS configuration a client connection starts with. Offering other versions, the client
+/// keeps TLS's secrets: after a switch it derives the negotiated version's keys from them
+/// itself.
+fn client_tls(
+    config: &ClientConfig,
+    offers_versions: bool,
+) -> (Arc<rustls::ClientConfig>, Option<Arc<SecretCapture>>) {
+    if !offers_versions {
+        return (config.tls.clone(), None);
+    }
+    let capture = Arc::new(SecretCapture::new(config.tls.key_log.clone()));
+    let mut tls = (*config.tls).clone();
+    tls.key_log = capture.clone();
+    (Arc::new(tls), Some(capture))
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use crate::Side;
 use crate::streams::{RecvState, SendState, StreamSnapshot, StreamsSnapshot};
 use crate::wire::{
-    Ack, ConnectionClose, ConnectionId, Dir, Frame, Frames, SpaceId, StreamId, TransportParameters,
-    Version,
+    Ack, ConnectionClose, ConnectionId, Dir, Frame, Frames, PreferredAddress, SpaceId, StreamId,
+    TransportParameters, Version,
 };
 
 /// The RFC 7464 record separator that starts every JSON-SEQ record.
@@ -235,19 +235,7 @@ impl Qlog {
             params.initial_max_streams_uni.into_inner(),
         );
         if let Some(preferred) = &params.preferred_address {
-            data.push_str(",\"preferred_address\":{");
-            if let Some(v4) = preferred.ipv4 {
-                let _ = write!(data, "\"ip_v4\":\"{}\",\"port_v4\":{},", v4.ip(), v4.port());
-            }
-            if let Some(v6) = preferred.ipv6 {
-                let _ = write!(data, "\"ip_v6\":\"{}\",\"port_v6\":{},", v6.ip(), v6.port());
-            }
-            let _ = write!(
-                data,
-                "\"connection_id\":\"{}\",\"stateless_reset_token\":\"{}\"}}",
-                preferred.connection_id,
-                hex(preferred.stateless_reset_token.as_ref())
-            );
+            write_preferred_address(preferred, &mut data);
         }
         if let Some(size) = params.max_datagram_frame_size {
             let _ = write!(data, ",\"max_datagram_frame_size\":{}", size.into_inner());
@@ -410,6 +398,17 @@ impl Qlog {
             }
             seen.insert(stream.id, (send, recv));
         }
+        self.log_released(now, &seen);
+        self.streams = seen;
+    }
+
+    /// Streams of the last snapshot missing from `seen` were released: their halves are
+    /// destroyed.
+    fn log_released(
+        &mut self,
+        now: Instant,
+        seen: &BTreeMap<StreamId, (Option<SendState>, Option<RecvState>)>,
+    ) {
         let released: Vec<_> = self
             .streams
             .iter()
@@ -438,7 +437,6 @@ impl Qlog {
                 );
             }
         }
-        self.streams = seen;
     }
 
     fn stream_event(
@@ -722,6 +720,23 @@ fn write_stream_frame(frame: &Frame<'_>, out: &mut String) -> std::fmt::Result {
         // write_frame passes only the frames above.
         _ => Ok(()),
     }
+}
+
+/// A preferred_address transport parameter (quic-events §8.13.8).
+fn write_preferred_address(preferred: &PreferredAddress, out: &mut String) {
+    out.push_str(",\"preferred_address\":{");
+    if let Some(v4) = preferred.ipv4 {
+        let _ = write!(out, "\"ip_v4\":\"{}\",\"port_v4\":{},", v4.ip(), v4.port());
+    }
+    if let Some(v6) = preferred.ipv6 {
+        let _ = write!(out, "\"ip_v6\":\"{}\",\"port_v6\":{},", v6.ip(), v6.port());
+    }
+    let _ = write!(
+        out,
+        "\"connection_id\":\"{}\",\"stateless_reset_token\":\"{}\"}}",
+        preferred.connection_id,
+        hex(preferred.stateless_reset_token.as_ref())
+    );
 }
 
 /// An ACK frame (quic-events §8.13.3), its delay in milliseconds.

@@ -82,31 +82,37 @@ impl Connection {
             }
         }
         if matches!(self.state, State::Handshaking) && !self.tls.is_handshaking() {
-            if self.peer_params.is_none() {
-                // RFC 9000 §7.3: transport parameters are mandatory.
-                self.close_with_error(
-                    now,
-                    TransportError::new(
-                        TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
-                        "peer sent no transport parameters",
-                    ),
-                );
-                return;
-            }
-            self.state = State::Established;
-            self.events.push_back(Event::Connected);
-            if let (Some(qlog), Some(alpn)) = (&mut self.qlog, self.tls.alpn_protocol()) {
-                qlog.alpn_information(now, alpn);
-            }
-            self.request_cids();
-            if self.side == Side::Server {
-                // RFC 9001 §4.1.2: the server's handshake is confirmed when it completes; it
-                // tells the client with HANDSHAKE_DONE (RFC 9000 §19.20), and gives it a token
-                // for its next connection (§8.1.3).
-                self.handshake_done_pending = true;
-                self.confirm_handshake();
-                self.endpoint_events.push_back(EndpointEvent::NeedToken);
-            }
+            self.on_handshake_complete(now);
+        }
+    }
+
+    /// TLS finished the handshake: the connection is established, if the peer sent its
+    /// transport parameters.
+    fn on_handshake_complete(&mut self, now: Instant) {
+        if self.peer_params.is_none() {
+            // RFC 9000 §7.3: transport parameters are mandatory.
+            self.close_with_error(
+                now,
+                TransportError::new(
+                    TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
+                    "peer sent no transport parameters",
+                ),
+            );
+            return;
+        }
+        self.state = State::Established;
+        self.events.push_back(Event::Connected);
+        if let (Some(qlog), Some(alpn)) = (&mut self.qlog, self.tls.alpn_protocol()) {
+            qlog.alpn_information(now, alpn);
+        }
+        self.request_cids();
+        if self.side == Side::Server {
+            // RFC 9001 §4.1.2: the server's handshake is confirmed when it completes; it
+            // tells the client with HANDSHAKE_DONE (RFC 9000 §19.20), and gives it a token
+            // for its next connection (§8.1.3).
+            self.handshake_done_pending = true;
+            self.confirm_handshake();
+            self.endpoint_events.push_back(EndpointEvent::NeedToken);
         }
     }
 

@@ -346,49 +346,50 @@ impl TransportParameters {
             id::VERSION_INFORMATION => {
                 self.version_information = Some(version_information(value, sender)?);
             }
-            _ => {
-                let int = single_varint(&mut r)?;
-                let n = int.into_inner();
-                match param {
-                    id::MAX_IDLE_TIMEOUT => self.max_idle_timeout = int,
-                    id::MAX_UDP_PAYLOAD_SIZE if n < 1200 => {
-                        return Err(error("max_udp_payload_size below 1200"));
-                    }
-                    id::MAX_UDP_PAYLOAD_SIZE => self.max_udp_payload_size = int,
-                    id::INITIAL_MAX_DATA => self.initial_max_data = int,
-                    id::INITIAL_MAX_STREAM_DATA_BIDI_LOCAL => {
-                        self.initial_max_stream_data_bidi_local = int
-                    }
-                    id::INITIAL_MAX_STREAM_DATA_BIDI_REMOTE => {
-                        self.initial_max_stream_data_bidi_remote = int
-                    }
-                    id::INITIAL_MAX_STREAM_DATA_UNI => self.initial_max_stream_data_uni = int,
-                    // RFC 9000 §4.6, RFC9000-027: stream limits above 2^60.
-                    id::INITIAL_MAX_STREAMS_BIDI | id::INITIAL_MAX_STREAMS_UNI
-                        if n > MAX_STREAM_COUNT =>
-                    {
-                        return Err(error("stream limit above 2^60"));
-                    }
-                    id::INITIAL_MAX_STREAMS_BIDI => self.initial_max_streams_bidi = int,
-                    id::INITIAL_MAX_STREAMS_UNI => self.initial_max_streams_uni = int,
-                    id::ACK_DELAY_EXPONENT if n > 20 => {
-                        return Err(error("ack_delay_exponent above 20"));
-                    }
-                    id::ACK_DELAY_EXPONENT => self.ack_delay_exponent = n as u8,
-                    id::MAX_ACK_DELAY if n >= 1 << 14 => {
-                        return Err(error("max_ack_delay of 2^14 ms or more"));
-                    }
-                    id::MAX_ACK_DELAY => self.max_ack_delay = int,
-                    // RFC9000-339/340: active_connection_id_limit below 2.
-                    id::ACTIVE_CONNECTION_ID_LIMIT if n < 2 => {
-                        return Err(error("active_connection_id_limit below 2"));
-                    }
-                    id::ACTIVE_CONNECTION_ID_LIMIT => self.active_connection_id_limit = int,
-                    id::MAX_DATAGRAM_FRAME_SIZE => self.max_datagram_frame_size = Some(int),
-                    id::MIN_ACK_DELAY => self.min_ack_delay = Some(int),
-                    _ => unreachable!("seen_bit only admits known parameters"),
-                }
+            _ => self.decode_integer(param, &mut r)?,
+        }
+        Ok(())
+    }
+
+    /// An integer parameter's value (RFC 9000 §18.2), checked against its allowed range.
+    fn decode_integer(&mut self, param: u64, r: &mut Reader<'_>) -> Result<(), DecodeError> {
+        let int = single_varint(r)?;
+        let n = int.into_inner();
+        match param {
+            id::MAX_IDLE_TIMEOUT => self.max_idle_timeout = int,
+            id::MAX_UDP_PAYLOAD_SIZE if n < 1200 => {
+                return Err(error("max_udp_payload_size below 1200"));
             }
+            id::MAX_UDP_PAYLOAD_SIZE => self.max_udp_payload_size = int,
+            id::INITIAL_MAX_DATA => self.initial_max_data = int,
+            id::INITIAL_MAX_STREAM_DATA_BIDI_LOCAL => self.initial_max_stream_data_bidi_local = int,
+            id::INITIAL_MAX_STREAM_DATA_BIDI_REMOTE => {
+                self.initial_max_stream_data_bidi_remote = int
+            }
+            id::INITIAL_MAX_STREAM_DATA_UNI => self.initial_max_stream_data_uni = int,
+            // RFC 9000 §4.6, RFC9000-027: stream limits above 2^60.
+            id::INITIAL_MAX_STREAMS_BIDI | id::INITIAL_MAX_STREAMS_UNI if n > MAX_STREAM_COUNT => {
+                return Err(error("stream limit above 2^60"));
+            }
+            id::INITIAL_MAX_STREAMS_BIDI => self.initial_max_streams_bidi = int,
+            id::INITIAL_MAX_STREAMS_UNI => self.initial_max_streams_uni = int,
+            id::ACK_DELAY_EXPONENT if n > 20 => {
+                return Err(error("ack_delay_exponent above 20"));
+            }
+            id::ACK_DELAY_EXPONENT => self.ack_delay_exponent = n as u8,
+            id::MAX_ACK_DELAY if n >= 1 << 14 => {
+                return Err(error("max_ack_delay of 2^14 ms or more"));
+            }
+            id::MAX_ACK_DELAY => self.max_ack_delay = int,
+            // RFC9000-339/340: active_connection_id_limit below 2.
+            id::ACTIVE_CONNECTION_ID_LIMIT if n < 2 => {
+                return Err(error("active_connection_id_limit below 2"));
+            }
+            id::ACTIVE_CONNECTION_ID_LIMIT => self.active_connection_id_limit = int,
+            id::MAX_DATAGRAM_FRAME_SIZE => self.max_datagram_frame_size = Some(int),
+            id::MIN_ACK_DELAY => self.min_ack_delay = Some(int),
+            // RFC9000-089: parameters this implementation does not know are ignored.
+            _ => {}
         }
         Ok(())
     }
