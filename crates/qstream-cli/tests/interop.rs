@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 mod common;
 
-use common::{Process, free_port, temp_dir};
+use common::{Process, free_port, temp_dir, write_self_signed};
 
 /// A running `qstream interop` server, killed when dropped.
 struct Server {
@@ -18,13 +18,7 @@ struct Server {
 fn runner_dirs(name: &str, count: usize, size: usize) -> (PathBuf, PathBuf, Vec<String>) {
     let www = temp_dir(&format!("{name}-www"));
     let certs = temp_dir(&format!("{name}-certs"));
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["server".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    std::fs::write(certs.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(certs.join("priv.key"), key.serialize_pem()).unwrap();
+    write_self_signed("server", &certs.join("cert.pem"), &certs.join("priv.key"));
     let files = (0..count)
         .map(|i| {
             let name = format!("file{i}");

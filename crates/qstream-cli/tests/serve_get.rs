@@ -7,7 +7,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Process, free_port, temp_dir};
+use common::{Process, free_port, self_signed, temp_dir, write_self_signed};
 
 /// A `qstream serve` process, killed when dropped.
 struct Server {
@@ -98,13 +98,7 @@ fn get_fetches_several_files_byte_for_byte() {
 fn get_with_ca_trusts_the_servers_own_certificate() {
     let root = website("ca");
     let certs = temp_dir("ca-certs");
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    std::fs::write(certs.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(certs.join("key.pem"), key.serialize_pem()).unwrap();
+    write_self_signed("localhost", &certs.join("cert.pem"), &certs.join("key.pem"));
     let (cert_path, key_path) = (certs.join("cert.pem"), certs.join("key.pem"));
     let server = serve(
         &root,
@@ -304,11 +298,7 @@ fn get_says_when_a_server_never_returns_credit_and_gives_up_naming_the_cause() {
         .enable_all()
         .build()
         .unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let (cert, key) = self_signed("localhost");
     let mut tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -417,15 +407,9 @@ fn serve_explains_unreadable_and_mismatched_certificates_and_keys() {
     let dir = temp_dir("bad-keys");
     let root = website("bad-keys-root");
     let write_identity = |name: &str| {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
         let cert_path = dir.join(format!("{name}.crt"));
         let key_path = dir.join(format!("{name}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        write_self_signed("localhost", &cert_path, &key_path);
         (
             cert_path.to_str().unwrap().to_owned(),
             key_path.to_str().unwrap().to_owned(),

@@ -488,6 +488,14 @@ fn lost_update_is_repeated_while_it_is_the_latest(kind: &str, limit_field: &str)
         read.len() == 100_000
     });
     assert_eq!(read.len(), 100_000, "the transfer completes");
+    check_update_repetition(&server_log, kind, limit_field);
+}
+
+/// Checks the updates (`kind`, carrying `limit_field`) in a server's qlog trace: a lost one is
+/// repeated (by a probe or once declared lost); one declared lost while it was still the
+/// latest, in the next packet sent with frames beyond ACK. None is repeated once a copy was
+/// acknowledged, and none goes out below one sent before.
+fn check_update_repetition(server_log: &[serde_json::Value], kind: &str, limit_field: &str) {
     let pn = |e: &serde_json::Value| e["data"]["header"]["packet_number"].as_u64().unwrap();
     let frames =
         |e: &serde_json::Value| e["data"]["frames"].as_array().cloned().unwrap_or_default();
@@ -561,4 +569,59 @@ fn flow_lost_max_stream_data_is_repeated_while_it_is_the_latest() {
 fn flow_lost_max_data_is_repeated_while_it_is_the_latest() {
     // RFC 9000 §4.1, §13.3.
     lost_update_is_repeated_while_it_is_the_latest("max_data", "maximum");
+}
+
+#[test]
+fn flow_lost_max_streams_is_repeated_while_it_is_the_latest() {
+    // RFC 9000 §4.6, RFC9000-032; §13.3. The client opens both streams it may, the server
+    // answers them; everything the server sends after the client read its answers is lost
+    // for 40 ms, which takes the MAX_STREAMS the releases send.
+    let mut server_transport = TransportConfig::default();
+    server_transport.streams.max_concurrent_bidi = 2;
+    let mut pair = Pair::new(PairOptions {
+        server_transport,
+        qlog: true,
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let (mut client_log, mut server_log) = (Vec::new(), Vec::new());
+    pair.take_qlog(&mut client_log, &mut server_log);
+    let dropping = Rc::new(Cell::new(false));
+    let drop_now = dropping.clone();
+    pair.sim.set_filter(Some(Box::new(move |from, _, _| {
+        from != server_addr() || !drop_now.get()
+    })));
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    let ids: Vec<_> = (0..2).map(|_| client.open(now, Dir::Bi).unwrap()).collect();
+    for id in &ids {
+        client.write(*id, b"request").unwrap();
+        client.finish(*id).unwrap();
+    }
+    let (mut answered, mut until) = (HashSet::new(), None);
+    pair.run_until(Duration::from_secs(2), |p| {
+        let server = p.server_conn().unwrap();
+        while let Some(id) = server.accept(Dir::Bi) {
+            let mut request = Vec::new();
+            drain(server, id, &mut request);
+            server.write(id, b"answer").unwrap();
+            server.finish(id).unwrap();
+        }
+        let client = p.client_conn().unwrap();
+        for id in &ids {
+            let mut answer = Vec::new();
+            if drain(client, *id, &mut answer).is_some() {
+                answered.insert(*id);
+            }
+        }
+        let now = p.sim.now();
+        if answered.len() == ids.len() && until.is_none() {
+            until = Some(now + Duration::from_millis(40));
+        }
+        dropping.set(until.is_some_and(|until| now < until));
+        p.take_qlog(&mut client_log, &mut server_log);
+        false
+    });
+    assert_eq!(answered.len(), ids.len(), "both answers arrive");
+    check_update_repetition(&server_log, "max_streams", "maximum");
 }

@@ -2,7 +2,7 @@
 //! and child processes that do not outlive a failed test.
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
@@ -30,4 +30,21 @@ impl Drop for Process {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A new self-signed certificate for `name`, and its key.
+pub fn self_signed(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert, key)
+}
+
+/// Writes a new self-signed certificate for `name` to `cert` and its key to `key`, as PEM.
+pub fn write_self_signed(name: &str, cert: &Path, key: &Path) {
+    let (certificate, key_pair) = self_signed(name);
+    std::fs::write(cert, certificate.pem()).unwrap();
+    std::fs::write(key, key_pair.serialize_pem()).unwrap();
 }
