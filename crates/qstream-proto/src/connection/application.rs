@@ -122,7 +122,7 @@ impl Connection {
         // A 1-RTT packet: first byte, connection ID, up to 4 bytes of packet number, the tag,
         // then the frame's type and length.
         let overhead = 1 + self.cids.remote().len() + 4 + crate::crypto::TAG_LEN + 1 + 2;
-        let fits = usize::from(self.mtu.current()) - overhead;
+        let fits = usize::from(self.path.mtu.current()) - overhead;
         let frame_max = (peer as usize).saturating_sub(3);
         Ok(fits.min(frame_max))
     }

@@ -122,8 +122,8 @@ impl Connection {
         self.discard_space(SpaceId::Handshake);
         // The first ACK_FREQUENCY goes out with what confirms the handshake, the server's
         // HANDSHAKE_DONE or the client's acknowledgment of it.
-        if self.rtt.has_sample() {
-            self.ack_frequency.on_rtt(self.rtt.smoothed());
+        if self.path.rtt.has_sample() {
+            self.ack_frequency.on_rtt(self.path.rtt.smoothed());
         }
     }
 
@@ -134,7 +134,7 @@ impl Connection {
             return;
         }
         space.keys = None;
-        self.bytes_in_flight -= space.forget_sent();
+        self.path.bytes_in_flight -= space.forget_sent();
         space.pending = Default::default();
         space.probes = 0;
         space.unacked_eliciting = 0;
@@ -179,7 +179,8 @@ impl Connection {
         );
         self.peer_ack_delay_exponent = params.ack_delay_exponent;
         self.streams.apply_peer_params(&params);
-        self.mtu
+        self.path
+            .mtu
             .limit_to_peer(params.max_udp_payload_size.into_inner());
         self.peer_max_datagram = params
             .max_datagram_frame_size

@@ -14,6 +14,7 @@ mod handshake;
 mod keys;
 mod mtu;
 mod negotiation;
+mod path;
 mod recovery;
 mod recv;
 mod send;
@@ -35,8 +36,8 @@ use crate::Side;
 use crate::config::{ACK_DELAY_EXPONENT, ACTIVE_CID_LIMIT, TransportConfig};
 use crate::crypto::derived::SecretCapture;
 pub use crate::error::TransportError;
+use crate::recovery::RttEstimator;
 use crate::recovery::pacing::Pacer;
-use crate::recovery::{Controller, RttEstimator};
 use crate::stateless_reset::StatelessResetToken;
 use crate::streams::{StreamFrameRecord, Streams};
 use crate::wire::{ConnectionId, SpaceId, TransportParameters, VarInt, Version};
@@ -44,6 +45,7 @@ use cids::CidState;
 pub(crate) use events::EndpointEvent;
 pub use events::{ConnectionError, EcnCodepoint, Event, SendDatagramError, Transmit};
 use keys::OneRttKeys;
+use path::Path;
 use space::PacketSpace;
 pub use stats::{ConnectionStats, FrameCounts};
 pub(crate) use version::{VersionChoice, compatible};
@@ -83,7 +85,8 @@ pub struct Connection {
     config: Arc<TransportConfig>,
     tls: rustls::quic::Connection,
     state: State,
-    remote: SocketAddr,
+    /// The network path: address, RTT, congestion control, pacing, ECN, MTU, amplification.
+    path: Path,
 
     /// The connection ID we issued in our first packets (sequence number 0).
     local_cid: ConnectionId,
@@ -123,27 +126,11 @@ pub struct Connection {
     /// Whether the handshake was sped up once already (RFC 9002 §6.2.3).
     handshake_sped_up: bool,
 
-    rtt: RttEstimator,
     pto_count: u32,
-    cc: Box<dyn Controller>,
-    pacer: Pacer,
-    /// Whether packets are sent with ECT(0); cleared when ECN validation fails (RFC 9000
-    /// §13.4.2).
-    ecn_sending: bool,
-    /// When the pacer lets the next packet go, while it holds one back.
-    pacing_until: Option<Instant>,
-    bytes_in_flight: u64,
     /// How each side asks the other to acknowledge (draft-ietf-quic-ack-frequency), the peer's
     /// max_ack_delay among it, applied to our PTO once the handshake is confirmed.
     ack_frequency: ack_frequency::AckFrequency,
     peer_ack_delay_exponent: u8,
-
-    /// Server: whether the client's address is validated; until then the anti-amplification
-    /// limit applies (RFC 9000 §8.1).
-    address_validated: bool,
-    /// Bytes received and sent while the limit applies.
-    amplification_received: u64,
-    amplification_sent: u64,
 
     idle_timeout: Option<Duration>,
     idle_deadline: Option<Instant>,
@@ -183,8 +170,6 @@ pub struct Connection {
     compatible_versions: Vec<Version>,
     /// Client offering other versions: TLS secrets as logged, to derive keys after a switch.
     secret_capture: Option<Arc<SecretCapture>>,
-    /// Path MTU discovery (RFC 9000 §14.3).
-    mtu: mtu::MtuDiscovery,
     /// Scratch space of `poll_transmit` for the packets of one datagram.
     built: Vec<send::Built>,
 
@@ -235,7 +220,25 @@ impl Connection {
             version: init.version,
             tls: init.tls,
             state: State::Handshaking,
-            remote: init.remote,
+            path: Path {
+                remote: init.remote,
+                rtt: RttEstimator::new(init.config.initial_rtt),
+                cc: init.config.congestion_control.build(
+                    max_datagram,
+                    init.now,
+                    init.local_cid
+                        .iter()
+                        .fold(0u64, |seed, &b| seed.rotate_left(8) ^ u64::from(b)),
+                ),
+                pacer: Pacer::new(max_datagram),
+                pacing_until: None,
+                bytes_in_flight: 0,
+                ecn_sending: init.config.ecn,
+                mtu: mtu::MtuDiscovery::new(init.config.max_udp_payload_size),
+                address_validated: init.side == Side::Client || init.address_validated,
+                amplification_received: 0,
+                amplification_sent: 0,
+            },
             local_cid: init.local_cid,
             cids: CidState::new(
                 init.local_cid,
@@ -262,30 +265,14 @@ impl Connection {
             sent_handshake: false,
             heard_from_peer: false,
             handshake_sped_up: false,
-            rtt: RttEstimator::new(init.config.initial_rtt),
             pto_count: 0,
-            cc: init.config.congestion_control.build(
-                max_datagram,
-                init.now,
-                init.local_cid
-                    .iter()
-                    .fold(0u64, |seed, &b| seed.rotate_left(8) ^ u64::from(b)),
-            ),
-            mtu: mtu::MtuDiscovery::new(init.config.max_udp_payload_size),
             built: Vec::with_capacity(3),
-            pacer: Pacer::new(max_datagram),
-            ecn_sending: init.config.ecn,
-            pacing_until: None,
-            bytes_in_flight: 0,
             ack_frequency: ack_frequency::AckFrequency::new(
                 init.config.ack_frequency,
                 init.config.max_ack_delay,
                 init.config.ack_eliciting_threshold,
             ),
             peer_ack_delay_exponent: 3,
-            address_validated: init.side == Side::Client || init.address_validated,
-            amplification_received: 0,
-            amplification_sent: 0,
             idle_timeout: init.config.max_idle_timeout,
             idle_deadline: None,
             sent_eliciting_since_receive: false,
@@ -328,7 +315,7 @@ impl Connection {
     /// The largest UDP payload this connection sends: 1200 bytes until path MTU discovery
     /// (RFC 9000 §14.3) validated a larger size, at most both sides' max_udp_payload_size.
     pub fn path_mtu(&self) -> u16 {
-        self.mtu.current()
+        self.path.mtu.current()
     }
 
     /// The QUIC version in use.
@@ -338,7 +325,7 @@ impl Connection {
 
     /// The peer's address.
     pub fn remote_address(&self) -> SocketAddr {
-        self.remote
+        self.path.remote
     }
 
     /// The connection ID this endpoint issued at the start of the connection.
@@ -424,23 +411,23 @@ impl Connection {
 
     /// The RTT estimator.
     pub fn rtt(&self) -> &RttEstimator {
-        &self.rtt
+        &self.path.rtt
     }
 
     /// The congestion window in bytes.
     pub fn congestion_window(&self) -> u64 {
-        self.cc.window()
+        self.path.cc.window()
     }
 
     /// Whether packets go out marked ECT(0): ECN is enabled and the path passed validation so
     /// far (RFC 9000 §13.4.2).
     pub fn ecn_sending(&self) -> bool {
-        self.ecn_sending
+        self.path.ecn_sending
     }
 
     /// Bytes sent and not yet acknowledged or declared lost.
     pub fn bytes_in_flight(&self) -> u64 {
-        self.bytes_in_flight
+        self.path.bytes_in_flight
     }
 
     /// Traffic counters.

@@ -22,7 +22,7 @@ impl Connection {
             return Some(time);
         }
         // RFC 9002 §6.2.2.1: a server blocked by the amplification limit arms no PTO.
-        if !self.address_validated && self.amplification_allowance() == 0 {
+        if !self.path.address_validated && self.path.amplification_allowance() == 0 {
             return None;
         }
         self.pto_time_and_space().map(|(time, _)| time)
@@ -200,7 +200,9 @@ impl Connection {
             // largest acknowledged moved past packets still outstanding.
             if raised {
                 self.detect_and_remove_lost(now, id);
-                self.cc.on_ack_done(now, self.bytes_in_flight, None);
+                self.path
+                    .cc
+                    .on_ack_done(now, self.path.bytes_in_flight, None);
             }
             return Ok(());
         };
@@ -214,19 +216,19 @@ impl Connection {
                 }
             }
         }
-        let app_limited = self.bytes_in_flight < self.cc.window() / 2;
+        let app_limited = self.path.bytes_in_flight < self.path.cc.window() / 2;
         for (_, packet) in &newly_acked {
             self.on_packet_acked(id, packet);
         }
         for (pn, packet) in &newly_acked {
             if packet.in_flight {
-                self.bytes_in_flight -= u64::from(packet.size);
+                self.path.bytes_in_flight -= u64::from(packet.size);
                 let info = PacketInfo {
                     number: (id == SpaceId::Data && !packet.mtu_probe).then_some(*pn),
                     sent: packet.time,
                     bytes: u64::from(packet.size),
                 };
-                self.cc.on_ack(now, &info, app_limited, &self.rtt);
+                self.path.cc.on_ack(now, &info, app_limited, &self.path.rtt);
             }
         }
         self.process_ecn(now, id, ack, &newly_acked);
@@ -234,7 +236,9 @@ impl Connection {
             self.recycle_stream_records(packet.retransmit.streams);
         }
         self.detect_and_remove_lost(now, id);
-        self.cc.on_ack_done(now, self.bytes_in_flight, rtt_sample);
+        self.path
+            .cc
+            .on_ack_done(now, self.path.bytes_in_flight, rtt_sample);
         if self.peer_completed_address_validation() {
             self.pto_count = 0;
         }
@@ -247,22 +251,23 @@ impl Connection {
         let Some(qlog) = &mut self.qlog else {
             return;
         };
-        let window = self.cc.window();
+        let window = self.path.cc.window();
         qlog.recovery_metrics(
             now,
             RecoveryMetrics {
-                min_rtt: self.rtt.min(),
-                smoothed_rtt: self.rtt.smoothed(),
-                latest_rtt: self.rtt.latest(),
-                rtt_variance: self.rtt.var(),
+                min_rtt: self.path.rtt.min(),
+                smoothed_rtt: self.path.rtt.smoothed(),
+                latest_rtt: self.path.rtt.latest(),
+                rtt_variance: self.path.rtt.var(),
                 pto_count: self.pto_count,
                 congestion_window: window,
-                bytes_in_flight: self.bytes_in_flight,
-                ssthresh: self.cc.ssthresh(),
+                bytes_in_flight: self.path.bytes_in_flight,
+                ssthresh: self.path.cc.ssthresh(),
                 pacing_rate: self
+                    .path
                     .cc
                     .pacing_rate()
-                    .unwrap_or_else(|| window_rate(window, self.rtt.smoothed()))
+                    .unwrap_or_else(|| window_rate(window, self.path.rtt.smoothed()))
                     .saturating_mul(8),
             },
         );
@@ -286,10 +291,10 @@ impl Connection {
         } else {
             reported
         };
-        self.rtt.update(latest_rtt, ack_delay);
+        self.path.rtt.update(latest_rtt, ack_delay);
         self.first_rtt_sample.get_or_insert(now);
         if self.handshake_confirmed {
-            self.ack_frequency.on_rtt(self.rtt.smoothed());
+            self.ack_frequency.on_rtt(self.path.rtt.smoothed());
         }
         latest_rtt
     }
@@ -310,10 +315,10 @@ impl Connection {
             }
         }
         if packet.mtu_probe {
-            self.mtu.on_probe_acked(packet.size);
-            let size = u64::from(self.mtu.current());
-            self.cc.on_max_datagram_size(size);
-            self.pacer.on_max_datagram_size(size);
+            self.path.mtu.on_probe_acked(packet.size);
+            let size = u64::from(self.path.mtu.current());
+            self.path.cc.on_max_datagram_size(size);
+            self.path.pacer.on_max_datagram_size(size);
         }
         self.streams.on_acked(&packet.retransmit.streams);
     }
@@ -341,7 +346,7 @@ impl Connection {
         let Some(counts) = ack.ecn else {
             // RFC 9000 §13.4.2.1: ECT packets acknowledged without ECN counts.
             if marked > 0 {
-                self.ecn_sending = false;
+                self.path.ecn_sending = false;
             }
             return;
         };
@@ -353,20 +358,20 @@ impl Connection {
             counts.ect0 < previous.ect0 || counts.ect1 < previous.ect1 || counts.ce < previous.ce;
         space.peer_ecn = counts;
         if decreased || ect0_and_ce < marked {
-            self.ecn_sending = false;
+            self.path.ecn_sending = false;
             return;
         }
         if ce_increase > 0 {
             if let Some(sent) = newly_acked.iter().map(|(_, p)| p.time).max() {
                 self.stats.ecn_congestion_events += 1;
-                self.cc.on_congestion_event(now, sent, false);
+                self.path.cc.on_congestion_event(now, sent, false);
             }
         }
     }
 
     /// RFC 9002 Appendix A.10, DetectAndRemoveLostPackets, followed by OnPacketsLost.
     pub(super) fn detect_and_remove_lost(&mut self, now: Instant, id: SpaceId) {
-        let loss_delay = self.rtt.loss_delay();
+        let loss_delay = self.path.rtt.loss_delay();
         let space = &mut self.spaces[id as usize];
         space.loss_time = None;
         let Some(largest_acked) = space.largest_acked else {
@@ -416,7 +421,7 @@ impl Connection {
         let mut latest_sent = None;
         for (pn, packet) in &lost_packets {
             if packet.in_flight {
-                self.bytes_in_flight -= u64::from(packet.size);
+                self.path.bytes_in_flight -= u64::from(packet.size);
             }
             if packet.in_flight && !packet.mtu_probe {
                 let info = PacketInfo {
@@ -424,11 +429,11 @@ impl Connection {
                     sent: packet.time,
                     bytes: u64::from(packet.size),
                 };
-                self.cc.on_lost(now, &info);
+                self.path.cc.on_lost(now, &info);
             }
             if packet.mtu_probe {
                 // RFC 9000 §14.4, RFC9000-287: a lost probe is no congestion signal.
-                self.mtu.on_probe_lost(packet.size);
+                self.path.mtu.on_probe_lost(packet.size);
             } else if packet.in_flight {
                 latest_sent =
                     Some(latest_sent.map_or(packet.time, |t: Instant| t.max(packet.time)));
@@ -437,7 +442,9 @@ impl Connection {
         lost_packets.retain(|(_, p)| !p.mtu_probe);
         if let Some(latest_sent) = latest_sent {
             let persistent = self.in_persistent_congestion(&lost_packets);
-            self.cc.on_congestion_event(now, latest_sent, persistent);
+            self.path
+                .cc
+                .on_congestion_event(now, latest_sent, persistent);
         }
     }
 
@@ -449,7 +456,7 @@ impl Connection {
         let Some(first_sample) = self.first_rtt_sample else {
             return false;
         };
-        let period = (self.rtt.pto_base() + self.ack_frequency.peer_max_ack_delay())
+        let period = (self.path.rtt.pto_base() + self.ack_frequency.peer_max_ack_delay())
             * PERSISTENT_CONGESTION_THRESHOLD;
         let eliciting: Vec<&(u64, SentPacket)> = lost
             .iter()

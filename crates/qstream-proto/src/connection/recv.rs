@@ -127,8 +127,8 @@ impl Connection {
     fn takes_datagram(&mut self, remote: SocketAddr, len: usize) -> bool {
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += len as u64;
-        if !self.address_validated {
-            self.amplification_received += len as u64;
+        if !self.path.address_validated {
+            self.path.amplification_received += len as u64;
         }
         match self.state {
             State::Draining { .. } | State::Drained => return false,
@@ -140,7 +140,7 @@ impl Connection {
             _ => {}
         }
         // A client only talks to the server's address; migration is not supported.
-        remote == self.remote || self.side == Side::Server
+        remote == self.path.remote || self.side == Side::Server
     }
 
     fn handle_packet(
@@ -319,7 +319,7 @@ impl Connection {
         if self.side == Side::Server && id == SpaceId::Handshake {
             // RFC 9000 §8.1: a Handshake packet proves the client received our Initial.
             // RFC 9001 §4.9.1: the server discards Initial keys at its first Handshake packet.
-            self.address_validated = true;
+            self.path.address_validated = true;
             self.discard_space(SpaceId::Initial);
         }
     }
@@ -652,7 +652,7 @@ impl Connection {
         // sent again (RFC9000-324: the same ClientHello).
         let space = &mut self.spaces[SpaceId::Initial as usize];
         space.keys = initial_keys(self.version, &retry.scid, Side::Client);
-        self.bytes_in_flight -= space.forget_sent();
+        self.path.bytes_in_flight -= space.forget_sent();
         space.crypto_send.resend_all();
         self.pto_count = 0;
     }

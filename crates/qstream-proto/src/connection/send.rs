@@ -99,16 +99,16 @@ impl Connection {
         let size = buf.len() - base;
         self.stats.datagrams_sent += 1;
         self.stats.bytes_sent += size as u64;
-        if !self.address_validated {
-            self.amplification_sent += size as u64;
+        if !self.path.address_validated {
+            self.path.amplification_sent += size as u64;
         }
         if plan.closing {
             self.close_pending = false;
         }
         Some(Transmit {
-            destination: self.remote,
+            destination: self.path.remote,
             size,
-            ecn: self.ecn_sending.then_some(super::EcnCodepoint::Ect0),
+            ecn: self.path.ecn_sending.then_some(super::EcnCodepoint::Ect0),
             probe: plan.probing,
         })
     }
@@ -126,29 +126,33 @@ impl Connection {
         // RFC 9000 §14.2, RFC9000-277: packets fit the validated path MTU; 1200 bytes until
         // the handshake is confirmed and a probe validated more.
         let mut limit = if self.handshake_confirmed {
-            usize::from(self.mtu.current())
+            usize::from(self.path.mtu.current())
         } else {
             MIN_INITIAL_SIZE
         };
-        if !self.address_validated {
+        if !self.path.address_validated {
             // RFC 9000 §8.1: at most three times the bytes received before the client's address
             // is validated. Our datagrams with an ack-eliciting Initial are padded to 1200
             // bytes, so a smaller allowance sends nothing.
-            limit = limit.min(self.amplification_allowance() as usize);
+            limit = limit.min(self.path.amplification_allowance() as usize);
             if limit < MIN_INITIAL_SIZE {
                 return None;
             }
         }
         let probing = self.spaces.iter().any(|s| s.probes > 0);
-        let mut congestion_blocked =
-            !closing && !probing && self.bytes_in_flight + limit as u64 > self.cc.window();
+        let mut congestion_blocked = !closing
+            && !probing
+            && self.path.bytes_in_flight + limit as u64 > self.path.cc.window();
         if !closing && !probing && !congestion_blocked {
             // RFC 9002 §7.7: ack-eliciting packets wait for the pacer; ACKs do not.
-            let rate = self.cc.pacing_rate().unwrap_or_else(|| {
-                crate::recovery::pacing::window_rate(self.cc.window(), self.rtt.smoothed())
+            let rate = self.path.cc.pacing_rate().unwrap_or_else(|| {
+                crate::recovery::pacing::window_rate(
+                    self.path.cc.window(),
+                    self.path.rtt.smoothed(),
+                )
             });
-            self.pacing_until = self.pacer.delay(now, limit as u64, rate);
-            congestion_blocked = self.pacing_until.is_some();
+            self.path.pacing_until = self.path.pacer.delay(now, limit as u64, rate);
+            congestion_blocked = self.path.pacing_until.is_some();
         }
         // RFC 9000 §14.3, RFC9000-275: once the handshake is confirmed, probe larger sizes with
         // datagrams of their own, when no acknowledgment or HANDSHAKE_DONE waits to go first.
@@ -161,7 +165,7 @@ impl Connection {
             && !self.handshake_done_pending
             && !data.pending.handshake_done
             && !data.ack_due(now))
-        .then(|| self.mtu.probe_size(now))
+        .then(|| self.path.mtu.probe_size(now))
         .flatten();
         if let Some(size) = mtu_probe {
             limit = usize::from(size);
@@ -276,11 +280,6 @@ impl Connection {
         }
     }
 
-    /// What the anti-amplification limit still allows (RFC 9000 §8.1).
-    pub(super) fn amplification_allowance(&self) -> u64 {
-        (3 * self.amplification_received).saturating_sub(self.amplification_sent)
-    }
-
     fn local_keys(&self, id: SpaceId) -> (&dyn HeaderProtectionKey, &dyn PacketKey) {
         match id {
             SpaceId::Data => {
@@ -374,7 +373,7 @@ impl Connection {
             size: 0,
             ack_eliciting: false,
             in_flight: false,
-            ecn_marked: self.ecn_sending,
+            ecn_marked: self.path.ecn_sending,
             largest_ack: None,
             retransmit: Retransmit::default(),
             mtu_probe: matches!(content, Content::MtuProbe),
@@ -595,7 +594,7 @@ impl Connection {
         record: &mut SentPacket,
     ) {
         let mut streams = self.spare_stream_records.pop().unwrap_or_default();
-        let rtt = self.rtt.smoothed();
+        let rtt = self.path.rtt.smoothed();
         record.ack_eliciting |= self.streams.write_frames(payload, &mut streams, now, rtt);
         if streams.is_empty() {
             self.spare_stream_records.push(streams);
@@ -618,19 +617,19 @@ impl Connection {
             }
         }
         if record.in_flight {
-            self.bytes_in_flight += u64::from(record.size);
-            self.pacer.on_sent(u64::from(record.size));
+            self.path.bytes_in_flight += u64::from(record.size);
+            self.path.pacer.on_sent(u64::from(record.size));
             if id == SpaceId::Data && !record.mtu_probe {
                 // Nothing else to send and room in the window: the application limits the
                 // rate now (for delivery-rate samples).
-                let app_limited = self.bytes_in_flight < self.cc.window()
+                let app_limited = self.path.bytes_in_flight < self.path.cc.window()
                     && self.datagrams_out.is_empty()
                     && !self.streams.has_data_to_send();
-                self.cc.on_sent(
+                self.path.cc.on_sent(
                     now,
                     pn,
                     u64::from(record.size),
-                    self.bytes_in_flight,
+                    self.path.bytes_in_flight,
                     app_limited,
                 );
             }

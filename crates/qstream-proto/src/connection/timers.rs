@@ -28,7 +28,7 @@ impl Connection {
             key_discard,
             keep_alive,
             // RFC 9002 §7.7: the pacer's next release.
-            self.pacing_until,
+            self.path.pacing_until,
         ]
         .into_iter()
         .flatten()
@@ -56,8 +56,8 @@ impl Connection {
             self.state = State::Drained;
             return;
         }
-        if self.pacing_until.is_some_and(|t| now >= t) {
-            self.pacing_until = None;
+        if self.path.pacing_until.is_some_and(|t| now >= t) {
+            self.path.pacing_until = None;
         }
         if let Some(keys) = &mut self.one_rtt {
             if keys.prev_discard_at.is_some_and(|d| now >= d) {
@@ -87,13 +87,13 @@ impl Connection {
     /// hundred microseconds, holding a lone packet's ACK for the whole 25 ms stalls a sender
     /// whose window has one packet left for a hundred round trips.
     pub(super) fn ack_delay(&self) -> Duration {
-        (self.rtt.smoothed() / 4)
+        (self.path.rtt.smoothed() / 4)
             .max(crate::recovery::GRANULARITY)
             .min(self.ack_frequency.policy().max_ack_delay)
     }
 
     pub(super) fn pto_duration(&self) -> Duration {
-        self.rtt.pto_base()
+        self.path.rtt.pto_base()
     }
 
     /// Restarts the idle timer (RFC 9000 §10.1): the effective timeout is the smaller of both

@@ -1,0 +1,41 @@
+//! The network path a connection runs on: the peer's address, and what is measured and
+//! controlled along it.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::mtu::MtuDiscovery;
+use crate::recovery::pacing::Pacer;
+use crate::recovery::{Controller, RttEstimator};
+
+/// One path: its address, RTT, congestion control and pacing, ECN, MTU and the
+/// anti-amplification limit.
+#[derive(Debug)]
+pub(super) struct Path {
+    /// The peer's address.
+    pub(super) remote: SocketAddr,
+    pub(super) rtt: RttEstimator,
+    pub(super) cc: Box<dyn Controller>,
+    pub(super) pacer: Pacer,
+    /// When the pacer lets the next packet go, while it holds one back.
+    pub(super) pacing_until: Option<Instant>,
+    pub(super) bytes_in_flight: u64,
+    /// Whether packets are sent with ECT(0); cleared when ECN validation fails (RFC 9000
+    /// §13.4.2).
+    pub(super) ecn_sending: bool,
+    /// Path MTU discovery (RFC 9000 §14.3).
+    pub(super) mtu: MtuDiscovery,
+    /// Server: whether the client's address is validated; until then the anti-amplification
+    /// limit applies (RFC 9000 §8.1).
+    pub(super) address_validated: bool,
+    /// Bytes received and sent while the limit applies.
+    pub(super) amplification_received: u64,
+    pub(super) amplification_sent: u64,
+}
+
+impl Path {
+    /// What the anti-amplification limit still allows (RFC 9000 §8.1).
+    pub(super) fn amplification_allowance(&self) -> u64 {
+        (3 * self.amplification_received).saturating_sub(self.amplification_sent)
+    }
+}
