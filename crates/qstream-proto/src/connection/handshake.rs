@@ -218,7 +218,7 @@ impl Connection {
         &self,
         (client_label, server_label): (&str, &str),
     ) -> Result<Option<DerivedSecrets>, TransportError> {
-        if self.version == self.tls_version {
+        if self.version == self.versions.tls_version {
             return Ok(None);
         }
         let missing = || {
@@ -227,7 +227,7 @@ impl Connection {
                 "TLS secrets for the negotiated version are unavailable",
             )
         };
-        let capture = self.secret_capture.as_ref().ok_or_else(missing)?;
+        let capture = self.versions.secret_capture.as_ref().ok_or_else(missing)?;
         let suite = self
             .tls
             .negotiated_cipher_suite()

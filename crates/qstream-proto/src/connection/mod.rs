@@ -48,7 +48,7 @@ use keys::OneRttKeys;
 use path::Path;
 use space::PacketSpace;
 pub use stats::{ConnectionStats, FrameCounts};
-pub(crate) use version::{VersionChoice, compatible};
+pub(crate) use version::{VersionChoice, Versions, compatible};
 
 /// The smallest datagram a client's Initial travels in, and that every endpoint can receive
 /// (RFC 9000 §14.1).
@@ -155,21 +155,9 @@ pub struct Connection {
     datagrams_in: VecDeque<Bytes>,
     datagrams_out: VecDeque<Bytes>,
     peer_max_datagram: Option<u64>,
-    /// The version of the client's first Initial (RFC 9368 "Original Version").
-    original_version: Version,
-    /// Server: the version is still to be chosen from the client's offer (RFC 9368 §2.3).
-    version_choice: Option<version::VersionChoice>,
-    /// Server, after switching versions: Initial keys of the original version, to read the
-    /// client's Initials until it switched too (RFC9369-011).
-    original_initial_keys: Option<rustls::quic::Keys>,
-    /// The connection ID Initial keys derive from.
-    initial_keys_cid: ConnectionId,
-    /// The version TLS's QUIC key schedule was created for.
-    tls_version: Version,
-    /// Client: versions the server may switch this connection to (RFC 9368 §2.3).
-    compatible_versions: Vec<Version>,
-    /// Client offering other versions: TLS secrets as logged, to derive keys after a switch.
-    secret_capture: Option<Arc<SecretCapture>>,
+    /// Version negotiation: the original version, a server's pending choice, what a switch
+    /// needs (RFC 9368, RFC 9369).
+    versions: Versions,
     /// Scratch space of `poll_transmit` for the packets of one datagram.
     built: Vec<send::Built>,
 
@@ -287,13 +275,15 @@ impl Connection {
             datagrams_in: VecDeque::new(),
             datagrams_out: VecDeque::new(),
             peer_max_datagram: None,
-            original_version: init.version,
-            version_choice: init.version_choice,
-            original_initial_keys: None,
-            initial_keys_cid: init.initial_keys_cid,
-            tls_version: init.version,
-            compatible_versions: init.compatible_versions,
-            secret_capture: init.secret_capture,
+            versions: Versions {
+                original_version: init.version,
+                version_choice: init.version_choice,
+                original_initial_keys: None,
+                initial_keys_cid: init.initial_keys_cid,
+                tls_version: init.version,
+                compatible_versions: init.compatible_versions,
+                secret_capture: init.secret_capture,
+            },
             events: VecDeque::new(),
             endpoint_events: VecDeque::new(),
             stats: ConnectionStats::default(),

@@ -15,8 +15,8 @@ impl Connection {
     pub(crate) fn may_switch_to(&self, version: Version) -> bool {
         self.side == Side::Client
             && version != self.version
-            && self.version == self.original_version
-            && self.compatible_versions.contains(&version)
+            && self.version == self.versions.original_version
+            && self.versions.compatible_versions.contains(&version)
             && self.spaces[SpaceId::Initial as usize]
                 .received
                 .max()
@@ -35,8 +35,8 @@ impl Connection {
         self.spaces[SpaceId::Initial as usize].keys = Some(initial_keys);
         self.version = version;
         if let Some(qlog) = &mut self.qlog {
-            let mut offered = self.compatible_versions.clone();
-            offered.push(self.original_version);
+            let mut offered = self.versions.compatible_versions.clone();
+            offered.push(self.versions.original_version);
             qlog.version_information(now, self.side, &offered, Some(version));
         }
     }
@@ -52,7 +52,7 @@ impl Connection {
         let expected = match self.side {
             // RFC9368-024/025/026: the client's Chosen Version is the version its transport
             // parameters travelled in, the original one.
-            Side::Server => self.original_version,
+            Side::Server => self.versions.original_version,
             // RFC9368-028/033: the server's Chosen Version is the version in use, which this
             // client offered.
             Side::Client => self.version,
@@ -72,7 +72,7 @@ impl Connection {
     /// Server: the ClientHello is complete; continues in the version the client offers that
     /// the server prefers (RFC 9368 §2.3), starting TLS anew in it before it read anything.
     pub(super) fn choose_version(&mut self, now: Instant, hello: &[u8]) {
-        let Some(choice) = self.version_choice.take() else {
+        let Some(choice) = self.versions.version_choice.take() else {
             return;
         };
         let negotiated = choice.negotiate(self.version, hello);
@@ -81,13 +81,14 @@ impl Connection {
         }
         let (Some(tls), Some(keys)) = (
             choice.tls_for(negotiated),
-            crate::crypto::initial_keys(negotiated, &self.initial_keys_cid, self.side),
+            crate::crypto::initial_keys(negotiated, &self.versions.initial_keys_cid, self.side),
         ) else {
             return;
         };
         self.tls = tls;
-        self.tls_version = negotiated;
-        self.original_initial_keys = self.spaces[SpaceId::Initial as usize].keys.replace(keys);
+        self.versions.tls_version = negotiated;
+        self.versions.original_initial_keys =
+            self.spaces[SpaceId::Initial as usize].keys.replace(keys);
         self.version = negotiated;
         if let Some(qlog) = &mut self.qlog {
             qlog.version_information(now, self.side, choice.versions(), Some(negotiated));

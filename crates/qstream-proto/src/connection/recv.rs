@@ -192,13 +192,13 @@ impl Connection {
         // RFC 9369 §4.1, RFC9369-013: packets of another version are dropped, except the
         // client's Initials in the original version after the server switched (RFC9369-011).
         let original_initial = located.ty == PacketType::Initial
-            && located.version == Some(self.original_version)
-            && self.original_initial_keys.is_some();
+            && located.version == Some(self.versions.original_version)
+            && self.versions.original_initial_keys.is_some();
         // Client: the server's first Initial in a version it offered is the server switching
         // to it (RFC 9369 §4.1); the switch holds once that packet decrypts.
         let switch = match located.version {
             Some(v) if located.ty == PacketType::Initial && self.may_switch_to(v) => {
-                initial_keys(v, &self.initial_keys_cid, self.side).map(|k| (v, k))
+                initial_keys(v, &self.versions.initial_keys_cid, self.side).map(|k| (v, k))
             }
             _ => None,
         };
@@ -233,7 +233,7 @@ impl Connection {
         let id = accepted.id;
         let long_keys = match (id, &accepted.switch) {
             (SpaceId::Initial, _) if accepted.original_initial => {
-                self.original_initial_keys.as_ref()
+                self.versions.original_initial_keys.as_ref()
             }
             (SpaceId::Initial, Some((_, keys))) => Some(keys),
             _ => self.spaces[id as usize].keys.as_ref(),
@@ -301,7 +301,7 @@ impl Connection {
         if id == SpaceId::Handshake {
             // RFC9369-011: the client sends Handshake packets only in the negotiated version,
             // so it has switched; its original-version Initials are over.
-            self.original_initial_keys = None;
+            self.versions.original_initial_keys = None;
         }
         if let Some((version, keys)) = accepted.switch {
             self.switch_version(now, version, keys);
@@ -484,7 +484,7 @@ impl Connection {
             .read_contiguous(&mut contiguous);
         if id == SpaceId::Initial && !contiguous.is_empty() {
             // Server: the ClientHello waits until the version is chosen.
-            if let Some(choice) = &mut self.version_choice {
+            if let Some(choice) = &mut self.versions.version_choice {
                 let Some(hello) = choice.push(&contiguous) else {
                     return Ok(());
                 };

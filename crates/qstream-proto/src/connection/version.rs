@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use crate::Side;
+use crate::crypto::derived::SecretCapture;
 use crate::crypto::rustls_version;
+use crate::wire::ConnectionId;
 use crate::wire::{TransportParameters, Version, VersionInformation};
 
 /// The largest ClientHello held back; a larger one goes to TLS as it comes, in the original
@@ -20,6 +22,25 @@ pub(crate) fn compatible(original: Version, negotiated: Version) -> bool {
     original == negotiated
         || ([Version::V1, Version::V2].contains(&original)
             && [Version::V1, Version::V2].contains(&negotiated))
+}
+
+/// A connection's version negotiation state.
+pub(crate) struct Versions {
+    /// The version of the client's first Initial (RFC 9368 "Original Version").
+    pub(crate) original_version: Version,
+    /// Server: the version is still to be chosen from the client's offer (RFC 9368 §2.3).
+    pub(crate) version_choice: Option<VersionChoice>,
+    /// Server, after switching versions: Initial keys of the original version, to read the
+    /// client's Initials until it switched too (RFC9369-011).
+    pub(crate) original_initial_keys: Option<rustls::quic::Keys>,
+    /// The connection ID Initial keys derive from.
+    pub(crate) initial_keys_cid: ConnectionId,
+    /// The version TLS's QUIC key schedule was created for.
+    pub(crate) tls_version: Version,
+    /// Client: versions the server may switch this connection to (RFC 9368 §2.3).
+    pub(crate) compatible_versions: Vec<Version>,
+    /// Client offering other versions: TLS secrets as logged, to derive keys after a switch.
+    pub(crate) secret_capture: Option<Arc<SecretCapture>>,
 }
 
 /// A server connection's pending choice of version, made once the ClientHello is complete.
