@@ -4,6 +4,39 @@
 use std::time::{Duration, Instant};
 
 use super::{Connection, ConnectionError, Event, State};
+use crate::wire::SpaceId;
+
+/// A connection's timers; each is set or not, and [`Connection::poll_timeout`] is the earliest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// The idle timeout (RFC 9000 §10.1).
+    Idle,
+    /// The pacer releases the next packet (RFC 9002 §7.7).
+    Pacing,
+    /// The previous 1-RTT receive keys are discarded (RFC 9001 §6.5).
+    KeyDiscard,
+    /// A PING keeps the connection alive.
+    KeepAlive,
+    /// Loss detection or the probe timeout (RFC 9002 §6.1.2, §6.2).
+    LossDetection,
+    /// A delayed acknowledgment is due in this space (RFC 9000 §13.2.1).
+    Ack(SpaceId),
+}
+
+impl Timer {
+    /// Every timer, in the order expired ones are handled: the idle timeout first, since it
+    /// ends the connection.
+    const ALL: [Timer; 8] = [
+        Timer::Idle,
+        Timer::Pacing,
+        Timer::KeyDiscard,
+        Timer::KeepAlive,
+        Timer::LossDetection,
+        Timer::Ack(SpaceId::Initial),
+        Timer::Ack(SpaceId::Handshake),
+        Timer::Ack(SpaceId::Data),
+    ];
+}
 
 impl Connection {
     /// The earliest time [`Self::handle_timeout`] must be called.
@@ -13,30 +46,13 @@ impl Connection {
             State::Drained => return None,
             _ => {}
         }
-        let ack = self.spaces.iter().filter_map(|s| {
-            if s.unacked_eliciting > 0 {
-                s.ack_deadline
-            } else {
-                None
-            }
-        });
-        let key_discard = self.one_rtt.as_ref().and_then(|k| k.prev_discard_at);
-        let keep_alive = self.keep_alive_deadline();
-        [
-            self.loss_detection_timer(),
-            self.idle_deadline,
-            key_discard,
-            keep_alive,
-            // RFC 9002 §7.7: the pacer's next release.
-            self.path.pacing_until,
-        ]
-        .into_iter()
-        .flatten()
-        .chain(ack)
-        .min()
+        Timer::ALL
+            .into_iter()
+            .filter_map(|timer| self.deadline(timer))
+            .min()
     }
 
-    /// Handles every timer that expired at `now`.
+    /// Handles every timer that expired by `now`, in [`Timer::ALL`]'s order.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
             State::Closing { deadline } | State::Draining { deadline } => {
@@ -48,27 +64,51 @@ impl Connection {
             State::Drained => return,
             _ => {}
         }
-        if self.idle_deadline.is_some_and(|d| now >= d) {
-            // RFC 9000 §10.1: the connection is silently closed and its state discarded.
-            self.error = Some(ConnectionError::TimedOut);
-            self.events
-                .push_back(Event::Closed(ConnectionError::TimedOut));
-            self.state = State::Drained;
-            return;
-        }
-        if self.path.pacing_until.is_some_and(|t| now >= t) {
-            self.path.pacing_until = None;
-        }
-        if let Some(keys) = &mut self.one_rtt {
-            if keys.prev_discard_at.is_some_and(|d| now >= d) {
-                keys.discard_previous();
+        for timer in Timer::ALL {
+            if matches!(self.state, State::Drained) {
+                return;
+            }
+            if self.deadline(timer).is_some_and(|t| now >= t) {
+                self.on_expired(now, timer);
             }
         }
-        if self.keep_alive_deadline().is_some_and(|d| now >= d) {
-            self.ping_pending = true;
+    }
+
+    /// When `timer` expires, if it is set.
+    fn deadline(&self, timer: Timer) -> Option<Instant> {
+        match timer {
+            Timer::Idle => self.idle_deadline,
+            Timer::Pacing => self.path.pacing_until,
+            Timer::KeyDiscard => self.one_rtt.as_ref().and_then(|k| k.prev_discard_at),
+            Timer::KeepAlive => self.keep_alive_deadline(),
+            Timer::LossDetection => self.loss_detection_timer(),
+            Timer::Ack(id) => {
+                let space = &self.spaces[id as usize];
+                space.ack_deadline.filter(|_| space.unacked_eliciting > 0)
+            }
         }
-        if self.loss_detection_timer().is_some_and(|t| now >= t) {
-            self.on_loss_detection_timeout(now);
+    }
+
+    /// What `timer` expiring does.
+    fn on_expired(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Idle => {
+                // RFC 9000 §10.1: the connection is silently closed and its state discarded.
+                self.error = Some(ConnectionError::TimedOut);
+                self.events
+                    .push_back(Event::Closed(ConnectionError::TimedOut));
+                self.state = State::Drained;
+            }
+            Timer::Pacing => self.path.pacing_until = None,
+            Timer::KeyDiscard => {
+                if let Some(keys) = &mut self.one_rtt {
+                    keys.discard_previous();
+                }
+            }
+            Timer::KeepAlive => self.ping_pending = true,
+            Timer::LossDetection => self.on_loss_detection_timeout(now),
+            // The acknowledgment is due now: the next poll_transmit sends it.
+            Timer::Ack(_) => {}
         }
     }
 
