@@ -15,6 +15,23 @@ use crate::wire::{
 };
 use crate::{Side, TransportErrorCode};
 
+/// How far the handshake got (RFC 9001 §4.1).
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    /// The handshake is confirmed (RFC 9001 §4.1.2).
+    pub(super) confirmed: bool,
+    /// Server: HANDSHAKE_DONE is to be sent.
+    pub(super) done_pending: bool,
+    /// Client: whether a Handshake packet was sent, which discards Initial keys (RFC 9001
+    /// §4.9.1).
+    pub(super) sent_handshake_packet: bool,
+    /// Client: whether any packet from the server was processed (Retry and VN then are
+    /// ignored).
+    pub(super) heard_from_peer: bool,
+    /// Whether the handshake was sped up once already (RFC 9002 §6.2.3).
+    pub(super) sped_up: bool,
+}
+
 /// Key log labels of the handshake traffic secrets (client, server).
 const HANDSHAKE_SECRETS: (&str, &str) = (
     "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
@@ -110,7 +127,7 @@ impl Connection {
             // RFC 9001 §4.1.2: the server's handshake is confirmed when it completes; it
             // tells the client with HANDSHAKE_DONE (RFC 9000 §19.20), and gives it a token
             // for its next connection (§8.1.3).
-            self.handshake_done_pending = true;
+            self.handshake.done_pending = true;
             self.confirm_handshake();
             self.endpoint_events.push_back(EndpointEvent::NeedToken);
         }
@@ -118,7 +135,7 @@ impl Connection {
 
     /// RFC 9001 §4.9.2: Handshake keys are discarded once the handshake is confirmed.
     pub(super) fn confirm_handshake(&mut self) {
-        self.handshake_confirmed = true;
+        self.handshake.confirmed = true;
         self.discard_space(SpaceId::Handshake);
         // The first ACK_FREQUENCY goes out with what confirms the handshake, the server's
         // HANDSHAKE_DONE or the client's acknowledgment of it.

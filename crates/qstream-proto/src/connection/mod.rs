@@ -117,14 +117,8 @@ pub struct Connection {
     spaces: [PacketSpace; 3],
     one_rtt: Option<OneRttKeys>,
     peer_params: Option<TransportParameters>,
-    handshake_confirmed: bool,
-    handshake_done_pending: bool,
-    /// Client: whether a Handshake packet was sent, which discards Initial keys (RFC 9001 §4.9.1).
-    sent_handshake: bool,
-    /// Client: whether any packet from the server was processed (Retry and VN then are ignored).
-    heard_from_peer: bool,
-    /// Whether the handshake was sped up once already (RFC 9002 §6.2.3).
-    handshake_sped_up: bool,
+    /// How far the handshake got.
+    handshake: handshake::Progress,
 
     pto_count: u32,
     /// How each side asks the other to acknowledge (draft-ietf-quic-ack-frequency), the peer's
@@ -248,11 +242,7 @@ impl Connection {
             spaces,
             one_rtt: None,
             peer_params: None,
-            handshake_confirmed: false,
-            handshake_done_pending: false,
-            sent_handshake: false,
-            heard_from_peer: false,
-            handshake_sped_up: false,
+            handshake: handshake::Progress::default(),
             pto_count: 0,
             built: Vec::with_capacity(3),
             ack_frequency: ack_frequency::AckFrequency::new(
@@ -332,7 +322,7 @@ impl Connection {
     /// Whether the handshake is confirmed (RFC 9001 §4.1.2): the server completed it, or the
     /// client received HANDSHAKE_DONE.
     pub fn is_handshake_confirmed(&self) -> bool {
-        self.handshake_confirmed
+        self.handshake.confirmed
     }
 
     /// Why the connection ended, once it has.
@@ -480,7 +470,7 @@ impl Connection {
     pub fn initiate_key_update(&mut self) -> bool {
         let next_pn = self.spaces[SpaceId::Data as usize].next_pn;
         match &mut self.one_rtt {
-            Some(keys) if self.handshake_confirmed && keys.phase_acked => {
+            Some(keys) if self.handshake.confirmed && keys.phase_acked => {
                 keys.update(next_pn, u64::MAX);
                 self.stats.key_updates_initiated += 1;
                 true

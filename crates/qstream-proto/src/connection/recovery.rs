@@ -39,7 +39,7 @@ impl Connection {
     /// (RFC 9002 Appendix A.6, PeerCompletedAddressValidation).
     fn peer_completed_address_validation(&self) -> bool {
         self.side == Side::Server
-            || self.handshake_confirmed
+            || self.handshake.confirmed
             || self.spaces[SpaceId::Handshake as usize]
                 .largest_acked
                 .is_some()
@@ -71,7 +71,7 @@ impl Connection {
             let mut duration = duration;
             if id == SpaceId::Data {
                 // RFC 9002 §6.2.1: no application-data PTO before the handshake is confirmed.
-                if !self.handshake_confirmed {
+                if !self.handshake.confirmed {
                     break;
                 }
                 duration += self.ack_frequency.peer_max_ack_delay() * backoff;
@@ -137,10 +137,10 @@ impl Connection {
     /// says the peer did not receive it. Only once: answering every such packet could start
     /// an endless exchange.
     pub(super) fn speed_up_handshake(&mut self) {
-        if self.handshake_sped_up || self.handshake_confirmed {
+        if self.handshake.sped_up || self.handshake.confirmed {
             return;
         }
-        self.handshake_sped_up = true;
+        self.handshake.sped_up = true;
         for space in &mut self.spaces[..SpaceId::Data as usize] {
             if space.keys.is_some() && space.ack_eliciting_in_flight() {
                 space.probes = space.probes.max(1);
@@ -286,14 +286,14 @@ impl Connection {
             .into_inner()
             .saturating_mul(1 << self.peer_ack_delay_exponent.min(20));
         let reported = Duration::from_micros(micros);
-        let ack_delay = if self.handshake_confirmed {
+        let ack_delay = if self.handshake.confirmed {
             reported.min(self.ack_frequency.peer_max_ack_delay())
         } else {
             reported
         };
         self.path.rtt.update(latest_rtt, ack_delay);
         self.first_rtt_sample.get_or_insert(now);
-        if self.handshake_confirmed {
+        if self.handshake.confirmed {
             self.ack_frequency.on_rtt(self.path.rtt.smoothed());
         }
         latest_rtt

@@ -315,7 +315,7 @@ impl Connection {
             self.cids.set_initial_remote(located.scid, None);
             self.peer_initial_scid = Some(located.scid);
         }
-        self.heard_from_peer = true;
+        self.handshake.heard_from_peer = true;
         if self.side == Side::Server && id == SpaceId::Handshake {
             // RFC 9000 §8.1: a Handshake packet proves the client received our Initial.
             // RFC 9001 §4.9.1: the server discards Initial keys at its first Handshake packet.
@@ -507,7 +507,7 @@ impl Connection {
         if self.side == Side::Server {
             return Err(protocol_violation(ty, "HANDSHAKE_DONE from a client"));
         }
-        if !self.handshake_confirmed {
+        if !self.handshake.confirmed {
             self.confirm_handshake();
         }
         Ok(())
@@ -634,7 +634,8 @@ impl Connection {
     /// A Retry from the server (RFC 9000 §17.2.5.2).
     fn handle_retry(&mut self, retry: &RetryPacket<'_>, bytes: &[u8]) {
         // RFC9000-319/320: at most one Retry, and none after hearing from the server.
-        if self.side != Side::Client || self.heard_from_peer || self.retry_scid.is_some() {
+        if self.side != Side::Client || self.handshake.heard_from_peer || self.retry_scid.is_some()
+        {
             return;
         }
         // RFC9000-321, RFC9000-322, RFC9000-316.
@@ -662,7 +663,7 @@ impl Connection {
         // RFC 9000 §6.2: ignored once anything else was received from the server; RFC9368-017:
         // ignored when it lists the version we used.
         if self.side != Side::Client
-            || self.heard_from_peer
+            || self.handshake.heard_from_peer
             || self.retry_scid.is_some()
             || vn.versions().any(|v| v == self.version)
             || vn.dcid != &*self.local_cid

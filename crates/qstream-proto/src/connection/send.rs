@@ -125,7 +125,7 @@ impl Connection {
         };
         // RFC 9000 §14.2, RFC9000-277: packets fit the validated path MTU; 1200 bytes until
         // the handshake is confirmed and a probe validated more.
-        let mut limit = if self.handshake_confirmed {
+        let mut limit = if self.handshake.confirmed {
             usize::from(self.path.mtu.current())
         } else {
             MIN_INITIAL_SIZE
@@ -160,9 +160,9 @@ impl Connection {
         let mtu_probe = (!closing
             && !probing
             && !congestion_blocked
-            && self.handshake_confirmed
+            && self.handshake.confirmed
             && self.one_rtt.is_some()
-            && !self.handshake_done_pending
+            && !self.handshake.done_pending
             && !data.pending.handshake_done
             && !data.ack_due(now))
         .then(|| self.path.mtu.probe_size(now))
@@ -302,7 +302,7 @@ impl Connection {
             SpaceId::Data => self.one_rtt.is_some(),
             // RFC 9000 §10.2.3: once the handshake is confirmed, CONNECTION_CLOSE goes only in
             // 1-RTT packets.
-            _ if closing && self.handshake_confirmed => false,
+            _ if closing && self.handshake.confirmed => false,
             _ => self.spaces[id as usize].keys.is_some(),
         }
     }
@@ -319,7 +319,7 @@ impl Connection {
             return false;
         }
         let data_space_work = id == SpaceId::Data
-            && (self.handshake_done_pending
+            && (self.handshake.done_pending
                 || self.ping_pending
                 || self.ack_frequency.has_pending()
                 || self.path_response.is_some()
@@ -578,10 +578,10 @@ impl Connection {
                 record.retransmit.control_mut().ack_frequency = Some(frame.sequence.into_inner());
             }
         }
-        let handshake_done = self.handshake_done_pending || space.pending.handshake_done;
+        let handshake_done = self.handshake.done_pending || space.pending.handshake_done;
         if self.side == Side::Server && handshake_done && put(&Frame::HandshakeDone, record) {
             record.retransmit.control_mut().handshake_done = true;
-            self.handshake_done_pending = false;
+            self.handshake.done_pending = false;
             space.pending.handshake_done = false;
         }
     }
@@ -640,8 +640,11 @@ impl Connection {
         }
         // RFC 9001 §4.9.1: a client discards Initial keys when it first sends a Handshake
         // packet.
-        if id == SpaceId::Handshake && self.side == Side::Client && !self.sent_handshake {
-            self.sent_handshake = true;
+        if id == SpaceId::Handshake
+            && self.side == Side::Client
+            && !self.handshake.sent_handshake_packet
+        {
+            self.handshake.sent_handshake_packet = true;
             self.discard_space(SpaceId::Initial);
         }
     }
@@ -651,7 +654,7 @@ impl Connection {
     fn after_one_rtt_sent(&mut self) {
         let interval = self.config.key_update_interval;
         let next_pn = self.spaces[SpaceId::Data as usize].next_pn;
-        let confirmed = self.handshake_confirmed;
+        let confirmed = self.handshake.confirmed;
         if let Some(keys) = &mut self.one_rtt {
             keys.packets_in_phase += 1;
             if interval.is_some_and(|n| keys.packets_in_phase >= n) && confirmed && keys.phase_acked
