@@ -30,6 +30,8 @@
 //!   application's stream and datagram calls.
 //! - `endpoint` ([`Endpoint`]): connections of one socket: routing by connection ID, the reset
 //!   token index, Retry and address tokens, timers across connections.
+//! - [`transmit`]: the send policy a driver applies to the datagrams it is given (GSO
+//!   batching).
 //! - [`sim`]: a deterministic in-memory network for tests and benchmarks.
 #![forbid(unsafe_code)]
 
@@ -46,6 +48,7 @@ pub mod sim;
 pub mod stateless_reset;
 pub mod streams;
 mod token;
+pub mod transmit;
 pub mod wire;
 
 pub use config::{ClientConfig, EndpointConfig, ServerConfig, TransportConfig};

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use qstream_proto::connection::Event;
+use qstream_proto::transmit::gso_batches;
 use qstream_proto::{
     ClientConfig, ConnectError, ConnectionError, ConnectionHandle, EndpointConfig, ServerConfig,
 };
@@ -440,50 +441,6 @@ impl Future for Connecting {
     }
 }
 
-/// The most bytes one GSO send may carry: a UDP payload over IPv4 (65 535 bytes less the IP
-/// and UDP headers). The kernel refuses a larger send whole, which loses every datagram in it.
-const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
-
-/// A datagram waiting in the send buffer.
-#[derive(Clone, Debug)]
-struct Queued {
-    destination: SocketAddr,
-    ecn: Option<qstream_proto::EcnCodepoint>,
-    /// Its place in the send buffer.
-    range: std::ops::Range<usize>,
-    /// Sent with a system call of its own (a probe, [`qstream_proto::Transmit::probe`]).
-    alone: bool,
-}
-
-/// Splits queued datagrams into runs that one GSO send can carry: same destination and ECN
-/// codepoint, all the size of the first except possibly the last, at most `max_segments` and
-/// [`MAX_GSO_BYTES`] in all; a datagram to be sent alone is a run of its own.
-fn gso_batches(sends: &[Queued], max_segments: usize) -> Vec<std::ops::Range<usize>> {
-    let mut batches = Vec::new();
-    let mut start = 0;
-    while start < sends.len() {
-        let first = &sends[start];
-        let mut end = start + 1;
-        let mut bytes = first.range.len();
-        while !first.alone
-            && end < sends.len()
-            && end - start < max_segments
-            && !sends[end].alone
-            && bytes + sends[end].range.len() <= MAX_GSO_BYTES
-            && sends[end].destination == first.destination
-            && sends[end].ecn == first.ecn
-            && sends[end].range.len() <= first.range.len()
-            && sends[end - 1].range.len() == first.range.len()
-        {
-            bytes += sends[end].range.len();
-            end += 1;
-        }
-        batches.push(start..end);
-        start = end;
-    }
-    batches
-}
-
 /// Datagrams received per system call at most.
 const BATCH: usize = 32;
 
@@ -589,7 +546,7 @@ impl State {
         &mut self,
         shared: &Shared,
         out: &mut Vec<u8>,
-        sends: &mut Vec<Queued>,
+        sends: &mut Vec<qstream_proto::Transmit>,
     ) -> Option<Option<Instant>> {
         let now = Instant::now();
         let unused = shared.users.load(std::sync::atomic::Ordering::SeqCst) == 0;
@@ -609,13 +566,7 @@ impl State {
         }
         out.clear();
         while let Some(transmit) = self.proto.poll_transmit(now, out) {
-            let end = out.len();
-            sends.push(Queued {
-                destination: transmit.destination,
-                ecn: transmit.ecn,
-                range: end - transmit.size..end,
-                alone: transmit.probe,
-            });
+            sends.push(transmit);
         }
         self.dispatch_events();
         if unused && self.proto.connection_handles().is_empty() {
@@ -628,16 +579,19 @@ impl State {
 
 impl Shared {
     /// Sends the gathered datagrams, in GSO batches where the socket allows.
-    async fn send_all(&self, out: &[u8], sends: &[Queued]) {
+    async fn send_all(&self, out: &[u8], sends: &[qstream_proto::Transmit]) {
         let max_segments = if self.gso.load(std::sync::atomic::Ordering::Relaxed) {
             self.socket.max_gso_segments()
         } else {
             1
         };
+        let mut start = 0;
         for batch in gso_batches(sends, max_segments) {
             let first = &sends[batch.start];
-            let segment_size = (batch.len() > 1).then_some(first.range.len());
-            let contents = &out[first.range.start..sends[batch.end - 1].range.end];
+            let segment_size = (batch.len() > 1).then_some(first.size);
+            let len: usize = sends[batch].iter().map(|t| t.size).sum();
+            let contents = &out[start..start + len];
+            start += len;
             // A failed send is a lost datagram; recovery repairs it.
             if let Err(error) = self
                 .socket
@@ -751,72 +705,5 @@ async fn drive(shared: Arc<Shared>) {
             _ = sleep => {}
             _ = shared.notify.notified() => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn queued(destination: SocketAddr, range: std::ops::Range<usize>, alone: bool) -> Queued {
-        Queued {
-            destination,
-            ecn: None,
-            range,
-            alone,
-        }
-    }
-
-    #[test]
-    fn gso_batches_group_equal_sizes_to_one_destination() {
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let mut sends = Vec::new();
-        let mut end = 0;
-        for (addr, len) in [
-            (a, 1200),
-            (a, 1200),
-            (a, 500),
-            (a, 1200),
-            (b, 1200),
-            (b, 1200),
-        ] {
-            sends.push(queued(addr, end..end + len, false));
-            end += len;
-        }
-        assert_eq!(gso_batches(&sends, 10), vec![0..3, 3..4, 4..6]);
-        assert_eq!(
-            gso_batches(&sends, 1),
-            (0..6).map(|i| i..i + 1).collect::<Vec<_>>()
-        );
-    }
-
-    #[test]
-    fn gso_batches_fit_in_one_udp_payload() {
-        // 64 datagrams of 1452 bytes are 92 928 bytes: a send the kernel refuses whole.
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let sends: Vec<_> = (0..64)
-            .map(|i| queued(a, i * 1452..(i + 1) * 1452, false))
-            .collect();
-        let batches = gso_batches(&sends, 64);
-        assert_eq!(batches, vec![0..45, 45..64]);
-        for batch in batches {
-            assert!(
-                sends[batch.end - 1].range.end - sends[batch.start].range.start <= MAX_GSO_BYTES
-            );
-        }
-    }
-
-    #[test]
-    fn gso_batches_send_probes_alone() {
-        // Two probe datagrams among others: one loss of a batch must not take both.
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let alone = [false, true, true, false, false];
-        let sends: Vec<_> = alone
-            .iter()
-            .enumerate()
-            .map(|(i, alone)| queued(a, i * 1200..(i + 1) * 1200, *alone))
-            .collect();
-        assert_eq!(gso_batches(&sends, 64), vec![0..1, 1..2, 2..3, 3..5]);
     }
 }

@@ -1,0 +1,104 @@
+//! How datagrams to send are grouped into system calls: the send policy a driver applies to
+//! what [`crate::Endpoint::poll_transmit`] gives it, decided here so that it is one rule for
+//! every driver and testable without sockets.
+
+use std::ops::Range;
+
+use crate::connection::Transmit;
+
+/// The most bytes one GSO send may carry: a UDP payload over IPv4 (65 535 bytes less the IP
+/// and UDP headers). The kernel refuses a larger send whole, which loses every datagram in it.
+pub const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
+
+/// Splits datagrams, gathered back to back in one buffer, into runs that one GSO send can
+/// carry: same destination and ECN codepoint, all the size of the first except possibly the
+/// last, at most `max_segments` datagrams and [`MAX_GSO_BYTES`] in all. A probe
+/// ([`Transmit::probe`]) is a run of its own, so that the loss of one batch cannot take every
+/// probe. Returns index ranges into `transmits`.
+pub fn gso_batches(transmits: &[Transmit], max_segments: usize) -> Vec<Range<usize>> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < transmits.len() {
+        let first = &transmits[start];
+        let mut end = start + 1;
+        let mut bytes = first.size;
+        while !first.probe
+            && end < transmits.len()
+            && end - start < max_segments
+            && !transmits[end].probe
+            && bytes + transmits[end].size <= MAX_GSO_BYTES
+            && transmits[end].destination == first.destination
+            && transmits[end].ecn == first.ecn
+            && transmits[end].size <= first.size
+            && transmits[end - 1].size == first.size
+        {
+            bytes += transmits[end].size;
+            end += 1;
+        }
+        batches.push(start..end);
+        start = end;
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    fn transmit(destination: SocketAddr, size: usize, probe: bool) -> Transmit {
+        Transmit {
+            destination,
+            size,
+            ecn: None,
+            probe,
+        }
+    }
+
+    #[test]
+    fn gso_batches_group_equal_sizes_to_one_destination() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let sends: Vec<_> = [
+            (a, 1200),
+            (a, 1200),
+            (a, 500),
+            (a, 1200),
+            (b, 1200),
+            (b, 1200),
+        ]
+        .into_iter()
+        .map(|(addr, len)| transmit(addr, len, false))
+        .collect();
+        assert_eq!(gso_batches(&sends, 10), vec![0..3, 3..4, 4..6]);
+        assert_eq!(
+            gso_batches(&sends, 1),
+            (0..6).map(|i| i..i + 1).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn gso_batches_fit_in_one_udp_payload() {
+        // 64 datagrams of 1452 bytes are 92 928 bytes: a send the kernel refuses whole.
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let sends: Vec<_> = (0..64).map(|_| transmit(a, 1452, false)).collect();
+        let batches = gso_batches(&sends, 64);
+        assert_eq!(batches, vec![0..45, 45..64]);
+        for batch in batches {
+            let bytes: usize = sends[batch].iter().map(|t| t.size).sum();
+            assert!(bytes <= MAX_GSO_BYTES);
+        }
+    }
+
+    #[test]
+    fn gso_batches_send_probes_alone() {
+        // Two probe datagrams among others: one loss of a batch must not take both.
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let sends: Vec<_> = [false, true, true, false, false]
+            .into_iter()
+            .map(|probe| transmit(a, 1200, probe))
+            .collect();
+        assert_eq!(gso_batches(&sends, 64), vec![0..1, 1..2, 2..3, 3..5]);
+    }
+}
