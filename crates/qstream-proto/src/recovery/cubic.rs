@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Controller, PacketInfo, RttEstimator, initial_window, minimum_window, resized_window};
+use super::{
+    Controller, PacketInfo, RecoveryPeriod, RttEstimator, initial_window, minimum_window,
+    resized_window,
+};
 
 /// RFC 9438 §5.1: C = 0.4 and beta_cubic = 0.7.
 const C: f64 = 0.4;
@@ -25,7 +28,7 @@ pub(super) struct Cubic {
     max_datagram_size: u64,
     window: u64,
     ssthresh: u64,
-    recovery_start: Option<Instant>,
+    recovery: RecoveryPeriod,
     /// Window before the last reduction, in bytes (W_max).
     w_max: f64,
     /// Time from the epoch start until the curve reaches W_max (K).
@@ -43,7 +46,7 @@ impl Cubic {
             max_datagram_size,
             window: initial_window(max_datagram_size),
             ssthresh: u64::MAX,
-            recovery_start: None,
+            recovery: RecoveryPeriod::default(),
             w_max: 0.0,
             k: Duration::ZERO,
             epoch_start: None,
@@ -85,7 +88,7 @@ impl Controller for Cubic {
             }
             return;
         }
-        if self.recovery_start.is_some_and(|start| sent <= start) {
+        if self.recovery.covers(sent) {
             return;
         }
         if self.window < self.ssthresh {
@@ -123,18 +126,14 @@ impl Controller for Cubic {
             // RFC 9002 §7.6.2, RFC9002-050: the minimum window; the next epoch starts afresh.
             self.window = minimum_window(self.max_datagram_size);
             self.ssthresh = self.window;
-            self.recovery_start = None;
+            self.recovery.reset();
             self.epoch_start = None;
             self.w_max = 0.0;
             return;
         }
-        if self
-            .recovery_start
-            .is_some_and(|start| latest_sent <= start)
-        {
+        if !self.recovery.on_loss(now, latest_sent) {
             return;
         }
-        self.recovery_start = Some(now);
         // §4.7 fast convergence: a loss below the previous W_max lowers the new one further.
         let cwnd = self.window as f64;
         self.w_max = if cwnd < self.w_max {

@@ -119,6 +119,34 @@ pub(crate) fn minimum_window(max_datagram_size: u64) -> u64 {
     2 * max_datagram_size
 }
 
+/// The recovery period of a loss-based controller (RFC 9002 §7.3.2): it starts at a congestion
+/// event, and packets sent before it started neither grow the window nor cause another
+/// reduction.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RecoveryPeriod(Option<Instant>);
+
+impl RecoveryPeriod {
+    /// Whether a packet sent at `sent` was sent before the period started.
+    pub(crate) fn covers(&self, sent: Instant) -> bool {
+        self.0.is_some_and(|start| sent <= start)
+    }
+
+    /// A loss of a packet sent at `latest_sent`: a new period starts at `now` unless the loss
+    /// belongs to the current one. True when one started: the window is to be reduced.
+    pub(crate) fn on_loss(&mut self, now: Instant, latest_sent: Instant) -> bool {
+        if self.covers(latest_sent) {
+            return false;
+        }
+        self.0 = Some(now);
+        true
+    }
+
+    /// Persistent congestion: the period ends, and the next loss starts a new one.
+    pub(crate) fn reset(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// A window after the max datagram size changed from `old` to `new` (RFC 9002 §7.2): one
 /// still at the initial window becomes the initial window for the new size, and none is below
 /// the new minimum.

@@ -2,7 +2,10 @@
 
 use std::time::Instant;
 
-use super::{Controller, PacketInfo, RttEstimator, initial_window, minimum_window, resized_window};
+use super::{
+    Controller, PacketInfo, RecoveryPeriod, RttEstimator, initial_window, minimum_window,
+    resized_window,
+};
 
 /// NewReno: slow start, then one datagram per window per round trip; halve on loss.
 #[derive(Debug)]
@@ -10,7 +13,7 @@ pub(super) struct NewReno {
     max_datagram_size: u64,
     window: u64,
     ssthresh: u64,
-    recovery_start: Option<Instant>,
+    recovery: RecoveryPeriod,
     /// Bytes acknowledged since the window last grew in congestion avoidance.
     acked_in_avoidance: u64,
 }
@@ -21,7 +24,7 @@ impl NewReno {
             max_datagram_size,
             window: initial_window(max_datagram_size),
             ssthresh: u64::MAX,
-            recovery_start: None,
+            recovery: RecoveryPeriod::default(),
             acked_in_avoidance: 0,
         }
     }
@@ -31,7 +34,7 @@ impl Controller for NewReno {
     fn on_ack(&mut self, _: Instant, packet: &PacketInfo, app_limited: bool, _: &RttEstimator) {
         let (sent, bytes) = (packet.sent, packet.bytes);
         // RFC 9002 §7.3.2: packets sent before recovery started do not grow the window.
-        if app_limited || self.recovery_start.is_some_and(|start| sent <= start) {
+        if app_limited || self.recovery.covers(sent) {
             return;
         }
         if self.window < self.ssthresh {
@@ -49,19 +52,15 @@ impl Controller for NewReno {
         if persistent {
             // RFC 9002 §7.6.2, RFC9002-050.
             self.window = minimum_window(self.max_datagram_size);
-            self.recovery_start = None;
+            self.recovery.reset();
             self.acked_in_avoidance = 0;
             return;
         }
         // One reduction per round trip: losses of packets sent before recovery started are part
         // of the same event (RFC 9002 §7.3.2).
-        if self
-            .recovery_start
-            .is_some_and(|start| latest_sent <= start)
-        {
+        if !self.recovery.on_loss(now, latest_sent) {
             return;
         }
-        self.recovery_start = Some(now);
         self.ssthresh = (self.window / 2).max(minimum_window(self.max_datagram_size));
         self.window = self.ssthresh;
         self.acked_in_avoidance = 0;
