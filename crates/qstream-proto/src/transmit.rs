@@ -1,10 +1,55 @@
-//! How datagrams to send are grouped into system calls: the send policy a driver applies to
-//! what [`crate::Endpoint::poll_transmit`] gives it, decided here so that it is one rule for
-//! every driver and testable without sockets.
+//! The send policy a driver applies, decided here so that it is one rule for every driver and
+//! testable without sockets: when to send before handling the rest of a receive batch
+//! ([`Endpoint::receive`]), and how the datagrams [`Endpoint::poll_transmit`] gives are
+//! grouped into system calls ([`gso_batches`]).
 
+use std::net::SocketAddr;
 use std::ops::Range;
+use std::time::Instant;
 
-use crate::connection::Transmit;
+use bytes::BytesMut;
+
+use crate::connection::{EcnCodepoint, Transmit};
+use crate::endpoint::{ConnectionHandle, Endpoint};
+use crate::wire::is_long_header;
+
+/// What became of a datagram handed over with [`Endpoint::receive`], and what the driver does
+/// before the next datagram of its receive batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The connection it was for, if any.
+    pub connection: Option<ConnectionHandle>,
+    /// Send what is pending before handling the rest of the batch: the datagram had a long
+    /// header (handshake work that produced a flight or a Finished the peer waits on, so the
+    /// peer works on one handshake while we work on the next), or its connection has an
+    /// acknowledgment reporting a gap (the sender learns of its loss a batch earlier).
+    pub send_now: bool,
+    /// What is now to be sent should go at once, without letting the application answer
+    /// first ([`crate::Connection::has_urgent_transmit`]).
+    pub urgent: bool,
+}
+
+impl Endpoint {
+    /// Handles one datagram of a receive batch, as [`Endpoint::handle_datagram`] does, and
+    /// says whether to send before handling the next.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        datagram: BytesMut,
+    ) -> Receipt {
+        let long_header = is_long_header(&datagram);
+        let connection = self.handle_datagram(now, remote, ecn, datagram);
+        let state = connection.and_then(|h| self.connection(h));
+        let gap = state.is_some_and(|c| c.has_gap_report());
+        Receipt {
+            connection,
+            send_now: long_header || gap,
+            urgent: long_header || gap || state.is_some_and(|c| c.has_urgent_transmit()),
+        }
+    }
+}
 
 /// The most bytes one GSO send may carry: a UDP payload over IPv4 (65 535 bytes less the IP
 /// and UDP headers). The kernel refuses a larger send whole, which loses every datagram in it.

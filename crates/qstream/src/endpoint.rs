@@ -489,12 +489,11 @@ struct Handled {
 }
 
 /// Hands the backlog's datagrams to the protocol endpoint in order, and their events to the
-/// tasks waiting on them. It stops early after a datagram with a long header: handshake
-/// packets cost TLS work, and what it produced (a handshake flight, a Finished) goes out
-/// before the next is handled, so the peer works on one handshake while we work on the next
-/// instead of both sides taking turns over whole batches. With `answer_first`, it also stops
-/// after the first datagram that woke tasks, for the same reason: the peer works on our
-/// answers to its first packet while we handle the rest.
+/// tasks waiting on them. It stops early when the protocol says to send first
+/// ([`qstream_proto::transmit::Receipt::send_now`]: after a long header or a gap report).
+/// With `answer_first`, it also stops after the first datagram that woke tasks: the peer
+/// works on our answers to its first packet while we handle the rest, instead of both sides
+/// taking turns over whole batches.
 fn handle_received(
     state: &mut State,
     now: Instant,
@@ -508,14 +507,9 @@ fn handle_received(
         if batch.rest.is_empty() {
             backlog.pop_front();
         }
-        let long_header = qstream_proto::wire::is_long_header(&datagram);
-        let handle = state.proto.handle_datagram(now, from, ecn, datagram);
-        let connection = handle.and_then(|h| state.proto.connection(h));
-        urgent |= connection.is_some_and(|c| c.has_urgent_transmit());
-        // A gap report goes out before the rest is handled: the sender learns of its loss a
-        // batch earlier.
-        let gap = connection.is_some_and(|c| c.has_gap_report());
-        if long_header || gap {
+        let receipt = state.proto.receive(now, from, ecn, datagram);
+        urgent |= receipt.urgent;
+        if receipt.send_now {
             return Handled {
                 urgent: true,
                 woke: state.dispatch_events(),
@@ -526,7 +520,7 @@ fn handle_received(
             return Handled {
                 urgent,
                 woke: true,
-                answering: handle,
+                answering: receipt.connection,
             };
         }
     }

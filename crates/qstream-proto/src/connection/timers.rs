@@ -52,7 +52,8 @@ impl Connection {
             .min()
     }
 
-    /// Handles every timer that expired by `now`, in [`Timer::ALL`]'s order.
+    /// Handles every timer that expired by `now`: the idle timeout first (it ends the
+    /// connection), then pacing, old keys, keep-alive and loss detection.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
             State::Closing { deadline } | State::Draining { deadline } => {
