@@ -291,6 +291,40 @@ fn flow_windows_grow_on_a_fast_path_for_a_reader_that_reads_in_bursts() {
     assert!(took < Duration::from_millis(110), "{took:?}");
 }
 
+/// Adds the packet numbers the ACK frames of a received packet's qlog event acknowledge.
+fn record_acked(event: &serde_json::Value, acked: &mut HashSet<u64>) {
+    let frames = event["data"]["frames"].as_array().into_iter().flatten();
+    for ack in frames.filter(|f| f["frame_type"] == "ack") {
+        for range in ack["acked_ranges"].as_array().into_iter().flatten() {
+            let (low, high) = (range[0].as_u64().unwrap(), range[1].as_u64().unwrap());
+            acked.extend(low..=high);
+        }
+    }
+}
+
+/// A connected pair recording qlog, the server configured with `server_transport`, whose
+/// datagrams from `sender` are all lost while the returned switch is on (it starts as
+/// `dropping`). The handshake's qlog records are taken.
+fn connected_losing_from(
+    sender: std::net::SocketAddr,
+    server_transport: TransportConfig,
+    dropping: bool,
+) -> (Pair, Rc<Cell<bool>>) {
+    let mut pair = Pair::new(PairOptions {
+        server_transport,
+        qlog: true,
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    pair.take_qlog(&mut Vec::new(), &mut Vec::new());
+    let switch = Rc::new(Cell::new(dropping));
+    let drop_now = switch.clone();
+    pair.sim.set_filter(Some(Box::new(move |from, _, _| {
+        from != sender || !drop_now.get()
+    })));
+    (pair, switch)
+}
+
 /// A copy of a frame in a client's qlog trace: the packet that carried it, and its limit.
 #[derive(Debug)]
 struct Copy {
@@ -321,14 +355,7 @@ fn copies_sent_and_lost(log: &[serde_json::Value], kind: &str) -> (Vec<Copy>, Ha
                     });
                 }
             }
-            Some("quic:packet_received") => {
-                for ack in frames(event).iter().filter(|f| f["frame_type"] == "ack") {
-                    for range in ack["acked_ranges"].as_array().unwrap() {
-                        let (low, high) = (range[0].as_u64().unwrap(), range[1].as_u64().unwrap());
-                        acked.extend(low..=high);
-                    }
-                }
-            }
+            Some("quic:packet_received") => record_acked(event, &mut acked),
             Some("quic:packet_lost") => {
                 lost.insert(pn(event));
             }
@@ -349,19 +376,8 @@ fn lost_blocked_frame_is_repeated_while_it_applies(
 ) {
     let mut server_transport = TransportConfig::default();
     server(&mut server_transport);
-    let mut pair = Pair::new(PairOptions {
-        server_transport,
-        qlog: true,
-        ..PairOptions::default()
-    });
-    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let (mut pair, dropping) = connected_losing_from(client_addr(), server_transport, true);
     let (mut client_log, mut server_log) = (Vec::new(), Vec::new());
-    pair.take_qlog(&mut client_log, &mut server_log);
-    let dropping = Rc::new(Cell::new(true));
-    let drop_now = dropping.clone();
-    pair.sim.set_filter(Some(Box::new(move |from, _, _| {
-        from != client_addr() || !drop_now.get()
-    })));
     block(&mut pair);
     let until = pair.sim.now() + Duration::from_millis(40);
     pair.run_until(Duration::from_secs(2), |p| {
@@ -458,19 +474,8 @@ fn lost_update_is_repeated_while_it_is_the_latest(kind: &str, limit_field: &str)
     server_transport.streams.max_stream_window = 4096;
     server_transport.streams.connection_window = 4096;
     server_transport.streams.max_connection_window = 4096;
-    let mut pair = Pair::new(PairOptions {
-        server_transport,
-        qlog: true,
-        ..PairOptions::default()
-    });
-    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let (mut pair, dropping) = connected_losing_from(server_addr(), server_transport, false);
     let (mut client_log, mut server_log) = (Vec::new(), Vec::new());
-    pair.take_qlog(&mut client_log, &mut server_log);
-    let dropping = Rc::new(Cell::new(false));
-    let drop_now = dropping.clone();
-    pair.sim.set_filter(Some(Box::new(move |from, _, _| {
-        from != server_addr() || !drop_now.get()
-    })));
     write_beyond_the_windows(&mut pair);
     let (mut stream, mut read, mut until) = (None, Vec::new(), None);
     pair.run_until(Duration::from_secs(3), |p| {
@@ -535,14 +540,7 @@ fn check_update_repetition(server_log: &[serde_json::Value], kind: &str, limit_f
                     sent.push((pn(event), limit));
                 }
             }
-            Some("quic:packet_received") => {
-                for ack in frames(event).iter().filter(|f| f["frame_type"] == "ack") {
-                    for range in ack["acked_ranges"].as_array().unwrap() {
-                        let (low, high) = (range[0].as_u64().unwrap(), range[1].as_u64().unwrap());
-                        acked.extend(low..=high);
-                    }
-                }
-            }
+            Some("quic:packet_received") => record_acked(event, &mut acked),
             Some("quic:packet_lost") => {
                 let latest = sent.iter().map(|(_, l)| *l).max();
                 let lost = sent.iter().find(|(p, _)| *p == pn(event)).map(|(_, l)| *l);
@@ -578,19 +576,8 @@ fn flow_lost_max_streams_is_repeated_while_it_is_the_latest() {
     // for 40 ms, which takes the MAX_STREAMS the releases send.
     let mut server_transport = TransportConfig::default();
     server_transport.streams.max_concurrent_bidi = 2;
-    let mut pair = Pair::new(PairOptions {
-        server_transport,
-        qlog: true,
-        ..PairOptions::default()
-    });
-    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let (mut pair, dropping) = connected_losing_from(server_addr(), server_transport, false);
     let (mut client_log, mut server_log) = (Vec::new(), Vec::new());
-    pair.take_qlog(&mut client_log, &mut server_log);
-    let dropping = Rc::new(Cell::new(false));
-    let drop_now = dropping.clone();
-    pair.sim.set_filter(Some(Box::new(move |from, _, _| {
-        from != server_addr() || !drop_now.get()
-    })));
     let now = pair.sim.now();
     let client = pair.client_conn().unwrap();
     let ids: Vec<_> = (0..2).map(|_| client.open(now, Dir::Bi).unwrap()).collect();
