@@ -258,7 +258,8 @@ impl RecvWindow {
     /// The peer says it waits on our limit at `limit` (a *_BLOCKED frame): the window was the
     /// limit. The peer hears the limit in force again when that is higher, unless it already
     /// acknowledged a limit above the one it names (the frame is stale); a limit it knows is
-    /// not repeated, the next update comes when more is consumed.
+    /// not repeated, the next update comes when more is consumed (RFC 9000 §4.1, §19.12-§19.14:
+    /// a *_BLOCKED frame is informational; answering it is the receiver's choice).
     pub(crate) fn on_peer_blocked(&mut self, limit: u64) {
         self.tuner.on_peer_blocked();
         self.update_due |= !self.closed && limit >= self.acked && self.limit > limit;

@@ -448,7 +448,7 @@ impl Connection {
                 | Frame::MaxData(_)
                 | Frame::DataBlocked(_)
                 | Frame::MaxStreams { .. }
-                | Frame::StreamsBlocked { .. } => self.on_stream_frame(now, &frame, payload)?,
+                | Frame::StreamsBlocked { .. } => self.streams.on_frame(now, &frame, payload)?,
             }
         }
         // RFC 9000 §12.4, RFC9000-226: a packet with no frames.
@@ -555,44 +555,6 @@ impl Connection {
             },
         };
         self.enter_draining(now, error);
-    }
-
-    /// A stream or flow-control frame, handed to the stream map's method for its type.
-    fn on_stream_frame(
-        &mut self,
-        now: Instant,
-        frame: &Frame<'_>,
-        payload: &Bytes,
-    ) -> Result<(), TransportError> {
-        let streams = &mut self.streams;
-        match *frame {
-            Frame::Stream(ref stream) => streams.on_stream(now, stream, payload)?,
-            Frame::ResetStream {
-                id,
-                error_code,
-                final_size,
-            } => streams.on_reset_stream(now, id, error_code, final_size.into_inner())?,
-            Frame::StopSending { id, error_code } => {
-                streams.on_stop_sending(now, id, error_code)?
-            }
-            Frame::MaxStreamData { id, max } => {
-                streams.on_max_stream_data(now, id, max.into_inner())?;
-            }
-            Frame::StreamDataBlocked { id, limit } => {
-                streams.on_stream_data_blocked(now, id, limit.into_inner())?;
-            }
-            Frame::MaxData(max) => streams.on_max_data(max.into_inner()),
-            Frame::DataBlocked(limit) => streams.on_data_blocked(limit.into_inner()),
-            Frame::MaxStreams { dir, count } => {
-                streams.on_max_streams(now, dir, count.into_inner())
-            }
-            Frame::StreamsBlocked { dir, limit } => {
-                streams.on_streams_blocked(dir, limit.into_inner());
-            }
-            // process_frames passes only the frames above.
-            _ => {}
-        }
-        Ok(())
     }
 
     /// RFC 9221 §3, RFC9221-004/005: a DATAGRAM we did not allow, or larger than we allowed,

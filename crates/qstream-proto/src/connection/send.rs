@@ -497,7 +497,9 @@ impl Connection {
             if id == SpaceId::Data {
                 self.write_stream_frames(now, &mut payload, record);
                 while let Some(datagram) = self.datagrams_out.front() {
-                    if !payload.put(&Frame::Datagram(datagram)) {
+                    // The frame is longer than its data: one that cannot fit is not copied in.
+                    if datagram.len() >= payload.room() || !payload.put(&Frame::Datagram(datagram))
+                    {
                         break;
                     }
                     self.datagrams_out.pop_front();

@@ -8,13 +8,46 @@ use super::recv::RecvHalf;
 use super::send::SendHalf;
 use super::{RecvState, StreamEvent, StreamState, Streams, dir_index, stream_error};
 use crate::error::{TransportError, TransportErrorCode};
-use crate::wire::{Dir, FrameType, Stream as StreamFrame, StreamId, VarInt};
+use crate::wire::{Dir, Frame, FrameType, Stream as StreamFrame, StreamId, VarInt};
 
 fn violation(ty: FrameType, reason: &str) -> TransportError {
     stream_error(TransportErrorCode::STREAM_STATE_ERROR, ty, reason)
 }
 
 impl Streams {
+    /// Hands a stream or flow-control frame from the peer to the method for its type; the
+    /// connection passes no other frames.
+    pub(crate) fn on_frame(
+        &mut self,
+        now: Instant,
+        frame: &Frame<'_>,
+        payload: &Bytes,
+    ) -> Result<(), TransportError> {
+        match *frame {
+            Frame::Stream(ref stream) => self.on_stream(now, stream, payload)?,
+            Frame::ResetStream {
+                id,
+                error_code,
+                final_size,
+            } => self.on_reset_stream(now, id, error_code, final_size.into_inner())?,
+            Frame::StopSending { id, error_code } => self.on_stop_sending(now, id, error_code)?,
+            Frame::MaxStreamData { id, max } => {
+                self.on_max_stream_data(now, id, max.into_inner())?;
+            }
+            Frame::StreamDataBlocked { id, limit } => {
+                self.on_stream_data_blocked(now, id, limit.into_inner())?;
+            }
+            Frame::MaxData(max) => self.on_max_data(max.into_inner()),
+            Frame::DataBlocked(limit) => self.on_data_blocked(limit.into_inner()),
+            Frame::MaxStreams { dir, count } => self.on_max_streams(now, dir, count.into_inner()),
+            Frame::StreamsBlocked { dir, limit } => {
+                self.on_streams_blocked(dir, limit.into_inner());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Finds a stream a frame names, opening peer streams up to it implicitly (RFC 9000 §3.2).
     /// `None` for a stream already released.
     fn stream_for_frame(
@@ -194,12 +227,11 @@ impl Streams {
             return Err(violation(ty, "STREAM_DATA_BLOCKED on a send-only stream"));
         }
         if let Some(stream) = self.stream_for_frame(now, id, ty)? {
+            // A half with its final size known sends no update (its window is closed).
             if let Some(recv) = stream.recv.as_mut() {
-                if !recv.is_finished() {
-                    recv.flow.on_peer_blocked(limit);
-                    if recv.flow.update_due() {
-                        self.queue_control(id);
-                    }
+                recv.flow.on_peer_blocked(limit);
+                if recv.flow.update_due() {
+                    self.queue_control(id);
                 }
             }
         }
@@ -211,12 +243,7 @@ impl Streams {
         if !self.conn_send.raise(max) {
             return;
         }
-        let waiting: Vec<StreamId> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.send.as_ref().is_some_and(|h| h.has_sendable(u64::MAX)))
-            .map(|(id, _)| *id)
-            .collect();
+        let waiting: Vec<StreamId> = self.waiting_for_credit().collect();
         for id in waiting {
             self.schedule(id);
         }

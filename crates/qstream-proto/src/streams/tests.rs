@@ -7,45 +7,6 @@ use bytes::Bytes;
 use super::*;
 use crate::wire::{Frame, MAX_STREAM_COUNT, Payload, Stream as StreamFrame, TransportParameters};
 
-/// Hands a frame from the peer to the method for its type, as the connection does.
-fn peer_frame(
-    streams: &mut Streams,
-    now: Instant,
-    frame: &Frame<'_>,
-    payload: &Bytes,
-) -> Result<(), TransportError> {
-    match *frame {
-        Frame::Stream(ref stream) => streams.on_stream(now, stream, payload),
-        Frame::ResetStream {
-            id,
-            error_code,
-            final_size,
-        } => streams.on_reset_stream(now, id, error_code, final_size.into_inner()),
-        Frame::StopSending { id, error_code } => streams.on_stop_sending(now, id, error_code),
-        Frame::MaxStreamData { id, max } => streams.on_max_stream_data(now, id, max.into_inner()),
-        Frame::StreamDataBlocked { id, limit } => {
-            streams.on_stream_data_blocked(now, id, limit.into_inner())
-        }
-        Frame::MaxData(max) => {
-            streams.on_max_data(max.into_inner());
-            Ok(())
-        }
-        Frame::DataBlocked(limit) => {
-            streams.on_data_blocked(limit.into_inner());
-            Ok(())
-        }
-        Frame::MaxStreams { dir, count } => {
-            streams.on_max_streams(now, dir, count.into_inner());
-            Ok(())
-        }
-        Frame::StreamsBlocked { dir, limit } => {
-            streams.on_streams_blocked(dir, limit.into_inner());
-            Ok(())
-        }
-        _ => panic!("not a stream frame: {frame:?}"),
-    }
-}
-
 /// Writes what is pending into a packet of `size` bytes; returns the packet and its records.
 fn write(streams: &mut Streams, now: Instant, size: usize) -> (Vec<u8>, Vec<StreamFrameRecord>) {
     let (mut buf, mut records) = (Vec::new(), Vec::new());
@@ -93,7 +54,7 @@ fn data(
         fin,
         data: &payload,
     });
-    peer_frame(streams, now, &frame, &payload)
+    streams.on_frame(now, &frame, &payload)
 }
 
 #[test]
@@ -137,32 +98,27 @@ fn streams_frames_on_the_wrong_direction_or_unopened_streams() {
         error_code: VarInt::ZERO,
         final_size: VarInt::ZERO,
     };
-    assert!(state_error(peer_frame(&mut streams, now, &reset, &payload)));
+    assert!(state_error(streams.on_frame(now, &reset, &payload)));
     let stop = Frame::StopSending {
         id: theirs_uni,
         error_code: VarInt::ZERO,
     };
-    assert!(state_error(peer_frame(&mut streams, now, &stop, &payload)));
+    assert!(state_error(streams.on_frame(now, &stop, &payload)));
     let max = Frame::MaxStreamData {
         id: theirs_uni,
         max: VarInt::ZERO,
     };
-    assert!(state_error(peer_frame(&mut streams, now, &max, &payload)));
+    assert!(state_error(streams.on_frame(now, &max, &payload)));
     let blocked = Frame::StreamDataBlocked {
         id: ours_uni,
         limit: VarInt::ZERO,
     };
-    assert!(state_error(peer_frame(
-        &mut streams,
-        now,
-        &blocked,
-        &payload
-    )));
+    assert!(state_error(streams.on_frame(now, &blocked, &payload)));
     let stop = Frame::StopSending {
         id: ours_unopened,
         error_code: VarInt::ZERO,
     };
-    assert!(state_error(peer_frame(&mut streams, now, &stop, &payload)));
+    assert!(state_error(streams.on_frame(now, &stop, &payload)));
 }
 
 #[test]
@@ -198,7 +154,7 @@ fn flow_reset_and_stop_return_connection_credit() {
         error_code: VarInt::from_u32(3),
         final_size: VarInt::from_u32(900),
     };
-    peer_frame(&mut streams, now, &reset, &Bytes::new()).unwrap();
+    streams.on_frame(now, &reset, &Bytes::new()).unwrap();
     assert!(
         streams.conn_recv.limit() >= 2400,
         "max_data {}",
@@ -368,7 +324,7 @@ mod adversarial {
                             7 => Frame::MaxStreams { dir: id.dir(), count: varint(value.into_inner() % (MAX_STREAM_COUNT + 1)) },
                             _ => Frame::StreamsBlocked { dir: id.dir(), limit: varint(value.into_inner() % (MAX_STREAM_COUNT + 1)) },
                         };
-                        let _ = peer_frame(&mut streams, now, &frame, &payload);
+                        let _ = streams.on_frame(now, &frame, &payload);
                     }
                     Step::App(kind, selector, n) => {
                         let id = id(selector);

@@ -167,11 +167,17 @@ impl Streams {
         }
     }
 
+    /// Streams with new data that only connection credit holds back.
+    pub(super) fn waiting_for_credit(&self) -> impl Iterator<Item = StreamId> + '_ {
+        self.streams
+            .iter()
+            .filter(|(_, s)| s.send.as_ref().is_some_and(|h| h.has_sendable(u64::MAX)))
+            .map(|(id, _)| *id)
+    }
+
     /// Whether a stream has new data that only connection credit holds back.
     fn any_waiting_for_credit(&self) -> bool {
-        self.streams
-            .values()
-            .any(|s| s.send.as_ref().is_some_and(|h| h.has_sendable(u64::MAX)))
+        self.waiting_for_credit().next().is_some()
     }
 
     /// Frames of a packet that was acknowledged.
@@ -346,9 +352,7 @@ fn write_recv_control(
         recv.stop_pending = false;
         records.push(StreamFrameRecord::Stop(id));
     }
-    if recv.is_finished() {
-        return true;
-    }
+    // No update once the final size is known (RFC 9000 §3.2): the window is closed then.
     if let Some(limit) = recv.flow.due_update(now, rtt) {
         if !payload.put(&Frame::MaxStreamData {
             id,
