@@ -20,6 +20,7 @@ mod recv;
 mod schedule;
 mod send;
 mod send_buffer;
+mod signal;
 mod snapshot;
 mod transmit;
 
@@ -226,7 +227,7 @@ impl StreamState {
 
     /// Whether both halves are finished: the release rule (docs/design.md rule 1).
     fn is_done(&self) -> bool {
-        self.send.as_ref().is_none_or(|s| s.state.is_terminal())
+        self.send.as_ref().is_none_or(|s| s.state().is_terminal())
             && self.recv.as_ref().is_none_or(RecvHalf::is_finished)
     }
 }
@@ -395,7 +396,7 @@ impl Streams {
     /// Ends the send half normally: the peer receives everything written, then the end
     /// (quic-go's Close). The only way to end a send half without a reset.
     pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
-        self.writable_half(id)?.fin_pending = true;
+        self.writable_half(id)?.finish();
         self.schedule(id);
         Ok(())
     }
@@ -411,7 +412,7 @@ impl Streams {
         if let Some(code) = send.stop_code {
             return Err(StreamError::Stopped(code));
         }
-        if send.state != SendState::Send || send.fin_pending {
+        if !send.is_open() {
             return Err(StreamError::Closed);
         }
         Ok(send)
@@ -468,7 +469,7 @@ impl Streams {
             .ok_or(StreamError::UnknownStream)?;
         let recv = stream.recv.as_mut().ok_or(StreamError::WrongDirection)?;
         let discarded = recv.stop(code);
-        let pending = recv.stop_pending;
+        let pending = recv.stop_due().is_some();
         self.on_consumed(discarded);
         if pending {
             self.queue_control(id);
@@ -514,7 +515,7 @@ impl Streams {
             .streams
             .get(&id)
             .and_then(|s| s.send.as_ref())
-            .is_some_and(|s| s.state == SendState::Send && !s.fin_pending);
+            .is_some_and(SendHalf::is_open);
         if unfinished {
             let code = self.config.release_reset_code;
             let _ = self.reset(id, code);

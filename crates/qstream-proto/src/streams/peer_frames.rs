@@ -119,7 +119,7 @@ impl Streams {
         let accepted = stream.accepted;
         let recv = stream.recv.as_mut().expect("receivable");
         let was_readable = recv.is_readable();
-        let discarding = recv.stop_code.is_some() || recv.reset_code.is_some();
+        let discarding = recv.is_discarding();
         let grew = recv.on_data(frame.offset.into_inner(), frame.data, frame.fin, payload)?;
         let readable = !was_readable && recv.is_readable();
         self.on_received(grew, ty)?;
@@ -153,7 +153,7 @@ impl Streams {
         let accepted = stream.accepted;
         let recv = stream.recv.as_mut().expect("receivable");
         let (grew, unread) = recv.on_reset(code, final_size)?;
-        let readable = recv.state == RecvState::ResetRecvd;
+        let readable = recv.state() == RecvState::ResetRecvd;
         self.on_received(grew, ty)?;
         self.on_consumed(unread);
         self.completed_in_packet = true;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 use super::piece::{Piece, SharedPieces};
+use super::signal::Signal;
 use crate::TransportErrorCode;
 use crate::error::TransportError;
 use crate::flow::RecvWindow;
@@ -47,10 +48,29 @@ pub enum ReadOutcome {
     Blocked,
 }
 
+/// Where a receiving half is, with what each state knows (RFC 9000 §3.2, Figure 3): every
+/// state after Recv knows the final size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Recv,
+    SizeKnown { final_size: u64 },
+    DataRecvd { final_size: u64 },
+    DataRead { final_size: u64 },
+    ResetRecvd { final_size: u64, code: VarInt },
+    ResetRead { final_size: u64, code: VarInt },
+}
+
+/// The application stopped reading (STOP_SENDING; quic-go's CancelRead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stop {
+    code: VarInt,
+    frame: Signal,
+}
+
 /// The receiving half.
 #[derive(Debug)]
 pub(crate) struct RecvHalf {
-    pub(crate) state: RecvState,
+    phase: Phase,
     /// Unread data in order from `read`: what arrives in order goes here, with no allocation
     /// per chunk once the queue has grown.
     ready: VecDeque<Piece>,
@@ -63,16 +83,11 @@ pub(crate) struct RecvHalf {
     shared: SharedPieces,
     /// Offset of the next byte the application reads.
     read: u64,
-    pub(crate) final_size: Option<u64>,
     /// Our limit on the peer's offsets (MAX_STREAM_DATA), kept a window ahead of what is read;
     /// what it counts as received is the highest offset received.
     pub(crate) flow: RecvWindow,
-    /// The application stopped reading with this code (STOP_SENDING).
-    pub(crate) stop_code: Option<VarInt>,
-    /// STOP_SENDING must be (re)sent.
-    pub(crate) stop_pending: bool,
-    /// The peer's RESET_STREAM code.
-    pub(crate) reset_code: Option<VarInt>,
+    /// Set once the application stopped reading.
+    stop: Option<Stop>,
     /// Bytes received in total (duplicates excluded), for the snapshot.
     pub(crate) received_bytes: u64,
 }
@@ -90,19 +105,54 @@ impl RecvHalf {
     /// `max_window`, counting its kept pieces in the connection's `shared`.
     pub(crate) fn new(window: u64, max_window: u64, shared: SharedPieces) -> Self {
         Self {
-            state: RecvState::Recv,
+            phase: Phase::Recv,
             ready: VecDeque::new(),
             ready_len: 0,
             chunks: BTreeMap::new(),
             shared,
             read: 0,
-            final_size: None,
             flow: RecvWindow::data(window, max_window),
-            stop_code: None,
-            stop_pending: false,
-            reset_code: None,
+            stop: None,
             received_bytes: 0,
         }
+    }
+
+    /// The RFC state of the half.
+    pub(crate) fn state(&self) -> RecvState {
+        match self.phase {
+            Phase::Recv => RecvState::Recv,
+            Phase::SizeKnown { .. } => RecvState::SizeKnown,
+            Phase::DataRecvd { .. } => RecvState::DataRecvd,
+            Phase::DataRead { .. } => RecvState::DataRead,
+            Phase::ResetRecvd { .. } => RecvState::ResetRecvd,
+            Phase::ResetRead { .. } => RecvState::ResetRead,
+        }
+    }
+
+    /// The final size, once a FIN or RESET_STREAM told it (RFC 9000 §4.5).
+    pub(crate) fn final_size(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Recv => None,
+            Phase::SizeKnown { final_size }
+            | Phase::DataRecvd { final_size }
+            | Phase::DataRead { final_size }
+            | Phase::ResetRecvd { final_size, .. }
+            | Phase::ResetRead { final_size, .. } => Some(final_size),
+        }
+    }
+
+    /// Whether the application stopped reading.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    /// Whether arriving data is thrown away: the application stopped, or the peer reset.
+    pub(crate) fn is_discarding(&self) -> bool {
+        self.is_stopped()
+            || matches!(
+                self.phase,
+                Phase::ResetRecvd { .. } | Phase::ResetRead { .. }
+            )
     }
 
     /// Bytes the application read.
@@ -132,7 +182,7 @@ impl RecvHalf {
     /// Whether the half counts as closed for stream credit (docs/design.md rule 1): everything
     /// read, the reset seen, or stopped with the final size known.
     pub(crate) fn is_finished(&self) -> bool {
-        self.state.is_terminal() || (self.stop_code.is_some() && self.final_size.is_some())
+        self.state().is_terminal() || (self.is_stopped() && self.final_size().is_some())
     }
 
     /// A STREAM frame. Returns how much the highest offset received grew, which
@@ -147,7 +197,7 @@ impl RecvHalf {
     ) -> Result<u64, TransportError> {
         let ty = FrameType::STREAM;
         let end = offset + data.len() as u64;
-        if let Some(final_size) = self.final_size {
+        if let Some(final_size) = self.final_size() {
             // RFC 9000 §4.5: no data beyond the final size, and the final size never changes.
             if end > final_size || (fin && end != final_size) {
                 return Err(error(
@@ -173,21 +223,20 @@ impl RecvHalf {
             ));
         };
         if fin {
-            self.final_size = Some(end);
             self.flow.close();
-            if self.state == RecvState::Recv {
-                self.state = RecvState::SizeKnown;
+            if self.phase == Phase::Recv {
+                self.phase = Phase::SizeKnown { final_size: end };
             }
         }
-        if matches!(self.state, RecvState::ResetRecvd | RecvState::ResetRead)
-            || self.stop_code.is_some()
-        {
+        if self.is_discarding() {
             // Discarded; flow control still counted it.
             return Ok(grew);
         }
         self.insert(offset, data, payload);
-        if self.state == RecvState::SizeKnown && self.all_received() {
-            self.state = RecvState::DataRecvd;
+        if let Phase::SizeKnown { final_size } = self.phase {
+            if self.all_received(final_size) {
+                self.phase = Phase::DataRecvd { final_size };
+            }
         }
         Ok(grew)
     }
@@ -259,29 +308,27 @@ impl RecvHalf {
 
     /// Whether every byte up to the final size is here: out-of-order data adjacent to the
     /// in-order data is always merged into it, so nothing may be left out of order.
-    fn all_received(&self) -> bool {
-        self.final_size == Some(self.ready_end()) && self.chunks.is_empty()
+    fn all_received(&self, final_size: u64) -> bool {
+        final_size == self.ready_end() && self.chunks.is_empty()
     }
 
     /// Reads up to `max` bytes in order. Returns the outcome and how many bytes were consumed
     /// (for connection-level flow control).
     pub(crate) fn read(&mut self, max: usize) -> (ReadOutcome, u64) {
-        match self.state {
-            RecvState::ResetRecvd => {
-                self.state = RecvState::ResetRead;
-                return (ReadOutcome::Reset(self.reset_code.unwrap_or_default()), 0);
+        match self.phase {
+            Phase::ResetRecvd { final_size, code } => {
+                self.phase = Phase::ResetRead { final_size, code };
+                return (ReadOutcome::Reset(code), 0);
             }
-            RecvState::ResetRead => {
-                return (ReadOutcome::Reset(self.reset_code.unwrap_or_default()), 0);
-            }
-            RecvState::DataRead => return (ReadOutcome::Finished, 0),
+            Phase::ResetRead { code, .. } => return (ReadOutcome::Reset(code), 0),
+            Phase::DataRead { .. } => return (ReadOutcome::Finished, 0),
             _ => {}
         }
         let Some(piece) = self.ready.front_mut() else {
             // Data Read is entered when the application learns of the end, not when it takes
             // the last byte (RFC 9000 §3.2): only then may the stream be released.
-            if self.state == RecvState::DataRecvd {
-                self.state = RecvState::DataRead;
+            if let Phase::DataRecvd { final_size } = self.phase {
+                self.phase = Phase::DataRead { final_size };
                 return (ReadOutcome::Finished, 0);
             }
             return (ReadOutcome::Blocked, 0);
@@ -302,16 +349,18 @@ impl RecvHalf {
 
     /// Whether a read would return data now (not the end, nor a reset).
     pub(crate) fn has_data(&self) -> bool {
-        !matches!(self.state, RecvState::ResetRecvd | RecvState::ResetRead)
-            && !self.ready.is_empty()
+        !matches!(
+            self.phase,
+            Phase::ResetRecvd { .. } | Phase::ResetRead { .. }
+        ) && !self.ready.is_empty()
     }
 
     /// Whether the application can read something now (data, the end, or a reset).
     pub(crate) fn is_readable(&self) -> bool {
-        match self.state {
-            RecvState::ResetRecvd | RecvState::DataRecvd => true,
-            RecvState::DataRead | RecvState::ResetRead => false,
-            _ => !self.ready.is_empty(),
+        match self.phase {
+            Phase::ResetRecvd { .. } | Phase::DataRecvd { .. } => true,
+            Phase::DataRead { .. } | Phase::ResetRead { .. } => false,
+            Phase::Recv | Phase::SizeKnown { .. } => !self.ready.is_empty(),
         }
     }
 
@@ -325,7 +374,7 @@ impl RecvHalf {
     ) -> Result<(u64, u64), TransportError> {
         let ty = FrameType::RESET_STREAM;
         // RFC 9000 §4.5: the final size may not change, nor be below what was received.
-        if self.final_size.is_some_and(|f| f != final_size) || final_size < self.flow.received() {
+        if self.final_size().is_some_and(|f| f != final_size) || final_size < self.flow.received() {
             return Err(error(
                 TransportErrorCode::FINAL_SIZE_ERROR,
                 ty,
@@ -339,23 +388,21 @@ impl RecvHalf {
                 "final size beyond MAX_STREAM_DATA",
             ));
         };
-        self.final_size = Some(final_size);
         self.flow.close();
         if matches!(
-            self.state,
-            RecvState::DataRead | RecvState::ResetRead | RecvState::ResetRecvd
+            self.phase,
+            Phase::DataRead { .. } | Phase::ResetRead { .. } | Phase::ResetRecvd { .. }
         ) {
             return Ok((grew, 0));
         }
         let unread = final_size - self.read;
         self.discard_buffered();
         self.read = final_size;
-        self.reset_code = Some(code);
-        self.state = if self.stop_code.is_some() {
+        self.phase = if self.is_stopped() {
             // The application already stopped: nobody will read the reset.
-            RecvState::ResetRead
+            Phase::ResetRead { final_size, code }
         } else {
-            RecvState::ResetRecvd
+            Phase::ResetRecvd { final_size, code }
         };
         Ok((grew, unread))
     }
@@ -363,23 +410,52 @@ impl RecvHalf {
     /// The application stops reading (STOP_SENDING). Returns the buffered bytes discarded, whose
     /// connection credit goes back to the peer.
     pub(crate) fn stop(&mut self, code: VarInt) -> u64 {
-        if self.stop_code.is_some() || self.state.is_terminal() {
+        if self.is_stopped() || self.state().is_terminal() {
             return 0;
         }
-        self.stop_code = Some(code);
         // No STOP_SENDING once everything arrived (RFC 9000 §3.5): the peer has nothing to stop.
-        self.stop_pending = !matches!(self.state, RecvState::DataRecvd | RecvState::ResetRecvd);
+        let frame = match self.phase {
+            Phase::DataRecvd { .. } | Phase::ResetRecvd { .. } => Signal::Unneeded,
+            _ => Signal::Due,
+        };
+        self.stop = Some(Stop { code, frame });
         let highest = self.flow.received();
         let discarded = highest - self.read;
         self.discard_buffered();
         self.read = highest;
-        if self.state == RecvState::ResetRecvd {
-            self.state = RecvState::ResetRead;
-        }
-        if self.state == RecvState::DataRecvd {
-            self.state = RecvState::DataRead;
-        }
+        self.phase = match self.phase {
+            Phase::ResetRecvd { final_size, code } => Phase::ResetRead { final_size, code },
+            Phase::DataRecvd { final_size } => Phase::DataRead { final_size },
+            phase => phase,
+        };
         discarded
+    }
+
+    /// The code of the STOP_SENDING to write now, if one is due.
+    pub(crate) fn stop_due(&self) -> Option<VarInt> {
+        self.stop
+            .filter(|stop| stop.frame.is_due())
+            .map(|stop| stop.code)
+    }
+
+    /// The STOP_SENDING [`Self::stop_due`] gave was written.
+    pub(crate) fn on_stop_written(&mut self) {
+        if let Some(stop) = &mut self.stop {
+            stop.frame = Signal::Sent;
+        }
+    }
+
+    /// A packet carrying our STOP_SENDING was lost; returns whether it is due again: it is
+    /// while the peer has not told the final size (RFC 9000 §13.3).
+    pub(crate) fn on_stop_lost(&mut self) -> bool {
+        let needed = self.final_size().is_none();
+        match &mut self.stop {
+            Some(stop) if needed => {
+                stop.frame = Signal::Due;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -490,11 +566,11 @@ mod tests {
     fn streams_reassemble_out_of_order_overlapping_and_duplicated_data() {
         let mut half = RecvHalf::new(100, 100, SharedPieces::default());
         assert_eq!(data(6, b"world", true, &mut half), Ok(11));
-        assert_eq!(half.state, RecvState::SizeKnown);
+        assert_eq!(half.state(), RecvState::SizeKnown);
         assert_eq!(half.read(100).0, ReadOutcome::Blocked);
         assert_eq!(data(0, b"hello w", false, &mut half), Ok(0));
         assert_eq!(data(3, b"lo wo", false, &mut half), Ok(0));
-        assert_eq!(half.state, RecvState::DataRecvd);
+        assert_eq!(half.state(), RecvState::DataRecvd);
         // Overlaps are held and counted once.
         assert_eq!((half.received_bytes, half.buffered()), (11, 11));
         let mut out = Vec::new();
@@ -503,7 +579,7 @@ mod tests {
         }
         assert_eq!(out, b"hello world");
         // The loop's last read returned Finished, which is what completes the half.
-        assert_eq!(half.state, RecvState::DataRead);
+        assert_eq!(half.state(), RecvState::DataRead);
         assert_eq!(half.read(3).0, ReadOutcome::Finished);
     }
 
@@ -540,12 +616,38 @@ mod tests {
         data(0, b"0123456789", false, &mut half).unwrap();
         assert_eq!(half.on_reset(VarInt::from_u32(7), 30), Ok((20, 30)));
         assert_eq!(half.read(10).0, ReadOutcome::Reset(VarInt::from_u32(7)));
-        assert_eq!(half.state, RecvState::ResetRead);
+        assert_eq!(half.state(), RecvState::ResetRead);
         let mut half = RecvHalf::new(100, 100, SharedPieces::default());
         data(0, b"0123456789", false, &mut half).unwrap();
         assert_eq!(half.stop(VarInt::from_u32(1)), 10);
-        assert!(half.stop_pending && !half.is_finished());
+        assert!(half.stop_due().is_some() && !half.is_finished());
         assert_eq!(half.on_reset(VarInt::from_u32(1), 15), Ok((5, 5)));
         assert!(half.is_finished());
+    }
+
+    #[test]
+    fn streams_stop_sending_goes_again_only_while_the_final_size_is_unknown() {
+        let mut half = RecvHalf::new(100, 100, SharedPieces::default());
+        data(0, b"0123", false, &mut half).unwrap();
+        half.stop(VarInt::from_u32(4));
+        assert_eq!(half.stop_due(), Some(VarInt::from_u32(4)));
+        half.on_stop_written();
+        assert_eq!(half.stop_due(), None);
+        assert!(
+            half.on_stop_lost(),
+            "lost while the peer may still send: again"
+        );
+        half.on_stop_written();
+        // The peer's FIN tells the final size: a STOP_SENDING lost now has nothing to stop.
+        data(4, b"45", true, &mut half).unwrap();
+        assert!(!half.on_stop_lost());
+        assert_eq!(half.stop_due(), None);
+        assert!(half.is_finished());
+        // Stopping a half whose data all arrived sends nothing (RFC 9000 §3.5).
+        let mut half = RecvHalf::new(100, 100, SharedPieces::default());
+        data(0, b"01", true, &mut half).unwrap();
+        half.stop(VarInt::from_u32(4));
+        assert_eq!(half.stop_due(), None);
+        assert_eq!(half.state(), RecvState::DataRead);
     }
 }

@@ -3,6 +3,7 @@
 use std::ops::Range;
 
 use super::send_buffer::SendBuffer;
+use super::signal::Signal;
 use crate::flow::SendWindow;
 use crate::range_set::RangeSet;
 use crate::wire::VarInt;
@@ -29,11 +30,46 @@ impl SendState {
     }
 }
 
+/// Where a sending half is, with what each state knows (RFC 9000 §3.1, Figure 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Ready or Send: the application may write.
+    Open,
+    /// The application finished writing; the FIN follows the last byte.
+    Finished(Fin),
+    /// Everything, the FIN included, was acknowledged.
+    DataRecvd,
+    /// Abandoned with `code`; `frame` says whether RESET_STREAM must be written (again).
+    ResetSent { code: VarInt, frame: Signal },
+    /// The peer acknowledged the RESET_STREAM carrying `code`.
+    ResetRecvd { code: VarInt },
+}
+
+/// The FIN of a finished half.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fin {
+    /// Never sent: data before it is still to go.
+    Unsent,
+    /// In flight.
+    Sent,
+    /// The packet that carried it was lost: it goes again, and the half stays in Data Sent.
+    Lost,
+    /// Acknowledged; data before it may still be outstanding.
+    Acked,
+}
+
+impl Fin {
+    /// Whether the FIN is to be sent (first time or again).
+    fn is_due(self) -> bool {
+        matches!(self, Self::Unsent | Self::Lost)
+    }
+}
+
 /// The sending half: buffered data until acknowledged, what to send or send again, the peer's
 /// flow control limit.
 #[derive(Debug)]
 pub(crate) struct SendHalf {
-    pub(crate) state: SendState,
+    phase: Phase,
     /// Written data not yet acknowledged, starting at stream offset `base`.
     buffer: SendBuffer,
     base: u64,
@@ -41,19 +77,10 @@ pub(crate) struct SendHalf {
     retransmit: RangeSet,
     /// Acknowledged ranges above `base`.
     acked: RangeSet,
-    /// Whether the application finished the stream.
-    pub(crate) fin_pending: bool,
-    /// Whether a FIN is in flight or acknowledged; whether it must be sent again.
-    fin_sent: bool,
-    fin_acked: bool,
     /// The peer's limit on our offsets (MAX_STREAM_DATA) and STREAM_DATA_BLOCKED
     /// (RFC 9000 §19.13, RFC9000-366); what it counts as used is the offset of the next byte
     /// never sent.
     pub(crate) flow: SendWindow,
-    /// Application error code of the RESET_STREAM, once reset.
-    pub(crate) reset_code: Option<VarInt>,
-    /// RESET_STREAM must be (re)sent.
-    pub(crate) reset_pending: bool,
     /// The peer asked us to stop with this code (STOP_SENDING).
     pub(crate) stop_code: Option<VarInt>,
     /// Scheduling priority: higher goes first.
@@ -65,21 +92,52 @@ pub(crate) struct SendHalf {
 impl SendHalf {
     pub(crate) fn new(max_data: u64) -> Self {
         Self {
-            state: SendState::Send,
+            phase: Phase::Open,
             buffer: SendBuffer::default(),
             base: 0,
             retransmit: RangeSet::default(),
             acked: RangeSet::default(),
-            fin_pending: false,
-            fin_sent: false,
-            fin_acked: false,
             flow: SendWindow::new(max_data),
-            reset_code: None,
-            reset_pending: false,
             stop_code: None,
             priority: 0,
             writer_waiting: false,
         }
+    }
+
+    /// The RFC state of the half.
+    pub(crate) fn state(&self) -> SendState {
+        match self.phase {
+            Phase::Open | Phase::Finished(Fin::Unsent) => SendState::Send,
+            Phase::Finished(_) => SendState::DataSent,
+            Phase::DataRecvd => SendState::DataRecvd,
+            Phase::ResetSent { .. } => SendState::ResetSent,
+            Phase::ResetRecvd { .. } => SendState::ResetRecvd,
+        }
+    }
+
+    /// Whether the application may still write: not finished and not reset.
+    pub(crate) fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    /// The application finished writing (quic-go's Close); false when it already had, or the
+    /// half was reset.
+    pub(crate) fn finish(&mut self) -> bool {
+        if self.phase != Phase::Open {
+            return false;
+        }
+        self.phase = Phase::Finished(Fin::Unsent);
+        true
+    }
+
+    /// Whether the data is still sent or sent again: open or finished, not reset.
+    fn is_sending(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Finished(_))
+    }
+
+    /// Whether the FIN is to be sent (first time or again).
+    fn fin_due(&self) -> bool {
+        matches!(self.phase, Phase::Finished(fin) if fin.is_due())
     }
 
     /// Bytes written so far: the offset the next write starts at.
@@ -110,7 +168,7 @@ impl SendHalf {
     /// to send again. `conn_credit` is what connection-level flow control still allows for new
     /// data.
     pub(crate) fn has_sendable(&self, conn_credit: u64) -> bool {
-        if self.state != SendState::Send && self.state != SendState::DataSent {
+        if !self.is_sending() {
             return false;
         }
         if !self.retransmit.is_empty() {
@@ -121,12 +179,12 @@ impl SendHalf {
             .limit()
             .min(self.flow.used().saturating_add(conn_credit));
         (self.flow.used() < self.written() && self.flow.used() < new_limit)
-            || (self.fin_pending && !self.fin_sent && self.flow.used() == self.written())
+            || (self.fin_due() && self.flow.used() == self.written())
     }
 
     /// Whether new data waits only for the stream's flow control limit.
     pub(crate) fn blocked_by_stream_limit(&self) -> bool {
-        self.state == SendState::Send
+        self.state() == SendState::Send
             && self.flow.used() < self.written()
             && self.flow.used() >= self.flow.limit()
     }
@@ -138,6 +196,9 @@ impl SendHalf {
         max: usize,
         conn_credit: &mut u64,
     ) -> Option<(u64, &[u8], bool)> {
+        if !self.is_sending() {
+            return None;
+        }
         if let Some(range) = self.retransmit.pop_lowest() {
             let wanted = range.end.min(range.start + max as u64);
             let data = self.buffer.contiguous(
@@ -149,11 +210,10 @@ impl SendHalf {
                 self.retransmit.insert_range(end..range.end);
             }
             // A lost FIN travels again with the stream's last bytes.
-            let fin = self.fin_pending
-                && !self.fin_sent
-                && end == self.written()
-                && self.flow.used() == self.written();
-            self.fin_sent |= fin;
+            let fin = self.fin_due() && end == self.written() && self.flow.used() == self.written();
+            if fin {
+                self.phase = Phase::Finished(Fin::Sent);
+            }
             return Some((range.start, data, fin));
         }
         let limit = self
@@ -167,22 +227,21 @@ impl SendHalf {
             (limit.min(start + max as u64) - self.base) as usize,
         );
         let end = start + data.len() as u64;
-        let fin = self.fin_pending && end == self.written() && !self.fin_sent;
+        let fin = self.fin_due() && end == self.written();
         if end == start && !fin {
             return None;
         }
         *conn_credit -= end - start;
         self.flow.consume(end - start);
         if fin {
-            self.fin_sent = true;
-            self.state = SendState::DataSent;
+            self.phase = Phase::Finished(Fin::Sent);
         }
         Some((start, data, fin))
     }
 
     /// A STREAM frame carrying `range` (and FIN when `fin`) was lost.
     pub(crate) fn on_lost(&mut self, range: Range<u64>, fin: bool) {
-        if matches!(self.state, SendState::ResetSent | SendState::ResetRecvd) {
+        if !self.is_sending() {
             return;
         }
         // Bytes below `base` were acknowledged (by another copy) and are gone from the buffer.
@@ -195,16 +254,16 @@ impl SendHalf {
                 }
             }
         }
-        if fin && !self.fin_acked {
+        if fin && self.phase == Phase::Finished(Fin::Sent) {
             // The FIN goes again, with the data at the end or alone; the state stays Data Sent.
-            self.fin_sent = false;
+            self.phase = Phase::Finished(Fin::Lost);
         }
     }
 
     /// A STREAM frame carrying `range` (and FIN when `fin`) was acknowledged; returns whether the
     /// half just reached Data Recvd.
     pub(crate) fn on_acked(&mut self, range: Range<u64>, fin: bool) -> bool {
-        if matches!(self.state, SendState::ResetSent | SendState::ResetRecvd) {
+        if !self.is_sending() {
             return false;
         }
         if range.end > self.base {
@@ -221,9 +280,11 @@ impl SendHalf {
                 self.acked.remove_range(first);
             }
         }
-        self.fin_acked |= fin;
-        if self.fin_acked && self.base == self.written() && self.state == SendState::DataSent {
-            self.state = SendState::DataRecvd;
+        if fin {
+            self.phase = Phase::Finished(Fin::Acked);
+        }
+        if self.phase == Phase::Finished(Fin::Acked) && self.base == self.written() {
+            self.phase = Phase::DataRecvd;
             return true;
         }
         false
@@ -232,12 +293,13 @@ impl SendHalf {
     /// Abandons the stream with `code` (RFC 9000 §3.1: from Send or Data Sent to Reset Sent);
     /// returns the final size, or `None` when there is nothing to reset.
     pub(crate) fn reset(&mut self, code: VarInt) -> Option<u64> {
-        if !matches!(self.state, SendState::Send | SendState::DataSent) {
+        if !self.is_sending() {
             return None;
         }
-        self.state = SendState::ResetSent;
-        self.reset_code = Some(code);
-        self.reset_pending = true;
+        self.phase = Phase::ResetSent {
+            code,
+            frame: Signal::Due,
+        };
         self.flow.stop_blocking();
         self.retransmit = RangeSet::default();
         self.buffer.clear();
@@ -250,10 +312,37 @@ impl SendHalf {
         self.flow.used()
     }
 
+    /// The code of the RESET_STREAM to write now, if one is due.
+    pub(crate) fn reset_due(&self) -> Option<VarInt> {
+        match self.phase {
+            Phase::ResetSent { code, frame } if frame.is_due() => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The RESET_STREAM [`Self::reset_due`] gave was written.
+    pub(crate) fn on_reset_written(&mut self) {
+        if let Phase::ResetSent { frame, .. } = &mut self.phase {
+            *frame = Signal::Sent;
+        }
+    }
+
+    /// A packet carrying our RESET_STREAM was lost; returns whether it is due again (it is
+    /// until acknowledged, RFC 9000 §13.3).
+    pub(crate) fn on_reset_lost(&mut self) -> bool {
+        match &mut self.phase {
+            Phase::ResetSent { frame, .. } => {
+                *frame = Signal::Due;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The peer acknowledged our RESET_STREAM; returns whether the half just became terminal.
     pub(crate) fn on_reset_acked(&mut self) -> bool {
-        if self.state == SendState::ResetSent {
-            self.state = SendState::ResetRecvd;
+        if let Phase::ResetSent { code, .. } = self.phase {
+            self.phase = Phase::ResetRecvd { code };
             return true;
         }
         false
@@ -268,7 +357,7 @@ mod tests {
     fn streams_send_half_sends_retransmits_and_completes() {
         let mut half = SendHalf::new(10);
         half.write(b"hello world!");
-        half.fin_pending = true;
+        assert!(half.finish());
         let mut credit = 100;
         // Flow control stops at 10 bytes.
         let (offset, data, fin) = half.next_chunk(100, &mut credit).unwrap();
@@ -279,7 +368,7 @@ mod tests {
         half.flow.raise(12);
         let (offset, data, fin) = half.next_chunk(100, &mut credit).unwrap();
         assert_eq!((offset, data, fin), (10, &b"d!"[..], true));
-        assert_eq!(half.state, SendState::DataSent);
+        assert_eq!(half.state(), SendState::DataSent);
         // The first frame is lost and sent again, without spending connection credit.
         half.on_lost(0..10, false);
         let (offset, data, _) = half.next_chunk(4, &mut credit).unwrap();
@@ -290,7 +379,7 @@ mod tests {
         let (offset, data, _) = half.next_chunk(100, &mut credit).unwrap();
         assert_eq!((offset, data), (4, &b"o worl"[..]));
         assert!(half.on_acked(4..10, false));
-        assert_eq!(half.state, SendState::DataRecvd);
+        assert_eq!(half.state(), SendState::DataRecvd);
         assert_eq!(half.buffered(), 0);
     }
 
@@ -312,14 +401,42 @@ mod tests {
     fn streams_lost_fin_goes_again() {
         let mut half = SendHalf::new(100);
         half.write(b"abc");
-        half.fin_pending = true;
+        assert!(half.finish());
         let mut credit = 100;
         assert!(half.next_chunk(100, &mut credit).unwrap().2);
         half.on_lost(0..3, true);
-        assert_eq!(half.state, SendState::DataSent);
+        assert_eq!(half.state(), SendState::DataSent);
         let (offset, data, fin) = half.next_chunk(100, &mut credit).unwrap();
         assert_eq!((offset, data, fin), (0, &b"abc"[..], true));
         assert!(half.next_chunk(100, &mut credit).is_none());
         assert!(half.on_acked(0..3, true));
+    }
+
+    #[test]
+    fn streams_reset_stream_goes_again_until_acknowledged() {
+        let mut half = SendHalf::new(100);
+        half.write(b"abc");
+        let mut credit = 100;
+        half.next_chunk(100, &mut credit).unwrap();
+        assert_eq!(half.reset(VarInt::from_u32(9)), Some(3));
+        assert_eq!(half.reset(VarInt::from_u32(1)), None, "one reset only");
+        assert!(!half.finish() && !half.is_open());
+        // Due, written, lost (RFC 9000 §13.3: sent again), written, acknowledged.
+        assert_eq!(half.reset_due(), Some(VarInt::from_u32(9)));
+        half.on_reset_written();
+        assert_eq!(half.reset_due(), None);
+        assert!(half.on_reset_lost());
+        assert_eq!(half.reset_due(), Some(VarInt::from_u32(9)));
+        half.on_reset_written();
+        assert!(half.on_reset_acked());
+        assert_eq!(half.state(), SendState::ResetRecvd);
+        assert!(
+            !half.on_reset_lost(),
+            "an acknowledged reset is not repeated"
+        );
+        assert_eq!(half.reset_due(), None);
+        // Data of the reset stream is neither sent nor sent again.
+        half.on_lost(0..3, false);
+        assert!(half.next_chunk(100, &mut credit).is_none());
     }
 }

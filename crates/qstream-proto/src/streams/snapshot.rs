@@ -129,7 +129,7 @@ impl Streams {
             accepted: s.accepted,
             age: now.saturating_duration_since(s.opened_at),
             send: s.send.as_ref().map(|h| SendSnapshot {
-                state: h.state,
+                state: h.state(),
                 written: h.written(),
                 sent: h.sent_bytes(),
                 acked: h.acked_bytes(),
@@ -137,11 +137,11 @@ impl Streams {
                 stopped_by_peer: h.stop_code,
             }),
             recv: s.recv.as_ref().map(|h| RecvSnapshot {
-                state: h.state,
+                state: h.state(),
                 received: h.received_bytes,
                 read: h.read_bytes(),
                 buffered: h.buffered() as u64,
-                stopped: h.stop_code.is_some(),
+                stopped: h.is_stopped(),
                 window: h.flow.window(),
             }),
             held: (!s.is_done()).then(|| held_reason(s)),
@@ -156,7 +156,7 @@ fn held_reason(stream: &StreamState) -> HeldReason {
     if stream.recv.as_ref().is_some_and(|r| !r.is_finished()) {
         return HeldReason::ReceiveNotReadOrStopped;
     }
-    match stream.send.as_ref().map(|s| s.state) {
+    match stream.send.as_ref().map(|s| s.state()) {
         Some(SendState::Send) => HeldReason::SendNotFinished,
         _ => HeldReason::SendUnacknowledged,
     }

@@ -241,27 +241,21 @@ impl Streams {
                     }
                 }
                 StreamFrameRecord::Reset(id) => {
-                    if let Some(send) = self.send_half(id) {
-                        if send.state == SendState::ResetSent {
-                            send.reset_pending = true;
-                            self.queue_control(id);
-                        }
+                    if self.send_half(id).is_some_and(SendHalf::on_reset_lost) {
+                        self.queue_control(id);
                     }
                 }
                 StreamFrameRecord::StreamDataBlocked { id, limit } => {
                     let again = self.send_half(id).is_some_and(|s| {
-                        s.state == SendState::Send && s.flow.on_blocked_lost(limit)
+                        s.state() == SendState::Send && s.flow.on_blocked_lost(limit)
                     });
                     if again {
                         self.queue_control(id);
                     }
                 }
                 StreamFrameRecord::Stop(id) => {
-                    if let Some(recv) = self.recv_half(id) {
-                        if recv.final_size.is_none() {
-                            recv.stop_pending = true;
-                            self.queue_control(id);
-                        }
+                    if self.recv_half(id).is_some_and(RecvHalf::on_stop_lost) {
+                        self.queue_control(id);
                     }
                 }
                 StreamFrameRecord::MaxStreamData { id, limit } => {
@@ -307,7 +301,7 @@ fn write_send_control(
     records: &mut Vec<StreamFrameRecord>,
 ) -> bool {
     if let Some(limit) = send.flow.blocked_due() {
-        if send.state != SendState::Send {
+        if send.state() != SendState::Send {
             send.flow.stop_blocking();
         } else if payload.put(&Frame::StreamDataBlocked {
             id,
@@ -319,15 +313,15 @@ fn write_send_control(
             return false;
         }
     }
-    if send.reset_pending {
+    if let Some(error_code) = send.reset_due() {
         if !payload.put(&Frame::ResetStream {
             id,
-            error_code: send.reset_code.unwrap_or_default(),
+            error_code,
             final_size: varint(send.final_size()),
         }) {
             return false;
         }
-        send.reset_pending = false;
+        send.on_reset_written();
         records.push(StreamFrameRecord::Reset(id));
     }
     true
@@ -342,14 +336,11 @@ fn write_recv_control(
     now: Instant,
     rtt: Duration,
 ) -> bool {
-    if recv.stop_pending {
-        if !payload.put(&Frame::StopSending {
-            id,
-            error_code: recv.stop_code.unwrap_or_default(),
-        }) {
+    if let Some(error_code) = recv.stop_due() {
+        if !payload.put(&Frame::StopSending { id, error_code }) {
             return false;
         }
-        recv.stop_pending = false;
+        recv.on_stop_written();
         records.push(StreamFrameRecord::Stop(id));
     }
     // No update once the final size is known (RFC 9000 §3.2): the window is closed then.
