@@ -276,8 +276,10 @@ impl Simulator {
         }
     }
 
-    /// Collects what every endpoint wants to send now.
+    /// Collects what every endpoint wants to send now, after running its expired timers (as a
+    /// driver does before it sends).
     fn flush(&mut self) {
+        self.run_expired_timers();
         for i in 0..self.endpoints.len() {
             loop {
                 let (addr, endpoint) = &mut self.endpoints[i];
@@ -306,6 +308,13 @@ impl Simulator {
 
     /// Like [`Self::step`], but the clock never passes `limit`: when the next event is later,
     /// time advances to `limit` and nothing else happens.
+    ///
+    /// The datagrams due at one instant are one receive batch, handled with
+    /// [`Endpoint::receive`] and its send policy: what a [`crate::transmit::Receipt`] says to
+    /// send now goes before the next datagram, and urgent sends at the end of the step. Other
+    /// sends wait for the start of the next step, at the same instant: whoever drives the
+    /// simulator acts in between, as an application does when its driver lets it answer what
+    /// arrived before sending, so its answers share packets with acknowledgments and credit.
     pub fn step_until(&mut self, limit: Option<Instant>) -> bool {
         self.flush();
         let next_delivery = self.queue.peek().map(|Reverse(d)| d.at);
@@ -327,26 +336,37 @@ impl Simulator {
             }
         }
         self.now = self.now.max(next);
+        let mut urgent = false;
         while self.queue.peek().is_some_and(|Reverse(d)| d.at <= self.now) {
             let Reverse(datagram) = self.queue.pop().expect("peeked");
             if let Some((_, endpoint)) = self.endpoints.iter_mut().find(|(a, _)| *a == datagram.to)
             {
                 self.stats.delivered += 1;
-                endpoint.handle_datagram(
+                let receipt = endpoint.receive(
                     self.now,
                     datagram.from,
                     datagram.ecn,
                     BytesMut::from(datagram.data.as_slice()),
                 );
+                urgent |= receipt.urgent;
+                if receipt.send_now {
+                    self.flush();
+                }
             }
         }
+        self.run_expired_timers();
+        if urgent {
+            self.flush();
+        }
+        true
+    }
+
+    fn run_expired_timers(&mut self) {
         for (_, endpoint) in &mut self.endpoints {
             if endpoint.poll_timeout().is_some_and(|t| t <= self.now) {
                 endpoint.handle_timeout(self.now);
             }
         }
-        self.flush();
-        true
     }
 
     /// Steps until `done` holds (returns true) or the virtual clock passes `timeout` from now

@@ -279,6 +279,7 @@ fn flow_windows_grow_on_a_fast_path_for_a_reader_that_reads_in_bursts() {
             received += body.len();
             body.clear();
         }
+        p.wake_at(next_read);
         received >= total
     }));
     let took = pair.sim.now() - started;

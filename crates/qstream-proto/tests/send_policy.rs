@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::*;
+use qstream_proto::sim::LinkConfig;
 use qstream_proto::wire::Dir;
 
 /// Takes every datagram `endpoint` has to send now.
@@ -61,4 +62,83 @@ fn send_policy_sends_a_gap_report_before_the_rest_of_the_batch() {
         third.send_now,
         "the gap report goes out before the rest is handled"
     );
+}
+
+/// `count` request/response exchanges one after another on new bidirectional streams (64
+/// bytes each way, every stream released at once), after ten to settle; returns the packets
+/// the client and the server sent for them.
+fn exchanges(link: LinkConfig, count: u64) -> (u64, u64) {
+    use qstream_proto::streams::ReadOutcome;
+    let mut pair = Pair::new(PairOptions {
+        link,
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let mut exchange = |pair: &mut Pair| {
+        let now = pair.sim.now();
+        let client = pair.client_conn().unwrap();
+        let id = client.open(now, Dir::Bi).unwrap();
+        client.write(id, &[7; 64]).unwrap();
+        client.finish(id).unwrap();
+        let (mut request, mut response) = (Vec::new(), Vec::new());
+        let mut served = false;
+        let done = pair.run_until(Duration::from_secs(5), |p| {
+            let server = p.server_conn().unwrap();
+            while let Some(sid) = server.accept(Dir::Bi) {
+                assert_eq!(sid, id);
+            }
+            if !served && drain(server, id, &mut request) == Some(ReadOutcome::Finished) {
+                server.write(id, &request).unwrap();
+                server.finish(id).unwrap();
+                server.release(id);
+                served = true;
+            }
+            let client = p.client_conn().unwrap();
+            let ended = drain(client, id, &mut response) == Some(ReadOutcome::Finished);
+            if ended {
+                client.release(id);
+            }
+            ended
+        });
+        assert!(done && response == [7; 64], "exchange on {id}");
+    };
+    for _ in 0..10 {
+        exchange(&mut pair);
+    }
+    let sent = |pair: &mut Pair| {
+        (
+            pair.client_conn().unwrap().stats().packets_sent,
+            pair.server_conn().unwrap().stats().packets_sent,
+        )
+    };
+    let before = sent(&mut pair);
+    for _ in 0..count {
+        exchange(&mut pair);
+    }
+    let after = sent(&mut pair);
+    (after.0 - before.0, after.1 - before.1)
+}
+
+#[test]
+fn send_policy_answers_share_packets_with_acks_and_credit() {
+    // Each side sends one packet per exchange: the server's answer carries its ACK and the
+    // MAX_STREAMS the released stream calls for, the client's next request its ACK. The
+    // application answers what arrived before anything is sent, as the driver lets it.
+    const EXCHANGES: u64 = 200;
+    for (name, delay) in [
+        ("loopback", Duration::from_micros(25)),
+        ("wan", Duration::from_millis(10)),
+    ] {
+        let link = LinkConfig {
+            delay,
+            ..LinkConfig::default()
+        };
+        let (client, server) = exchanges(link, EXCHANGES);
+        // A few more for path MTU probes and their acknowledgments.
+        let most = EXCHANGES + EXCHANGES / 10;
+        assert!(
+            client <= most && server <= most,
+            "{name}: {EXCHANGES} exchanges: the client sent {client} packets, the server {server}"
+        );
+    }
 }

@@ -370,9 +370,12 @@ fn serve_answers(server: Connection) -> tokio::task::JoinHandle<()> {
 #[tokio::test]
 async fn loopback_answers_share_packets_with_acks_and_credit() {
     // Request/response streams one after another. The driver lets the tasks that arriving
-    // data woke answer before it sends, so each side sends one packet per exchange: the
-    // server's answer carries the ACK and the MAX_STREAMS that released streams call for,
-    // and the client's next request carries its ACK.
+    // data woke answer before it sends, so the answers share packets with the ACK and the
+    // MAX_STREAMS that released streams call for. The exact rule (one packet per exchange
+    // each way) is proved in the simulator (`send_policy_answers_share_packets_with_acks_
+    // and_credit`); over real sockets a loaded machine may run the driver before a woken
+    // task, so this checks only that the driver does let tasks answer: sending before them
+    // would take two packets per exchange on each side.
     let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
     let serving = tokio::spawn(async move {
         while let Ok((mut send, mut recv)) = server.accept_bi().await {
@@ -399,8 +402,7 @@ async fn loopback_answers_share_packets_with_acks_and_credit() {
     }
     let client_packets = sent(&client) - client_before;
     let server_packets = client.stats().unwrap().packets_received - server_before;
-    // A few more for path MTU probes and their acknowledgments.
-    let most = EXCHANGES + EXCHANGES / 10;
+    let most = EXCHANGES + EXCHANGES / 2;
     assert!(
         client_packets <= most && server_packets <= most,
         "{EXCHANGES} exchanges: the client sent {client_packets} packets, the server \

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use qstream_proto::crypto::{initial_keys, protect};
 use qstream_proto::sim::{LinkConfig, Simulator};
@@ -130,6 +130,8 @@ pub struct Pair {
     pub server: Option<ConnectionHandle>,
     pub client_events: Vec<Event>,
     pub server_events: Vec<Event>,
+    /// When the application's own timer next wakes it (see [`Pair::wake_at`]).
+    wake: Option<Instant>,
 }
 
 pub fn client_addr() -> SocketAddr {
@@ -187,6 +189,7 @@ impl Pair {
             server: None,
             client_events: Vec::new(),
             server_events: Vec::new(),
+            wake: None,
         }
     }
 
@@ -216,7 +219,8 @@ impl Pair {
         }
     }
 
-    /// Runs until `done` or `timeout` of virtual time; polls events all along.
+    /// Runs until `done` or `timeout` of virtual time; polls events all along. `done` runs
+    /// after every step, and at the instant it asked for with [`Pair::wake_at`].
     pub fn run_until(
         &mut self,
         timeout: Duration,
@@ -228,11 +232,20 @@ impl Pair {
             if done(self) {
                 return true;
             }
-            if self.sim.now() >= deadline || !self.sim.step_until(Some(deadline)) {
+            let wake = self.wake.take().filter(|&t| t > self.sim.now());
+            let limit = wake.map_or(deadline, |t| t.min(deadline));
+            if self.sim.now() >= deadline || (!self.sim.step_until(Some(limit)) && wake.is_none()) {
                 self.poll();
                 return done(self);
             }
         }
+    }
+
+    /// Asks [`Pair::run_until`] to run its closure at `at` even if nothing happens on the
+    /// network then: the application's own timer, as a task that reads every few
+    /// milliseconds has.
+    pub fn wake_at(&mut self, at: Instant) {
+        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
     }
 
     pub fn client_connected(&self) -> bool {
