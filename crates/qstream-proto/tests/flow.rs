@@ -76,16 +76,10 @@ fn flow_a_writer_blocked_by_the_stream_window_makes_no_empty_packets() {
     let now = pair.sim.now();
     let id = pair.client_conn().unwrap().open(now, Dir::Uni).unwrap();
     let chunk = vec![5u8; 4000];
-    let mut sid = None;
-    let mut body = Vec::new();
+    let mut download = Download::counting(Dir::Uni);
     pair.run_until(Duration::from_secs(2), |p| {
         let _ = p.client_conn().unwrap().write(id, &chunk).unwrap();
-        let server = p.server_conn().unwrap();
-        sid = sid.or_else(|| server.accept(Dir::Uni));
-        if let Some(sid) = sid {
-            drain(server, sid, &mut body);
-            body.clear();
-        }
+        download.pull(p.server_conn().unwrap());
         false
     });
     let stats = pair.client_conn().unwrap().stats();
@@ -174,20 +168,14 @@ fn flow_windows_grow_when_the_reader_keeps_up() {
     let now = pair.sim.now();
     let id = pair.client_conn().unwrap().open(now, Dir::Uni).unwrap();
     let chunk = vec![1u8; 256 * 1024];
-    let mut received = 0usize;
-    let mut sid = None;
+    let mut download = Download::counting(Dir::Uni);
     pair.run_until(Duration::from_secs(5), |p| {
         let client = p.client_conn().unwrap();
         while client.write(id, &chunk).unwrap() > 0 {}
-        let server = p.server_conn().unwrap();
-        sid = sid.or_else(|| server.accept(Dir::Uni));
-        if let Some(sid) = sid {
-            let mut sink = Vec::new();
-            drain(server, sid, &mut sink);
-            received += sink.len();
-        }
+        download.pull(p.server_conn().unwrap());
         false
     });
+    let received = download.received;
     let now = pair.sim.now();
     let snapshot = pair.server_conn().unwrap().streams_snapshot(now);
     let window = snapshot.streams[0].recv.as_ref().unwrap().window;
@@ -264,23 +252,19 @@ fn flow_windows_grow_on_a_fast_path_for_a_reader_that_reads_in_bursts() {
     let now = pair.sim.now();
     let id = pair.client_conn().unwrap().open(now, Dir::Uni).unwrap();
     let chunk = vec![1u8; 256 * 1024];
-    let (mut sid, mut next_read, mut received, mut body) = (None, now, 0usize, Vec::new());
+    let (mut download, mut next_read) = (Download::counting(Dir::Uni), now);
     let total = 64 << 20;
     let started = pair.sim.now();
     assert!(pair.run_until(Duration::from_secs(10), |p| {
         let client = p.client_conn().unwrap();
         while client.write(id, &chunk).unwrap() > 0 {}
         let now = p.sim.now();
-        let server = p.server_conn().unwrap();
-        sid = sid.or_else(|| server.accept(Dir::Uni));
-        if let Some(sid) = sid.filter(|_| now >= next_read) {
+        if now >= next_read {
             next_read = now + Duration::from_millis(2);
-            drain(server, sid, &mut body);
-            received += body.len();
-            body.clear();
+            download.pull(p.server_conn().unwrap());
         }
         p.wake_at(next_read);
-        received >= total
+        download.received >= total
     }));
     let took = pair.sim.now() - started;
     let now = pair.sim.now();
@@ -478,22 +462,18 @@ fn lost_update_is_repeated_while_it_is_the_latest(kind: &str, limit_field: &str)
     let (mut pair, dropping) = connected_losing_from(server_addr(), server_transport, false);
     let (mut client_log, mut server_log) = (Vec::new(), Vec::new());
     write_beyond_the_windows(&mut pair);
-    let (mut stream, mut read, mut until) = (None, Vec::new(), None);
+    let (mut download, mut until) = (Download::counting(Dir::Uni), None);
     pair.run_until(Duration::from_secs(3), |p| {
-        let server = p.server_conn().unwrap();
-        stream = stream.or_else(|| server.accept(Dir::Uni));
-        if let Some(id) = stream {
-            drain(server, id, &mut read);
-        }
+        download.pull(p.server_conn().unwrap());
         let now = p.sim.now();
-        if !read.is_empty() && until.is_none() {
+        if download.received > 0 && until.is_none() {
             until = Some(now + Duration::from_millis(40));
         }
         dropping.set(until.is_some_and(|until| now < until));
         p.take_qlog(&mut client_log, &mut server_log);
-        read.len() == 100_000
+        download.received == 100_000
     });
-    assert_eq!(read.len(), 100_000, "the transfer completes");
+    assert_eq!(download.received, 100_000, "the transfer completes");
     check_update_repetition(&server_log, kind, limit_field);
 }
 

@@ -74,7 +74,7 @@ fn exchanges(link: LinkConfig, count: u64) -> (u64, u64) {
         ..PairOptions::default()
     });
     assert!(pair.drive_handshake(Duration::from_secs(5)));
-    let mut exchange = |pair: &mut Pair| {
+    let exchange = |pair: &mut Pair| {
         let now = pair.sim.now();
         let client = pair.client_conn().unwrap();
         let id = client.open(now, Dir::Bi).unwrap();

@@ -282,27 +282,20 @@ fn streams_overlapping_duplicated_and_reordered_frames_reassemble() {
         assert!(pair.drive_handshake(Duration::from_secs(10)));
         let now = pair.sim.now();
         let data = pattern(seed, 300_000);
-        let client = pair.client_conn().unwrap();
-        let id = client.open(now, Dir::Uni).unwrap();
-        let mut offset = 0;
-        let mut finished = false;
-        let mut sid = None;
-        let mut body = Vec::new();
+        let id = pair.client_conn().unwrap().open(now, Dir::Uni).unwrap();
+        let mut upload = Upload::new(id, data.clone());
+        let mut download = Download::new(Dir::Uni);
         let done = pair.run_until(Duration::from_secs(30), |p| {
-            let client = p.client_conn().unwrap();
-            if offset < data.len() {
-                offset += client.write(id, &data[offset..]).unwrap();
-            }
-            if offset == data.len() && !finished {
-                client.finish(id).unwrap();
-                finished = true;
-            }
-            let server = p.server_conn().unwrap();
-            sid = sid.or_else(|| server.accept(Dir::Uni));
-            sid.is_some_and(|s| drain(server, s, &mut body) == Some(ReadOutcome::Finished))
+            upload.push(p.client_conn().unwrap());
+            download.pull(p.server_conn().unwrap())
         });
-        assert!(done, "seed {seed}: {} of {}", body.len(), data.len());
-        assert!(body == data, "seed {seed}: corrupted");
+        assert!(
+            done && download.finished(),
+            "seed {seed}: {} of {}",
+            download.received,
+            data.len()
+        );
+        assert!(download.body == data, "seed {seed}: corrupted");
     }
 }
 

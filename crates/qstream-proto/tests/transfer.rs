@@ -27,65 +27,13 @@ fn one_stream(len: usize, link: LinkConfig) {
     });
     assert!(pair.drive_handshake(Duration::from_secs(10)));
     let started = Instant::now();
-    let virtual_start = pair.sim.now();
-    let now = pair.sim.now();
-    let id = pair.client_conn().unwrap().open(now, Dir::Uni).unwrap();
-    let block = pattern(0, 1 << 20);
-    let mut written = 0usize;
-    let mut finished = false;
-    let mut received = 0usize;
-    let mut sid = None;
-    let mut mismatch = None;
-    let done = pair.run_until(Duration::from_secs(24 * 3600), |p| {
-        let client = p.client_conn().unwrap();
-        while written < len {
-            let offset = written % block.len();
-            let end = (offset + (len - written)).min(block.len());
-            let n = client.write(id, &block[offset..end]).unwrap();
-            if n == 0 {
-                break;
-            }
-            written += n;
-        }
-        if written == len && !finished {
-            client.finish(id).unwrap();
-            finished = true;
-        }
-        let server = p.server_conn().unwrap();
-        sid = sid.or_else(|| server.accept(Dir::Uni));
-        let Some(sid) = sid else {
-            return false;
-        };
-        loop {
-            match server.read(sid, 1 << 20).unwrap() {
-                ReadOutcome::Data(bytes) => {
-                    let offset = received % block.len();
-                    // Compare against the pattern, which repeats every megabyte.
-                    let mut checked = 0;
-                    while checked < bytes.len() {
-                        let at = (offset + checked) % block.len();
-                        let n = (bytes.len() - checked).min(block.len() - at);
-                        if bytes[checked..checked + n] != block[at..at + n] && mismatch.is_none() {
-                            mismatch = Some(received + checked);
-                        }
-                        checked += n;
-                    }
-                    received += bytes.len();
-                }
-                ReadOutcome::Finished => return true,
-                ReadOutcome::Blocked => return false,
-                ReadOutcome::Reset(code) => panic!("reset {code}"),
-            }
-        }
-    });
-    assert!(done, "received {received} of {len}");
-    assert_eq!(mismatch, None, "corrupt byte");
-    assert_eq!(received, len);
+    let took = bulk_transfer(&mut pair, len, Duration::from_secs(24 * 3600));
+    assert!(took.is_some(), "{len} bytes not moved");
     let stats = pair.client_conn().unwrap().stats();
     eprintln!(
         "{len} bytes in {:.2} s real, {:.2} s virtual; {} packets sent, {} lost",
         started.elapsed().as_secs_f64(),
-        (pair.sim.now() - virtual_start).as_secs_f64(),
+        took.unwrap().as_secs_f64(),
         stats.packets_sent,
         stats.packets_lost
     );

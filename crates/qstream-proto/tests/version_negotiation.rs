@@ -306,22 +306,16 @@ fn version_negotiation_client_and_server_switch_to_v2_and_transfer() {
         let id = client.open(now, qstream_proto::wire::Dir::Uni).unwrap();
         client.write(id, &data).unwrap();
         client.finish(id).unwrap();
-        let mut body = Vec::new();
-        let mut sid = None;
+        let mut download = Download::new(qstream_proto::wire::Dir::Uni);
         assert!(
             pair.run_until(std::time::Duration::from_secs(10), |p| {
-                let server = p.server_conn().unwrap();
-                sid = sid.or_else(|| server.accept(qstream_proto::wire::Dir::Uni));
-                sid.is_some_and(|s| {
-                    drain(server, s, &mut body)
-                        == Some(qstream_proto::streams::ReadOutcome::Finished)
-                })
-            }),
+                download.pull(p.server_conn().unwrap())
+            }) && download.finished(),
             "seed {seed}: {} of {} bytes",
-            body.len(),
+            download.received,
             data.len()
         );
-        assert!(body == data, "seed {seed}: corrupted");
+        assert!(download.body == data, "seed {seed}: corrupted");
         assert!(
             pair.client_conn().unwrap().stats().key_updates > 0,
             "seed {seed}: no key update in v2"

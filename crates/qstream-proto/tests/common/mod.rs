@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use qstream_proto::crypto::{initial_keys, protect};
 use qstream_proto::sim::{LinkConfig, Simulator};
-use qstream_proto::wire::{ConnectionId, Header, TruncatedPacketNumber, Version};
+use qstream_proto::wire::{ConnectionId, Dir, Header, StreamId, TruncatedPacketNumber, Version};
 use qstream_proto::{
     ClientConfig, ConnectionHandle, Endpoint, EndpointConfig, Event, ServerConfig, Side,
     TransportConfig,
@@ -392,53 +392,166 @@ pub fn protected_packet(
     packet
 }
 
+/// One stream the test writes to its end: `len` bytes of `block` repeated, on each call as
+/// much as the connection takes, then the FIN.
+pub struct Upload {
+    pub id: StreamId,
+    block: Vec<u8>,
+    len: usize,
+    pub written: usize,
+    finished: bool,
+}
+
+impl Upload {
+    /// Writes `data` to `id`.
+    pub fn new(id: StreamId, data: Vec<u8>) -> Self {
+        let len = data.len();
+        Self::repeating(id, data, len)
+    }
+
+    /// Writes `len` bytes of `block` over and over to `id`.
+    pub fn repeating(id: StreamId, block: Vec<u8>, len: usize) -> Self {
+        Self {
+            id,
+            block,
+            len,
+            written: 0,
+            finished: false,
+        }
+    }
+
+    /// Writes what `conn` takes now, and the FIN once everything is written; true once done.
+    pub fn push(&mut self, conn: &mut qstream_proto::Connection) -> bool {
+        while self.written < self.len {
+            let offset = self.written % self.block.len();
+            let end = self.block.len().min(offset + self.len - self.written);
+            let n = conn
+                .write(self.id, &self.block[offset..end])
+                .expect("write");
+            if n == 0 {
+                return false;
+            }
+            self.written += n;
+        }
+        if !self.finished {
+            conn.finish(self.id).expect("finish");
+            self.finished = true;
+        }
+        true
+    }
+}
+
+/// The reading end of the first stream of a direction the peer opens: accepted once it
+/// appears, read as data comes; kept, only counted, or checked against a repeated block.
+pub struct Download {
+    dir: Dir,
+    pub id: Option<StreamId>,
+    /// What was read, unless the download only counts or checks.
+    pub body: Vec<u8>,
+    /// Bytes read.
+    pub received: usize,
+    /// How the stream ended, once it did.
+    pub end: Option<qstream_proto::streams::ReadOutcome>,
+    keep: bool,
+    expected: Option<Vec<u8>>,
+}
+
+impl Download {
+    /// Keeps what it reads in `body`.
+    pub fn new(dir: Dir) -> Self {
+        Self {
+            dir,
+            id: None,
+            body: Vec::new(),
+            received: 0,
+            end: None,
+            keep: true,
+            expected: None,
+        }
+    }
+
+    /// Only counts what it reads.
+    pub fn counting(dir: Dir) -> Self {
+        Self {
+            keep: false,
+            ..Self::new(dir)
+        }
+    }
+
+    /// Checks every byte against `block` repeated (see [`Upload::repeating`]); panics at the
+    /// first that differs.
+    pub fn checking(dir: Dir, block: Vec<u8>) -> Self {
+        Self {
+            expected: Some(block),
+            ..Self::counting(dir)
+        }
+    }
+
+    /// Accepts the stream if not yet, and reads all it has now; true once it ended (normally
+    /// or by a reset: see `end`).
+    pub fn pull(&mut self, conn: &mut qstream_proto::Connection) -> bool {
+        use qstream_proto::streams::ReadOutcome;
+        if self.end.is_some() {
+            return true;
+        }
+        self.id = self.id.or_else(|| conn.accept(self.dir));
+        let Some(id) = self.id else {
+            return false;
+        };
+        loop {
+            match conn.read(id, 1 << 20) {
+                Ok(ReadOutcome::Data(bytes)) => self.take(&bytes),
+                Ok(ReadOutcome::Blocked) | Err(_) => return false,
+                Ok(end) => {
+                    self.end = Some(end);
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Whether the stream ended normally.
+    pub fn finished(&self) -> bool {
+        self.end == Some(qstream_proto::streams::ReadOutcome::Finished)
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        if let Some(block) = &self.expected {
+            let mut checked = 0;
+            while checked < bytes.len() {
+                let at = (self.received + checked) % block.len();
+                let n = (bytes.len() - checked).min(block.len() - at);
+                assert!(
+                    bytes[checked..checked + n] == block[at..at + n],
+                    "corrupt bytes within {} of offset {}",
+                    n,
+                    self.received + checked
+                );
+                checked += n;
+            }
+        }
+        if self.keep {
+            self.body.extend_from_slice(bytes);
+        }
+        self.received += bytes.len();
+    }
+}
+
 /// Sends `len` bytes from the client to the server over one unidirectional stream, reading
 /// them as they come, and returns the virtual time from opening the stream until the server
 /// read its end; `None` if that takes longer than `timeout`. Checks every byte.
 pub fn bulk_transfer(pair: &mut Pair, len: usize, timeout: Duration) -> Option<Duration> {
-    use qstream_proto::streams::ReadOutcome;
-    use qstream_proto::wire::Dir;
     let start = pair.sim.now();
     let id = pair.client_conn()?.open(start, Dir::Uni).ok()?;
-    let block = pattern(3, 64 * 1024);
-    let (mut written, mut received, mut finished) = (0usize, 0usize, false);
-    let mut stream = None;
+    let block = pattern(3, 1 << 20);
+    let mut upload = Upload::repeating(id, block.clone(), len);
+    let mut download = Download::checking(Dir::Uni, block);
     let done = pair.run_until(timeout, |p| {
-        let client = p.client_conn().expect("client connection");
-        while written < len {
-            let offset = written % block.len();
-            let end = block.len().min(offset + len - written);
-            let n = client.write(id, &block[offset..end]).expect("write");
-            if n == 0 {
-                break;
-            }
-            written += n;
-        }
-        if written == len && !finished {
-            client.finish(id).expect("finish");
-            finished = true;
-        }
-        let Some(server) = p.server_conn() else {
-            return false;
-        };
-        stream = stream.or_else(|| server.accept(Dir::Uni));
-        let Some(sid) = stream else {
-            return false;
-        };
-        loop {
-            match server.read(sid, 1 << 20).expect("read") {
-                ReadOutcome::Data(bytes) => {
-                    for (i, byte) in bytes.iter().enumerate() {
-                        let at = (received + i) % block.len();
-                        assert_eq!(*byte, block[at], "byte {} corrupt", received + i);
-                    }
-                    received += bytes.len();
-                }
-                ReadOutcome::Finished => return true,
-                ReadOutcome::Blocked => return false,
-                ReadOutcome::Reset(code) => panic!("reset {code}"),
-            }
-        }
+        upload.push(p.client_conn().expect("client connection"));
+        p.server_conn().is_some_and(|server| download.pull(server))
     });
-    (done && received == len).then(|| pair.sim.now() - start)
+    if let Some(qstream_proto::streams::ReadOutcome::Reset(code)) = download.end {
+        panic!("reset {code}");
+    }
+    (done && download.finished() && download.received == len).then(|| pair.sim.now() - start)
 }
