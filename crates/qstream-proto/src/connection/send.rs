@@ -15,14 +15,8 @@ use crate::wire::{
 };
 use crate::{Side, TransportErrorCode};
 
-/// Room a packet needs beyond its frames: the largest long header (first byte, version, two
-/// 20-byte connection IDs with lengths, a 2-byte Length, 4-byte packet number) and the tag.
-/// Tokens are accounted separately.
-const PACKET_OVERHEAD: usize = 1 + 4 + 1 + 20 + 1 + 20 + 2 + 4 + TAG_LEN;
 /// The fewest frame bytes worth starting a packet for.
 const MIN_FRAME_ROOM: usize = 8;
-/// The largest CRYPTO frame header: type, an 8-byte offset, a 2-byte length.
-const CRYPTO_HEADER_MAX: usize = 1 + 8 + 2;
 
 /// A packet written into the datagram buffer, still unprotected.
 pub(super) struct Built {
@@ -199,7 +193,8 @@ impl Connection {
             if !self.can_send_in(id, plan.closing) || !wanted {
                 continue;
             }
-            let overhead = PACKET_OVERHEAD + self.initial_token.len() + MIN_FRAME_ROOM;
+            let (header, pn) = self.packet_header(id);
+            let overhead = header.len(pn) + TAG_LEN + MIN_FRAME_ROOM;
             if plan.limit.saturating_sub(buf.len() - base) < overhead {
                 break;
             }
@@ -328,15 +323,8 @@ impl Connection {
         space.probes > 0 || space.has_retransmittable_data() || data_space_work
     }
 
-    fn build_packet(
-        &mut self,
-        now: Instant,
-        id: SpaceId,
-        buf: &mut Vec<u8>,
-        limit: usize,
-        content: Content,
-    ) -> Built {
-        let start = buf.len();
+    /// The header of the next packet of space `id`, and its truncated packet number.
+    fn packet_header(&self, id: SpaceId) -> (Header<'_>, TruncatedPacketNumber) {
         let (version, dcid, scid) = (self.version, self.cids.remote(), self.local_cid);
         // RFC 9000 §17.2.2, RFC9000-307: a server's Initial has an empty token.
         let token: &[u8] = if self.side == Side::Client {
@@ -362,11 +350,27 @@ impl Connection {
                 key_phase: self.one_rtt.as_ref().is_some_and(|k| k.key_phase),
             },
         };
+        let space = &self.spaces[id as usize];
+        (
+            header,
+            TruncatedPacketNumber::encode(space.next_pn, space.largest_acked),
+        )
+    }
+
+    fn build_packet(
+        &mut self,
+        now: Instant,
+        id: SpaceId,
+        buf: &mut Vec<u8>,
+        limit: usize,
+        content: Content,
+    ) -> Built {
+        let start = buf.len();
+        let (header, truncated) = self.packet_header(id);
+        let pn_offset = start + header.encode(truncated, 0, buf);
         let space = &mut self.spaces[id as usize];
         let pn = space.next_pn;
         space.next_pn += 1;
-        let truncated = TruncatedPacketNumber::encode(pn, space.largest_acked);
-        let pn_offset = start + header.encode(truncated, 0, buf);
         let max_end = limit - TAG_LEN;
         let mut record = SentPacket {
             time: now,
@@ -435,31 +439,33 @@ impl Connection {
         let Some(close) = &self.close else {
             return;
         };
-        let room = max_end.saturating_sub(buf.len()).saturating_sub(24);
-        let frame = match close {
-            CloseFrame::Transport(error) => ConnectionClose {
-                error_code: VarInt::from_u64(error.code.0).unwrap_or(VarInt::MAX),
-                frame_type: Some(
+        let (error_code, frame_type, reason) = match close {
+            CloseFrame::Transport(error) => (
+                VarInt::from_u64(error.code.0).unwrap_or(VarInt::MAX),
+                Some(
                     error
                         .frame_type
                         .and_then(|t| VarInt::from_u64(t).ok())
                         .unwrap_or(VarInt::ZERO),
                 ),
-                reason: truncate_utf8(error.reason.as_bytes(), room),
-            },
-            CloseFrame::Application { .. } if id != SpaceId::Data => ConnectionClose {
-                error_code: VarInt::from_u64(TransportErrorCode::APPLICATION_ERROR.0)
-                    .expect("small"),
-                frame_type: Some(VarInt::ZERO),
-                reason: &[],
-            },
-            CloseFrame::Application { code, reason } => ConnectionClose {
-                error_code: *code,
-                frame_type: None,
-                reason: truncate_utf8(reason, room),
-            },
+                error.reason.as_bytes(),
+            ),
+            CloseFrame::Application { .. } if id != SpaceId::Data => (
+                VarInt::from_u64(TransportErrorCode::APPLICATION_ERROR.0).expect("small"),
+                Some(VarInt::ZERO),
+                &[][..],
+            ),
+            CloseFrame::Application { code, reason } => (*code, None, &reason[..]),
         };
-        Frame::ConnectionClose(frame).encode(buf);
+        // The reason is cut to what fits beside the frame's other fields (RFC 9000 §19.19).
+        let mut payload = Payload::new(buf, max_end);
+        let fields = 1 + error_code.size() + frame_type.map_or(0, VarInt::size);
+        let reason = truncate_utf8(reason, payload.data_room(fields));
+        payload.put_sized(&Frame::ConnectionClose(ConnectionClose {
+            error_code,
+            frame_type,
+            reason,
+        }));
     }
 
     /// Writes what is pending in space `id` into the packet, up to `max_end`: control frames,
@@ -688,10 +694,11 @@ fn write_ack(space: &mut PacketSpace, now: Instant, buf: &mut Vec<u8>) {
 
 /// CRYPTO data lost earlier first, then new data (RFC 9000 §13.3).
 fn write_crypto(space: &mut PacketSpace, payload: &mut Payload<'_>, record: &mut SentPacket) {
-    while let Some((offset, data)) = space
-        .crypto_send
-        .next_chunk(payload.room().saturating_sub(CRYPTO_HEADER_MAX))
-    {
+    loop {
+        let room = payload.crypto_data_room(space.crypto_send.next_offset());
+        let Some((offset, data)) = space.crypto_send.next_chunk(room) else {
+            break;
+        };
         let sent = offset..offset + data.len() as u64;
         payload.put_sized(&Frame::Crypto {
             offset: VarInt::from_u64(offset).expect("crypto offsets are small"),

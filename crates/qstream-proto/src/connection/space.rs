@@ -351,6 +351,11 @@ impl CryptoSend {
         }
     }
 
+    /// The offset [`Self::next_chunk`] starts at.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.pending.iter().next().map_or(self.sent, |r| r.start)
+    }
+
     /// The next bytes to send, at most `max`, with their offset: bytes to send again first,
     /// then new ones.
     pub(crate) fn next_chunk(&mut self, max: usize) -> Option<(u64, &[u8])> {

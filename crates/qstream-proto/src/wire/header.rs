@@ -155,6 +155,24 @@ pub enum Header<'a> {
 }
 
 impl Header<'_> {
+    /// The bytes [`Header::encode`] writes with packet number `pn`, the packet number
+    /// included.
+    pub fn len(&self, pn: TruncatedPacketNumber) -> usize {
+        let fields = match self {
+            Self::Short { dcid, .. } => 1 + dcid.len(),
+            Self::Initial {
+                dcid, scid, token, ..
+            } => {
+                let token_len = VarInt::try_from(token.len()).map_or(8, VarInt::size);
+                5 + 2 + dcid.len() + scid.len() + LENGTH_FIELD_LEN + token_len + token.len()
+            }
+            Self::ZeroRtt { dcid, scid, .. } | Self::Handshake { dcid, scid, .. } => {
+                5 + 2 + dcid.len() + scid.len() + LENGTH_FIELD_LEN
+            }
+        };
+        fields + pn.size()
+    }
+
     /// The packet type this header introduces.
     pub fn packet_type(&self) -> PacketType {
         match self {

@@ -1,5 +1,6 @@
 //! The payload of a packet being written: frames go in only while they fit.
 
+use super::VarInt;
 use super::frame::Frame;
 
 /// A packet's frames being written into a buffer that must not grow past `end` (where the
@@ -20,6 +21,29 @@ impl<'a> Payload<'a> {
     /// Bytes still free.
     pub(crate) fn room(&self) -> usize {
         self.end.saturating_sub(self.buf.len())
+    }
+
+    /// The most data bytes a frame can carry here when its fields before the data take
+    /// `fields` bytes and a varint Length precedes the data: the room less both, the Length's
+    /// size being the one the data length needs.
+    pub(crate) fn data_room(&self, fields: usize) -> usize {
+        let room = self.room().saturating_sub(fields);
+        // A varint of n bytes holds values below 2^(8n - 2): the most data with each size of
+        // Length, and the best of them.
+        [1usize, 2, 4, 8]
+            .into_iter()
+            .map(|size| {
+                let most = (1u64 << (8 * size - 2)) - 1;
+                (room.saturating_sub(size) as u64).min(most) as usize
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The most data a CRYPTO frame at `offset` can carry here (RFC 9000 §19.6: type, Offset,
+    /// Length).
+    pub(crate) fn crypto_data_room(&self, offset: u64) -> usize {
+        self.data_room(1 + VarInt::from_u64(offset).map_or(8, VarInt::size))
     }
 
     /// The buffer's length: where the next frame starts.
@@ -62,5 +86,30 @@ mod tests {
         assert!(!payload.put(&Frame::MaxData(VarInt::from_u64(1 << 40).unwrap())));
         assert_eq!(payload.room(), 4);
         assert_eq!(buf.len(), 6);
+    }
+
+    #[test]
+    fn data_room_is_exact_for_every_length_size() {
+        for end in [
+            0usize, 1, 3, 4, 5, 66, 67, 68, 100, 16_387, 16_388, 16_389, 70_000,
+        ] {
+            for offset in [0u64, 5, 1 << 20] {
+                let mut buf = Vec::new();
+                let n = Payload::new(&mut buf, end).crypto_data_room(offset);
+                let encoded_len = |len: usize| {
+                    let mut encoded = Vec::new();
+                    Frame::Crypto {
+                        offset: VarInt::from_u64(offset).unwrap(),
+                        data: &vec![0; len],
+                    }
+                    .encode(&mut encoded);
+                    encoded.len()
+                };
+                if n > 0 {
+                    assert!(encoded_len(n) <= end, "{n} bytes overran {end} at {offset}");
+                    assert!(encoded_len(n + 1) > end, "{n} is not the most for {end}");
+                }
+            }
+        }
     }
 }
