@@ -107,17 +107,16 @@ impl Connection {
         if data.len() > max {
             return Err(SendDatagramError::TooLarge { max });
         }
-        if self.datagrams_out.len() >= self.config.datagram_send_buffer {
-            self.datagrams_out.pop_front();
-        }
-        self.datagrams_out.push_back(data);
+        self.datagrams
+            .queue_outgoing(data, self.config.datagram_send_buffer);
         Ok(())
     }
 
     /// The largest datagram payload [`Self::send_datagram`] accepts now.
     pub fn max_datagram_size(&self) -> Result<usize, SendDatagramError> {
         let peer = self
-            .peer_max_datagram
+            .datagrams
+            .peer_max_frame
             .ok_or(SendDatagramError::UnsupportedByPeer)?;
         // A 1-RTT packet: first byte, connection ID, up to 4 bytes of packet number, the tag,
         // then the frame's type and length.
@@ -129,6 +128,6 @@ impl Connection {
 
     /// The next received datagram.
     pub fn recv_datagram(&mut self) -> Option<Bytes> {
-        self.datagrams_in.pop_front()
+        self.datagrams.next_incoming()
     }
 }

@@ -199,7 +199,7 @@ impl Connection {
         self.path
             .mtu
             .limit_to_peer(params.max_udp_payload_size.into_inner());
-        self.peer_max_datagram = params
+        self.datagrams.peer_max_frame = params
             .max_datagram_frame_size
             .map(VarInt::into_inner)
             .filter(|&size| size > 0);

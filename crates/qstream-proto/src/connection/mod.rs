@@ -9,8 +9,10 @@
 mod ack_frequency;
 mod application;
 mod cids;
+mod datagrams;
 mod events;
 mod handshake;
+mod idle;
 mod keys;
 mod mtu;
 mod negotiation;
@@ -28,7 +30,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -42,8 +44,10 @@ use crate::stateless_reset::StatelessResetToken;
 use crate::streams::{StreamFrameRecord, Streams};
 use crate::wire::{ConnectionId, SpaceId, TransportParameters, VarInt, Version};
 use cids::CidState;
+use datagrams::Datagrams;
 pub(crate) use events::EndpointEvent;
 pub use events::{ConnectionError, EcnCodepoint, Event, SendDatagramError, Transmit};
+use idle::IdleTimer;
 use keys::OneRttKeys;
 use path::Path;
 use space::PacketSpace;
@@ -126,11 +130,7 @@ pub struct Connection {
     ack_frequency: ack_frequency::AckFrequency,
     peer_ack_delay_exponent: u8,
 
-    idle_timeout: Option<Duration>,
-    idle_deadline: Option<Instant>,
-    /// Whether an ack-eliciting packet was sent since the last packet was received (RFC 9000
-    /// §10.1: only the first one restarts the idle timer).
-    sent_eliciting_since_receive: bool,
+    idle: IdleTimer,
     last_sent_eliciting: Option<Instant>,
     ping_pending: bool,
     /// A PATH_CHALLENGE's data to echo in PATH_RESPONSE (RFC 9000 §8.2.2).
@@ -146,9 +146,7 @@ pub struct Connection {
     close_pending: bool,
     error: Option<ConnectionError>,
 
-    datagrams_in: VecDeque<Bytes>,
-    datagrams_out: VecDeque<Bytes>,
-    peer_max_datagram: Option<u64>,
+    datagrams: Datagrams,
     /// Version negotiation: the original version, a server's pending choice, what a switch
     /// needs (RFC 9368, RFC 9369).
     versions: Versions,
@@ -251,9 +249,7 @@ impl Connection {
                 init.config.ack_eliciting_threshold,
             ),
             peer_ack_delay_exponent: 3,
-            idle_timeout: init.config.max_idle_timeout,
-            idle_deadline: None,
-            sent_eliciting_since_receive: false,
+            idle: IdleTimer::new(init.config.max_idle_timeout),
             last_sent_eliciting: None,
             ping_pending: false,
             path_response: None,
@@ -262,9 +258,7 @@ impl Connection {
             close: None,
             close_pending: false,
             error: None,
-            datagrams_in: VecDeque::new(),
-            datagrams_out: VecDeque::new(),
-            peer_max_datagram: None,
+            datagrams: Datagrams::default(),
             versions: Versions {
                 original_version: init.version,
                 version_choice: init.version_choice,

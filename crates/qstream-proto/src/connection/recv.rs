@@ -180,8 +180,8 @@ impl Connection {
         }
         self.schedule_ack(now, id, packet.pn, ecn, ack_eliciting);
         if matches!(self.state, State::Handshaking | State::Established) {
-            self.reset_idle_timer(now);
-            self.sent_eliciting_since_receive = false;
+            let (peer, pto) = (self.peer_idle_timeout(), self.pto_duration());
+            self.idle.on_received(now, peer, pto);
         }
         Ok(Outcome::Processed)
     }
@@ -575,10 +575,10 @@ impl Connection {
                 "DATAGRAM larger than max_datagram_frame_size",
             ));
         }
-        if self.datagrams_in.len() >= self.config.datagram_receive_buffer {
-            self.datagrams_in.pop_front();
-        }
-        self.datagrams_in.push_back(Bytes::copy_from_slice(data));
+        self.datagrams.on_received(
+            Bytes::copy_from_slice(data),
+            self.config.datagram_receive_buffer,
+        );
         self.events.push_back(Event::DatagramReceived);
         Ok(())
     }

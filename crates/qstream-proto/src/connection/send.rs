@@ -318,7 +318,7 @@ impl Connection {
                 || self.ping_pending
                 || self.ack_frequency.has_pending()
                 || self.path_response.is_some()
-                || !self.datagrams_out.is_empty()
+                || !self.datagrams.outgoing.is_empty()
                 || self.streams.wants_to_send());
         space.probes > 0 || space.has_retransmittable_data() || data_space_work
     }
@@ -502,13 +502,13 @@ impl Connection {
             }
             if id == SpaceId::Data {
                 self.write_stream_frames(now, &mut payload, record);
-                while let Some(datagram) = self.datagrams_out.front() {
+                while let Some(datagram) = self.datagrams.outgoing.front() {
                     // The frame is longer than its data: one that cannot fit is not copied in.
                     if datagram.len() >= payload.room() || !payload.put(&Frame::Datagram(datagram))
                     {
                         break;
                     }
-                    self.datagrams_out.pop_front();
+                    self.datagrams.outgoing.pop_front();
                     record.ack_eliciting = true;
                 }
             }
@@ -619,10 +619,8 @@ impl Connection {
             self.spaces[id as usize].time_of_last_ack_eliciting = Some(now);
             // RFC 9000 §10.1: sending the first ack-eliciting packet after receiving restarts
             // the idle timer.
-            if !self.sent_eliciting_since_receive {
-                self.sent_eliciting_since_receive = true;
-                self.reset_idle_timer(now);
-            }
+            let (peer, pto) = (self.peer_idle_timeout(), self.pto_duration());
+            self.idle.on_eliciting_sent(now, peer, pto);
         }
         if record.in_flight {
             self.path.bytes_in_flight += u64::from(record.size);
@@ -631,7 +629,7 @@ impl Connection {
                 // Nothing else to send and room in the window: the application limits the
                 // rate now (for delivery-rate samples).
                 let app_limited = self.path.bytes_in_flight < self.path.cc.window()
-                    && self.datagrams_out.is_empty()
+                    && self.datagrams.outgoing.is_empty()
                     && !self.streams.has_data_to_send();
                 self.path.cc.on_sent(
                     now,

@@ -78,7 +78,7 @@ impl Connection {
     /// When `timer` expires, if it is set.
     fn deadline(&self, timer: Timer) -> Option<Instant> {
         match timer {
-            Timer::Idle => self.idle_deadline,
+            Timer::Idle => self.idle.deadline(),
             Timer::Pacing => self.path.pacing_until,
             Timer::KeyDiscard => self.one_rtt.as_ref().and_then(|k| k.prev_discard_at),
             Timer::KeepAlive => self.keep_alive_deadline(),
@@ -137,19 +137,16 @@ impl Connection {
         self.path.rtt.pto_base()
     }
 
-    /// Restarts the idle timer (RFC 9000 §10.1): the effective timeout is the smaller of both
-    /// sides' (zero meaning none), and never less than three PTOs.
-    pub(super) fn reset_idle_timer(&mut self, now: Instant) {
-        let peer = self
-            .peer_params
+    /// The peer's max_idle_timeout in milliseconds, once known.
+    pub(super) fn peer_idle_timeout(&self) -> Option<u64> {
+        self.peer_params
             .as_ref()
             .map(|p| p.max_idle_timeout.into_inner())
-            .filter(|&ms| ms > 0)
-            .map(Duration::from_millis);
-        let timeout = match (self.idle_timeout, peer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.idle_deadline = timeout.map(|t| now + t.max(3 * self.pto_duration()));
+    }
+
+    /// Restarts the idle timer (RFC 9000 §10.1).
+    pub(super) fn reset_idle_timer(&mut self, now: Instant) {
+        let (peer, pto) = (self.peer_idle_timeout(), self.pto_duration());
+        self.idle.restart(now, peer, pto);
     }
 }
