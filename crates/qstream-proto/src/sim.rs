@@ -14,8 +14,9 @@ use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::Endpoint;
 use crate::connection::EcnCodepoint;
+use crate::transmit::{NextStep, ReceiveBatch};
+use crate::{Connection, ConnectionHandle, Endpoint};
 
 /// The simulated link between every pair of endpoints, the same in both directions.
 #[derive(Clone, Debug)]
@@ -137,6 +138,12 @@ pub struct Simulator {
     stats: LinkStats,
     bytes_by: HashMap<SocketAddr, u64>,
     buf: Vec<u8>,
+    /// The send policy of each endpoint over the datagrams due at `batch_at`.
+    batches: Vec<ReceiveBatch>,
+    batch_at: Option<Instant>,
+    /// The connection whose application was let answer a datagram before the rest of its
+    /// batch: its endpoint's index and handle.
+    answering: Option<(usize, ConnectionHandle)>,
 }
 
 impl Simulator {
@@ -155,6 +162,9 @@ impl Simulator {
             stats: LinkStats::default(),
             bytes_by: HashMap::new(),
             buf: Vec::with_capacity(1500),
+            batches: Vec::new(),
+            batch_at: None,
+            answering: None,
         }
     }
 
@@ -181,6 +191,7 @@ impl Simulator {
     /// Adds an endpoint at `addr`; returns its index.
     pub fn add_endpoint(&mut self, addr: SocketAddr, endpoint: Endpoint) -> usize {
         self.endpoints.push((addr, endpoint));
+        self.batches.push(ReceiveBatch::default());
         self.endpoints.len() - 1
     }
 
@@ -310,13 +321,25 @@ impl Simulator {
     /// time advances to `limit` and nothing else happens.
     ///
     /// The datagrams due at one instant are one receive batch, handled with
-    /// [`Endpoint::receive`] and its send policy: what a [`crate::transmit::Receipt`] says to
-    /// send now goes before the next datagram, and urgent sends at the end of the step. Other
-    /// sends wait for the start of the next step, at the same instant: whoever drives the
-    /// simulator acts in between, as an application does when its driver lets it answer what
-    /// arrived before sending, so its answers share packets with acknowledgments and credit.
+    /// [`Endpoint::receive`] and the send policy a driver applies ([`ReceiveBatch`]): what a
+    /// [`crate::transmit::Receipt`] says to send now goes before the next datagram; after the
+    /// first datagram that gives the application work, the step ends there and the rest
+    /// waits for the next step at the same instant; urgent sends go at the end of the step.
+    /// Other sends wait for the start of the next step: whoever drives the simulator acts in
+    /// between, as an application does when its driver lets it answer what arrived before
+    /// sending, so its answers share packets with acknowledgments and credit.
     pub fn step_until(&mut self, limit: Option<Instant>) -> bool {
-        self.flush();
+        // After an application's answer to one datagram of a batch: its answer goes out
+        // before the rest only if the policy says so; otherwise all goes after the batch.
+        let hold = self.answering.take().is_some_and(|(i, handle)| {
+            !self.endpoints[i]
+                .1
+                .connection(handle)
+                .is_some_and(ReceiveBatch::send_answer)
+        });
+        if !hold {
+            self.flush();
+        }
         let next_delivery = self.queue.peek().map(|Reverse(d)| d.at);
         let next_timer = self
             .endpoints
@@ -336,22 +359,40 @@ impl Simulator {
             }
         }
         self.now = self.now.max(next);
+        if self.batch_at != Some(self.now) {
+            self.batch_at = Some(self.now);
+            self.batches.fill(ReceiveBatch::default());
+        }
         let mut urgent = false;
         while self.queue.peek().is_some_and(|Reverse(d)| d.at <= self.now) {
             let Reverse(datagram) = self.queue.pop().expect("peeked");
-            if let Some((_, endpoint)) = self.endpoints.iter_mut().find(|(a, _)| *a == datagram.to)
-            {
-                self.stats.delivered += 1;
-                let receipt = endpoint.receive(
-                    self.now,
-                    datagram.from,
-                    datagram.ecn,
-                    BytesMut::from(datagram.data.as_slice()),
-                );
-                urgent |= receipt.urgent;
-                if receipt.send_now {
-                    self.flush();
+            let Some(i) = self.endpoints.iter().position(|(a, _)| *a == datagram.to) else {
+                continue;
+            };
+            self.stats.delivered += 1;
+            let endpoint = &mut self.endpoints[i].1;
+            let receipt = endpoint.receive(
+                self.now,
+                datagram.from,
+                datagram.ecn,
+                BytesMut::from(datagram.data.as_slice()),
+            );
+            urgent |= receipt.urgent;
+            let more = self.queue.peek().is_some_and(|Reverse(d)| d.at <= self.now);
+            let woke = || {
+                receipt
+                    .connection
+                    .and_then(|h| endpoint.connection(h))
+                    .is_some_and(Connection::has_events)
+            };
+            match self.batches[i].after_datagram(&receipt, more, woke) {
+                NextStep::SendNow => self.flush(),
+                NextStep::LetApplicationAnswer => {
+                    // The rest waits, due now, until whoever drives the simulator acted.
+                    self.answering = receipt.connection.map(|h| (i, h));
+                    break;
                 }
+                NextStep::Continue => {}
             }
         }
         self.run_expired_timers();

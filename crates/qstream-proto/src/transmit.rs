@@ -1,7 +1,7 @@
 //! The send policy a driver applies, decided here so that it is one rule for every driver and
 //! testable without sockets: when to send before handling the rest of a receive batch
-//! ([`Endpoint::receive`]), and how the datagrams [`Endpoint::poll_transmit`] gives are
-//! grouped into system calls ([`gso_batches`]).
+//! ([`Endpoint::receive`] and [`ReceiveBatch`]), and how the datagrams
+//! [`Endpoint::poll_transmit`] gives are grouped into system calls ([`gso_batches`]).
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use crate::connection::{EcnCodepoint, Transmit};
+use crate::connection::{Connection, EcnCodepoint, Transmit};
 use crate::endpoint::{ConnectionHandle, Endpoint};
 use crate::wire::is_long_header;
 
@@ -48,6 +48,59 @@ impl Endpoint {
             send_now: long_header || gap,
             urgent: long_header || gap || state.is_some_and(|c| c.has_urgent_transmit()),
         }
+    }
+}
+
+/// What a driver does after a datagram of a receive batch ([`ReceiveBatch::after_datagram`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextStep {
+    /// Handle the next datagram of the batch.
+    Continue,
+    /// Send what is pending, then handle the rest ([`Receipt::send_now`]).
+    SendNow,
+    /// Let the application answer what this datagram gave it, then ask
+    /// [`ReceiveBatch::send_answer`] whether its answer goes out before the rest is handled.
+    LetApplicationAnswer,
+}
+
+/// The send policy over one receive batch, beyond each datagram's [`Receipt`]. The answers
+/// to the first datagram that gives waiting application tasks work go out before the rest of
+/// the batch is handled, when the application answered with stream data: under
+/// request/response load the peer then works on them meanwhile, instead of both sides taking
+/// turns over whole batches, each idle while the other works. Only the first: answering every
+/// datagram on its own would cost a packet each. A batch is what one receive call gave; a
+/// new batch starts with [`ReceiveBatch::default`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReceiveBatch {
+    answered_first: bool,
+}
+
+impl ReceiveBatch {
+    /// What to do after the datagram `receipt` describes, with `more` datagrams of the batch
+    /// left; `woke` says (asked only when it matters) whether the datagram gave waiting
+    /// application tasks work, and may hand them that work as it answers.
+    pub fn after_datagram(
+        &mut self,
+        receipt: &Receipt,
+        more: bool,
+        woke: impl FnOnce() -> bool,
+    ) -> NextStep {
+        if receipt.send_now {
+            return NextStep::SendNow;
+        }
+        if !self.answered_first && more && woke() {
+            self.answered_first = true;
+            return NextStep::LetApplicationAnswer;
+        }
+        NextStep::Continue
+    }
+
+    /// After the application's turn ([`NextStep::LetApplicationAnswer`]): whether what
+    /// `connection` now has to send goes out before the rest of the batch. Only if the
+    /// application answered with stream data: a bulk reader's credit or a bare ACK is better
+    /// sent once, after the whole batch.
+    pub fn send_answer(connection: &Connection) -> bool {
+        connection.has_stream_data_to_send()
     }
 }
 

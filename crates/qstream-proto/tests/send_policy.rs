@@ -142,3 +142,64 @@ fn send_policy_answers_share_packets_with_acks_and_credit() {
         );
     }
 }
+
+#[test]
+fn send_policy_the_first_answer_leaves_before_the_rest_is_handled() {
+    // Eight requests of 1000 bytes leave the client in one burst and reach the server as one
+    // batch of datagrams. The answer to the first request leaves before the server handles
+    // the others, so the client can work on it meanwhile; the other seven answers share a
+    // packet. Handling the whole batch first would send all eight answers in one packet;
+    // answering datagram by datagram, in about six.
+    use qstream_proto::streams::ReadOutcome;
+    let mut pair = Pair::new(PairOptions {
+        link: LinkConfig {
+            delay: Duration::from_micros(25),
+            ..LinkConfig::default()
+        },
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    pair.run_until(Duration::from_millis(100), |_| false);
+    let eliciting_received = |pair: &mut Pair| {
+        let stats = pair.client_conn().unwrap().stats();
+        stats.packets_received
+            - stats.non_eliciting_packets_received
+            - stats
+                .frames_received
+                .get(qstream_proto::wire::FrameType::PING)
+    };
+    let before = eliciting_received(&mut pair);
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    let ids: Vec<_> = (0..8)
+        .map(|_| {
+            let id = client.open(now, Dir::Bi).unwrap();
+            client.write(id, &[7; 1000]).unwrap();
+            client.finish(id).unwrap();
+            id
+        })
+        .collect();
+    let mut requests = vec![Vec::new(); ids.len()];
+    let mut answered = vec![false; ids.len()];
+    let mut responses = vec![Vec::new(); ids.len()];
+    assert!(pair.run_until(Duration::from_secs(2), |p| {
+        let server = p.server_conn().unwrap();
+        while server.accept(Dir::Bi).is_some() {}
+        for (i, id) in ids.iter().enumerate() {
+            if !answered[i] && drain(server, *id, &mut requests[i]) == Some(ReadOutcome::Finished) {
+                server.write(*id, &[7; 64]).unwrap();
+                server.finish(*id).unwrap();
+                answered[i] = true;
+            }
+        }
+        let client = p.client_conn().unwrap();
+        ids.iter()
+            .zip(&mut responses)
+            .all(|(id, response)| response.len() == 64 || drain(client, *id, response).is_some())
+    }));
+    let answers = eliciting_received(&mut pair) - before;
+    assert_eq!(
+        answers, 2,
+        "eight requests were answered in {answers} packets"
+    );
+}

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use qstream_proto::connection::Event;
-use qstream_proto::transmit::gso_batches;
+use qstream_proto::transmit::{NextStep, ReceiveBatch, gso_batches};
 use qstream_proto::{
     ClientConfig, ConnectError, ConnectionError, ConnectionHandle, EndpointConfig, ServerConfig,
 };
@@ -489,16 +489,14 @@ struct Handled {
 }
 
 /// Hands the backlog's datagrams to the protocol endpoint in order, and their events to the
-/// tasks waiting on them. It stops early when the protocol says to send first
-/// ([`qstream_proto::transmit::Receipt::send_now`]: after a long header or a gap report).
-/// With `answer_first`, it also stops after the first datagram that woke tasks: the peer
-/// works on our answers to its first packet while we handle the rest, instead of both sides
-/// taking turns over whole batches.
+/// tasks waiting on them, stopping early where the protocol's send policy says
+/// ([`ReceiveBatch::after_datagram`]): to send first, or to let the tasks a datagram woke
+/// answer it before the rest is handled.
 fn handle_received(
     state: &mut State,
     now: Instant,
     backlog: &mut VecDeque<Received>,
-    answer_first: bool,
+    policy: &mut ReceiveBatch,
 ) -> Handled {
     let mut urgent = false;
     while let Some(batch) = backlog.front_mut() {
@@ -509,19 +507,22 @@ fn handle_received(
         }
         let receipt = state.proto.receive(now, from, ecn, datagram);
         urgent |= receipt.urgent;
-        if receipt.send_now {
-            return Handled {
-                urgent: true,
-                woke: state.dispatch_events(),
-                answering: None,
-            };
-        }
-        if answer_first && !backlog.is_empty() && state.dispatch_events() {
-            return Handled {
-                urgent,
-                woke: true,
-                answering: receipt.connection,
-            };
+        match policy.after_datagram(&receipt, !backlog.is_empty(), || state.dispatch_events()) {
+            NextStep::SendNow => {
+                return Handled {
+                    urgent: true,
+                    woke: state.dispatch_events(),
+                    answering: None,
+                };
+            }
+            NextStep::LetApplicationAnswer => {
+                return Handled {
+                    urgent,
+                    woke: true,
+                    answering: receipt.connection,
+                };
+            }
+            NextStep::Continue => {}
         }
     }
     Handled {
@@ -603,11 +604,11 @@ impl Shared {
     async fn handle_backlog(
         &self,
         backlog: &mut VecDeque<Received>,
-        answer_first: &mut bool,
+        policy: &mut ReceiveBatch,
     ) -> bool {
         let handled = {
             let mut state = self.lock();
-            handle_received(&mut state, Instant::now(), backlog, *answer_first)
+            handle_received(&mut state, Instant::now(), backlog, policy)
         };
         if handled.woke && !handled.urgent {
             // The tasks this woke run before anything is sent: their replies then share
@@ -617,15 +618,13 @@ impl Shared {
             tokio::task::yield_now().await;
         }
         if let Some(handle) = handled.answering {
-            *answer_first = false;
             let answered = self
                 .lock()
                 .proto
                 .connection(handle)
-                .is_some_and(|c| c.has_stream_data_to_send());
+                .is_some_and(ReceiveBatch::send_answer);
             if !answered {
-                // Nothing to hurry (a reader of a bulk transfer, or a peer's ACKs):
-                // the rest is handled first, and one packet acknowledges it all.
+                // The rest is handled first, and one packet acknowledges it all.
                 return true;
             }
         }
@@ -643,15 +642,10 @@ async fn drive(shared: Arc<Shared>) {
     let mut meta = vec![RecvMeta::default(); BATCH];
     let mut out = Vec::with_capacity(1500);
     let mut backlog = VecDeque::new();
-    // Whether the answers to the first datagram of what was received that wakes tasks may
-    // still go out on their own, before the rest is handled. Under request/response load,
-    // handling a whole batch before sending anything makes the two sides take turns, each
-    // idle while the other works; sending the first answers early lets the peer work on them
-    // meanwhile. Only the first: answering every datagram on its own would cost a packet
-    // each.
-    let mut answer_first = true;
+    // The send policy over what one receive call gave.
+    let mut policy = ReceiveBatch::default();
     loop {
-        if !backlog.is_empty() && shared.handle_backlog(&mut backlog, &mut answer_first).await {
+        if !backlog.is_empty() && shared.handle_backlog(&mut backlog, &mut policy).await {
             continue;
         }
         // Changes made from now on wake the driver again; those made before, it sees now.
@@ -668,7 +662,7 @@ async fn drive(shared: Arc<Shared>) {
             tokio::task::yield_now().await;
             continue;
         }
-        answer_first = true;
+        policy = ReceiveBatch::default();
         let sleep = async {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline.into()).await,

@@ -469,7 +469,10 @@ async fn loopback_the_first_answer_leaves_before_the_rest_is_handled() {
     // backlog of seven packets. The answer to the first request leaves before the server
     // handles the other packets, so the client can work on it meanwhile; the other seven
     // answers share a packet. Handling the whole backlog first would send all eight answers
-    // in one packet; answering packet by packet, in seven.
+    // in one packet; answering packet by packet, in seven. The exact rule is proved in the
+    // simulator (`send_policy_the_first_answer_leaves_before_the_rest_is_handled`); here,
+    // where a loaded machine may split a burst into two receive batches, only that the
+    // driver applies it.
     let (_server, client, server) = pair("127.0.0.1", TransportConfig::default()).await;
     let serving = serve_answers(server);
     let exchange = |streams: usize| {
@@ -499,8 +502,8 @@ async fn loopback_the_first_answer_leaves_before_the_rest_is_handled() {
     let before = received(&client);
     exchange(8).await;
     let answers = received(&client) - before;
-    assert_eq!(
-        answers, 2,
+    assert!(
+        (2..=4).contains(&answers),
         "eight requests were answered in {answers} packets"
     );
     drop(client);

@@ -411,6 +411,11 @@ impl Connection {
         stats
     }
 
+    /// Whether [`Self::poll_event`] has an event for the application.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty() || self.streams.has_events()
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events

@@ -333,6 +333,11 @@ impl Streams {
         self.events.pop_front()
     }
 
+    /// Whether [`Self::poll_event`] has an event.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Inserts the stream of ours with `index`, just opened.
     fn insert_local(&mut self, now: Instant, dir: Dir, index: u64) -> StreamId {
         let id = StreamId::new(self.side, dir, index).expect("below 2^60");
