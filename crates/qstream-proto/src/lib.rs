@@ -26,13 +26,16 @@
 //!   implementation advertises.
 //! - `qlog`: qlog traces (quic-events) of a connection.
 //! - [`connection`]: one connection's state machine: the receive path (`recv`), the send path
-//!   (`send`), loss recovery (`recovery`), the handshake, version negotiation, timers, and the
-//!   application's stream and datagram calls.
+//!   (`send`), loss recovery (`recovery`), the path (address, RTT, congestion control, pacing,
+//!   ECN, MTU, amplification), the handshake, version negotiation, timers and the idle
+//!   timeout, the DATAGRAM queues, and the application's stream and datagram calls.
 //! - `endpoint` ([`Endpoint`]): connections of one socket: routing by connection ID, the reset
 //!   token index, Retry and address tokens, timers across connections.
-//! - [`transmit`]: the send policy a driver applies to the datagrams it is given (GSO
-//!   batching).
-//! - [`sim`]: a deterministic in-memory network for tests and benchmarks.
+//! - [`transmit`]: the send policy a driver applies: when to send before the rest of a
+//!   receive batch is handled (each datagram's receipt, and the batch's answer-first rule),
+//!   and how the datagrams it is given are grouped into GSO sends.
+//! - [`sim`]: a deterministic in-memory network for tests and benchmarks; it applies the same
+//!   send policy as a driver, so packet economy is tested there.
 #![forbid(unsafe_code)]
 
 pub mod config;

@@ -11,7 +11,9 @@
 //! - `transmit`: the frames streams send, and what their acknowledgment or loss does;
 //! - `schedule`: which stream sends next;
 //! - `snapshot`: the state of every stream, and what holds a blocked peer;
-//! - `send` and `recv`: the two halves of a stream. Flow control is `crate::flow`.
+//! - `send` and `recv`: the two halves of a stream, each a state enum carrying what its state
+//!   knows; `signal`: whether a RESET_STREAM or STOP_SENDING is still owed. Flow control is
+//!   `crate::flow`.
 
 mod credit;
 mod peer_frames;
