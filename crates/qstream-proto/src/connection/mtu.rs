@@ -1,6 +1,8 @@
 //! Datagram packetization layer path MTU discovery (RFC 9000 §14.3, RFC 8899), reduced to
 //! what a QUIC sender needs: start at 1200 bytes, probe larger sizes with PING and PADDING
-//! once the handshake is confirmed, and adopt a size when a probe of it is acknowledged.
+//! once the handshake is confirmed, and adopt a size when a probe of it is acknowledged. A
+//! path that stops carrying the adopted size (a black hole, RFC 8899 §4.4) is detected from
+//! losses of larger datagrams while smaller ones arrive, and the size falls back to 1200.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,14 @@ const MAX_UDP_PAYLOAD: u16 = 65_527;
 /// How long after a search ends before trying the sizes above again (RFC 8899 §5.1.1
 /// suggests 600 s).
 const RAISE_INTERVAL: Duration = Duration::from_secs(600);
+/// The size every QUIC path carries (RFC 9000 §14).
+const BASE: u16 = MIN_INITIAL_SIZE as u16;
+/// Datagrams above [`BASE`] lost with none of them acknowledged since, before an
+/// acknowledgment of only smaller ones says the path drops the larger (RFC 8899 §4.4).
+const BLACK_HOLE_LOSSES: u32 = 6;
+/// Probe timeouts in a row after which datagrams go at [`BASE`] size: if the path became a
+/// black hole for larger ones, those get through and tell it apart from an outage.
+const BLACK_HOLE_PTOS: u32 = 2;
 
 /// The path MTU search of one path.
 #[derive(Debug)]
@@ -34,6 +44,8 @@ pub(crate) struct MtuDiscovery {
     losses: u8,
     /// When the search may start again after it ended.
     resume_at: Option<Instant>,
+    /// Datagrams above [`BASE`] (not probes) lost since one of them was last acknowledged.
+    large_lost: u32,
 }
 
 impl MtuDiscovery {
@@ -48,12 +60,53 @@ impl MtuDiscovery {
             in_flight: None,
             losses: 0,
             resume_at: None,
+            large_lost: 0,
         }
     }
 
     /// The largest datagram to send outside probes.
     pub(crate) fn current(&self) -> u16 {
         self.current
+    }
+
+    /// The largest datagram to send after `consecutive_ptos` probe timeouts in a row: the
+    /// current size, or [`BASE`] once that many timeouts suggest the path may have become a
+    /// black hole for larger datagrams.
+    pub(crate) fn send_size(&self, consecutive_ptos: u32) -> u16 {
+        if consecutive_ptos >= BLACK_HOLE_PTOS {
+            BASE
+        } else {
+            self.current
+        }
+    }
+
+    /// A datagram of `size` bytes that was not a probe was declared lost.
+    pub(crate) fn on_lost(&mut self, size: u16) {
+        if size > BASE {
+            self.large_lost += 1;
+        }
+    }
+
+    /// An acknowledgment was processed, losses it revealed included: it acknowledged
+    /// datagrams above [`BASE`] (`acked_large`) or only ones at most that (`acked_small`, an
+    /// ack-eliciting one among them). Returns whether the path is now taken for a black hole
+    /// above [`BASE`]: the size falls back to it and the search starts again below the size
+    /// that stopped passing.
+    pub(crate) fn on_ack_processed(&mut self, acked_large: bool, acked_small: bool) -> bool {
+        if acked_large {
+            self.large_lost = 0;
+            return false;
+        }
+        if !acked_small || self.large_lost < BLACK_HOLE_LOSSES || self.current <= BASE {
+            return false;
+        }
+        self.too_large = self.current;
+        self.current = BASE;
+        self.candidate = None;
+        self.losses = 0;
+        self.resume_at = None;
+        self.large_lost = 0;
+        true
     }
 
     /// Lowers the ceiling to the peer's max_udp_payload_size (RFC 9000 §18.2).
@@ -193,5 +246,41 @@ mod tests {
         );
         mtu.limit_to_peer(100);
         assert_eq!(mtu.current(), 1300, "never below what was validated");
+    }
+
+    #[test]
+    fn a_black_hole_above_the_base_size_falls_back_and_searches_again_below() {
+        let mut mtu = MtuDiscovery::new(1500);
+        let now = Instant::now();
+        let size = mtu.probe_size(now).unwrap();
+        mtu.on_probe_acked(size);
+        assert_eq!(mtu.current(), 1500);
+        // Losses of large datagrams while large ones still arrive are congestion or noise.
+        for _ in 0..BLACK_HOLE_LOSSES {
+            mtu.on_lost(1500);
+        }
+        assert!(!mtu.on_ack_processed(true, true));
+        // Large datagrams lost and none acknowledged, while small ones arrive: a black hole.
+        for _ in 0..BLACK_HOLE_LOSSES - 1 {
+            mtu.on_lost(1500);
+            mtu.on_lost(900);
+        }
+        assert!(!mtu.on_ack_processed(false, true), "not yet: too few");
+        mtu.on_lost(1500);
+        assert!(
+            !mtu.on_ack_processed(false, false),
+            "nothing arrived: an outage"
+        );
+        assert_eq!(mtu.send_size(BLACK_HOLE_PTOS - 1), 1500);
+        assert_eq!(
+            mtu.send_size(BLACK_HOLE_PTOS),
+            BASE,
+            "small probes tell it apart"
+        );
+        assert!(mtu.on_ack_processed(false, true));
+        assert_eq!(mtu.current(), BASE);
+        // The search resumes at once, below the size that stopped passing.
+        let next = mtu.probe_size(now).unwrap();
+        assert!(next > BASE && next < 1500, "{next}");
     }
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::space::{ControlFrames, SentPacket};
-use super::{Connection, State, StreamFrameRecord, TransportError};
+use super::{Connection, MIN_INITIAL_SIZE, State, StreamFrameRecord, TransportError};
 use crate::qlog::{LossTrigger, RecoveryMetrics};
 use crate::recovery::pacing::window_rate;
 use crate::recovery::{PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD, PacketInfo};
@@ -217,6 +217,7 @@ impl Connection {
             }
         }
         let app_limited = self.path.bytes_in_flight < self.path.cc.window() / 2;
+        let acked_sizes = AckedSizes::of(newly_acked.iter().map(|(_, p)| p));
         for (_, packet) in &newly_acked {
             self.on_packet_acked(id, packet);
         }
@@ -236,6 +237,9 @@ impl Connection {
             self.recycle_stream_records(packet.retransmit.streams);
         }
         self.detect_and_remove_lost(now, id);
+        if id == SpaceId::Data {
+            self.check_black_hole(acked_sizes);
+        }
         self.path
             .cc
             .on_ack_done(now, self.path.bytes_in_flight, rtt_sample);
@@ -321,6 +325,18 @@ impl Connection {
             self.path.pacer.on_max_datagram_size(size);
         }
         self.streams.on_acked(&packet.retransmit.streams);
+    }
+
+    /// After an acknowledgment of 1-RTT packets and the losses it revealed: whether the path
+    /// stopped carrying datagrams of the size path MTU discovery adopted (RFC 8899 §4.4); if
+    /// so, congestion control and pacing count the base size again.
+    fn check_black_hole(&mut self, acked: AckedSizes) {
+        if self.path.mtu.on_ack_processed(acked.large, acked.small) {
+            let size = u64::from(self.path.mtu.current());
+            self.path.cc.on_max_datagram_size(size);
+            self.path.pacer.on_max_datagram_size(size);
+            self.stats.mtu_black_holes += 1;
+        }
     }
 
     fn recycle_stream_records(&mut self, mut records: Vec<StreamFrameRecord>) {
@@ -435,6 +451,9 @@ impl Connection {
                 // RFC 9000 §14.4, RFC9000-287: a lost probe is no congestion signal.
                 self.path.mtu.on_probe_lost(packet.size);
             } else if packet.in_flight {
+                if id == SpaceId::Data {
+                    self.path.mtu.on_lost(packet.size);
+                }
                 latest_sent =
                     Some(latest_sent.map_or(packet.time, |t: Instant| t.max(packet.time)));
             }
@@ -467,5 +486,30 @@ impl Connection {
         };
         let contiguous = lost.windows(2).all(|w| w[1].0 == w[0].0 + 1);
         contiguous && last.1.time.saturating_duration_since(first.1.time) > period
+    }
+}
+
+/// What sizes of datagram an acknowledgment covered, for black hole detection: probes aside,
+/// any above the base size, and any ack-eliciting one at most that.
+#[derive(Clone, Copy, Debug)]
+struct AckedSizes {
+    large: bool,
+    small: bool,
+}
+
+impl AckedSizes {
+    fn of<'a>(packets: impl Iterator<Item = &'a SentPacket>) -> Self {
+        let mut sizes = Self {
+            large: false,
+            small: false,
+        };
+        for packet in packets.filter(|p| !p.mtu_probe && p.in_flight) {
+            if usize::from(packet.size) > MIN_INITIAL_SIZE {
+                sizes.large = true;
+            } else if packet.ack_eliciting {
+                sizes.small = true;
+            }
+        }
+        sizes
     }
 }

@@ -118,9 +118,10 @@ impl Connection {
             _ => false,
         };
         // RFC 9000 §14.2, RFC9000-277: packets fit the validated path MTU; 1200 bytes until
-        // the handshake is confirmed and a probe validated more.
+        // the handshake is confirmed and a probe validated more, and after probe timeouts in
+        // a row that may mean the path became a black hole for larger datagrams.
         let mut limit = if self.handshake.confirmed {
-            usize::from(self.path.mtu.current())
+            usize::from(self.path.mtu.send_size(self.pto_count))
         } else {
             MIN_INITIAL_SIZE
         };

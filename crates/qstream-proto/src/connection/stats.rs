@@ -36,6 +36,9 @@ pub struct ConnectionStats {
     pub key_updates_initiated: u64,
     /// Acknowledgments that reported new ECN-CE marks: congestion signalled without loss.
     pub ecn_congestion_events: u64,
+    /// Times the path stopped carrying the datagram size path MTU discovery had found (a
+    /// black hole), and the size fell back to 1200 bytes.
+    pub mtu_black_holes: u64,
     /// Frames sent, by type.
     pub frames_sent: FrameCounts,
     /// Frames received in packets that decrypted, by type.
