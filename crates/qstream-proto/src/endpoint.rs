@@ -198,6 +198,7 @@ impl Endpoint {
             initial_token: self.tokens.get(server_name).cloned().unwrap_or_default(),
             address_validated: true,
             qlog: self.qlog,
+            rng_seed: self.rng.random(),
             now,
         });
         let offered = params
@@ -394,6 +395,7 @@ impl Endpoint {
             initial_token: bytes::Bytes::new(),
             address_validated: validated,
             qlog: self.qlog,
+            rng_seed: self.rng.random(),
             now,
         });
         if let Some(params) = logged {

@@ -274,6 +274,18 @@ impl Qlog {
         self.event(now, "version_information", &data);
     }
 
+    /// `tuple_assigned` (quic-events §4.7): the connection now sends to `remote` (a
+    /// migration followed or undone). The tuple is named by that address.
+    pub(crate) fn tuple_assigned(&mut self, now: Instant, remote: std::net::SocketAddr) {
+        let family = if remote.is_ipv4() { "v4" } else { "v6" };
+        let data = format!(
+            "{{\"tuple_id\":\"{remote}\",\"tuple_remote\":{{\"ip_{family}\":\"{}\",\"port_{family}\":{}}}}}",
+            remote.ip(),
+            remote.port()
+        );
+        self.event(now, "tuple_assigned", &data);
+    }
+
     /// `alpn_information` (quic-events §5.2): the protocol the handshake chose.
     pub(crate) fn alpn_information(&mut self, now: Instant, chosen: &[u8]) {
         let mut data = format!("{{\"chosen_alpn\":{{\"byte_value\":\"{}\"", hex(chosen));

@@ -183,6 +183,12 @@ impl Simulator {
         self.link = link;
     }
 
+    /// Moves endpoint `index` to `addr`, as a NAT that rebinds does: it sends from there from
+    /// now on, and datagrams still on their way to its old address are lost.
+    pub fn rebind(&mut self, index: usize, addr: SocketAddr) {
+        self.endpoints[index].0 = addr;
+    }
+
     /// Drops datagrams for which `filter` returns false, in addition to random loss.
     pub fn set_filter(&mut self, filter: Option<DatagramFilter>) {
         self.filter = filter;

@@ -3,10 +3,32 @@
 
 mod common;
 
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use common::*;
 use qstream_proto::sim::LinkConfig;
+use qstream_proto::wire::Dir;
+
+/// The server sends `len` bytes of the pattern to the client over one unidirectional stream;
+/// `during` runs all along (to rebind the client, say), given the bytes the client read.
+/// Returns whether the client read everything, every byte checked.
+fn download(pair: &mut Pair, len: usize, mut during: impl FnMut(&mut Pair, usize)) -> bool {
+    let now = pair.sim.now();
+    let id = pair.server_conn().unwrap().open(now, Dir::Uni).unwrap();
+    let block = pattern(9, 1 << 16);
+    let mut upload = Upload::repeating(id, block.clone(), len);
+    let mut download = Download::checking(Dir::Uni, block);
+    let done = pair.run_until(Duration::from_secs(60), |p| {
+        upload.push(p.server_conn().unwrap());
+        let ended = download.pull(p.client_conn().unwrap());
+        during(p, download.received);
+        ended
+    });
+    done && download.finished() && download.received == len
+}
 
 /// RFC 8899 §4.4: a path that stops carrying the size path MTU discovery found (a route
 /// change, a tunnel) would drop every full datagram for good. The sender notices that large
@@ -78,4 +100,97 @@ fn migration_random_loss_is_not_taken_for_a_black_hole() {
         assert_eq!(client.stats().mtu_black_holes, 0, "seed {seed}");
         assert_eq!(client.path_mtu(), 1452, "seed {seed}");
     }
+}
+
+/// RFC 9000 §9.3, RFC9000-142: the client's NAT rebinds mid-download, to a new port or a new
+/// address; the server follows it to where the highest-numbered non-probing packet came
+/// from, validates that address, and the download completes there, every byte checked, with
+/// and without loss.
+#[test]
+fn migration_nat_rebinding_keeps_a_download() {
+    let port_only: SocketAddr = "10.0.0.1:6000".parse().unwrap();
+    let new_address: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+    for (to, loss) in [
+        (new_address, 0.0),
+        (port_only, 0.0),
+        (port_only, 0.02),
+        (new_address, 0.02),
+    ] {
+        let mut pair = Pair::new(PairOptions {
+            link: LinkConfig {
+                loss,
+                ..LinkConfig::default()
+            },
+            ..PairOptions::default()
+        });
+        assert!(pair.drive_handshake(Duration::from_secs(10)));
+        let mut rebound = false;
+        let done = download(&mut pair, 4 << 20, |p, read| {
+            if read > 1 << 20 && !rebound {
+                p.sim.rebind(CLIENT, to);
+                rebound = true;
+            }
+        });
+        let server = pair.server_conn().unwrap();
+        let stats = server.stats();
+        assert!(done, "to {to}, loss {loss}: {stats:?}");
+        assert_eq!(server.remote_address(), to, "to {to}, loss {loss}");
+        assert!(stats.peer_migrations >= 1, "to {to}, loss {loss}");
+        // RFC 9000 §9: any change of the peer's address is validated, a port's too.
+        use qstream_proto::wire::FrameType;
+        assert!(
+            stats.frames_sent.get(FrameType::PATH_CHALLENGE) >= 1,
+            "to {to}"
+        );
+        assert!(
+            stats.frames_received.get(FrameType::PATH_RESPONSE) >= 1,
+            "to {to}"
+        );
+    }
+}
+
+/// RFC 9000 §9.3, §8.1, RFC9000-143: until the client's new address is validated the server
+/// sends it at most three times what came from it. Here nothing reaches the client at its
+/// new address for a while, so validation cannot succeed: the limit holds all along, and
+/// once the path works again the download completes.
+#[test]
+fn migration_unvalidated_address_gets_at_most_three_times_what_it_sent() {
+    let moved: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+    let mut pair = Pair::new(PairOptions::default());
+    assert!(pair.drive_handshake(Duration::from_secs(10)));
+    let (to_moved, from_moved, cut) = (
+        Rc::new(Cell::new(0usize)),
+        Rc::new(Cell::new(0usize)),
+        Rc::new(Cell::new(true)),
+    );
+    let (sent, received, cutting) = (to_moved.clone(), from_moved.clone(), cut.clone());
+    pair.sim.set_filter(Some(Box::new(move |from, to, data| {
+        if to == moved {
+            sent.set(sent.get() + data.len());
+            return !cutting.get();
+        }
+        if from == moved {
+            received.set(received.get() + data.len());
+        }
+        true
+    })));
+    let (mut rebound_at, mut most_ratio) = (None, 0.0f64);
+    let done = download(&mut pair, 2 << 20, |p, read| {
+        let now = p.sim.now();
+        if read > 1 << 20 && rebound_at.is_none() {
+            p.sim.rebind(CLIENT, moved);
+            rebound_at = Some(now);
+        }
+        if rebound_at.is_some_and(|at| now - at > Duration::from_secs(2)) {
+            cut.set(false);
+        }
+        if cut.get() && from_moved.get() > 0 {
+            most_ratio = most_ratio.max(to_moved.get() as f64 / from_moved.get() as f64);
+        }
+    });
+    assert!(rebound_at.is_some());
+    assert!(to_moved.get() > 0, "the server never tried the new address");
+    assert!(most_ratio <= 3.0, "sent {most_ratio:.2}× what it received");
+    assert!(done, "the download did not recover");
+    assert_eq!(pair.server_conn().unwrap().remote_address(), moved);
 }

@@ -14,6 +14,7 @@ mod events;
 mod handshake;
 mod idle;
 mod keys;
+mod migration;
 mod mtu;
 mod negotiation;
 mod path;
@@ -49,6 +50,7 @@ pub(crate) use events::EndpointEvent;
 pub use events::{ConnectionError, EcnCodepoint, Event, SendDatagramError, Transmit};
 use idle::IdleTimer;
 use keys::OneRttKeys;
+use migration::Migration;
 use path::Path;
 use space::PacketSpace;
 pub use stats::{ConnectionStats, FrameCounts};
@@ -135,6 +137,8 @@ pub struct Connection {
     ping_pending: bool,
     /// A PATH_CHALLENGE's data to echo in PATH_RESPONSE (RFC 9000 §8.2.2).
     path_response: Option<[u8; 8]>,
+    /// Server: the client's address changes and their validation (RFC 9000 §9.3).
+    migration: Migration,
     /// When the first RTT sample was taken: persistent congestion only counts losses after it
     /// (RFC 9002 §7.6.2).
     first_rtt_sample: Option<Instant>,
@@ -187,6 +191,8 @@ pub(crate) struct ConnectionInit {
     pub(crate) now: Instant,
     /// Whether to record a qlog trace.
     pub(crate) qlog: bool,
+    /// Where the connection's own random choices (PATH_CHALLENGE data) come from.
+    pub(crate) rng_seed: [u8; 32],
 }
 
 impl Connection {
@@ -253,6 +259,7 @@ impl Connection {
             last_sent_eliciting: None,
             ping_pending: false,
             path_response: None,
+            migration: Migration::new(init.rng_seed),
             first_rtt_sample: None,
             last_sent: None,
             close: None,

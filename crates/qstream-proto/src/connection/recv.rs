@@ -43,6 +43,13 @@ struct Decrypted {
     payload: Bytes,
 }
 
+/// What a packet's frames were, as a whole.
+struct FramesSeen {
+    ack_eliciting: bool,
+    /// Only probing frames (RFC 9000 §9.1).
+    probing: bool,
+}
+
 impl Connection {
     /// Processes a datagram the endpoint routed to this connection: every coalesced packet in it
     /// (RFC 9000 §12.2, RFC9000-214), each decrypted and acknowledged separately (RFC9000-218).
@@ -56,7 +63,8 @@ impl Connection {
         ecn: Option<EcnCodepoint>,
         mut datagram: BytesMut,
     ) {
-        if !self.takes_datagram(remote, datagram.len()) {
+        let datagram_len = datagram.len();
+        if !self.takes_datagram(remote, datagram_len) {
             return;
         }
         // A stateless reset is recognised by the datagram's last bytes (RFC 9000 §10.3.1), kept
@@ -87,7 +95,8 @@ impl Connection {
                     if *first_dcid.get_or_insert(located.dcid) != located.dcid {
                         self.stats.packets_dropped += 1;
                     } else {
-                        match self.handle_packet(now, located, ecn, bytes) {
+                        let from = (remote, datagram_len);
+                        match self.handle_packet(now, located, ecn, bytes, from) {
                             Ok(Outcome::Processed) => any_processed = true,
                             Ok(Outcome::Dropped) => self.stats.packets_dropped += 1,
                             Err(error) => {
@@ -143,12 +152,14 @@ impl Connection {
         remote == self.path.remote || self.side == Side::Server
     }
 
+    /// One packet of a datagram of `from.1` bytes from `from.0`.
     fn handle_packet(
         &mut self,
         now: Instant,
         located: ProtectedPacket,
         ecn: Option<EcnCodepoint>,
         bytes: BytesMut,
+        from: (SocketAddr, usize),
     ) -> Result<Outcome, TransportError> {
         // We never advertise grease_quic_bit, so a cleared QUIC bit is invalid (RFC9000-291).
         if !located.fixed_bit {
@@ -174,11 +185,19 @@ impl Connection {
                 exponent,
             );
         }
-        let ack_eliciting = self.process_frames(now, id, &located, &packet.payload)?;
-        if !ack_eliciting {
+        let newest = self.spaces[id as usize]
+            .received
+            .max()
+            .is_none_or(|largest| packet.pn > largest);
+        let frames = self.process_frames(now, id, &located, &packet.payload)?;
+        if !frames.ack_eliciting {
             self.stats.non_eliciting_packets_received += 1;
         }
-        self.schedule_ack(now, id, packet.pn, ecn, ack_eliciting);
+        // RFC 9000 §9.3: only the highest-numbered non-probing packet moves the peer.
+        if id == SpaceId::Data && from.0 != self.path.remote && newest && !frames.probing {
+            self.follow_peer(now, from.0, from.1);
+        }
+        self.schedule_ack(now, id, packet.pn, ecn, frames.ack_eliciting);
         if matches!(self.state, State::Handshaking | State::Established) {
             let (peer, pto) = (self.peer_idle_timeout(), self.pto_duration());
             self.idle.on_received(now, peer, pto);
@@ -394,9 +413,10 @@ impl Connection {
         id: SpaceId,
         packet: &ProtectedPacket,
         payload: &Bytes,
-    ) -> Result<bool, TransportError> {
+    ) -> Result<FramesSeen, TransportError> {
         let packet_type = packet.ty;
         let mut ack_eliciting = false;
+        let mut probing = true;
         let mut any = false;
         for frame in Frames::new(payload) {
             let frame = frame?;
@@ -411,6 +431,15 @@ impl Connection {
                 });
             }
             ack_eliciting |= ty.is_ack_eliciting();
+            // RFC 9000 §9.1: PATH_CHALLENGE, PATH_RESPONSE, NEW_CONNECTION_ID and PADDING
+            // are probing frames.
+            probing &= matches!(
+                frame,
+                Frame::PathChallenge(_)
+                    | Frame::PathResponse(_)
+                    | Frame::NewConnectionId(_)
+                    | Frame::Padding(_)
+            );
             self.stats.frames_received.count(ty);
             match frame {
                 Frame::Padding(_) | Frame::Ping => {}
@@ -420,7 +449,10 @@ impl Connection {
                 }
                 Frame::ConnectionClose(close) => {
                     self.on_connection_close(now, &close);
-                    return Ok(false);
+                    return Ok(FramesSeen {
+                        ack_eliciting: false,
+                        probing: true,
+                    });
                 }
                 Frame::HandshakeDone => self.on_handshake_done(ty)?,
                 Frame::NewToken(token) => self.on_new_token(ty, token)?,
@@ -429,7 +461,7 @@ impl Connection {
                 // draft-ietf-quic-ack-frequency §5: acknowledge this packet without delay.
                 Frame::ImmediateAck => self.spaces[id as usize].ack_immediately = true,
                 Frame::PathChallenge(data) => self.path_response = Some(data),
-                Frame::PathResponse(_) => {}
+                Frame::PathResponse(data) => self.on_path_response(data),
                 Frame::NewConnectionId(frame) => {
                     let retire = self.cids.on_new_connection_id(&frame)?;
                     self.spaces[SpaceId::Data as usize]
@@ -458,7 +490,10 @@ impl Connection {
                 "packet without frames",
             ));
         }
-        Ok(ack_eliciting)
+        Ok(FramesSeen {
+            ack_eliciting,
+            probing,
+        })
     }
 
     /// CRYPTO data of space `id`, passed to TLS once contiguous (RFC 9001 §4.1.3).

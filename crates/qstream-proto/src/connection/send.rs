@@ -87,7 +87,7 @@ impl Connection {
             self.built = built;
             return None;
         }
-        self.pad_initial(buf, base, &mut built);
+        self.pad_datagram(buf, base, plan.limit, &mut built);
         self.seal(now, buf, &mut built);
         self.built = built;
         let size = buf.len() - base;
@@ -126,11 +126,13 @@ impl Connection {
             MIN_INITIAL_SIZE
         };
         if !self.path.address_validated {
-            // RFC 9000 §8.1: at most three times the bytes received before the client's address
-            // is validated. Our datagrams with an ack-eliciting Initial are padded to 1200
-            // bytes, so a smaller allowance sends nothing.
+            // RFC 9000 §8.1, §9.3: at most three times the bytes received from the address
+            // before it is validated. During the handshake our datagrams with an ack-eliciting
+            // Initial are padded to 1200 bytes, so a smaller allowance sends nothing; on a
+            // path the client migrated to, smaller datagrams go (the PATH_CHALLENGE among
+            // them, expanded only as far as the limit allows, RFC9000-125).
             limit = limit.min(self.path.amplification_allowance() as usize);
-            if limit < MIN_INITIAL_SIZE {
+            if limit < MIN_INITIAL_SIZE && !self.handshake.confirmed {
                 return None;
             }
         }
@@ -150,12 +152,14 @@ impl Connection {
             congestion_blocked = self.path.pacing_until.is_some();
         }
         // RFC 9000 §14.3, RFC9000-275: once the handshake is confirmed, probe larger sizes with
-        // datagrams of their own, when no acknowledgment or HANDSHAKE_DONE waits to go first.
+        // datagrams of their own, when no acknowledgment or HANDSHAKE_DONE waits to go first,
+        // and on a validated path only (a probe would spend an unvalidated one's allowance).
         let data = &self.spaces[SpaceId::Data as usize];
         let mtu_probe = (!closing
             && !probing
             && !congestion_blocked
             && self.handshake.confirmed
+            && self.path.address_validated
             && self.one_rtt.is_some()
             && !self.handshake.done_pending
             && !data.pending.handshake_done
@@ -213,20 +217,24 @@ impl Connection {
     }
 
     /// RFC 9000 §14.1: a client pads every datagram carrying an Initial, a server every one
-    /// carrying an ack-eliciting Initial, to at least 1200 bytes. The padding goes into the
-    /// last packet, before its tag.
-    fn pad_initial(&self, buf: &mut Vec<u8>, base: usize, built: &mut [Built]) {
+    /// carrying an ack-eliciting Initial, to at least 1200 bytes; §8.2: a datagram with
+    /// PATH_CHALLENGE or PATH_RESPONSE too, as far as its `limit` (the anti-amplification
+    /// limit among it) allows. The padding goes into the last packet, before its tag.
+    fn pad_datagram(&self, buf: &mut Vec<u8>, base: usize, limit: usize, built: &mut [Built]) {
         let pad = built.iter().any(|b| {
-            b.space == SpaceId::Initial && (self.side == Side::Client || b.record.ack_eliciting)
+            b.record.path_validation
+                || (b.space == SpaceId::Initial
+                    && (self.side == Side::Client || b.record.ack_eliciting))
         });
-        if !pad || buf.len() - base >= MIN_INITIAL_SIZE {
+        let target = MIN_INITIAL_SIZE.min(limit);
+        if !pad || buf.len() - base >= target {
             return;
         }
         let Some(last) = built.last_mut() else {
             return;
         };
         let tag_start = buf.len() - TAG_LEN;
-        let extra = MIN_INITIAL_SIZE - (buf.len() - base);
+        let extra = target - (buf.len() - base);
         buf.splice(tag_start..tag_start, std::iter::repeat_n(0u8, extra));
         if last.long {
             let length = buf.len() - last.pn_offset;
@@ -319,6 +327,7 @@ impl Connection {
                 || self.ping_pending
                 || self.ack_frequency.has_pending()
                 || self.path_response.is_some()
+                || self.migration.challenge_due().is_some()
                 || !self.datagrams.outgoing.is_empty()
                 || self.streams.wants_to_send());
         space.probes > 0 || space.has_retransmittable_data() || data_space_work
@@ -382,6 +391,7 @@ impl Connection {
             largest_ack: None,
             retransmit: Retransmit::default(),
             mtu_probe: matches!(content, Content::MtuProbe),
+            path_validation: false,
         };
 
         self.write_ack_if_due(now, id, matches!(content, Content::Close), buf, &mut record);
@@ -483,7 +493,7 @@ impl Connection {
     ) {
         let mut payload = Payload::new(buf, max_end);
         if id == SpaceId::Data {
-            self.write_data_control(&mut payload, record);
+            self.write_data_control(now, &mut payload, record);
         }
         let space = &mut self.spaces[id as usize];
         if !congestion_blocked || space.probes > 0 {
@@ -530,7 +540,12 @@ impl Connection {
 
     /// The 1-RTT space's control frames: IMMEDIATE_ACK for a probe, PATH_RESPONSE, connection
     /// IDs, NEW_TOKEN, ACK_FREQUENCY and HANDSHAKE_DONE, each as far as it fits.
-    fn write_data_control(&mut self, payload: &mut Payload<'_>, record: &mut SentPacket) {
+    fn write_data_control(
+        &mut self,
+        now: Instant,
+        payload: &mut Payload<'_>,
+        record: &mut SentPacket,
+    ) {
         let mut put = |frame: &Frame<'_>, record: &mut SentPacket| {
             let fits = payload.put(frame);
             record.ack_eliciting |= fits;
@@ -541,9 +556,19 @@ impl Connection {
             // draft-ietf-quic-ack-frequency §5 gives the frame for it.
             put(&Frame::ImmediateAck, record);
         }
+        // RFC 9000 §8.2.2, RFC9000-129: a PATH_RESPONSE goes out without delay.
         if let Some(data) = self.path_response {
             if put(&Frame::PathResponse(data), record) {
                 self.path_response = None;
+                record.path_validation = true;
+            }
+        }
+        // RFC 9000 §8.2.1: validating the peer's new address.
+        if let Some(data) = self.migration.challenge_due() {
+            if put(&Frame::PathChallenge(data), record) {
+                let pto = self.pto_duration();
+                self.migration.on_challenge_written(now, pto);
+                record.path_validation = true;
             }
         }
         let space = &mut self.spaces[SpaceId::Data as usize];

@@ -76,6 +76,11 @@ impl SentPackets {
         self.slots.iter().flatten()
     }
 
+    /// Every outstanding packet, to change.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut SentPacket> + '_ {
+        self.slots.iter_mut().flatten()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -103,6 +108,7 @@ mod tests {
             largest_ack: None,
             retransmit: Retransmit::default(),
             mtu_probe: false,
+            path_validation: false,
         }
     }
 

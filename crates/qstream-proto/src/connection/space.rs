@@ -113,6 +113,9 @@ pub(crate) struct SentPacket {
     pub(crate) retransmit: Retransmit,
     /// A path MTU probe (RFC 9000 §14.4): its loss is no sign of congestion.
     pub(crate) mtu_probe: bool,
+    /// It carries PATH_CHALLENGE or PATH_RESPONSE: its datagram is expanded to 1200 bytes
+    /// as far as the anti-amplification limit allows (RFC9000-125, RFC9000-132, RFC9000-133).
+    pub(crate) path_validation: bool,
 }
 
 /// One packet number space's state.
@@ -292,6 +295,19 @@ impl PacketSpace {
         self.sent.clear();
         self.loss_time = None;
         self.time_of_last_ack_eliciting = None;
+        in_flight
+    }
+
+    /// The path the packets in flight were sent on was left for a new one: they no longer
+    /// count in bytes in flight, nor feed congestion control or RTT when acknowledged or lost
+    /// (RFC 9000 §9.4, RFC9000-149), though their frames are still acknowledged or resent.
+    /// Returns the bytes they had in flight.
+    pub(crate) fn leave_path(&mut self) -> u64 {
+        let mut in_flight = 0;
+        for packet in self.sent.values_mut().filter(|p| p.in_flight) {
+            in_flight += u64::from(packet.size);
+            packet.in_flight = false;
+        }
         in_flight
     }
 

@@ -39,6 +39,8 @@ pub struct ConnectionStats {
     /// Times the path stopped carrying the datagram size path MTU discovery had found (a
     /// black hole), and the size fell back to 1200 bytes.
     pub mtu_black_holes: u64,
+    /// Times the peer's address changed and the connection followed it (RFC 9000 §9.3).
+    pub peer_migrations: u64,
     /// Frames sent, by type.
     pub frames_sent: FrameCounts,
     /// Frames received in packets that decrypted, by type.

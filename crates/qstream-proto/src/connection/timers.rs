@@ -19,6 +19,9 @@ enum Timer {
     KeepAlive,
     /// Loss detection or the probe timeout (RFC 9002 §6.1.2, §6.2).
     LossDetection,
+    /// Validation of the peer's new address sends another challenge or is given up
+    /// (RFC 9000 §8.2.4).
+    PathValidation,
     /// A delayed acknowledgment is due in this space (RFC 9000 §13.2.1).
     Ack(SpaceId),
 }
@@ -26,12 +29,13 @@ enum Timer {
 impl Timer {
     /// Every timer, in the order expired ones are handled: the idle timeout first, since it
     /// ends the connection.
-    const ALL: [Timer; 8] = [
+    const ALL: [Timer; 9] = [
         Timer::Idle,
         Timer::Pacing,
         Timer::KeyDiscard,
         Timer::KeepAlive,
         Timer::LossDetection,
+        Timer::PathValidation,
         Timer::Ack(SpaceId::Initial),
         Timer::Ack(SpaceId::Handshake),
         Timer::Ack(SpaceId::Data),
@@ -83,6 +87,7 @@ impl Connection {
             Timer::KeyDiscard => self.one_rtt.as_ref().and_then(|k| k.prev_discard_at),
             Timer::KeepAlive => self.keep_alive_deadline(),
             Timer::LossDetection => self.loss_detection_timer(),
+            Timer::PathValidation => self.migration.deadline(),
             Timer::Ack(id) => {
                 let space = &self.spaces[id as usize];
                 space.ack_deadline.filter(|_| space.unacked_eliciting > 0)
@@ -108,6 +113,7 @@ impl Connection {
             }
             Timer::KeepAlive => self.ping_pending = true,
             Timer::LossDetection => self.on_loss_detection_timeout(now),
+            Timer::PathValidation => self.on_migration_timeout(now),
             // The acknowledgment is due now: the next poll_transmit sends it.
             Timer::Ack(_) => {}
         }
