@@ -446,3 +446,36 @@ async fn interop_quinn_qstream_client_through_quinn_retry() {
         b"after quinn's retry"
     );
 }
+
+#[tokio::test]
+async fn interop_quinn_client_that_rebinds_keeps_its_download_from_qstream() {
+    // RFC 9000 §9.3: quinn's client moves to a new UDP socket (a new port, as a NAT rebinding
+    // would give it) in the middle of an echo of 32 MiB; our server follows it to the new
+    // address, validates it, and the echo completes there, every byte checked.
+    let addr = qstream_server(Habit::Echo, TransportConfig::default(), false, "127.0.0.1");
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls().client).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let connection = tokio::time::timeout(TIMEOUT, endpoint.connect(addr, "localhost").unwrap())
+        .await
+        .expect("handshake timed out")
+        .expect("handshake");
+    let data = message(32 << 20);
+    let old = endpoint.local_addr().unwrap();
+    let exchange = {
+        let (connection, data) = (connection.clone(), data.clone());
+        tokio::spawn(async move { quinn_exchange(&connection, &data).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    endpoint
+        .rebind(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    assert_ne!(endpoint.local_addr().unwrap(), old);
+    let echoed = tokio::time::timeout(TIMEOUT * 3, exchange)
+        .await
+        .expect("the echo stalled after the rebind")
+        .unwrap();
+    assert!(echoed == data, "{} of {} bytes", echoed.len(), data.len());
+    // The connection works on the new socket.
+    assert_eq!(quinn_exchange(&connection, b"after").await, b"after");
+}

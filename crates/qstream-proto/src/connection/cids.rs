@@ -179,6 +179,20 @@ impl CidState {
             .collect()
     }
 
+    /// Moves to the next of the peer's IDs not used yet, for a new path (RFC 9000 §9.5: an ID
+    /// is not used towards two addresses); returns the sequence numbers to retire, the old
+    /// ID's. `None` when the peer issued no other ID: the current one stays.
+    pub(crate) fn use_next_remote(&mut self) -> Option<Vec<u64>> {
+        if self.remote().is_empty() {
+            return None;
+        }
+        let old = self.remote_active;
+        let next = *self.remote.range(old + 1..).next()?.0;
+        self.remote_active = next;
+        self.remote.remove(&old);
+        Some(self.retire([old]))
+    }
+
     /// A NEW_CONNECTION_ID from the peer (RFC 9000 §19.15); returns the sequence numbers to
     /// retire with RETIRE_CONNECTION_ID.
     pub(crate) fn on_new_connection_id(

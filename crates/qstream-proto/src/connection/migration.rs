@@ -15,7 +15,7 @@ use super::{Connection, State};
 use crate::Side;
 use crate::recovery::RttEstimator;
 use crate::recovery::pacing::Pacer;
-use crate::wire::SpaceId;
+use crate::wire::{ConnectionId, SpaceId};
 
 /// Challenges kept for matching a response: one per probe timeout until validation succeeds
 /// or is abandoned.
@@ -29,6 +29,9 @@ pub(super) struct Migration {
     /// The last validated address, to go back to if validation of the current one fails
     /// (RFC 9000 §9.3.2, RFC9000-145).
     fallback: Option<SocketAddr>,
+    /// The connection ID the peer's latest non-probing packet was sent to: a peer that moves
+    /// on purpose uses a new one (RFC 9000 §9.5).
+    pub(super) peer_dcid: Option<ConnectionId>,
 }
 
 /// A path validation under way (RFC 9000 §8.2).
@@ -64,6 +67,7 @@ impl Migration {
             rng: StdRng::from_seed(seed),
             validation: None,
             fallback: None,
+            peer_dcid: None,
         }
     }
 
@@ -170,14 +174,30 @@ impl Migration {
 }
 
 impl Connection {
-    /// A non-probing 1-RTT packet, the highest-numbered yet, came from `remote`, not the
-    /// address we send to, in a datagram of `len` bytes: the server follows the client there
-    /// (RFC 9000 §9.3, RFC9000-142) and validates the new address while the
-    /// anti-amplification limit applies to it (RFC9000-143). A client never follows: it
-    /// talks to the server's address only (§9).
-    pub(super) fn follow_peer(&mut self, now: Instant, remote: SocketAddr, len: usize) {
-        if self.side == Side::Client || !self.handshake.confirmed {
+    /// A non-probing 1-RTT packet to `dcid`, the highest-numbered yet, came from `remote` in
+    /// a datagram of `len` bytes. When that is not the address we send to, the server
+    /// follows the client there (RFC 9000 §9.3, RFC9000-142) and validates the new address
+    /// while the anti-amplification limit applies to it (RFC9000-143); a client that moved
+    /// on purpose (a new connection ID) is answered with a new one too (§9.5). A client never
+    /// follows: it talks to the server's address only (§9).
+    pub(super) fn on_newest_packet(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        len: usize,
+        dcid: ConnectionId,
+    ) {
+        let previous_dcid = self.migration.peer_dcid.replace(dcid);
+        if remote == self.path.remote || self.side == Side::Client || !self.handshake.confirmed {
             return;
+        }
+        if previous_dcid.is_some_and(|previous| previous != dcid) {
+            if let Some(retire) = self.cids.use_next_remote() {
+                self.spaces[SpaceId::Data as usize]
+                    .pending
+                    .retire_cids
+                    .extend(retire);
+            }
         }
         // RFC 9000 §8.2.4: three times the larger of the current PTO and one computed from
         // the initial RTT, as the new path's would be.

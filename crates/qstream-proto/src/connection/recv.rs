@@ -194,8 +194,8 @@ impl Connection {
             self.stats.non_eliciting_packets_received += 1;
         }
         // RFC 9000 §9.3: only the highest-numbered non-probing packet moves the peer.
-        if id == SpaceId::Data && from.0 != self.path.remote && newest && !frames.probing {
-            self.follow_peer(now, from.0, from.1);
+        if id == SpaceId::Data && newest && !frames.probing {
+            self.on_newest_packet(now, from.0, from.1, located.dcid);
         }
         self.schedule_ack(now, id, packet.pn, ecn, frames.ack_eliciting);
         if matches!(self.state, State::Handshaking | State::Established) {
