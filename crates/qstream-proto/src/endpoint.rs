@@ -673,6 +673,16 @@ impl Endpoint {
         self.qlog = enabled;
     }
 
+    /// The endpoint now sends from a new local address, on a new IP when `new_ip`: every
+    /// connection moves there ([`Connection::on_local_address_changed`]).
+    pub fn on_local_address_changed(&mut self, now: Instant, new_ip: bool) {
+        for handle in self.connection_handles() {
+            if let Some(connection) = self.connection_mut(handle) {
+                connection.on_local_address_changed(now, new_ip);
+            }
+        }
+    }
+
     /// Handles of every connection the endpoint holds.
     pub fn connection_handles(&self) -> Vec<ConnectionHandle> {
         let mut handles: Vec<_> = self.connections.keys().copied().collect();

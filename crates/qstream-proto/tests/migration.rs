@@ -194,3 +194,54 @@ fn migration_unvalidated_address_gets_at_most_three_times_what_it_sent() {
     assert!(done, "the download did not recover");
     assert_eq!(pair.server_conn().unwrap().remote_address(), moved);
 }
+
+/// RFC 9000 §9.5: a client that moves on purpose (`on_local_address_changed`) sends from its
+/// new address to another of the server's connection IDs, and the server answers it there at
+/// a new one of the client's: no ID is used on both addresses, either way. The download
+/// completes, every byte checked.
+#[test]
+fn migration_intentional_move_uses_new_connection_ids_both_ways() {
+    use std::collections::HashSet;
+    let moved: SocketAddr = "10.0.0.9:7000".parse().unwrap();
+    let mut pair = Pair::new(PairOptions::default());
+    assert!(pair.drive_handshake(Duration::from_secs(10)));
+    // Short-header DCIDs (8 bytes on both sides) from the old and the new client address,
+    // and to each.
+    type Seen = Rc<std::cell::RefCell<[HashSet<Vec<u8>>; 4]>>;
+    let seen: Seen = Default::default();
+    let record = seen.clone();
+    pair.sim.set_filter(Some(Box::new(move |from, to, data| {
+        if data[0] & 0x80 == 0 && data.len() > 9 {
+            let index = match (from, to) {
+                (f, _) if f == client_addr() => 0,
+                (f, _) if f == moved => 1,
+                (_, t) if t == client_addr() => 2,
+                _ => 3,
+            };
+            record.borrow_mut()[index].insert(data[1..9].to_vec());
+        }
+        true
+    })));
+    let mut rebound = false;
+    let done = download(&mut pair, 4 << 20, |p, read| {
+        if read > 1 << 20 && !rebound {
+            rebound = true;
+            p.sim.rebind(CLIENT, moved);
+            let now = p.sim.now();
+            p.client_conn().unwrap().on_local_address_changed(now, true);
+        }
+    });
+    assert!(done, "{:?}", pair.server_conn().unwrap().stats());
+    assert_eq!(pair.server_conn().unwrap().remote_address(), moved);
+    let seen = seen.borrow();
+    let [from_old, from_moved, to_old, to_moved] = &*seen;
+    assert!(!from_moved.is_empty() && !to_moved.is_empty());
+    assert!(
+        from_old.is_disjoint(from_moved),
+        "the client reused a server ID"
+    );
+    assert!(
+        to_old.is_disjoint(to_moved),
+        "the server reused a client ID"
+    );
+}

@@ -188,7 +188,8 @@ pub(crate) struct Shared {
     /// The driver has been woken since it last looked at the state: waking it again is one
     /// atomic swap instead of a notification per application call.
     woken: std::sync::atomic::AtomicBool,
-    socket: Socket,
+    /// The socket, replaced when the endpoint moves ([`Endpoint::rebind`]).
+    socket: std::sync::RwLock<Arc<Socket>>,
     /// Whether sends may batch datagrams with GSO.
     gso: std::sync::atomic::AtomicBool,
     /// Endpoint handles and connections with application handles. At zero, the driver closes
@@ -197,6 +198,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The socket in use now.
+    fn socket(&self) -> Arc<Socket> {
+        self.socket
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
@@ -285,7 +294,7 @@ impl Endpoint {
             }),
             notify: Notify::new(),
             woken: std::sync::atomic::AtomicBool::new(false),
-            socket,
+            socket: std::sync::RwLock::new(Arc::new(socket)),
             gso: std::sync::atomic::AtomicBool::new(true),
             users: std::sync::atomic::AtomicUsize::new(1),
         });
@@ -317,7 +326,30 @@ impl Endpoint {
 
     /// The local address of the socket.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.shared.socket.local_addr()
+        self.shared.socket().local_addr()
+    }
+
+    /// Moves the endpoint to a new UDP socket bound to `addr` (quinn calls it
+    /// `Endpoint::rebind`), as a client does when its network changes. Every connection goes
+    /// on from the new address with a new connection ID and a PING, and the servers follow it
+    /// there (RFC 9000 §9); a new IP address starts congestion control over. A connection
+    /// whose handshake is not confirmed yet does not move: its server may not follow. What
+    /// arrives at the old socket from now on is lost, and [`Self::io_stats`] starts over.
+    pub fn rebind(&self, addr: SocketAddr) -> io::Result<()> {
+        let socket = Arc::new(Socket::bind(addr)?);
+        let new = socket.local_addr()?;
+        let old = self.local_addr()?;
+        *self
+            .shared
+            .socket
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = socket;
+        self.shared
+            .lock()
+            .proto
+            .on_local_address_changed(Instant::now(), new.ip() != old.ip());
+        self.shared.wake_driver();
+        Ok(())
     }
 
     /// How many connections this endpoint keeps state for: open, closing or draining ones, and
@@ -336,7 +368,7 @@ impl Endpoint {
     /// The system calls this endpoint's socket made and the datagrams they carried, since it
     /// was bound: datagrams per call show how well GSO and GRO batch.
     pub fn io_stats(&self) -> IoStats {
-        self.shared.socket.io_stats()
+        self.shared.socket().io_stats()
     }
 
     /// Starts a connection to `addr`, authenticating the server as `server_name`. The
@@ -575,8 +607,9 @@ impl State {
 impl Shared {
     /// Sends the gathered datagrams, in GSO batches where the socket allows.
     async fn send_all(&self, out: &[u8], sends: &[qstream_proto::Transmit]) {
+        let socket = self.socket();
         let max_segments = if self.gso.load(std::sync::atomic::Ordering::Relaxed) {
-            self.socket.max_gso_segments()
+            socket.max_gso_segments()
         } else {
             1
         };
@@ -588,8 +621,7 @@ impl Shared {
             let contents = &out[start..start + len];
             start += len;
             // A failed send is a lost datagram; recovery repairs it.
-            if let Err(error) = self
-                .socket
+            if let Err(error) = socket
                 .send(first.destination, first.ecn, contents, segment_size)
                 .await
             {
@@ -669,10 +701,11 @@ async fn drive(shared: Arc<Shared>) {
                 None => std::future::pending().await,
             }
         };
+        let socket = shared.socket();
         let received = std::future::poll_fn(|cx| {
             let mut slices: Vec<IoSliceMut<'_>> =
                 buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-            shared.socket.poll_recv(cx, &mut slices, &mut meta)
+            socket.poll_recv(cx, &mut slices, &mut meta)
         });
         tokio::select! {
             result = received => {

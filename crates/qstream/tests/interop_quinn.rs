@@ -479,3 +479,43 @@ async fn interop_quinn_client_that_rebinds_keeps_its_download_from_qstream() {
     // The connection works on the new socket.
     assert_eq!(quinn_exchange(&connection, b"after").await, b"after");
 }
+
+#[tokio::test]
+async fn interop_quinn_qstream_client_that_rebinds_keeps_its_download_from_quinn() {
+    // The other way round: our client moves to a new UDP socket (Endpoint::rebind) mid-echo
+    // of 32 MiB, with a new connection ID; quinn's server follows it and the echo completes.
+    let addr = quinn_server(Habit::Echo, 100, "127.0.0.1");
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let config = ClientConfig::new(Arc::new(tls().client));
+    let connection =
+        tokio::time::timeout(TIMEOUT, client.connect(&config, addr, "localhost").unwrap())
+            .await
+            .expect("handshake timed out")
+            .expect("handshake");
+    let data = message(32 << 20);
+    let old = client.local_addr().unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let echo = async {
+        let writing = async {
+            send.write_all(&data).await.unwrap();
+            send.finish().unwrap();
+        };
+        let reading = async {
+            let (mut got, mut buf) = (Vec::with_capacity(data.len()), vec![0u8; 1 << 16]);
+            while let Some(n) = recv.read(&mut buf).await.unwrap() {
+                got.extend_from_slice(&buf[..n]);
+                if got.len() > 4 << 20 && client.local_addr().unwrap() == old {
+                    client.rebind("127.0.0.1:0".parse().unwrap()).unwrap();
+                }
+            }
+            got
+        };
+        tokio::join!(writing, reading).1
+    };
+    let echoed = tokio::time::timeout(TIMEOUT * 3, echo)
+        .await
+        .expect("the echo stalled after the rebind");
+    assert_ne!(client.local_addr().unwrap(), old, "the client never moved");
+    assert!(echoed == data, "{} of {} bytes", echoed.len(), data.len());
+    assert_eq!(qstream_exchange(&connection, b"after").await, b"after");
+}

@@ -737,3 +737,59 @@ async fn loopback_tls_helpers_make_configurations_that_connect() {
         .await;
     assert!(refused.is_err());
 }
+
+#[tokio::test]
+async fn loopback_a_client_moved_to_a_new_socket_mid_download_finishes_byte_exact() {
+    // RFC 9000 §9: the client's endpoint moves to a new UDP socket (Endpoint::rebind) while a
+    // 32 MiB download is under way; the connection goes on from the new address, the server
+    // follows it there, and every byte arrives.
+    let (server_config, client_config) = configs(TransportConfig::default());
+    let server = Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connecting = client
+        .connect(&client_config, server_addr, "localhost")
+        .unwrap();
+    let (connection, served) = tokio::join!(connecting, server.accept());
+    let (connection, served) = (connection.unwrap(), served.unwrap().unwrap());
+    let data: Vec<u8> = (0..32u32 << 20).map(|i| (i ^ (i >> 13)) as u8).collect();
+    let sending = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            let mut send = served.open_uni().await.unwrap();
+            send.write_all(&data).await.unwrap();
+            send.finish().unwrap();
+            send.stopped().await.unwrap();
+            served
+        })
+    };
+    let download = async {
+        let mut recv = connection.accept_uni().await.unwrap();
+        let (mut got, mut buf) = (Vec::with_capacity(data.len()), vec![0u8; 1 << 16]);
+        let old = client.local_addr().unwrap();
+        while let Some(n) = recv.read(&mut buf).await.unwrap() {
+            got.extend_from_slice(&buf[..n]);
+            if got.len() > 4 << 20 && client.local_addr().unwrap() == old {
+                client.rebind("127.0.0.1:0".parse().unwrap()).unwrap();
+                assert_ne!(client.local_addr().unwrap(), old);
+            }
+        }
+        got
+    };
+    let got = tokio::time::timeout(Duration::from_secs(30), download)
+        .await
+        .expect("the download stalled after the move");
+    assert!(
+        got == data,
+        "{} of {} bytes, or corrupt",
+        got.len(),
+        data.len()
+    );
+    let served = sending.await.unwrap();
+    assert_eq!(
+        served.remote_address(),
+        Some(client.local_addr().unwrap()),
+        "the server follows the client"
+    );
+    assert!(served.stats().unwrap().peer_migrations >= 1);
+}

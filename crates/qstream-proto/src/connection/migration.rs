@@ -224,6 +224,29 @@ impl Connection {
         }
     }
 
+    /// The client now sends from a new local address (quinn's `Endpoint::rebind` does the
+    /// same for its connections): it moves to another of the server's connection IDs, not to
+    /// be linked to the old address (RFC 9000 §9.5), and sends a PING at once so that the
+    /// server follows it even if nothing else is to be sent. A new IP address starts
+    /// congestion control, RTT and path MTU over (§9.2, §9.4); a new port on the same IP
+    /// keeps them. Only after the handshake is confirmed (§9): before, nothing changes here,
+    /// and the server does not follow either.
+    pub fn on_local_address_changed(&mut self, now: Instant, new_ip: bool) {
+        if self.side == Side::Server || !self.handshake.confirmed || self.is_closed() {
+            return;
+        }
+        if let Some(retire) = self.cids.use_next_remote() {
+            self.spaces[SpaceId::Data as usize]
+                .pending
+                .retire_cids
+                .extend(retire);
+        }
+        if new_ip {
+            self.start_new_path(now);
+        }
+        self.ping_pending = true;
+    }
+
     /// A new path (a new IP address) starts from initial values: congestion control, RTT
     /// and path MTU (RFC 9000 §9.4, RFC9000-150); what was in flight on the old path no
     /// longer counts (RFC9000-149).
