@@ -102,11 +102,16 @@ impl Case {
             "handshake" | "ecn" => case,
             // ipv6 is a transfer between IPv6 addresses: the server listens on [::] and the
             // client binds the family of the address it resolves.
+            // rebind-port and rebind-addr: the network moves the client under a transfer
+            // (NAT rebinding); the server follows it (RFC 9000 §9.3), the client needs
+            // nothing of its own.
             "transfer" | "multiplexing" | "longrtt" | "transferloss" | "transfercorruption"
-            | "blackhole" | "goodput" | "crosstraffic" | "ipv6" => Self {
-                small_windows: true,
-                ..case
-            },
+            | "blackhole" | "goodput" | "crosstraffic" | "ipv6" | "rebind-port" | "rebind-addr" => {
+                Self {
+                    small_windows: true,
+                    ..case
+                }
+            }
             "multiconnect" | "handshakeloss" | "handshakecorruption" => Self {
                 connection_per_request: true,
                 ..case
@@ -128,7 +133,8 @@ impl Case {
                 ..case
             },
             "v2" => Self { v2: true, ..case },
-            // zerortt needs 0-RTT, which qstream does not have yet.
+            // zerortt needs 0-RTT and connectionmigration a preferred address (RFC 9000
+            // §9.6), which qstream does not have yet.
             other => return Err(Unsupported(other.to_owned())),
         })
     }
@@ -308,7 +314,9 @@ mod tests {
         assert!(Case::from_name("ipv6").unwrap().small_windows);
         assert!(Case::from_name("resumption").unwrap().resumption);
         assert!(Case::from_name("v2").unwrap().v2);
-        for name in ["zerortt", "http3", "rebind-port", ""] {
+        assert!(Case::from_name("rebind-port").unwrap().small_windows);
+        assert!(Case::from_name("rebind-addr").unwrap().small_windows);
+        for name in ["zerortt", "http3", "connectionmigration", ""] {
             assert!(Case::from_name(name).is_err(), "{name}");
         }
     }

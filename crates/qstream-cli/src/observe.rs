@@ -79,6 +79,13 @@ pub(crate) fn report(connection: &Connection) -> Option<String> {
         snapshot.counters.streams_blocked_sent,
         snapshot.counters.streams_blocked_received,
     );
+    if let (Some(remote), Some(mtu)) = (connection.remote_address(), connection.path_mtu()) {
+        let _ = write!(
+            out,
+            "\n  path to {remote}: MTU {mtu} B, {} MTU black holes, peer moved {} times",
+            stats.mtu_black_holes, stats.peer_migrations,
+        );
+    }
     for initiator in [Side::Client, Side::Server] {
         for dir in [Dir::Bi, Dir::Uni] {
             let credit = snapshot.credit(initiator, dir);

@@ -243,6 +243,13 @@ impl Connection {
             .map(|c| c.congestion_window())
     }
 
+    /// The largest UDP payload the connection sends on its path now: 1200 bytes until path
+    /// MTU discovery validated more, and again after a black hole or a move to a new address.
+    pub fn path_mtu(&self) -> Option<u16> {
+        let state = self.shared.lock();
+        state.proto.connection(self.handle).map(|c| c.path_mtu())
+    }
+
     /// The ALPN protocol the handshake agreed on.
     pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
         let state = self.shared.lock();
