@@ -54,6 +54,11 @@ pub struct TransportConfig {
     /// Initiate a key update after this many packets sent with the same keys (RFC 9001 §6);
     /// `None` never initiates one (the peer's are still answered).
     pub key_update_interval: Option<u64>,
+    /// Server: let clients move to a new address on purpose (RFC 9000 §9). When off, the
+    /// server advertises disable_active_migration and drops 1-RTT packets from any address
+    /// but the one of the handshake (§9: without a stateless reset), so a client behind a NAT
+    /// that rebinds loses the connection; quinn calls it `ServerConfig::migration`.
+    pub active_migration: bool,
 }
 
 impl Default for TransportConfig {
@@ -73,6 +78,7 @@ impl Default for TransportConfig {
             datagram_receive_buffer: 1024,
             datagram_send_buffer: 1024,
             key_update_interval: None,
+            active_migration: true,
             streams: StreamConfig::default(),
         }
     }
@@ -98,6 +104,7 @@ impl TransportConfig {
                 .unwrap_or(VarInt::MAX),
             active_connection_id_limit: VarInt::from_u32(ACTIVE_CID_LIMIT),
             max_datagram_frame_size: self.max_datagram_frame_size.map(VarInt::from),
+            disable_active_migration: !self.active_migration,
             min_ack_delay: self
                 .ack_frequency
                 .then(|| VarInt::from_u64(crate::recovery::GRANULARITY.as_micros() as u64))

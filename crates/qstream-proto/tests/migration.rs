@@ -245,3 +245,53 @@ fn migration_intentional_move_uses_new_connection_ids_both_ways() {
         "the server reused a client ID"
     );
 }
+
+/// RFC 9000 §9, §18.2: a server configured without active migration advertises
+/// disable_active_migration and drops what comes from any other address, without a
+/// stateless reset; it never sends there. (A client that moves anyway loses the connection.)
+#[test]
+fn migration_disabled_by_the_server_is_not_followed() {
+    let moved: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+    let mut pair = Pair::new(PairOptions {
+        server_transport: qstream_proto::TransportConfig {
+            active_migration: false,
+            ..Default::default()
+        },
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(10)));
+    let to_moved = Rc::new(Cell::new(0usize));
+    let counted = to_moved.clone();
+    pair.sim.set_filter(Some(Box::new(move |_, to, _| {
+        if to == moved {
+            counted.set(counted.get() + 1);
+        }
+        true
+    })));
+    let mut rebound_at = None;
+    let now = pair.sim.now();
+    let id = pair.server_conn().unwrap().open(now, Dir::Uni).unwrap();
+    let mut upload = Upload::repeating(id, pattern(1, 1 << 16), 8 << 20);
+    let mut download = Download::counting(Dir::Uni);
+    pair.run_until(Duration::from_secs(5), |p| {
+        upload.push(p.server_conn().unwrap());
+        download.pull(p.client_conn().unwrap());
+        if download.received > 1 << 20 && rebound_at.is_none() {
+            p.sim.rebind(CLIENT, moved);
+            let now = p.sim.now();
+            p.client_conn().unwrap().on_local_address_changed(now, true);
+            rebound_at = Some(now);
+        }
+        false
+    });
+    assert!(rebound_at.is_some());
+    let server = pair.server_conn().unwrap();
+    assert_eq!(server.remote_address(), client_addr());
+    assert_eq!(server.stats().peer_migrations, 0);
+    assert_eq!(
+        to_moved.get(),
+        0,
+        "the server sent to the address it does not take"
+    );
+    assert!(download.received < 8 << 20, "the download cannot go on");
+}

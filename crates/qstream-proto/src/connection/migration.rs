@@ -230,9 +230,19 @@ impl Connection {
     /// server follows it even if nothing else is to be sent. A new IP address starts
     /// congestion control, RTT and path MTU over (§9.2, §9.4); a new port on the same IP
     /// keeps them. Only after the handshake is confirmed (§9): before, nothing changes here,
-    /// and the server does not follow either.
+    /// and the server does not follow either; nor when the server disabled active migration
+    /// (its disable_active_migration parameter): it takes nothing from the new address.
     pub fn on_local_address_changed(&mut self, now: Instant, new_ip: bool) {
         if self.side == Side::Server || !self.handshake.confirmed || self.is_closed() {
+            return;
+        }
+        // RFC 9000 §9: a server that sent disable_active_migration takes no packets from
+        // another address; the connection cannot follow the move.
+        if self
+            .peer_params
+            .as_ref()
+            .is_some_and(|p| p.disable_active_migration)
+        {
             return;
         }
         if let Some(retire) = self.cids.use_next_remote() {

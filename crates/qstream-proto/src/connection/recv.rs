@@ -148,8 +148,12 @@ impl Connection {
             }
             _ => {}
         }
-        // A client only talks to the server's address; migration is not supported.
-        remote == self.path.remote || self.side == Side::Server
+        // RFC 9000 §9: a client discards packets from an address the server did not use; a
+        // server that disabled active migration drops those of a client that moved anyway,
+        // once the handshake is confirmed (before, the client's address may not change).
+        remote == self.path.remote
+            || (self.side == Side::Server
+                && (self.config.active_migration || !self.handshake.confirmed))
     }
 
     /// One packet of a datagram of `from.1` bytes from `from.0`.
