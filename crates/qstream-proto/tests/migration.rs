@@ -295,3 +295,53 @@ fn migration_disabled_by_the_server_is_not_followed() {
     );
     assert!(download.received < 8 << 20, "the download cannot go on");
 }
+
+/// RFC 9000 §9.3.3, RFC9000-147: an attacker's copy of the client's packet, sent from
+/// another address and arriving first, makes the server move there; the server then
+/// challenges the previously active path, the real client answers with a non-probing packet,
+/// and the server is back on the real address within a round trip, long before the client's
+/// own probe timeout would have brought it back.
+#[test]
+fn migration_spoofed_move_is_undone_by_challenging_the_old_path() {
+    use bytes::BytesMut;
+    let fake: SocketAddr = "10.6.6.6:6666".parse().unwrap();
+    let mut pair = Pair::new(PairOptions::default());
+    assert!(pair.drive_handshake(Duration::from_secs(10)));
+    pair.run_until(Duration::from_millis(500), |_| false);
+    // The attacker intercepts what the client sends for 10 ms (far less than its probe
+    // timeout).
+    let captured = Rc::new(std::cell::RefCell::new(None::<Vec<u8>>));
+    let intercepting = Rc::new(Cell::new(true));
+    let (capture, on) = (captured.clone(), intercepting.clone());
+    pair.sim.set_filter(Some(Box::new(move |from, _, data| {
+        if from == client_addr() && data[0] & 0x80 == 0 && on.get() {
+            *capture.borrow_mut() = Some(data.to_vec());
+            return false;
+        }
+        true
+    })));
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    let id = client.open(now, Dir::Uni).unwrap();
+    client.write(id, b"hello").unwrap();
+    pair.run_until(Duration::from_millis(10), |_| false);
+    intercepting.set(false);
+    // Its copy of the client's latest packet, from its own address, reaches the server.
+    let copy = captured.borrow().clone().expect("the client sent");
+    let injected = pair.sim.now();
+    pair.sim
+        .endpoint(SERVER)
+        .handle_datagram(injected, fake, None, BytesMut::from(&copy[..]));
+    assert_eq!(pair.server_conn().unwrap().remote_address(), fake);
+    assert!(pair.run_until(
+        Duration::from_secs(3),
+        |p| p.server_conn().unwrap().remote_address() == client_addr()
+    ));
+    let back_after = pair.sim.now() - injected;
+    // A round trip is 20 ms here; the client's probe timeout is over 45 ms.
+    assert!(
+        back_after < Duration::from_millis(30),
+        "back after {back_after:?}"
+    );
+    assert_eq!(pair.server_conn().unwrap().stats().peer_migrations, 2);
+}

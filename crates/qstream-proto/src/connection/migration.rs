@@ -32,6 +32,9 @@ pub(super) struct Migration {
     /// The connection ID the peer's latest non-probing packet was sent to: a peer that moves
     /// on purpose uses a new one (RFC 9000 §9.5).
     pub(super) peer_dcid: Option<ConnectionId>,
+    /// The challenge owed to the previously active path after an apparent migration
+    /// (RFC 9000 §9.3.3, RFC9000-147): its address, the data, and whether it was sent.
+    old_path: Option<(SocketAddr, [u8; 8], bool)>,
 }
 
 /// A path validation under way (RFC 9000 §8.2).
@@ -68,26 +71,38 @@ impl Migration {
             validation: None,
             fallback: None,
             peer_dcid: None,
+            old_path: None,
         }
     }
 
-    /// The peer moved from `old` (validated when `old_validated`) to `new` at `now`;
-    /// `timeout` is how long validation may take. Returns what the change asks of the path.
+    /// The peer moved from `old` (validated when `old_validated`) to `new` at `now`, with a
+    /// new connection ID when `new_cid`; `timeout` is how long validation may take. Returns
+    /// what the change asks of the path.
     pub(super) fn on_peer_moved(
         &mut self,
         now: Instant,
-        old: SocketAddr,
-        old_validated: bool,
+        (old, old_validated): (SocketAddr, bool),
         new: SocketAddr,
+        new_cid: bool,
         timeout: Duration,
     ) -> AddressChange {
         if self.fallback == Some(new) {
             self.fallback = None;
             self.validation = None;
+            self.old_path = None;
             return AddressChange::Return;
         }
         if old_validated {
             self.fallback = Some(old);
+        }
+        if old_validated && !new_cid {
+            // RFC9000-147: if the move was an attacker's copy of the peer's packets, the
+            // peer answers on its real address with a non-probing packet, which moves the
+            // connection back at once. A move to a new connection ID is the peer's own (a
+            // copy cannot change the ID), and the old path's ID may not go to the new
+            // address nor the new one to the old (§9.5): that path is not challenged.
+            let data = self.challenge_data();
+            self.old_path = Some((old, data, false));
         }
         let due = Some(self.challenge_data());
         self.validation = Some(Validation {
@@ -110,6 +125,18 @@ impl Migration {
         data
     }
 
+    /// The address and data of the PATH_CHALLENGE owed to the previously active path, if not
+    /// sent yet; counted as sent.
+    pub(super) fn take_old_path_challenge(&mut self) -> Option<(SocketAddr, [u8; 8])> {
+        match &mut self.old_path {
+            Some((addr, data, sent)) if !*sent => {
+                *sent = true;
+                Some((*addr, *data))
+            }
+            _ => None,
+        }
+    }
+
     /// The data of the PATH_CHALLENGE to write now, if one is due.
     pub(super) fn challenge_due(&self) -> Option<[u8; 8]> {
         self.validation.as_ref().and_then(|v| v.due)
@@ -130,8 +157,13 @@ impl Migration {
         }
     }
 
-    /// A PATH_RESPONSE echoing `data`: returns whether it validated the peer's address.
+    /// A PATH_RESPONSE echoing `data`: returns whether it validated the peer's address (an
+    /// answer from the previously active path only says that path still works).
     pub(super) fn on_response(&mut self, data: [u8; 8]) -> bool {
+        if self.old_path.is_some_and(|(_, old, _)| old == data) {
+            self.old_path = None;
+            return false;
+        }
         let matched = self
             .validation
             .as_ref()
@@ -191,7 +223,8 @@ impl Connection {
         if remote == self.path.remote || self.side == Side::Client || !self.handshake.confirmed {
             return;
         }
-        if previous_dcid.is_some_and(|previous| previous != dcid) {
+        let new_cid = previous_dcid.is_some_and(|previous| previous != dcid);
+        if new_cid {
             if let Some(retire) = self.cids.use_next_remote() {
                 self.spaces[SpaceId::Data as usize]
                     .pending
@@ -204,9 +237,10 @@ impl Connection {
         let initial = RttEstimator::new(self.config.initial_rtt).pto_base();
         let timeout = 3 * self.pto_duration().max(initial);
         let old = self.path.remote;
-        let change =
-            self.migration
-                .on_peer_moved(now, old, self.path.address_validated, remote, timeout);
+        let from = (old, self.path.address_validated);
+        let change = self
+            .migration
+            .on_peer_moved(now, from, remote, new_cid, timeout);
         self.path.remote = remote;
         self.stats.peer_migrations += 1;
         if let Some(qlog) = &mut self.qlog {

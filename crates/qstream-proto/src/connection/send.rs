@@ -69,6 +69,8 @@ enum Content {
     MtuProbe,
     /// Whatever is pending; only what congestion control never holds back when blocked.
     Frames { congestion_blocked: bool },
+    /// A PATH_CHALLENGE with this data alone, for a path other than the current one.
+    PathChallenge([u8; 8]),
 }
 
 impl Connection {
@@ -76,6 +78,9 @@ impl Connection {
     /// buffer for a batched send), or `None` when nothing may be sent now; `buf` is then
     /// unchanged. Coalesces Initial, Handshake and 1-RTT packets (RFC 9000 §12.2).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some(transmit) = self.old_path_challenge(now, buf) {
+            return Some(transmit);
+        }
         let base = buf.len();
         let plan = self.plan_datagram(now)?;
         buf.reserve(plan.limit);
@@ -104,6 +109,37 @@ impl Connection {
             size,
             ecn: self.path.ecn_sending.then_some(super::EcnCodepoint::Ect0),
             probe: plan.probing,
+        })
+    }
+
+    /// RFC 9000 §9.3.3, RFC9000-147: after an apparent migration, a PATH_CHALLENGE to the
+    /// previously active (validated) path, in a datagram of 1200 bytes of its own. It counts
+    /// for neither path's congestion control nor loss recovery: it is not resent.
+    fn old_path_challenge(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if !matches!(self.state, State::Established) || self.one_rtt.is_none() {
+            return None;
+        }
+        let (destination, data) = self.migration.take_old_path_challenge()?;
+        let base = buf.len();
+        let mut built = std::mem::take(&mut self.built);
+        built.clear();
+        let content = Content::PathChallenge(data);
+        built.push(self.build_packet(now, SpaceId::Data, buf, base + MIN_INITIAL_SIZE, content));
+        self.pad_datagram(buf, base, MIN_INITIAL_SIZE, &mut built);
+        for packet in &mut built {
+            packet.record.in_flight = false;
+            packet.record.ack_eliciting = false;
+        }
+        self.seal(now, buf, &mut built);
+        self.built = built;
+        let size = buf.len() - base;
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += size as u64;
+        Some(Transmit {
+            destination,
+            size,
+            ecn: None,
+            probe: false,
         })
     }
 
@@ -394,7 +430,10 @@ impl Connection {
             path_validation: false,
         };
 
-        self.write_ack_if_due(now, id, matches!(content, Content::Close), buf, &mut record);
+        if !matches!(content, Content::PathChallenge(_)) {
+            let closing = matches!(content, Content::Close);
+            self.write_ack_if_due(now, id, closing, buf, &mut record);
+        }
         match content {
             Content::Close => self.write_close(id, buf, max_end),
             Content::MtuProbe => {
@@ -405,6 +444,10 @@ impl Connection {
             }
             Content::Frames { congestion_blocked } => {
                 self.write_frames(now, id, buf, max_end, congestion_blocked, &mut record)
+            }
+            Content::PathChallenge(data) => {
+                Frame::PathChallenge(data).encode(buf);
+                record.path_validation = true;
             }
         }
 
