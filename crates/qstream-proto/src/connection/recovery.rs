@@ -221,17 +221,7 @@ impl Connection {
         for (_, packet) in &newly_acked {
             self.on_packet_acked(id, packet);
         }
-        for (pn, packet) in &newly_acked {
-            if packet.in_flight {
-                self.path.bytes_in_flight -= u64::from(packet.size);
-                let info = PacketInfo {
-                    number: (id == SpaceId::Data && !packet.mtu_probe).then_some(*pn),
-                    sent: packet.time,
-                    bytes: u64::from(packet.size),
-                };
-                self.path.cc.on_ack(now, &info, app_limited, &self.path.rtt);
-            }
-        }
+        self.on_in_flight_acked(now, id, &newly_acked, app_limited);
         self.process_ecn(now, id, ack, &newly_acked);
         for (_, packet) in newly_acked {
             self.recycle_stream_records(packet.retransmit.streams);
@@ -325,6 +315,26 @@ impl Connection {
             self.path.pacer.on_max_datagram_size(size);
         }
         self.streams.on_acked(&packet.retransmit.streams);
+    }
+
+    /// Newly acknowledged packets leave bytes in flight and feed congestion control (RFC 9002
+    /// §7): those in flight on the current path, that is.
+    fn on_in_flight_acked(
+        &mut self,
+        now: Instant,
+        id: SpaceId,
+        newly_acked: &[(u64, SentPacket)],
+        app_limited: bool,
+    ) {
+        for (pn, packet) in newly_acked.iter().filter(|(_, p)| p.in_flight) {
+            self.path.bytes_in_flight -= u64::from(packet.size);
+            let info = PacketInfo {
+                number: (id == SpaceId::Data && !packet.mtu_probe).then_some(*pn),
+                sent: packet.time,
+                bytes: u64::from(packet.size),
+            };
+            self.path.cc.on_ack(now, &info, app_limited, &self.path.rtt);
+        }
     }
 
     /// After an acknowledgment of 1-RTT packets and the losses it revealed: whether the path

@@ -435,15 +435,7 @@ impl Connection {
                 });
             }
             ack_eliciting |= ty.is_ack_eliciting();
-            // RFC 9000 §9.1: PATH_CHALLENGE, PATH_RESPONSE, NEW_CONNECTION_ID and PADDING
-            // are probing frames.
-            probing &= matches!(
-                frame,
-                Frame::PathChallenge(_)
-                    | Frame::PathResponse(_)
-                    | Frame::NewConnectionId(_)
-                    | Frame::Padding(_)
-            );
+            probing &= ty.is_probing();
             self.stats.frames_received.count(ty);
             match frame {
                 Frame::Padding(_) | Frame::Ping => {}
