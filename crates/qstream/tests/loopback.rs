@@ -131,7 +131,12 @@ async fn loopback_dropping_the_last_handle_closes_with_code_zero() {
 
 #[tokio::test]
 async fn loopback_endpoints_forget_drained_connections() {
-    let (server_config, client_config) = configs(TransportConfig::default());
+    // Every connection is forgotten once drained: closed by the peer's CONNECTION_CLOSE, or,
+    // should that be lost (seen once on a loaded machine), by the idle timeout, here 3 s.
+    let (server_config, client_config) = configs(TransportConfig {
+        max_idle_timeout: Some(Duration::from_secs(3)),
+        ..TransportConfig::default()
+    });
     let server = Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
     let server_addr = server.local_addr().unwrap();
     let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
