@@ -146,6 +146,8 @@ fn migration_nat_rebinding_keeps_a_download() {
             stats.frames_received.get(FrameType::PATH_RESPONSE) >= 1,
             "to {to}"
         );
+        // RFC9000-144: a token for the new address, beside the one after the handshake.
+        assert!(stats.frames_sent.get(FrameType::NEW_TOKEN) >= 2, "to {to}");
     }
 }
 

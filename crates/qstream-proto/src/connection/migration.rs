@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use super::mtu::MtuDiscovery;
-use super::{Connection, State};
+use super::{Connection, EndpointEvent, State};
 use crate::Side;
 use crate::recovery::RttEstimator;
 use crate::recovery::pacing::Pacer;
@@ -311,10 +311,12 @@ impl Connection {
     }
 
     /// A PATH_RESPONSE echoing `data` (RFC 9000 §8.2.3): the peer's address is validated if
-    /// it answers one of our challenges.
+    /// it answers one of our challenges, and the client gets an address validation token for
+    /// its new address (§9.3, RFC9000-144).
     pub(super) fn on_path_response(&mut self, data: [u8; 8]) {
         if self.migration.on_response(data) {
             self.path.address_validated = true;
+            self.endpoint_events.push_back(EndpointEvent::NeedToken);
         }
     }
 
