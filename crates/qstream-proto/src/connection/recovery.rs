@@ -217,7 +217,9 @@ impl Connection {
             }
         }
         let app_limited = self.path.bytes_in_flight < self.path.cc.window() / 2;
-        let acked_sizes = AckedSizes::of(newly_acked.iter().map(|(_, p)| p));
+        // Black hole detection looks at 1-RTT packets only (path MTU discovery runs there).
+        let acked_sizes =
+            (id == SpaceId::Data).then(|| AckedSizes::of(newly_acked.iter().map(|(_, p)| p)));
         for (_, packet) in &newly_acked {
             self.on_packet_acked(id, packet);
         }
@@ -227,7 +229,7 @@ impl Connection {
             self.recycle_stream_records(packet.retransmit.streams);
         }
         self.detect_and_remove_lost(now, id);
-        if id == SpaceId::Data {
+        if let Some(acked_sizes) = acked_sizes {
             self.check_black_hole(acked_sizes);
         }
         self.path

@@ -212,7 +212,7 @@ impl Header<'_> {
                 buf.put_u8(first);
                 buf.put_slice(dcid);
                 put_pn(pn, buf);
-                return 1 + dcid.len();
+                return self.len(pn) - pn.size();
             }
             Self::Initial {
                 version,
@@ -238,7 +238,6 @@ impl Header<'_> {
         );
         buf.put_u8(LONG_FORM | FIXED_BIT | version.long_type_bits(ty) << 4 | pn_bits);
         buf.put_u32(version.0);
-        let mut offset = 5 + 2 + dcid.len() + scid.len() + LENGTH_FIELD_LEN;
         buf.put_u8(dcid.len() as u8);
         buf.put_slice(dcid);
         buf.put_u8(scid.len() as u8);
@@ -247,11 +246,11 @@ impl Header<'_> {
             let len = VarInt::try_from(token.len()).expect("tokens fit in a datagram");
             len.encode(buf);
             buf.put_slice(token);
-            offset += len.size() + token.len();
         }
         buf.put_u16(0x4000 | length as u16);
         put_pn(pn, buf);
-        offset
+        // Where the packet number starts: the layout [`Header::len`] counts.
+        self.len(pn) - pn.size()
     }
 }
 
