@@ -47,6 +47,10 @@ struct Args {
     /// `--cases "loss 10%,bursts"`.
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
+    /// Runs only these sender→receiver pairs in the loss scenario (all by default), e.g.
+    /// `--pairs qstream,quinn-to-qstream,quinn`.
+    #[arg(long, value_delimiter = ',')]
+    pairs: Vec<LossPair>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -166,7 +170,7 @@ impl Sizes {
 }
 
 /// A sending and a receiving stack of the loss scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum LossPair {
     Qstream,
     QstreamToQuinn,
@@ -375,6 +379,7 @@ fn main() -> ExitCode {
     let pairs: Vec<LossPair> = LossPair::ALL
         .into_iter()
         .filter(|p| p.runs_on(&stacks))
+        .filter(|p| args.pairs.is_empty() || args.pairs.contains(p))
         .collect();
     let mut loss_report = Report::against(
         LossPair::ALL.iter().map(|p| p.label()).collect(),
