@@ -55,7 +55,7 @@ pub mod transmit;
 pub mod wire;
 
 pub use config::{ClientConfig, EndpointConfig, ServerConfig, TransportConfig};
-pub use connection::{Connection, ConnectionError, EcnCodepoint, Event, Transmit};
+pub use connection::{Connection, ConnectionError, EarlyData, EcnCodepoint, Event, Transmit};
 pub use endpoint::{ConnectError, ConnectionHandle, Endpoint};
 pub use error::{DecodeError, TransportError, TransportErrorCode};
 

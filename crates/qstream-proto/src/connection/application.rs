@@ -35,6 +35,13 @@ impl Connection {
         self.streams.accept(dir)
     }
 
+    /// Server: whether data of the peer's stream `id` arrived as early data, in 0-RTT packets.
+    /// Early data may be a replay (see [`super::EarlyData`]): act on it only when repeating it
+    /// is harmless. `None` for a stream not known.
+    pub fn stream_is_early(&self, id: StreamId) -> Option<bool> {
+        self.streams.is_early(id)
+    }
+
     /// Writes to a stream's send buffer; returns how much was taken.
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
         self.streams.write(id, data)

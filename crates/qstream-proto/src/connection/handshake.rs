@@ -85,6 +85,10 @@ impl Connection {
                 }
             }
         }
+        self.start_zero_rtt();
+        if self.tls.is_handshaking() {
+            self.accept_zero_rtt();
+        }
         // On resumption rustls offers the previous session's parameters (kept for 0-RTT) from
         // the start; the client validates only this handshake's, which it has once the server's
         // Finished gave it 1-RTT keys (EncryptedExtensions come first).
@@ -136,6 +140,8 @@ impl Connection {
     /// RFC 9001 §4.9.2: Handshake keys are discarded once the handshake is confirmed.
     pub(super) fn confirm_handshake(&mut self) {
         self.handshake.confirmed = true;
+        // RFC 9001 §4.9.3: a server's 0-RTT keys go with the handshake.
+        self.zero_rtt.discard_keys();
         self.discard_space(SpaceId::Handshake);
         // The first ACK_FREQUENCY goes out with what confirms the handshake, the server's
         // HANDSHAKE_DONE or the client's acknowledgment of it.
@@ -195,7 +201,9 @@ impl Connection {
                 .map(|us| Duration::from_micros(us.into_inner())),
         );
         self.peer_ack_delay_exponent = params.ack_delay_exponent;
-        self.streams.apply_peer_params(&params);
+        if !self.settle_zero_rtt(now, &params)? {
+            self.streams.apply_peer_params(&params);
+        }
         self.path
             .mtu
             .limit_to_peer(params.max_udp_payload_size.into_inner());

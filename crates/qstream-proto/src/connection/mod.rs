@@ -26,6 +26,7 @@ mod space;
 mod stats;
 mod timers;
 mod version;
+mod zero_rtt;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -55,6 +56,8 @@ use path::Path;
 use space::PacketSpace;
 pub use stats::{ConnectionStats, FrameCounts};
 pub(crate) use version::{VersionChoice, Versions, compatible};
+pub use zero_rtt::EarlyData;
+use zero_rtt::ZeroRtt;
 
 /// The smallest datagram a client's Initial travels in, and that every endpoint can receive
 /// (RFC 9000 §14.1).
@@ -122,6 +125,8 @@ pub struct Connection {
 
     spaces: [PacketSpace; 3],
     one_rtt: Option<OneRttKeys>,
+    /// 0-RTT keys and what became of early data (RFC 9001 §4.6).
+    zero_rtt: ZeroRtt,
     peer_params: Option<TransportParameters>,
     /// How far the handshake got.
     handshake: handshake::Progress,
@@ -245,6 +250,7 @@ impl Connection {
             local_cid_len: init.local_cid_len,
             spaces,
             one_rtt: None,
+            zero_rtt: ZeroRtt::default(),
             peer_params: None,
             handshake: handshake::Progress::default(),
             pto_count: 0,
@@ -378,6 +384,12 @@ impl Connection {
         self.tls
             .handshake_kind()
             .map(|kind| kind == rustls::HandshakeKind::Resumed)
+    }
+
+    /// What became of early data (RFC 9001 §4.6): a client knows whether the server took it
+    /// once the handshake completes.
+    pub fn early_data(&self) -> EarlyData {
+        self.zero_rtt.status
     }
 
     /// The peer's certificate chain, once the handshake has it.

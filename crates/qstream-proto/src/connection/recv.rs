@@ -28,6 +28,8 @@ struct Accepted {
     original_initial: bool,
     /// Client: the version the server switches to with this packet, and its Initial keys.
     switch: Option<(Version, Keys)>,
+    /// Server: a 0-RTT packet, opened with the early data keys.
+    zero_rtt: bool,
 }
 
 /// A packet that decrypted.
@@ -198,7 +200,7 @@ impl Connection {
             self.stats.non_eliciting_packets_received += 1;
         }
         // RFC 9000 §9.3: only the highest-numbered non-probing packet moves the peer.
-        if id == SpaceId::Data && newest && !frames.probing {
+        if located.ty == PacketType::OneRtt && newest && !frames.probing {
             self.on_newest_packet(now, from.0, from.1, located.dcid);
         }
         self.schedule_ack(now, id, packet.pn, ecn, frames.ack_eliciting);
@@ -235,13 +237,18 @@ impl Connection {
             PacketType::Initial => SpaceId::Initial,
             PacketType::Handshake => SpaceId::Handshake,
             PacketType::OneRtt => SpaceId::Data,
-            // 0-RTT is not offered, so none is accepted.
+            // RFC 9001 §4.6.2, RFC9001-018: 0-RTT packets are processed only when the early data
+            // was accepted, while its keys last; RFC9001-044: a client discards them.
+            PacketType::ZeroRtt if self.zero_rtt.keys().is_some() && self.side == Side::Server => {
+                SpaceId::Data
+            }
             PacketType::ZeroRtt => return None,
         };
         Some(Accepted {
             id,
             original_initial,
             switch,
+            zero_rtt: located.ty == PacketType::ZeroRtt,
         })
     }
 
@@ -262,6 +269,7 @@ impl Connection {
             _ => self.spaces[id as usize].keys.as_ref(),
         };
         let header_key = match id {
+            SpaceId::Data if accepted.zero_rtt => self.zero_rtt.keys().map(|k| &*k.header),
             SpaceId::Data => self.one_rtt.as_ref().map(|k| &*k.remote_header),
             _ => long_keys.map(|k| &*k.remote.header),
         };
@@ -283,6 +291,10 @@ impl Connection {
         }
         let key_phase = header.first_byte & 0x04 != 0;
         let (packet_key, peer_updated_keys) = match (id, &self.one_rtt, long_keys) {
+            (SpaceId::Data, _, _) if accepted.zero_rtt => match self.zero_rtt.keys() {
+                Some(keys) => (&*keys.packet, false),
+                None => return Ok(None),
+            },
             (SpaceId::Data, Some(keys), _) => keys.remote_for(key_phase, pn),
             (_, _, Some(keys)) => (&*keys.remote.packet, false),
             _ => return Ok(None),
@@ -329,10 +341,11 @@ impl Connection {
         if let Some((version, keys)) = accepted.switch {
             self.switch_version(now, version, keys);
         }
-        if id == SpaceId::Data {
+        if id == SpaceId::Data && !accepted.zero_rtt {
             self.follow_key_phase(now, packet);
         }
         self.stats.packets_received += 1;
+        self.stats.zero_rtt_packets_received += u64::from(accepted.zero_rtt);
         if self.side == Side::Client && id == SpaceId::Initial && self.peer_initial_scid.is_none() {
             // RFC 9000 §7.2: the client switches to the server's chosen connection ID.
             self.cids.set_initial_remote(located.scid, None);
@@ -437,6 +450,10 @@ impl Connection {
             ack_eliciting |= ty.is_ack_eliciting();
             probing &= ty.is_probing();
             self.stats.frames_received.count(ty);
+            let early_stream = match &frame {
+                Frame::Stream(stream) if packet_type == PacketType::ZeroRtt => Some(stream.id),
+                _ => None,
+            };
             match frame {
                 Frame::Padding(_) | Frame::Ping => {}
                 Frame::Ack(ack) => self.on_ack_received(now, id, &ack)?,
@@ -477,6 +494,9 @@ impl Connection {
                 | Frame::DataBlocked(_)
                 | Frame::MaxStreams { .. }
                 | Frame::StreamsBlocked { .. } => self.streams.on_frame(now, &frame, payload)?,
+            }
+            if let Some(id) = early_stream {
+                self.streams.mark_early(id);
             }
         }
         // RFC 9000 §12.4, RFC9000-226: a packet with no frames.

@@ -316,16 +316,19 @@ impl Connection {
         }
         for (mut packet, end) in built.drain(..).zip(ends) {
             packet.record.size = (end - packet.start) as u16;
+            self.stats.zero_rtt_packets_sent +=
+                u64::from(packet.long && packet.space == SpaceId::Data);
             self.on_packet_sent(now, packet.space, packet.pn, packet.record);
         }
     }
 
     fn local_keys(&self, id: SpaceId) -> (&dyn HeaderProtectionKey, &dyn PacketKey) {
         match id {
-            SpaceId::Data => {
-                let keys = self.one_rtt.as_ref().expect("checked in can_send_in");
-                (&*keys.local_header, &*keys.local)
-            }
+            SpaceId::Data => match (&self.one_rtt, self.zero_rtt.keys()) {
+                (Some(keys), _) => (&*keys.local_header, &*keys.local),
+                (None, Some(keys)) => (&*keys.header, &*keys.packet),
+                (None, None) => unreachable!("checked in can_send_in"),
+            },
             _ => {
                 let keys = &self.spaces[id as usize]
                     .keys
@@ -339,7 +342,9 @@ impl Connection {
 
     fn can_send_in(&self, id: SpaceId, closing: bool) -> bool {
         match id {
-            SpaceId::Data => self.one_rtt.is_some(),
+            // RFC 9001 §4.6.1: a client resuming with early data sends 0-RTT packets until it has
+            // 1-RTT keys; a close waits for those.
+            SpaceId::Data => self.one_rtt.is_some() || (!closing && self.is_sending_zero_rtt()),
             // RFC 9000 §10.2.3: once the handshake is confirmed, CONNECTION_CLOSE goes only in
             // 1-RTT packets.
             _ if closing && self.handshake.confirmed => false,
@@ -390,6 +395,11 @@ impl Connection {
                 dcid,
                 scid,
             },
+            SpaceId::Data if self.is_sending_zero_rtt() => Header::ZeroRtt {
+                version,
+                dcid,
+                scid,
+            },
             SpaceId::Data => Header::Short {
                 dcid,
                 spin: false,
@@ -412,6 +422,7 @@ impl Connection {
         content: Content,
     ) -> Built {
         let start = buf.len();
+        let zero_rtt = id == SpaceId::Data && self.is_sending_zero_rtt();
         let (header, truncated) = self.packet_header(id);
         let pn_offset = start + header.encode(truncated, 0, buf);
         let space = &mut self.spaces[id as usize];
@@ -430,7 +441,9 @@ impl Connection {
             path_validation: false,
         };
 
-        if !matches!(content, Content::PathChallenge(_)) {
+        // RFC 9000 §12.4: a 0-RTT packet carries no ACK; what the client acknowledges it
+        // received in 1-RTT packets (§17.2.3), which end its 0-RTT (RFC9000-310).
+        if !matches!(content, Content::PathChallenge(_)) && !zero_rtt {
             let closing = matches!(content, Content::Close);
             self.write_ack_if_due(now, id, closing, buf, &mut record);
         }
@@ -457,7 +470,7 @@ impl Connection {
             start,
             pn_offset,
             pn,
-            long: id != SpaceId::Data,
+            long: id != SpaceId::Data || zero_rtt,
             record,
         };
         built.finish(buf);
@@ -535,7 +548,9 @@ impl Connection {
         record: &mut SentPacket,
     ) {
         let mut payload = Payload::new(buf, max_end);
-        if id == SpaceId::Data {
+        // The connection's own control frames wait for 1-RTT: in 0-RTT none is due yet, and
+        // some may not go there (RFC 9000 §12.4).
+        if id == SpaceId::Data && self.one_rtt.is_some() {
             self.write_data_control(now, &mut payload, record);
         }
         let space = &mut self.spaces[id as usize];

@@ -19,6 +19,10 @@ pub struct ConnectionStats {
     pub packets_sent: u64,
     /// Packets received and successfully decrypted.
     pub packets_received: u64,
+    /// Client: 0-RTT packets sent (RFC 9001 §4.6).
+    pub zero_rtt_packets_sent: u64,
+    /// Server: 0-RTT packets received and decrypted.
+    pub zero_rtt_packets_received: u64,
     /// Of those, packets that elicit no acknowledgment: ACK-only (with PADDING), or carrying
     /// CONNECTION_CLOSE.
     pub non_eliciting_packets_received: u64,

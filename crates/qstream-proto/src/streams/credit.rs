@@ -206,9 +206,13 @@ impl Streams {
     pub(crate) fn on_max_streams(&mut self, now: Instant, dir: Dir, count: u64) {
         self.counters.max_streams_received += 1;
         // RFC 9000 §19.11, RFC9000-362: a limit that does not grow is ignored.
-        if !self.credit[dir_index(dir)].local.raise(count) {
-            return;
+        if self.credit[dir_index(dir)].local.raise(count) {
+            self.grant_waiting_opens(now, dir);
         }
+    }
+
+    /// Opens the streams that waited for credit, in order, as far as the peer's limit allows.
+    pub(super) fn grant_waiting_opens(&mut self, now: Instant, dir: Dir) {
         while let Some((ticket, index)) = self.credit[dir_index(dir)].grant_next() {
             let id = self.insert_local(now, dir, index);
             self.events

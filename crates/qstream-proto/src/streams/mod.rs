@@ -16,6 +16,7 @@
 //!   `crate::flow`.
 
 mod credit;
+mod early_data;
 mod peer_frames;
 mod piece;
 mod recv;
@@ -209,6 +210,8 @@ struct StreamState {
     accepted: bool,
     /// Whether it is in the schedule.
     queued: bool,
+    /// Server: some of its data arrived in 0-RTT packets.
+    early: bool,
 }
 
 impl StreamState {
@@ -224,6 +227,7 @@ impl StreamState {
             opened_at,
             accepted,
             queued: false,
+            early: false,
         }
     }
 
@@ -323,6 +327,11 @@ impl Streams {
         self.conn_send = SendWindow::new(params.initial_max_data.into_inner());
         self.credit[0].local = SendWindow::new(params.initial_max_streams_bidi.into_inner());
         self.credit[1].local = SendWindow::new(params.initial_max_streams_uni.into_inner());
+        self.set_peer_windows(params);
+    }
+
+    /// The initial stream data limits of the peer's parameters, for streams opened from now.
+    fn set_peer_windows(&mut self, params: &crate::wire::TransportParameters) {
         self.peer_windows = PeerStreamWindows {
             bidi_local: params.initial_max_stream_data_bidi_local.into_inner(),
             bidi_remote: params.initial_max_stream_data_bidi_remote.into_inner(),
@@ -343,10 +352,7 @@ impl Streams {
     /// Inserts the stream of ours with `index`, just opened.
     fn insert_local(&mut self, now: Instant, dir: Dir, index: u64) -> StreamId {
         let id = StreamId::new(self.side, dir, index).expect("below 2^60");
-        let send_window = match dir {
-            Dir::Bi => self.peer_windows.bidi_remote,
-            Dir::Uni => self.peer_windows.uni,
-        };
+        let send_window = self.peer_window_for_local(dir);
         let recv = (dir == Dir::Bi).then(|| {
             RecvHalf::new(
                 self.config.stream_window,

@@ -239,6 +239,23 @@ impl SendHalf {
         Some((start, data, fin))
     }
 
+    /// 0-RTT was rejected: nothing sent reached the peer, so everything written goes again from
+    /// the first byte, the FIN or RESET_STREAM too, under the new `limit` (RFC 9001 §4.6.2).
+    /// Nothing was acknowledged before: acknowledgments come only in 1-RTT packets.
+    pub(crate) fn restart(&mut self, limit: u64) {
+        self.retransmit = RangeSet::default();
+        self.acked = RangeSet::default();
+        self.flow = SendWindow::new(limit);
+        self.phase = match self.phase {
+            Phase::Finished(_) => Phase::Finished(Fin::Unsent),
+            Phase::ResetSent { code, .. } => Phase::ResetSent {
+                code,
+                frame: Signal::Due,
+            },
+            other => other,
+        };
+    }
+
     /// A STREAM frame carrying `range` (and FIN when `fin`) was lost.
     pub(crate) fn on_lost(&mut self, range: Range<u64>, fin: bool) {
         if !self.is_sending() {

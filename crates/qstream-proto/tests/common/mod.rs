@@ -101,6 +101,8 @@ pub struct PairOptions {
     pub client_compatible_versions: Vec<Version>,
     /// The server's versions, most preferred first.
     pub server_versions: Vec<Version>,
+    /// The client asks for early data when it resumes and the server takes it (RFC 9001 §4.6).
+    pub early_data: bool,
 }
 
 impl Default for PairOptions {
@@ -118,6 +120,7 @@ impl Default for PairOptions {
             qlog: false,
             client_compatible_versions: Vec::new(),
             server_versions: vec![Version::V1, Version::V2],
+            early_data: false,
         }
     }
 }
@@ -132,6 +135,11 @@ pub struct Pair {
     pub server_events: Vec<Event>,
     /// When the application's own timer next wakes it (see [`Pair::wake_at`]).
     wake: Option<Instant>,
+    /// The server's TLS configuration, its session store among it.
+    pub server_tls: Arc<rustls::ServerConfig>,
+    /// The server's configuration but for TLS.
+    server_config: ServerConfig,
+    server_seed: [u8; 32],
 }
 
 pub fn client_addr() -> SocketAddr {
@@ -152,12 +160,18 @@ impl Pair {
         };
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&options.seed.to_le_bytes());
-        let mut server_config =
-            ServerConfig::new(Arc::new(server_tls(&cert, &key, options.server_alpn)));
+        let mut tls = server_tls(&cert, &key, options.server_alpn);
+        let mut client_tls = client_tls(&trusted, ALPN);
+        if options.early_data {
+            tls.max_early_data_size = u32::MAX;
+            client_tls.enable_early_data = true;
+        }
+        let server_tls = Arc::new(tls);
+        let mut server_config = ServerConfig::new(server_tls.clone());
         server_config.transport = Arc::new(options.server_transport);
         server_config.retry = options.retry;
         server_config.versions = options.server_versions;
-        let mut client_config = ClientConfig::new(Arc::new(client_tls(&trusted, ALPN)));
+        let mut client_config = ClientConfig::new(Arc::new(client_tls));
         client_config.transport = Arc::new(options.client_transport);
         client_config.version = options.version;
         client_config.compatible_versions = options.client_compatible_versions;
@@ -173,7 +187,10 @@ impl Pair {
         server_seed[31] = 2;
         sim.add_endpoint(
             server_addr(),
-            Endpoint::new(EndpointConfig::from_seed(server_seed), Some(server_config)),
+            Endpoint::new(
+                EndpointConfig::from_seed(server_seed),
+                Some(server_config.clone()),
+            ),
         );
         sim.endpoint(CLIENT).set_qlog(options.qlog);
         sim.endpoint(SERVER).set_qlog(options.qlog);
@@ -190,7 +207,37 @@ impl Pair {
             client_events: Vec::new(),
             server_events: Vec::new(),
             wake: None,
+            server_tls,
+            server_config,
+            server_seed,
         }
+    }
+
+    /// A new connection from the same client endpoint and configuration (its session cache
+    /// among it) to the server; the earlier connection's handles and events are forgotten.
+    pub fn reconnect(&mut self) {
+        let now = self.sim.now();
+        self.client = self
+            .sim
+            .endpoint(CLIENT)
+            .connect(now, &self.client_config, server_addr(), "localhost")
+            .unwrap();
+        self.server = None;
+        self.client_events.clear();
+        self.server_events.clear();
+    }
+
+    /// Replaces the server endpoint, at the same address, by a fresh one running `tls` (a
+    /// changed copy of [`Pair::server_tls`] shares its session store) and `transport`.
+    pub fn restart_server(&mut self, tls: rustls::ServerConfig, transport: TransportConfig) {
+        let mut config = self.server_config.clone();
+        config.tls = Arc::new(tls);
+        config.transport = Arc::new(transport);
+        self.server_tls = config.tls.clone();
+        *self.sim.endpoint(SERVER) =
+            Endpoint::new(EndpointConfig::from_seed(self.server_seed), Some(config));
+        self.server = None;
+        self.server_events.clear();
     }
 
     /// Collects events from both connections and accepts the server's.
