@@ -276,6 +276,14 @@ impl Connection {
             .and_then(|c| c.handshake_resumed())
     }
 
+    /// What became of early data (RFC 9001 §4.6): a 0-RTT client knows whether the server took
+    /// it once the handshake completes (see [`crate::Connecting::into_0rtt`]); a server says
+    /// whether it took the client's. `None` once the connection is gone.
+    pub fn early_data(&self) -> Option<qstream_proto::EarlyData> {
+        let state = self.shared.lock();
+        state.proto.connection(self.handle).map(|c| c.early_data())
+    }
+
     /// The peer's certificate chain, as it presented it.
     pub fn peer_certificates(&self) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
         let state = self.shared.lock();
@@ -572,6 +580,18 @@ impl RecvStream {
     /// The stream's ID.
     pub fn id(&self) -> StreamId {
         self.id
+    }
+
+    /// Server: whether the peer's data on this stream arrived as early data, in 0-RTT packets
+    /// (quinn: `RecvStream::is_0rtt`). Early data can be replayed by an attacker: act on it only
+    /// when doing so twice is harmless (an idempotent request).
+    pub fn is_early(&self) -> bool {
+        let state = self.connection.shared.lock();
+        state
+            .proto
+            .connection(self.connection.handle)
+            .and_then(|c| c.stream_is_early(self.id))
+            .unwrap_or(false)
     }
 
     /// Reads to the end, failing with [`ReadError::TooLong`] if more than `limit` bytes arrive

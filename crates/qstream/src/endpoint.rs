@@ -473,6 +473,73 @@ impl Future for Connecting {
     }
 }
 
+impl Connecting {
+    /// Client: the connection at once, before its handshake completes, when it resumes a
+    /// session whose server allows early data (the rustls `ClientConfig` has
+    /// `enable_early_data`; tickets are kept by its resumption store, per server name): streams
+    /// opened and data written now leave in 0-RTT packets with the first flight (RFC 9001
+    /// §4.6). quinn calls it `Connecting::into_0rtt` too. `Err(self)` when 0-RTT is not
+    /// possible; await the handshake instead. Early data may reach the server twice (a replay):
+    /// send in it only requests that are safe to repeat. If the server refuses it, what it
+    /// carried is sent again in 1-RTT packets, without the application doing anything.
+    pub fn into_0rtt(mut self) -> Result<(Connection, ZeroRttAccepted), Self> {
+        let connection = self.connection.as_ref().expect("polled after completion");
+        let pending = {
+            let state = connection.shared.lock();
+            state
+                .proto
+                .connection(connection.handle)
+                .is_some_and(|c| c.early_data() == qstream_proto::EarlyData::Pending)
+        };
+        if !pending {
+            return Err(self);
+        }
+        let connection = self.connection.take().expect("present");
+        let accepted = ZeroRttAccepted {
+            shared: connection.shared.clone(),
+            handle: connection.handle,
+        };
+        Ok((connection, accepted))
+    }
+}
+
+/// Resolves when the handshake of a 0-RTT connection completes: `true` when the server took the
+/// early data; `false` when it refused it (what it carried went again, nothing is lost) or the
+/// connection failed. quinn's `ZeroRttAccepted`.
+pub struct ZeroRttAccepted {
+    shared: Arc<Shared>,
+    handle: ConnectionHandle,
+}
+
+impl std::fmt::Debug for ZeroRttAccepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZeroRttAccepted")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for ZeroRttAccepted {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut state = self.shared.lock();
+        let entry = state.connections.entry(self.handle).or_default();
+        if entry.error.is_some() {
+            return Poll::Ready(false);
+        }
+        if !entry.connected {
+            entry.waiters.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let accepted = state
+            .proto
+            .connection(self.handle)
+            .is_some_and(|c| c.early_data() == qstream_proto::EarlyData::Accepted);
+        Poll::Ready(accepted)
+    }
+}
+
 /// Datagrams received per system call at most.
 const BATCH: usize = 32;
 

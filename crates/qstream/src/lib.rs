@@ -17,7 +17,7 @@ pub mod tls;
 pub use connection::{
     Connection, ReadError, RecvStream, ResetByPeer, SendDatagramError, SendStream, TryOpenError,
 };
-pub use endpoint::{Connecting, Endpoint};
+pub use endpoint::{Connecting, Endpoint, ZeroRttAccepted};
 pub use qstream_proto as proto;
 pub use qstream_proto::{ClientConfig, ConnectionError, ServerConfig, TransportConfig};
 pub use socket::IoStats;

@@ -519,3 +519,100 @@ async fn interop_quinn_qstream_client_that_rebinds_keeps_its_download_from_quinn
     assert!(echoed == data, "{} of {} bytes", echoed.len(), data.len());
     assert_eq!(qstream_exchange(&connection, b"after").await, b"after");
 }
+
+#[tokio::test]
+async fn interop_quinn_qstream_client_resumes_in_0rtt_with_a_quinn_server() {
+    // RFC 9001 §4.6: our second connection to quinn resumes the first one's session and sends
+    // its request in 0-RTT packets; quinn takes it as early data.
+    let mut server_tls = tls().server;
+    server_tls.max_early_data_size = u32::MAX;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).unwrap();
+    let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            tokio::spawn(async move {
+                // quinn marks a stream as 0-RTT when it is accepted during the handshake, so
+                // the server takes the connection before its handshake completes.
+                let Ok(connecting) = incoming.accept() else {
+                    return;
+                };
+                let connection = match connecting.into_0rtt() {
+                    Ok((connection, _)) => connection,
+                    Err(connecting) => match connecting.await {
+                        Ok(connection) => connection,
+                        Err(_) => return,
+                    },
+                };
+                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                    let Ok(request) = recv.read_to_end(1 << 16).await else {
+                        return;
+                    };
+                    let _ = send.write_all(&[u8::from(recv.is_0rtt())]).await;
+                    let _ = send.write_all(&request).await;
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
+                }
+            });
+        }
+    });
+    let mut client_tls = tls().client;
+    client_tls.enable_early_data = true;
+    let config = ClientConfig::new(Arc::new(client_tls));
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let first = client.connect(&config, addr, "localhost").unwrap();
+    let first = tokio::time::timeout(TIMEOUT, first).await.unwrap().unwrap();
+    assert_eq!(qstream_exchange(&first, b"first").await, b"\x00first");
+    first.close(qstream::proto::wire::VarInt::from_u32(0), b"done");
+    let second = client.connect(&config, addr, "localhost").unwrap();
+    let (second, accepted) = second.into_0rtt().expect("a ticket allowing early data");
+    let answer = tokio::time::timeout(TIMEOUT, qstream_exchange(&second, b"early"));
+    assert_eq!(answer.await.unwrap(), b"\x01early");
+    assert!(accepted.await, "quinn took the early data");
+    assert!(second.stats().unwrap().zero_rtt_packets_sent > 0);
+}
+
+#[tokio::test]
+async fn interop_quinn_quinn_client_resumes_in_0rtt_with_a_qstream_server() {
+    // RFC 9001 §4.6: quinn's second connection to our server resumes and sends its request in
+    // 0-RTT packets (quinn's Connecting::into_0rtt); our server takes it as early data.
+    let mut server_tls = tls().server;
+    server_tls.max_early_data_size = u32::MAX;
+    let server = Endpoint::server(
+        ServerConfig::new(Arc::new(server_tls)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(Ok(connection)) = server.accept().await {
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                    let Ok(request) = recv.read_to_end(1 << 16).await else {
+                        return;
+                    };
+                    let _ = send.write_all(&[u8::from(recv.is_early())]).await;
+                    let _ = send.write_all(&request).await;
+                    let _ = send.finish();
+                }
+            });
+        }
+    });
+    let mut client_tls = tls().client;
+    client_tls.enable_early_data = true;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let first = endpoint.connect(addr, "localhost").unwrap();
+    let first = tokio::time::timeout(TIMEOUT, first).await.unwrap().unwrap();
+    assert_eq!(quinn_exchange(&first, b"first").await, b"\x00first");
+    first.close(quinn::VarInt::from_u32(0), b"done");
+    let second = endpoint.connect(addr, "localhost").unwrap();
+    let Ok((second, accepted)) = second.into_0rtt() else {
+        panic!("quinn found no ticket allowing early data");
+    };
+    let answer = tokio::time::timeout(TIMEOUT, quinn_exchange(&second, b"early"));
+    assert_eq!(answer.await.unwrap(), b"\x01early");
+    assert!(accepted.await, "our server took the early data");
+}

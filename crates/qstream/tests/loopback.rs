@@ -798,3 +798,47 @@ async fn loopback_a_client_moved_to_a_new_socket_mid_download_finishes_byte_exac
     );
     assert!(served.stats().unwrap().peer_migrations >= 1);
 }
+
+#[tokio::test]
+async fn loopback_a_resumed_client_sends_its_request_in_0rtt() {
+    // RFC 9001 §4.6: the second connection to a server resumes the first one's session and
+    // sends its request in 0-RTT packets (Connecting::into_0rtt); the server sees the request's
+    // stream as early data, and the client learns that the server took it.
+    let (mut server_config, mut client_config) = configs(TransportConfig::default());
+    Arc::make_mut(&mut server_config.tls).max_early_data_size = u32::MAX;
+    Arc::make_mut(&mut client_config.tls).enable_early_data = true;
+    let server = Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(Ok(connection)) = server.accept().await {
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                    let request = recv.read_to_end(1 << 16).await.unwrap();
+                    send.write_all(&[u8::from(recv.is_early())]).await.unwrap();
+                    send.write_all(&request).await.unwrap();
+                    send.finish().unwrap();
+                }
+            });
+        }
+    });
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let ask = |connection: qstream::Connection, request: &'static [u8]| async move {
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        send.write_all(request).await.unwrap();
+        send.finish().unwrap();
+        recv.read_to_end(1 << 16).await.unwrap()
+    };
+    // The first connection has no ticket yet: a full handshake. Its answer comes after the
+    // server's tickets, which the client's session store keeps.
+    let first = client.connect(&client_config, addr, "localhost").unwrap();
+    let first = first.into_0rtt().expect_err("no ticket yet").await.unwrap();
+    assert_eq!(ask(first.clone(), b"first").await, b"\x00first");
+    first.close(VarInt::from_u32(0), b"done");
+
+    let second = client.connect(&client_config, addr, "localhost").unwrap();
+    let (second, accepted) = second.into_0rtt().expect("a ticket allowing early data");
+    assert_eq!(ask(second.clone(), b"early").await, b"\x01early");
+    assert!(accepted.await, "the server took the early data");
+    assert_eq!(second.handshake_resumed(), Some(true));
+    assert!(second.stats().unwrap().zero_rtt_packets_sent > 0);
+}
