@@ -94,8 +94,10 @@ pub struct Endpoint {
     resets_sent: usize,
     /// Client: the server name of each connection, to file the tokens it receives.
     server_names: FxHashMap<ConnectionHandle, String>,
-    /// Client: the latest NEW_TOKEN token from each server, by name (RFC 9000 §8.1.3).
-    tokens: HashMap<String, bytes::Bytes>,
+    /// Client: the latest NEW_TOKEN token from each server, by name and by the version of the
+    /// connection that gave it (RFC 9000 §8.1.3; RFC 9369 §5, RFC9369-015: a token is used
+    /// only in that version).
+    tokens: HashMap<(String, Version), bytes::Bytes>,
     reset_key: StatelessResetKey,
     token_key: TokenKey,
     /// Whether new connections record a qlog trace.
@@ -195,7 +197,11 @@ impl Endpoint {
             compatible_versions,
             secret_capture,
             local_cid_len: self.config.local_cid_len,
-            initial_token: self.tokens.get(server_name).cloned().unwrap_or_default(),
+            initial_token: self
+                .tokens
+                .get(&(server_name.to_owned(), version))
+                .cloned()
+                .unwrap_or_default(),
             address_validated: true,
             qlog: self.qlog,
             rng_seed: self.rng.random(),
@@ -430,6 +436,7 @@ impl Endpoint {
             self.token_key.check(
                 remote,
                 token,
+                version,
                 since_epoch,
                 server.retry_token_lifetime,
                 server.new_token_lifetime,
@@ -608,14 +615,19 @@ impl Endpoint {
                         continue;
                     };
                     let since_epoch = now.saturating_duration_since(*self.epoch.get_or_insert(now));
-                    let token = self
-                        .token_key
-                        .issue_new_token(connection.remote_address(), since_epoch);
+                    // RFC 9369 §5: after compatible version negotiation the token is the
+                    // negotiated version's.
+                    let token = self.token_key.issue_new_token(
+                        connection.remote_address(),
+                        connection.version(),
+                        since_epoch,
+                    );
                     connection.send_new_token(token.into());
                 }
                 EndpointEvent::NewToken(token) => {
-                    if let Some(name) = self.server_names.get(&handle) {
-                        self.tokens.insert(name.clone(), token);
+                    let version = self.connections.get(&handle).map(|c| c.version());
+                    if let (Some(name), Some(version)) = (self.server_names.get(&handle), version) {
+                        self.tokens.insert((name.clone(), version), token);
                     }
                 }
             }

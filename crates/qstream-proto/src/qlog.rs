@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use crate::Side;
 use crate::streams::{RecvState, SendState, StreamSnapshot, StreamsSnapshot};
 use crate::wire::{
-    Ack, ConnectionClose, ConnectionId, Dir, Frame, Frames, PreferredAddress, SpaceId, StreamId,
-    TransportParameters, Version,
+    Ack, ConnectionClose, ConnectionId, Dir, Frame, Frames, PacketType, PreferredAddress, SpaceId,
+    StreamId, TransportParameters, Version,
 };
 
 /// The RFC 7464 record separator that starts every JSON-SEQ record.
@@ -123,16 +123,21 @@ impl Qlog {
         &mut self,
         now: Instant,
         sent: bool,
-        space: SpaceId,
+        ty: PacketType,
         pn: u64,
         length: usize,
         payload: &[u8],
         ack_delay_exponent: u8,
     ) {
+        let name = match ty {
+            PacketType::Initial => "initial",
+            PacketType::Handshake => "handshake",
+            PacketType::ZeroRtt => "0RTT",
+            PacketType::OneRtt => "1RTT",
+        };
         let mut data = format!(
-            "{{\"header\":{{\"packet_type\":\"{}\",\"packet_number\":{pn}}},\
-             \"raw\":{{\"length\":{length}}},\"frames\":[",
-            packet_type(space)
+            "{{\"header\":{{\"packet_type\":\"{name}\",\"packet_number\":{pn}}},\
+             \"raw\":{{\"length\":{length}}},\"frames\":["
         );
         for (i, frame) in Frames::new(payload).map_while(Result::ok).enumerate() {
             if i > 0 {

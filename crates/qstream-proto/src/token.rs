@@ -4,7 +4,9 @@
 //! A Retry token carries the client's original Destination Connection ID, the Retry's Source
 //! Connection ID and when it was issued, authenticated together with the client's address and
 //! port by HMAC-SHA256 under the endpoint's key. A NEW_TOKEN token, for a later connection,
-//! carries only its issue time and is bound to the client's IP address (its port may change).
+//! carries its issue time and the QUIC version of the connection that gave it (RFC 9369 §5: a
+//! token is valid only in that version), and is bound to the client's IP address (its port may
+//! change).
 //! Both expire and cannot be forged; a leading byte tells them apart (§8.1.3).
 
 use std::net::SocketAddr;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use aws_lc_rs::hmac;
 
-use crate::wire::ConnectionId;
+use crate::wire::{ConnectionId, Version};
 
 const TAG_LEN: usize = 16;
 const RETRY: u8 = 0;
@@ -65,18 +67,27 @@ impl TokenKey {
         body
     }
 
-    /// A token for a NEW_TOKEN frame, issued at `issued` (time since the endpoint started).
-    pub(crate) fn issue_new_token(&self, remote: SocketAddr, issued: Duration) -> Vec<u8> {
+    /// A token for a NEW_TOKEN frame of a connection in `version`, issued at `issued` (time
+    /// since the endpoint started).
+    pub(crate) fn issue_new_token(
+        &self,
+        remote: SocketAddr,
+        version: Version,
+        issued: Duration,
+    ) -> Vec<u8> {
         let mut body = vec![NEW_TOKEN];
         body.extend_from_slice(&(issued.as_millis() as u64).to_be_bytes());
+        body.extend_from_slice(&version.0.to_be_bytes());
         self.seal(remote, body)
     }
 
-    /// Classifies the token of a client's Initial.
+    /// Classifies the token of a client's Initial in `version`. RFC 9369 §5, RFC9369-016: a
+    /// NEW_TOKEN token from a connection in another version is not accepted.
     pub(crate) fn check(
         &self,
         remote: SocketAddr,
         token: &[u8],
+        version: Version,
         now: Duration,
         retry_lifetime: Duration,
         new_token_lifetime: Duration,
@@ -87,8 +98,8 @@ impl TokenKey {
                 None => PresentedToken::InvalidRetry,
             },
             Some(&NEW_TOKEN) => match self.authentic_body(remote, token, now, new_token_lifetime) {
-                Some(_) => PresentedToken::NewToken,
-                None => PresentedToken::Unusable,
+                Some(issued_in) if issued_in == version.0.to_be_bytes() => PresentedToken::NewToken,
+                _ => PresentedToken::Unusable,
             },
             _ => PresentedToken::Unusable,
         }
@@ -200,9 +211,17 @@ mod tests {
         let addr: SocketAddr = "192.0.2.1:4433".parse().unwrap();
         let moved: SocketAddr = "192.0.2.1:5555".parse().unwrap();
         let day = Duration::from_secs(86_400);
-        let token = key.issue_new_token(addr, Duration::from_secs(1));
-        let check =
-            |remote, token: &[u8], now| key.check(remote, token, now, Duration::from_secs(10), day);
+        let token = key.issue_new_token(addr, Version::V1, Duration::from_secs(1));
+        let check = |remote, token: &[u8], now| {
+            key.check(
+                remote,
+                token,
+                Version::V1,
+                now,
+                Duration::from_secs(10),
+                day,
+            )
+        };
         assert!(matches!(
             check(moved, &token, Duration::from_secs(2)),
             PresentedToken::NewToken
@@ -235,6 +254,26 @@ mod tests {
         ));
         assert!(matches!(
             check(addr, b"junk", Duration::ZERO),
+            PresentedToken::Unusable
+        ));
+    }
+
+    /// RFC 9369 §5, RFC9369-016: a token from a version 1 connection does not validate an
+    /// address in a version 2 connection.
+    #[test]
+    fn new_tokens_are_valid_only_in_the_version_that_issued_them() {
+        let key = TokenKey::new(&[9; 32]);
+        let addr: SocketAddr = "192.0.2.1:4433".parse().unwrap();
+        let day = Duration::from_secs(86_400);
+        let token = key.issue_new_token(addr, Version::V1, Duration::from_secs(1));
+        let now = Duration::from_secs(2);
+        let ten = Duration::from_secs(10);
+        assert!(matches!(
+            key.check(addr, &token, Version::V1, now, ten, day),
+            PresentedToken::NewToken
+        ));
+        assert!(matches!(
+            key.check(addr, &token, Version::V2, now, ten, day),
             PresentedToken::Unusable
         ));
     }

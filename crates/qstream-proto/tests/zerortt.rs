@@ -127,10 +127,28 @@ fn request() -> Vec<u8> {
 fn zerortt_request_in_the_first_flight_is_accepted() {
     let mut pair = resumable_pair(PairOptions {
         link: sim_link(),
+        qlog: true,
         ..PairOptions::default()
     });
+    let (mut client_qlog, mut server_qlog) = (Vec::new(), Vec::new());
+    pair.take_qlog(&mut client_qlog, &mut server_qlog);
     let request = request();
     let early = exchange(&mut pair, &request);
+    let (mut client_qlog, mut server_qlog) = (Vec::new(), Vec::new());
+    pair.take_qlog(&mut client_qlog, &mut server_qlog);
+    let zero_rtt = |qlog: &[serde_json::Value], name: &str| {
+        qlog.iter()
+            .filter(|e| e["name"] == name && e["data"]["header"]["packet_type"] == "0RTT")
+            .count() as u64
+    };
+    assert_eq!(
+        zero_rtt(&client_qlog, "quic:packet_sent"),
+        early.zero_rtt_sent
+    );
+    assert_eq!(
+        zero_rtt(&server_qlog, "quic:packet_received"),
+        early.zero_rtt_received
+    );
     assert_eq!(early.request, request);
     assert_eq!(early.client, EarlyData::Accepted, "{early:?}");
     assert_eq!(early.server, EarlyData::Accepted, "{early:?}");

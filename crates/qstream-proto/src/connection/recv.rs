@@ -184,7 +184,7 @@ impl Connection {
             qlog.packet(
                 now,
                 false,
-                id,
+                located.ty,
                 packet.pn,
                 packet.length,
                 &packet.payload,

@@ -10,7 +10,7 @@ use super::{ACK_DELAY_EXPONENT, CloseFrame, Connection, MIN_INITIAL_SIZE, State,
 use crate::crypto::{TAG_LEN, protect};
 use crate::wire::SpaceId;
 use crate::wire::{
-    Ack, ConnectionClose, Frame, Header, Payload, TruncatedPacketNumber, VarInt,
+    Ack, ConnectionClose, Frame, Header, PacketType, Payload, TruncatedPacketNumber, VarInt,
     set_long_header_length,
 };
 use crate::{Side, TransportErrorCode};
@@ -30,6 +30,16 @@ pub(super) struct Built {
 }
 
 impl Built {
+    /// The packet's type: a long-header packet of the Data space is 0-RTT.
+    fn packet_type(&self) -> PacketType {
+        match (self.space, self.long) {
+            (SpaceId::Initial, _) => PacketType::Initial,
+            (SpaceId::Handshake, _) => PacketType::Handshake,
+            (SpaceId::Data, true) => PacketType::ZeroRtt,
+            (SpaceId::Data, false) => PacketType::OneRtt,
+        }
+    }
+
     /// Makes room for the tag and sets a long header's Length. RFC 9001 §5.4.2: the sample
     /// starts 4 bytes after the packet number's start, so the packet number and frames
     /// together take at least 4 bytes.
@@ -296,8 +306,8 @@ impl Connection {
             }
             if let Some(qlog) = &mut self.qlog {
                 let length = end - packet.start;
-                let (space, pn) = (packet.space, packet.pn);
-                qlog.packet(now, true, space, pn, length, payload, ACK_DELAY_EXPONENT);
+                let (ty, pn) = (packet.packet_type(), packet.pn);
+                qlog.packet(now, true, ty, pn, length, payload, ACK_DELAY_EXPONENT);
             }
             let (header_key, packet_key) = self.local_keys(packet.space);
             protect(
@@ -317,7 +327,7 @@ impl Connection {
         for (mut packet, end) in built.drain(..).zip(ends) {
             packet.record.size = (end - packet.start) as u16;
             self.stats.zero_rtt_packets_sent +=
-                u64::from(packet.long && packet.space == SpaceId::Data);
+                u64::from(packet.packet_type() == PacketType::ZeroRtt);
             self.on_packet_sent(now, packet.space, packet.pn, packet.record);
         }
     }
