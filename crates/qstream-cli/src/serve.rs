@@ -114,8 +114,16 @@ pub(crate) async fn serve_files(
     answering: Arc<AtomicUsize>,
 ) {
     let root = Arc::new(root);
-    while let Some(connecting) = endpoint.accept().await {
-        let Ok(connection) = connecting else { continue };
+    while let Some(connecting) = endpoint.accept_connecting().await {
+        // A client whose early data the server took is answered at once, in 0.5-RTT packets
+        // (RFC 9001 §4.6); the others after their handshake.
+        let connection = match connecting.into_0rtt() {
+            Ok((connection, _)) => connection,
+            Err(connecting) => match connecting.await {
+                Ok(connection) => connection,
+                Err(_) => continue,
+            },
+        };
         let root = root.clone();
         let peer = connection
             .remote_address()

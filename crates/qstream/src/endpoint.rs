@@ -396,6 +396,15 @@ impl Endpoint {
     /// The next incoming connection, once its handshake completed; `None` after
     /// [`Endpoint::close`].
     pub async fn accept(&self) -> Option<Result<Connection, ConnectionError>> {
+        Some(self.accept_connecting().await?.await)
+    }
+
+    /// The next incoming connection as soon as it arrives, its handshake under way (quinn:
+    /// `Endpoint::accept` and `Incoming::accept`): await the [`Connecting`] for the handshake,
+    /// or take the connection at once with [`Connecting::into_0rtt`] when the client's early
+    /// data was accepted, to answer its 0-RTT requests before the handshake completes (in
+    /// 0.5-RTT packets). `None` after [`Endpoint::close`].
+    pub async fn accept_connecting(&self) -> Option<Connecting> {
         let handle = std::future::poll_fn(|cx| {
             let mut state = self.shared.lock();
             if let Some(handle) = state.incoming.pop_front() {
@@ -408,10 +417,9 @@ impl Endpoint {
             Poll::Pending
         })
         .await?;
-        let connecting = Connecting {
+        Some(Connecting {
             connection: Some(Connection::new(self.shared.clone(), handle)),
-        };
-        Some(connecting.await)
+        })
     }
 
     /// Closes every connection with `code` and `reason`, and stops accepting.
@@ -474,24 +482,35 @@ impl Future for Connecting {
 }
 
 impl Connecting {
-    /// Client: the connection at once, before its handshake completes, when it resumes a
-    /// session whose server allows early data (the rustls `ClientConfig` has
-    /// `enable_early_data`; tickets are kept by its resumption store, per server name): streams
-    /// opened and data written now leave in 0-RTT packets with the first flight (RFC 9001
-    /// §4.6). quinn calls it `Connecting::into_0rtt` too. `Err(self)` when 0-RTT is not
-    /// possible; await the handshake instead. Early data may reach the server twice (a replay):
-    /// send in it only requests that are safe to repeat. If the server refuses it, what it
-    /// carried is sent again in 1-RTT packets, without the application doing anything.
+    /// The connection at once, before its handshake completes, when early data is under way
+    /// (RFC 9001 §4.6); quinn calls it `Connecting::into_0rtt` too. `Err(self)` otherwise:
+    /// await the handshake instead.
+    ///
+    /// Client: when it resumes a session whose server allows early data (the rustls
+    /// `ClientConfig` has `enable_early_data`; tickets are kept by its resumption store, per
+    /// server name), streams opened and data written now leave in 0-RTT packets with the first
+    /// flight. Early data may reach the server twice (a replay): send in it only requests that
+    /// are safe to repeat. If the server refuses it, what it carried is sent again in 1-RTT
+    /// packets, without the application doing anything.
+    ///
+    /// Server (from [`Endpoint::accept_connecting`]): when TLS accepted the client's early data
+    /// (the rustls `ServerConfig` has `max_early_data_size` `u32::MAX`), the streams it opened
+    /// can be accepted and answered now, before the client's handshake is complete; see
+    /// [`crate::RecvStream::is_early`].
     pub fn into_0rtt(mut self) -> Result<(Connection, ZeroRttAccepted), Self> {
+        use qstream_proto::EarlyData;
         let connection = self.connection.as_ref().expect("polled after completion");
-        let pending = {
+        let early = {
             let state = connection.shared.lock();
             state
                 .proto
                 .connection(connection.handle)
-                .is_some_and(|c| c.early_data() == qstream_proto::EarlyData::Pending)
+                .is_some_and(|c| match c.side() {
+                    qstream_proto::Side::Client => c.early_data() == EarlyData::Pending,
+                    qstream_proto::Side::Server => c.early_data() == EarlyData::Accepted,
+                })
         };
-        if !pending {
+        if !early {
             return Err(self);
         }
         let connection = self.connection.take().expect("present");

@@ -802,16 +802,22 @@ async fn loopback_a_client_moved_to_a_new_socket_mid_download_finishes_byte_exac
 #[tokio::test]
 async fn loopback_a_resumed_client_sends_its_request_in_0rtt() {
     // RFC 9001 §4.6: the second connection to a server resumes the first one's session and
-    // sends its request in 0-RTT packets (Connecting::into_0rtt); the server sees the request's
-    // stream as early data, and the client learns that the server took it.
+    // sends its request in 0-RTT packets (Connecting::into_0rtt); the server takes the
+    // connection before its handshake completes (accept_connecting, into_0rtt) and answers in
+    // 0.5-RTT, seeing the request's stream as early data; the client learns that the server
+    // took it.
     let (mut server_config, mut client_config) = configs(TransportConfig::default());
     Arc::make_mut(&mut server_config.tls).max_early_data_size = u32::MAX;
     Arc::make_mut(&mut client_config.tls).enable_early_data = true;
     let server = Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Some(Ok(connection)) = server.accept().await {
+        while let Some(connecting) = server.accept_connecting().await {
             tokio::spawn(async move {
+                let connection = match connecting.into_0rtt() {
+                    Ok((connection, _)) => connection,
+                    Err(connecting) => connecting.await.unwrap(),
+                };
                 while let Ok((mut send, mut recv)) = connection.accept_bi().await {
                     let request = recv.read_to_end(1 << 16).await.unwrap();
                     send.write_all(&[u8::from(recv.is_early())]).await.unwrap();
