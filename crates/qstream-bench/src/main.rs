@@ -7,6 +7,7 @@ mod loss;
 mod processes;
 mod relay;
 mod report;
+mod resume;
 mod scenarios;
 mod stacks;
 mod tls;
@@ -109,6 +110,10 @@ enum Scenario {
     /// Downloads as processes inside a network namespace whose nftables rules drop datagrams
     /// (root, iproute2 and nftables needed; not run by default).
     LossNetns,
+    /// Time to the first byte of an answer on a connection that resumes an earlier one's
+    /// session, the request in 0-RTT or after the handshake (QUIC only), on loopback and at
+    /// 1 ms and 20 ms round trips.
+    Resume,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -258,7 +263,11 @@ fn run_scenario<S: Stack>(
             "latency".into(),
             scenarios::latency::<S>(tls, sizes.latency_samples),
         )],
-        Scenario::Memory | Scenario::Loss | Scenario::Cli | Scenario::LossNetns => {
+        Scenario::Memory
+        | Scenario::Loss
+        | Scenario::Cli
+        | Scenario::LossNetns
+        | Scenario::Resume => {
             unreachable!("idle memory runs in a child process, the others in pairs of stacks")
         }
     }
@@ -366,6 +375,7 @@ fn main() -> ExitCode {
             Scenario::Latency,
             Scenario::Loss,
             Scenario::Cli,
+            Scenario::Resume,
         ]
     } else {
         args.scenarios.clone()
@@ -389,6 +399,10 @@ fn main() -> ExitCode {
         .into_iter()
         .filter(|c| args.cases.is_empty() || args.cases.iter().any(|n| c.name.contains(n)))
         .collect();
+    let mut resume_report = Report::against(
+        resume::ResumeStack::ALL.iter().map(|s| s.label()).collect(),
+        "quinn",
+    );
     let mut cli_report = Report::against(
         processes::CLI_PAIRS
             .iter()
@@ -425,6 +439,33 @@ fn main() -> ExitCode {
             }
             if let (Scenario::LossNetns, Some(programs)) = (scenario, &programs) {
                 run_loss_netns(round, sizes.netns_bytes, programs, &mut netns_report);
+                continue;
+            }
+            if scenario == Scenario::Resume {
+                let samples = if args.smoke { 2 } else { 10 };
+                for case in resume::cases() {
+                    for turn in 0..resume::ResumeStack::ALL.len() {
+                        let all = resume::ResumeStack::ALL;
+                        let stack = all[(turn + round as usize) % all.len()];
+                        eprintln!(
+                            "round {}/{rounds}: {}, {}",
+                            round + 1,
+                            case.name,
+                            stack.label()
+                        );
+                        match resume::first_byte(stack, &tls, &case, samples) {
+                            Ok(measures) => resume_report.add(stack.label(), measures),
+                            Err(failure) => {
+                                eprintln!("  failed: {failure}");
+                                resume_report.fail(format!(
+                                    "{} {}: {failure}",
+                                    stack.label(),
+                                    case.name
+                                ));
+                            }
+                        }
+                    }
+                }
                 continue;
             }
             if scenario == Scenario::Loss {
@@ -490,6 +531,15 @@ fn main() -> ExitCode {
         );
         print!("{}", loss_report.table());
     }
+    if !resume_report.is_empty() {
+        println!(
+            "\nresume: a {}-byte request on a new connection that resumes an earlier session, \
+             median of {} connections each way",
+            64,
+            if args.smoke { 2 } else { 10 }
+        );
+        print!("{}", resume_report.table());
+    }
     if !cli_report.is_empty() {
         println!(
             "\ncli: {} through each tool, as processes",
@@ -522,6 +572,7 @@ fn main() -> ExitCode {
         json["loss"] = loss_report.json(serde_json::json!({}));
         json["cli"] = cli_report.json(serde_json::json!({ "bytes": sizes.cli_bytes }));
         json["loss_netns"] = netns_report.json(serde_json::json!({ "bytes": sizes.netns_bytes }));
+        json["resume"] = resume_report.json(serde_json::json!({}));
         let text = serde_json::to_string_pretty(&json).expect("JSON");
         if let Err(error) = std::fs::write(path, text) {
             eprintln!("qstream-bench: cannot write {}: {error}", path.display());

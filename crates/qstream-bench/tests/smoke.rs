@@ -113,6 +113,34 @@ fn smoke_every_scenario_yields_figures_for_every_stack() {
     }
     assert!(table.contains("qstream/quinn") && table.contains("loss 5%"));
 
+    // The resume scenario: both stacks answered a resumed connection's first request, in
+    // 0-RTT and after the handshake, on every path; 0-RTT saves a round trip at 20 ms.
+    let resume = report["resume"]["results"]
+        .as_array()
+        .expect("resume results");
+    assert_eq!(
+        report["resume"]["failures"].as_array().map(Vec::len),
+        Some(0)
+    );
+    let first_byte = |case: &str, metric: &str, stack: &str| {
+        resume
+            .iter()
+            .find(|r| r["scenario"] == case && r["metric"] == metric)
+            .and_then(|r| r["median"][stack].as_f64())
+            .unwrap_or_else(|| panic!("no {metric} for {case}, {stack}: {resume:?}"))
+    };
+    for case in ["resume loopback", "resume rtt=1ms", "resume rtt=20ms"] {
+        for stack in ["qstream", "quinn"] {
+            let early = first_byte(case, "first byte, 0-RTT", stack);
+            let late = first_byte(case, "first byte, resumed 1-RTT", stack);
+            assert!(early > 0.0 && late > 0.0, "{case} {stack}: {early} {late}");
+        }
+    }
+    assert!(
+        first_byte("resume rtt=20ms", "first byte, 0-RTT", "qstream")
+            < first_byte("resume rtt=20ms", "first byte, resumed 1-RTT", "qstream") - 10.0
+    );
+
     // The cli scenario: the tools ran as processes, with time and each side's CPU.
     let cli = report["cli"]["results"].as_array().expect("cli results");
     assert_eq!(report["cli"]["failures"].as_array().map(Vec::len), Some(0));
