@@ -122,15 +122,35 @@ impl Controller for Cubic {
     }
 
     fn on_congestion_event(&mut self, now: Instant, latest_sent: Instant, persistent: bool) {
+        self.reduce(now, latest_sent);
         if persistent {
-            // RFC 9002 §7.6.2, RFC9002-050: the minimum window; the next epoch starts afresh.
+            // RFC 9002 §7.6.2, RFC9002-050, Appendix B.8: after the reduction the window falls
+            // to the minimum, and slow start regrows it to the threshold the reduction set; the
+            // next epoch starts where slow start ends (§4.8).
             self.window = minimum_window(self.max_datagram_size);
-            self.ssthresh = self.window;
             self.recovery.reset();
             self.epoch_start = None;
-            self.w_max = 0.0;
-            return;
         }
+    }
+
+    fn on_max_datagram_size(&mut self, max_datagram_size: u64) {
+        self.window = resized_window(self.window, self.max_datagram_size, max_datagram_size);
+        self.max_datagram_size = max_datagram_size;
+    }
+
+    fn window(&self) -> u64 {
+        self.window
+    }
+
+    fn ssthresh(&self) -> Option<u64> {
+        (self.ssthresh != u64::MAX).then_some(self.ssthresh)
+    }
+}
+
+impl Cubic {
+    /// A congestion event: once per recovery period, the window falls by beta_cubic and the
+    /// curve is centred on the window before (RFC 9438 §4.6, §4.7).
+    fn reduce(&mut self, now: Instant, latest_sent: Instant) {
         if !self.recovery.on_loss(now, latest_sent) {
             return;
         }
@@ -148,19 +168,6 @@ impl Controller for Cubic {
         // K = cbrt(W_max * (1 - beta) / C), in segments (§4.2).
         let k = (self.segments(self.w_max) * (1.0 - BETA) / C).cbrt();
         self.k = Duration::from_secs_f64(k);
-    }
-
-    fn on_max_datagram_size(&mut self, max_datagram_size: u64) {
-        self.window = resized_window(self.window, self.max_datagram_size, max_datagram_size);
-        self.max_datagram_size = max_datagram_size;
-    }
-
-    fn window(&self) -> u64 {
-        self.window
-    }
-
-    fn ssthresh(&self) -> Option<u64> {
-        (self.ssthresh != u64::MAX).then_some(self.ssthresh)
     }
 }
 
@@ -183,6 +190,26 @@ mod tests {
             estimator.update(rtt, Duration::ZERO);
         }
         estimator
+    }
+
+    /// RFC 9002 §7.6.2 and Appendix B.8: persistent congestion drops the window to the
+    /// minimum after the usual reduction, and slow start (growth by every byte acknowledged)
+    /// brings it back to that reduction's threshold, not one datagram per round trip from two.
+    #[test]
+    fn persistent_congestion_slow_starts_back_to_the_reduced_threshold() {
+        let start = Instant::now();
+        let rtt = rtt(Duration::from_millis(20));
+        let mut cubic = Cubic::new(1200);
+        cubic.window = 100 * 1200;
+        cubic.ssthresh = cubic.window;
+        cubic.on_congestion_event(start, start, true);
+        assert_eq!(cubic.window(), minimum_window(1200));
+        assert_eq!(cubic.ssthresh(), Some((100.0 * 1200.0 * BETA) as u64));
+        let later = start + Duration::from_millis(1);
+        for _ in 0..10 {
+            cubic.on_ack(later, &packet(later), false, &rtt);
+        }
+        assert_eq!(cubic.window(), minimum_window(1200) + 10 * 1200);
     }
 
     #[test]

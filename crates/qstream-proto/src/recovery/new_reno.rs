@@ -49,21 +49,20 @@ impl Controller for NewReno {
     }
 
     fn on_congestion_event(&mut self, now: Instant, latest_sent: Instant, persistent: bool) {
+        // One reduction per round trip: losses of packets sent before recovery started are part
+        // of the same event (RFC 9002 §7.3.2).
+        if self.recovery.on_loss(now, latest_sent) {
+            self.ssthresh = (self.window / 2).max(minimum_window(self.max_datagram_size));
+            self.window = self.ssthresh;
+            self.acked_in_avoidance = 0;
+        }
         if persistent {
-            // RFC 9002 §7.6.2, RFC9002-050.
+            // RFC 9002 §7.6.2, RFC9002-050, Appendix B.8: then the minimum window, which slow
+            // start regrows to the threshold just set.
             self.window = minimum_window(self.max_datagram_size);
             self.recovery.reset();
             self.acked_in_avoidance = 0;
-            return;
         }
-        // One reduction per round trip: losses of packets sent before recovery started are part
-        // of the same event (RFC 9002 §7.3.2).
-        if !self.recovery.on_loss(now, latest_sent) {
-            return;
-        }
-        self.ssthresh = (self.window / 2).max(minimum_window(self.max_datagram_size));
-        self.window = self.ssthresh;
-        self.acked_in_avoidance = 0;
     }
 
     fn on_max_datagram_size(&mut self, max_datagram_size: u64) {
@@ -77,5 +76,36 @@ impl Controller for NewReno {
 
     fn ssthresh(&self) -> Option<u64> {
         (self.ssthresh != u64::MAX).then_some(self.ssthresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// RFC 9002 §7.6.2 and Appendix B.8: persistent congestion halves the threshold as any
+    /// congestion event does, then drops the window to the minimum for slow start to regrow.
+    #[test]
+    fn persistent_congestion_slow_starts_back_to_half_the_window() {
+        let start = Instant::now();
+        let mut reno = NewReno::new(1200);
+        reno.window = 100 * 1200;
+        reno.ssthresh = reno.window;
+        reno.on_congestion_event(start, start, true);
+        assert_eq!(reno.window(), minimum_window(1200));
+        assert_eq!(reno.ssthresh(), Some(50 * 1200));
+        let later = start + Duration::from_millis(1);
+        let packet = PacketInfo {
+            number: None,
+            sent: later,
+            bytes: 1200,
+        };
+        let rtt = RttEstimator::new(Duration::from_millis(20));
+        for _ in 0..10 {
+            reno.on_ack(later, &packet, false, &rtt);
+        }
+        assert_eq!(reno.window(), minimum_window(1200) + 10 * 1200);
     }
 }
