@@ -161,6 +161,12 @@ pub struct ServerConfig {
     /// listed earlier is switched to it during the handshake (RFC 9368 compatible version
     /// negotiation; v1 and v2 are compatible). The default, v1 then v2, never switches.
     pub versions: Vec<Version>,
+    /// An address of this server's that clients are to move to once their handshake is
+    /// confirmed (RFC 9000 §9.6, the preferred_address transport parameter), with a connection
+    /// ID of its own. Datagrams that arrive there are handed over with
+    /// [`crate::Endpoint::handle_datagram_at`], and what is sent from there says so in
+    /// [`crate::Transmit::source`]. Needs connection IDs of at least one byte.
+    pub preferred_address: Option<std::net::SocketAddr>,
 }
 
 impl ServerConfig {
@@ -173,6 +179,7 @@ impl ServerConfig {
             retry_token_lifetime: Duration::from_secs(10),
             new_token_lifetime: Duration::from_secs(24 * 3600),
             versions: vec![Version::V1, Version::V2],
+            preferred_address: None,
         }
     }
 }

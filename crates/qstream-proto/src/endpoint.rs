@@ -272,6 +272,20 @@ impl Endpoint {
         ecn: Option<EcnCodepoint>,
         datagram: BytesMut,
     ) -> Option<ConnectionHandle> {
+        self.handle_datagram_at(now, None, remote, ecn, datagram)
+    }
+
+    /// [`Self::handle_datagram`] for a datagram that arrived on `local`, an address of this
+    /// endpoint other than its own (`None`): a server's preferred address (RFC 9000 §9.6). What
+    /// a connection sends from there says so in [`Transmit::source`].
+    pub fn handle_datagram_at(
+        &mut self,
+        now: Instant,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        datagram: BytesMut,
+    ) -> Option<ConnectionHandle> {
         let first = parse_packet(&datagram, self.config.local_cid_len).ok()?;
         let (dcid, long_initial) = match &first {
             Packet::Protected(p) => (Some(p.dcid), p.ty == PacketType::Initial),
@@ -304,7 +318,9 @@ impl Endpoint {
         };
         if let Some(handle) = dcid.and_then(|cid| self.routes.get(&cid)) {
             let connection = self.connections.get_mut(&handle)?;
+            connection.arrived_on = local;
             connection.handle_datagram(now, remote, ecn, datagram);
+            connection.arrived_on = None;
             self.touch(handle);
             self.process_endpoint_events(now, handle);
             return Some(handle);
@@ -364,7 +380,7 @@ impl Endpoint {
             return None;
         }
         let local_cid = self.new_cid();
-        let params = Connection::local_transport_parameters(
+        let mut params = Connection::local_transport_parameters(
             &server.transport,
             Side::Server,
             local_cid,
@@ -376,6 +392,27 @@ impl Endpoint {
                 available: server.versions.clone(),
             },
         );
+        // RFC 9000 §9.6, §18.2: a preferred address comes with a connection ID of its own
+        // (sequence number 1), never a zero-length one.
+        let preferred = server
+            .preferred_address
+            .filter(|_| self.config.local_cid_len > 0)
+            .map(|address| {
+                let cid = self.new_cid();
+                params.preferred_address = Some(crate::wire::PreferredAddress {
+                    ipv4: match address {
+                        SocketAddr::V4(a) => Some(a),
+                        SocketAddr::V6(_) => None,
+                    },
+                    ipv6: match address {
+                        SocketAddr::V6(a) => Some(a),
+                        SocketAddr::V4(_) => None,
+                    },
+                    connection_id: cid,
+                    stateless_reset_token: self.reset_key.token(&cid),
+                });
+                cid
+            });
         let mut encoded = Vec::new();
         params.encode(&mut encoded);
         // Kept only when the server may switch versions (usually not).
@@ -407,8 +444,13 @@ impl Endpoint {
         if let Some(params) = logged {
             connection.qlog_local_parameters(now, &params, &server.versions);
         }
+        if let Some(cid) = preferred {
+            connection.issue_preferred_cid(cid);
+        }
         connection.handle_datagram(now, remote, ecn, datagram);
-        let handle = self.insert(connection, &[local_cid, dcid]);
+        let mut routed = vec![local_cid, dcid];
+        routed.extend(preferred);
+        let handle = self.insert(connection, &routed);
         self.process_endpoint_events(now, handle);
         self.incoming.push_back(handle);
         Some(handle)
@@ -519,6 +561,7 @@ impl Endpoint {
             buf.extend_from_slice(&packet);
             return Some(Transmit {
                 destination,
+                source: None,
                 size: packet.len(),
                 ecn: None,
                 probe: false,

@@ -130,6 +130,8 @@ pub struct Simulator {
     rng: StdRng,
     link: LinkConfig,
     endpoints: Vec<(SocketAddr, Endpoint)>,
+    /// More addresses of endpoints, by index: a server's preferred address.
+    aliases: Vec<(SocketAddr, usize)>,
     queue: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     /// When each direction's link finishes serialising what it already carries.
@@ -155,6 +157,7 @@ impl Simulator {
             rng: StdRng::seed_from_u64(seed),
             link,
             endpoints: Vec::new(),
+            aliases: Vec::new(),
             queue: BinaryHeap::new(),
             seq: 0,
             busy_until: HashMap::new(),
@@ -199,6 +202,14 @@ impl Simulator {
         self.endpoints.push((addr, endpoint));
         self.batches.push(ReceiveBatch::default());
         self.endpoints.len() - 1
+    }
+
+    /// Gives the endpoint at `index` another address, as a server with a preferred address
+    /// has (RFC 9000 §9.6): what arrives there is handed over with
+    /// [`Endpoint::receive_at`], and what it sends from there ([`crate::Transmit::source`])
+    /// leaves from it.
+    pub fn add_address(&mut self, index: usize, addr: SocketAddr) {
+        self.aliases.push((addr, index));
     }
 
     /// The endpoint at `index`.
@@ -307,7 +318,7 @@ impl Simulator {
                 };
                 let data = std::mem::take(&mut self.buf);
                 self.send(
-                    from,
+                    transmit.source.unwrap_or(from),
                     transmit.destination,
                     transmit.ecn,
                     &data[..transmit.size],
@@ -372,13 +383,19 @@ impl Simulator {
         let mut urgent = false;
         while self.queue.peek().is_some_and(|Reverse(d)| d.at <= self.now) {
             let Reverse(datagram) = self.queue.pop().expect("peeked");
-            let Some(i) = self.endpoints.iter().position(|(a, _)| *a == datagram.to) else {
+            let primary = self.endpoints.iter().position(|(a, _)| *a == datagram.to);
+            let alias = || {
+                let alias = self.aliases.iter().find(|(a, _)| *a == datagram.to);
+                alias.map(|&(a, i)| (i, Some(a)))
+            };
+            let Some((i, local)) = primary.map(|i| (i, None)).or_else(alias) else {
                 continue;
             };
             self.stats.delivered += 1;
             let endpoint = &mut self.endpoints[i].1;
-            let receipt = endpoint.receive(
+            let receipt = endpoint.receive_at(
                 self.now,
+                local,
                 datagram.from,
                 datagram.ecn,
                 BytesMut::from(datagram.data.as_slice()),

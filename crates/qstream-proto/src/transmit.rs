@@ -39,8 +39,21 @@ impl Endpoint {
         ecn: Option<EcnCodepoint>,
         datagram: BytesMut,
     ) -> Receipt {
+        self.receive_at(now, None, remote, ecn, datagram)
+    }
+
+    /// [`Self::receive`] for a datagram that arrived on `local`, an address of this endpoint
+    /// other than its own (see [`Endpoint::handle_datagram_at`]).
+    pub fn receive_at(
+        &mut self,
+        now: Instant,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        ecn: Option<EcnCodepoint>,
+        datagram: BytesMut,
+    ) -> Receipt {
         let long_header = is_long_header(&datagram);
-        let connection = self.handle_datagram(now, remote, ecn, datagram);
+        let connection = self.handle_datagram_at(now, local, remote, ecn, datagram);
         let state = connection.and_then(|h| self.connection(h));
         let gap = state.is_some_and(|c| c.has_gap_report());
         Receipt {
@@ -109,7 +122,7 @@ impl ReceiveBatch {
 pub const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
 
 /// Splits datagrams, gathered back to back in one buffer, into runs that one GSO send can
-/// carry: same destination and ECN codepoint, all the size of the first except possibly the
+/// carry: same source, destination and ECN codepoint, all the size of the first except possibly the
 /// last, at most `max_segments` datagrams and [`MAX_GSO_BYTES`] in all. A probe
 /// ([`Transmit::probe`]) is a run of its own, so that the loss of one batch cannot take every
 /// probe. Returns index ranges into `transmits`.
@@ -126,6 +139,7 @@ pub fn gso_batches(transmits: &[Transmit], max_segments: usize) -> Vec<Range<usi
             && !transmits[end].probe
             && bytes + transmits[end].size <= MAX_GSO_BYTES
             && transmits[end].destination == first.destination
+            && transmits[end].source == first.source
             && transmits[end].ecn == first.ecn
             && transmits[end].size <= first.size
             && transmits[end - 1].size == first.size
@@ -148,6 +162,7 @@ mod tests {
     fn transmit(destination: SocketAddr, size: usize, probe: bool) -> Transmit {
         Transmit {
             destination,
+            source: None,
             size,
             ecn: None,
             probe,

@@ -347,3 +347,73 @@ fn migration_spoofed_move_is_undone_by_challenging_the_old_path() {
     );
     assert_eq!(pair.server_conn().unwrap().stats().peer_migrations, 2);
 }
+
+fn preferred_address() -> SocketAddr {
+    "10.0.0.3:443".parse().unwrap()
+}
+
+/// RFC 9000 §9.6: the server offers a preferred address; once the handshake is confirmed the
+/// client validates it and moves there, to the connection ID that came with it, and the
+/// server answers from it. A download that runs meanwhile completes, every byte checked,
+/// with and without loss, on a fast and a slow path.
+#[test]
+fn migration_preferred_address_the_client_moves_to_it() {
+    for (delay, loss) in [
+        (Duration::from_micros(50), 0.0),
+        (Duration::from_millis(10), 0.0),
+        (Duration::from_millis(10), 0.02),
+    ] {
+        let mut pair = Pair::new(PairOptions {
+            link: LinkConfig {
+                delay,
+                loss,
+                ..LinkConfig::default()
+            },
+            server_preferred_address: Some(preferred_address()),
+            ..PairOptions::default()
+        });
+        assert!(pair.drive_handshake(Duration::from_secs(5)));
+        assert!(download(&mut pair, 4 << 20, |_, _| {}), "{delay:?} {loss}");
+        let server_stats = pair.server_conn().unwrap().stats();
+        let client = pair.client_conn().unwrap();
+        let stats = client.stats();
+        assert!(
+            stats.moved_to_preferred_address,
+            "{delay:?} {loss}: {stats:?}\nserver: {server_stats:?}"
+        );
+        assert_eq!(client.remote_address(), preferred_address());
+        let from_preferred = pair.sim.bytes_sent_by(preferred_address());
+        assert!(
+            from_preferred > 3 << 20,
+            "{delay:?} {loss}: the server sent {from_preferred} bytes from its preferred address"
+        );
+    }
+}
+
+/// RFC 9000 §9.6.1 and §8.2.4: a preferred address that never answers (here every datagram
+/// to or from it is lost) is given up after three probe timeouts; the connection stays on
+/// the address it started with and the download completes, every byte checked. The probes
+/// cost nothing else: no probe counts as lost data.
+#[test]
+fn migration_unreachable_preferred_address_is_given_up() {
+    let mut pair = Pair::new(PairOptions {
+        server_preferred_address: Some(preferred_address()),
+        ..PairOptions::default()
+    });
+    pair.sim.set_filter(Some(Box::new(|from, to, _| {
+        from != preferred_address() && to != preferred_address()
+    })));
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    assert!(download(&mut pair, 4 << 20, |_, _| {}));
+    // Probing goes on for three probe timeouts of the initial RTT's (about 3 s): the
+    // download, which took less, did not wait for it.
+    pair.run_until(Duration::from_secs(5), |p| {
+        p.client_conn().unwrap().stats().preferred_address_abandoned
+    });
+    let client = pair.client_conn().unwrap();
+    let stats = client.stats();
+    assert!(!stats.moved_to_preferred_address, "{stats:?}");
+    assert!(stats.preferred_address_abandoned, "{stats:?}");
+    assert_eq!(client.remote_address(), server_addr());
+    assert_eq!(stats.packets_lost, 0, "{stats:?}");
+}

@@ -271,8 +271,20 @@ fn endpoint_config() -> EndpointConfig {
 }
 
 impl Endpoint {
-    /// An endpoint that accepts connections on `addr` (and can also connect out).
+    /// An endpoint that accepts connections on `addr` (and can also connect out). A
+    /// `preferred_address` in `config` is refused (`InvalidInput`): this endpoint has one
+    /// socket, and clients would move to an address it does not receive on. Clients of this
+    /// endpoint do move to a server's preferred address (RFC 9000 §9.6).
     pub fn server(config: ServerConfig, addr: SocketAddr) -> io::Result<Self> {
+        if let Some(preferred) = config.preferred_address {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "preferred address {preferred}: qstream::Endpoint serves from one socket; \
+                     advertise a preferred address with qstream_proto and a socket on it"
+                ),
+            ));
+        }
         Self::new(addr, Some(config))
     }
 

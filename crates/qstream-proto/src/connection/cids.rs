@@ -179,6 +179,38 @@ impl CidState {
             .collect()
     }
 
+    /// Adds an ID the peer gave outside NEW_CONNECTION_ID: the one of a server's preferred
+    /// address, sequence number 1 (RFC 9000 §5.1.1).
+    pub(crate) fn add_remote(
+        &mut self,
+        sequence: u64,
+        id: ConnectionId,
+        token: StatelessResetToken,
+    ) {
+        self.remote.entry(sequence).or_insert((id, Some(token)));
+    }
+
+    /// Server: records the ID of its preferred address as sequence number 1, given in the
+    /// transport parameters rather than a NEW_CONNECTION_ID (RFC 9000 §5.1.1).
+    pub(crate) fn issue_preferred(&mut self, id: ConnectionId) {
+        debug_assert_eq!(self.next_local_sequence, 1);
+        let acknowledged = true;
+        self.local.insert(1, LocalCid { id, acknowledged });
+        self.next_local_sequence = 2;
+    }
+
+    /// Moves to the peer's ID of `sequence`, retiring the one in use; returns the sequence
+    /// numbers to retire. `None` when the peer has no such ID.
+    pub(crate) fn use_remote(&mut self, sequence: u64) -> Option<Vec<u64>> {
+        if !self.remote.contains_key(&sequence) || sequence == self.remote_active {
+            return None;
+        }
+        let old = self.remote_active;
+        self.remote_active = sequence;
+        self.remote.remove(&old);
+        Some(self.retire([old]))
+    }
+
     /// Moves to the next of the peer's IDs not used yet, for a new path (RFC 9000 §9.5: an ID
     /// is not used towards two addresses); returns the sequence numbers to retire, the old
     /// ID's. `None` when the peer issued no other ID: the current one stays.

@@ -91,6 +91,10 @@ pub enum EcnCodepoint {
 pub struct Transmit {
     /// Where to send it.
     pub destination: SocketAddr,
+    /// The local address to send it from, when not the endpoint's own: a server's preferred
+    /// address (RFC 9000 §9.6), given in [`crate::Endpoint::handle_datagram_at`]. `None` for
+    /// the endpoint's own address.
+    pub source: Option<SocketAddr>,
     /// Its length in the caller's buffer.
     pub size: usize,
     /// The ECN codepoint to send it with, when ECN is in use.

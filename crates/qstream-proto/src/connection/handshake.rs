@@ -192,6 +192,9 @@ impl Connection {
             }
             self.cids
                 .set_initial_remote_token(params.stateless_reset_token);
+            if let Some(preferred) = &params.preferred_address {
+                self.on_preferred_address(preferred);
+            }
         }
         self.check_version_information(params.version_information.as_ref())?;
         self.ack_frequency.on_peer_params(

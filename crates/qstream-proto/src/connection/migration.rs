@@ -119,7 +119,7 @@ impl Migration {
     }
 
     /// RFC9000-124: unpredictable data in every challenge.
-    fn challenge_data(&mut self) -> [u8; 8] {
+    pub(super) fn challenge_data(&mut self) -> [u8; 8] {
         let mut data = [0u8; 8];
         self.rng.fill_bytes(&mut data);
         data
@@ -220,7 +220,17 @@ impl Connection {
         dcid: ConnectionId,
     ) {
         let previous_dcid = self.migration.peer_dcid.replace(dcid);
-        if remote == self.path.remote || self.side == Side::Client || !self.handshake.confirmed {
+        if self.side == Side::Client || !self.handshake.confirmed {
+            return;
+        }
+        if remote == self.path.remote && self.arrived_on != self.path.local {
+            // RFC 9000 §9.6.3: the client moved to our preferred address (or back). It probed
+            // the path from its own, validated address and moved only once our PATH_RESPONSE
+            // came back on it, so the path is known to work both ways: we send from there now.
+            self.path.local = self.arrived_on;
+            return;
+        }
+        if remote == self.path.remote {
             return;
         }
         let new_cid = previous_dcid.is_some_and(|previous| previous != dcid);
@@ -294,7 +304,7 @@ impl Connection {
     /// A new path (a new IP address) starts from initial values: congestion control, RTT
     /// and path MTU (RFC 9000 §9.4, RFC9000-150); what was in flight on the old path no
     /// longer counts (RFC9000-149).
-    fn start_new_path(&mut self, now: Instant) {
+    pub(super) fn start_new_path(&mut self, now: Instant) {
         let left = self.spaces[SpaceId::Data as usize].leave_path();
         self.path.bytes_in_flight -= left;
         let mut mtu = MtuDiscovery::new(self.config.max_udp_payload_size);
@@ -313,7 +323,10 @@ impl Connection {
     /// A PATH_RESPONSE echoing `data` (RFC 9000 §8.2.3): the peer's address is validated if
     /// it answers one of our challenges, and the client gets an address validation token for
     /// its new address (§9.3, RFC9000-144).
-    pub(super) fn on_path_response(&mut self, data: [u8; 8]) {
+    pub(super) fn on_path_response(&mut self, now: Instant, data: [u8; 8]) {
+        if self.on_preferred_address_response(now, data) {
+            return;
+        }
         if self.migration.on_response(data) {
             self.path.address_validated = true;
             self.endpoint_events.push_back(EndpointEvent::NeedToken);

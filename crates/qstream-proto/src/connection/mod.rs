@@ -18,6 +18,7 @@ mod migration;
 mod mtu;
 mod negotiation;
 mod path;
+mod preferred_address;
 mod recovery;
 mod recv;
 mod send;
@@ -140,10 +141,20 @@ pub struct Connection {
     idle: IdleTimer,
     last_sent_eliciting: Option<Instant>,
     ping_pending: bool,
-    /// A PATH_CHALLENGE's data to echo in PATH_RESPONSE (RFC 9000 §8.2.2).
-    path_response: Option<[u8; 8]>,
+    /// A PATH_CHALLENGE to answer with PATH_RESPONSE on the path it came on (RFC 9000
+    /// §8.2.2).
+    path_response: Option<PathResponse>,
+    /// The connection ID of the off-path packet being built, when not the one in use (the
+    /// probe of a preferred address).
+    off_path_dcid: Option<ConnectionId>,
     /// Server: the client's address changes and their validation (RFC 9000 §9.3).
     migration: Migration,
+    /// Client: the server's preferred address, its validation and the move there (RFC 9000
+    /// §9.6).
+    preferred: preferred_address::PreferredPath,
+    /// The local address the datagram being handled arrived on, when not the endpoint's own
+    /// (set by the endpoint around [`Connection::handle_datagram`]).
+    pub(crate) arrived_on: Option<SocketAddr>,
     /// When the first RTT sample was taken: persistent congestion only counts losses after it
     /// (RFC 9002 §7.6.2).
     first_rtt_sample: Option<Instant>,
@@ -166,6 +177,15 @@ pub struct Connection {
     /// What the endpoint must do for this connection: routing changes.
     endpoint_events: VecDeque<EndpointEvent>,
     stats: ConnectionStats,
+}
+
+/// A PATH_CHALLENGE received: its data, and the path it came on (the peer's address and our
+/// local one).
+#[derive(Clone, Copy, Debug)]
+struct PathResponse {
+    data: [u8; 8],
+    remote: SocketAddr,
+    local: Option<SocketAddr>,
 }
 
 /// The parameters a connection is created with, gathered by the endpoint.
@@ -213,6 +233,7 @@ impl Connection {
             state: State::Handshaking,
             path: Path {
                 remote: init.remote,
+                local: None,
                 rtt: RttEstimator::new(init.config.initial_rtt),
                 cc: init.config.congestion_control.build(
                     max_datagram,
@@ -265,7 +286,10 @@ impl Connection {
             last_sent_eliciting: None,
             ping_pending: false,
             path_response: None,
+            off_path_dcid: None,
             migration: Migration::new(init.rng_seed),
+            preferred: Default::default(),
+            arrived_on: None,
             first_rtt_sample: None,
             last_sent: None,
             close: None,

@@ -14,6 +14,9 @@ use crate::recovery::{Controller, RttEstimator};
 pub(super) struct Path {
     /// The peer's address.
     pub(super) remote: SocketAddr,
+    /// The local address we send from: `None` for the endpoint's own; a server's preferred
+    /// address once the client moved there (RFC 9000 §9.6.3).
+    pub(super) local: Option<SocketAddr>,
     pub(super) rtt: RttEstimator,
     pub(super) cc: Box<dyn Controller>,
     pub(super) pacer: Pacer,

@@ -150,10 +150,12 @@ impl Connection {
             }
             _ => {}
         }
-        // RFC 9000 §9: a client discards packets from an address the server did not use; a
-        // server that disabled active migration drops those of a client that moved anyway,
-        // once the handshake is confirmed (before, the client's address may not change).
+        // RFC 9000 §9: a client discards packets from an address the server did not use (its
+        // preferred address is one while the client probes it, §9.6); a server that disabled
+        // active migration drops those of a client that moved anyway, once the handshake is
+        // confirmed (before, the client's address may not change).
         remote == self.path.remote
+            || (self.side == Side::Client && self.preferred.is_probing(remote))
             || (self.side == Side::Server
                 && (self.config.active_migration || !self.handshake.confirmed))
     }
@@ -195,7 +197,7 @@ impl Connection {
             .received
             .max()
             .is_none_or(|largest| packet.pn > largest);
-        let frames = self.process_frames(now, id, &located, &packet.payload)?;
+        let frames = self.process_frames(now, id, &located, &packet.payload, from.0)?;
         if !frames.ack_eliciting {
             self.stats.non_eliciting_packets_received += 1;
         }
@@ -430,6 +432,7 @@ impl Connection {
         id: SpaceId,
         packet: &ProtectedPacket,
         payload: &Bytes,
+        remote: SocketAddr,
     ) -> Result<FramesSeen, TransportError> {
         let packet_type = packet.ty;
         let mut ack_eliciting = false;
@@ -473,8 +476,14 @@ impl Connection {
                 Frame::AckFrequency(frame) => self.ack_frequency.on_frame(&frame)?,
                 // draft-ietf-quic-ack-frequency §5: acknowledge this packet without delay.
                 Frame::ImmediateAck => self.spaces[id as usize].ack_immediately = true,
-                Frame::PathChallenge(data) => self.path_response = Some(data),
-                Frame::PathResponse(data) => self.on_path_response(data),
+                Frame::PathChallenge(data) => {
+                    self.path_response = Some(super::PathResponse {
+                        data,
+                        remote,
+                        local: self.arrived_on,
+                    })
+                }
+                Frame::PathResponse(data) => self.on_path_response(now, data),
                 Frame::NewConnectionId(frame) => {
                     let retire = self.cids.on_new_connection_id(&frame)?;
                     self.spaces[SpaceId::Data as usize]

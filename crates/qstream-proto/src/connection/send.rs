@@ -81,6 +81,8 @@ enum Content {
     Frames { congestion_blocked: bool },
     /// A PATH_CHALLENGE with this data alone, for a path other than the current one.
     PathChallenge([u8; 8]),
+    /// A PATH_RESPONSE with this data alone, on the path its challenge came on.
+    PathResponse([u8; 8]),
 }
 
 impl Connection {
@@ -88,7 +90,7 @@ impl Connection {
     /// buffer for a batched send), or `None` when nothing may be sent now; `buf` is then
     /// unchanged. Coalesces Initial, Handshake and 1-RTT packets (RFC 9000 §12.2).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        if let Some(transmit) = self.old_path_challenge(now, buf) {
+        if let Some(transmit) = self.off_path_datagram(now, buf) {
             return Some(transmit);
         }
         let base = buf.len();
@@ -116,25 +118,51 @@ impl Connection {
         }
         Some(Transmit {
             destination: self.path.remote,
+            source: self.path.local,
             size,
             ecn: self.path.ecn_sending.then_some(super::EcnCodepoint::Ect0),
             probe: plan.probing,
         })
     }
 
-    /// RFC 9000 §9.3.3, RFC9000-147: after an apparent migration, a PATH_CHALLENGE to the
-    /// previously active (validated) path, in a datagram of 1200 bytes of its own. It counts
-    /// for neither path's congestion control nor loss recovery: it is not resent.
-    fn old_path_challenge(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+    /// A datagram for a path other than the one in use, of its own and 1200 bytes long
+    /// (RFC9000-125/132): after an apparent migration, a PATH_CHALLENGE to the previously
+    /// active path (RFC 9000 §9.3.3, RFC9000-147); a PATH_RESPONSE on the path its challenge
+    /// came on (§8.2.2, RFC9000-131), such as a client probing our preferred address; the
+    /// client's probe of the server's preferred address, to the connection ID that came with
+    /// it (§9.6.1). None counts for congestion control or loss recovery: a probe is repeated
+    /// on its own timer instead.
+    fn off_path_datagram(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         if !matches!(self.state, State::Established) || self.one_rtt.is_none() {
             return None;
         }
-        let (destination, data) = self.migration.take_old_path_challenge()?;
+        let current = (self.path.remote, self.path.local);
+        let response_elsewhere = self
+            .path_response
+            .filter(|r| (r.remote, r.local) != current);
+        let (destination, source, dcid, content) =
+            if let Some((addr, data)) = self.migration.take_old_path_challenge() {
+                (addr, self.path.local, None, Content::PathChallenge(data))
+            } else if let Some(response) = response_elsewhere {
+                self.path_response = None;
+                let content = Content::PathResponse(response.data);
+                (response.remote, response.local, None, content)
+            } else if let Some((addr, cid, data)) = self.preferred_address_probe(now) {
+                (
+                    addr,
+                    self.path.local,
+                    Some(cid),
+                    Content::PathChallenge(data),
+                )
+            } else {
+                return None;
+            };
         let base = buf.len();
         let mut built = std::mem::take(&mut self.built);
         built.clear();
-        let content = Content::PathChallenge(data);
+        self.off_path_dcid = dcid;
         built.push(self.build_packet(now, SpaceId::Data, buf, base + MIN_INITIAL_SIZE, content));
+        self.off_path_dcid = None;
         self.pad_datagram(buf, base, MIN_INITIAL_SIZE, &mut built);
         for packet in &mut built {
             packet.record.in_flight = false;
@@ -147,6 +175,7 @@ impl Connection {
         self.stats.bytes_sent += size as u64;
         Some(Transmit {
             destination,
+            source,
             size,
             ecn: None,
             probe: false,
@@ -386,7 +415,8 @@ impl Connection {
 
     /// The header of the next packet of space `id`, and its truncated packet number.
     fn packet_header(&self, id: SpaceId) -> (Header<'_>, TruncatedPacketNumber) {
-        let (version, dcid, scid) = (self.version, self.cids.remote(), self.local_cid);
+        let dcid = self.off_path_dcid.unwrap_or_else(|| self.cids.remote());
+        let (version, scid) = (self.version, self.local_cid);
         // RFC 9000 §17.2.2, RFC9000-307: a server's Initial has an empty token.
         let token: &[u8] = if self.side == Side::Client {
             &self.initial_token
@@ -453,7 +483,11 @@ impl Connection {
 
         // RFC 9000 §12.4: a 0-RTT packet carries no ACK; what the client acknowledges it
         // received in 1-RTT packets (§17.2.3), which end its 0-RTT (RFC9000-310).
-        if !matches!(content, Content::PathChallenge(_)) && !zero_rtt {
+        let off_path = matches!(
+            content,
+            Content::PathChallenge(_) | Content::PathResponse(_)
+        );
+        if !off_path && !zero_rtt {
             let closing = matches!(content, Content::Close);
             self.write_ack_if_due(now, id, closing, buf, &mut record);
         }
@@ -470,6 +504,10 @@ impl Connection {
             }
             Content::PathChallenge(data) => {
                 Frame::PathChallenge(data).encode(buf);
+                record.path_validation = true;
+            }
+            Content::PathResponse(data) => {
+                Frame::PathResponse(data).encode(buf);
                 record.path_validation = true;
             }
         }
@@ -624,9 +662,10 @@ impl Connection {
             // draft-ietf-quic-ack-frequency §5 gives the frame for it.
             put(&Frame::ImmediateAck, record);
         }
-        // RFC 9000 §8.2.2, RFC9000-129: a PATH_RESPONSE goes out without delay.
-        if let Some(data) = self.path_response {
-            if put(&Frame::PathResponse(data), record) {
+        // RFC 9000 §8.2.2, RFC9000-129: a PATH_RESPONSE goes out without delay; here when
+        // its challenge came on the path in use (else off_path_datagram sends it).
+        if let Some(response) = self.path_response {
+            if put(&Frame::PathResponse(response.data), record) {
                 self.path_response = None;
                 record.path_validation = true;
             }

@@ -45,6 +45,12 @@ pub struct ConnectionStats {
     pub mtu_black_holes: u64,
     /// Times the peer's address changed and the connection followed it (RFC 9000 §9.3).
     pub peer_migrations: u64,
+    /// Client: it moved to the server's preferred address after validating it (RFC 9000
+    /// §9.6).
+    pub moved_to_preferred_address: bool,
+    /// Client: the server's preferred address never answered its probes, so the connection
+    /// stayed on the address it started with.
+    pub preferred_address_abandoned: bool,
     /// Frames sent, by type.
     pub frames_sent: FrameCounts,
     /// Frames received in packets that decrypted, by type.

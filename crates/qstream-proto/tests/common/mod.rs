@@ -103,6 +103,8 @@ pub struct PairOptions {
     pub server_versions: Vec<Version>,
     /// The client asks for early data when it resumes and the server takes it (RFC 9001 §4.6).
     pub early_data: bool,
+    /// A second address of the server's, advertised as its preferred address (RFC 9000 §9.6).
+    pub server_preferred_address: Option<SocketAddr>,
 }
 
 impl Default for PairOptions {
@@ -121,6 +123,7 @@ impl Default for PairOptions {
             client_compatible_versions: Vec::new(),
             server_versions: vec![Version::V1, Version::V2],
             early_data: false,
+            server_preferred_address: None,
         }
     }
 }
@@ -171,6 +174,7 @@ impl Pair {
         server_config.transport = Arc::new(options.server_transport);
         server_config.retry = options.retry;
         server_config.versions = options.server_versions;
+        server_config.preferred_address = options.server_preferred_address;
         let mut client_config = ClientConfig::new(Arc::new(client_tls));
         client_config.transport = Arc::new(options.client_transport);
         client_config.version = options.version;
@@ -192,6 +196,9 @@ impl Pair {
                 Some(server_config.clone()),
             ),
         );
+        if let Some(preferred) = options.server_preferred_address {
+            sim.add_address(SERVER, preferred);
+        }
         sim.endpoint(CLIENT).set_qlog(options.qlog);
         sim.endpoint(SERVER).set_qlog(options.qlog);
         let now = sim.now();
