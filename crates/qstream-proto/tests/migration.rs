@@ -417,3 +417,34 @@ fn migration_unreachable_preferred_address_is_given_up() {
     assert_eq!(client.remote_address(), server_addr());
     assert_eq!(stats.packets_lost, 0, "{stats:?}");
 }
+
+/// RFC 9000 §9.3 and §13.4: a new path may differ in ECN capability, so it is validated
+/// again. The old path bleaches ECN codepoints, so the server stops marking (§13.4.2); after
+/// the client moves to a new IP address on a path that keeps them, the server marks again
+/// and the marks validate (CE marks there are taken as congestion, not as a failure).
+#[test]
+fn migration_a_new_path_validates_ecn_again() {
+    let mut pair = Pair::new(PairOptions {
+        link: LinkConfig {
+            ecn_bleach: true,
+            ..LinkConfig::default()
+        },
+        ..PairOptions::default()
+    });
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let mut moved = false;
+    let mut before_move = None;
+    let new_address: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+    assert!(download(&mut pair, 4 << 20, |p, read| {
+        if read > 1 << 20 && !moved {
+            before_move = Some(p.server_conn().unwrap().ecn_sending());
+            p.sim.set_link(LinkConfig::default());
+            p.sim.rebind(CLIENT, new_address);
+            moved = true;
+        }
+    }));
+    assert_eq!(before_move, Some(false), "bleached ECN fails validation");
+    let server = pair.server_conn().unwrap();
+    assert_eq!(server.remote_address(), new_address);
+    assert!(server.ecn_sending(), "ECN validated again on the new path");
+}

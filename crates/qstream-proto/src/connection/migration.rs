@@ -302,9 +302,11 @@ impl Connection {
     }
 
     /// A new path (a new IP address) starts from initial values: congestion control, RTT
-    /// and path MTU (RFC 9000 §9.4, RFC9000-150); what was in flight on the old path no
-    /// longer counts (RFC9000-149).
+    /// and path MTU (RFC 9000 §9.4, RFC9000-150), and ECN is tried and validated afresh
+    /// (§9.3: the new path may differ in ECN capability, §13.4); what was in flight on the
+    /// old path no longer counts (RFC9000-149).
     pub(super) fn start_new_path(&mut self, now: Instant) {
+        self.path.ecn_sending = self.config.ecn;
         let left = self.spaces[SpaceId::Data as usize].leave_path();
         self.path.bytes_in_flight -= left;
         let mut mtu = MtuDiscovery::new(self.config.max_udp_payload_size);
