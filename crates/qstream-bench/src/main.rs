@@ -45,7 +45,8 @@ struct Args {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     rtt_us: Option<u64>,
     /// Runs only the loss cases whose names contain one of these (all by default), e.g.
-    /// `--cases "loss 10%,bursts"`.
+    /// `--cases "loss 10%,bursts"`; one that starts with `=` names a case exactly
+    /// (`=loss 1%` is not `100Mbit/s rtt=20ms loss 1%`).
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
     /// Runs only these sender→receiver pairs in the loss scenario (all by default), e.g.
@@ -397,7 +398,13 @@ fn main() -> ExitCode {
     );
     let loss_cases: Vec<loss::Case> = loss::cases(args.smoke)
         .into_iter()
-        .filter(|c| args.cases.is_empty() || args.cases.iter().any(|n| c.name.contains(n)))
+        .filter(|c| {
+            args.cases.is_empty()
+                || args.cases.iter().any(|n| match n.strip_prefix('=') {
+                    Some(exact) => c.name == exact,
+                    None => c.name.contains(n.as_str()),
+                })
+        })
         .collect();
     let mut resume_report = Report::against(
         resume::ResumeStack::ALL.iter().map(|s| s.label()).collect(),
