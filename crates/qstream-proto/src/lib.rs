@@ -55,7 +55,9 @@ pub mod transmit;
 pub mod wire;
 
 pub use config::{ClientConfig, EndpointConfig, ServerConfig, TransportConfig};
-pub use connection::{Connection, ConnectionError, EarlyData, EcnCodepoint, Event, Transmit};
+pub use connection::{
+    Connection, ConnectionError, EarlyData, EcnCodepoint, Event, PathProbe, ProbeError, Transmit,
+};
 pub use endpoint::{ConnectError, ConnectionHandle, Endpoint};
 pub use error::{DecodeError, TransportError, TransportErrorCode};
 

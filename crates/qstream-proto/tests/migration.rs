@@ -448,3 +448,71 @@ fn migration_a_new_path_validates_ecn_again() {
     assert_eq!(server.remote_address(), new_address);
     assert!(server.ecn_sending(), "ECN validated again on the new path");
 }
+
+fn second_client_address() -> SocketAddr {
+    "10.0.0.7:5000".parse().unwrap()
+}
+
+/// RFC 9000 §9.1: a client with a second address (another interface) probes the path from
+/// there while a download runs on the first; probing moves nothing. Once the probe is
+/// validated the client moves (`on_local_address_changed`, to the connection ID it probed
+/// with, §9.5), the server follows, and the download completes, every byte checked.
+#[test]
+fn migration_a_probed_path_is_validated_before_the_client_moves() {
+    use qstream_proto::PathProbe;
+    let mut pair = Pair::new(PairOptions::default());
+    pair.sim.add_address(CLIENT, second_client_address());
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let (mut probed, mut moved) = (false, false);
+    let (mut remote_while_probing, mut probe_bytes) = (None, 0);
+    assert!(download(&mut pair, 4 << 20, |p, read| {
+        let now = p.sim.now();
+        if read > 1 << 20 && !probed {
+            let client = p.client_conn().unwrap();
+            client.probe_path(now, second_client_address()).unwrap();
+            probed = true;
+        }
+        let probe = p.client_conn().unwrap().path_probe();
+        if probe == Some(PathProbe::Validated) && !moved {
+            remote_while_probing = Some(p.server_conn().unwrap().remote_address());
+            probe_bytes = p.sim.bytes_sent_by(second_client_address());
+            p.sim.rebind(CLIENT, second_client_address());
+            p.sim.endpoint(CLIENT).on_local_address_changed(now, true);
+            moved = true;
+        }
+    }));
+    assert!(moved, "the probe was never validated");
+    assert_eq!(
+        remote_while_probing,
+        Some(client_addr()),
+        "probing moved nothing"
+    );
+    // The challenges left from the second address, in datagrams of 1200 bytes (RFC9000-132).
+    assert!((1200..=4 * 1200).contains(&probe_bytes), "{probe_bytes}");
+    let server = pair.server_conn().unwrap();
+    assert_eq!(server.remote_address(), second_client_address());
+}
+
+/// RFC 9000 §9.1, §8.2.4: a probe of a path that reaches nothing fails after three probe
+/// timeouts; the connection stays where it is and its download completes.
+#[test]
+fn migration_an_unreachable_path_fails_its_probe_and_the_connection_stays() {
+    use qstream_proto::PathProbe;
+    let mut pair = Pair::new(PairOptions::default());
+    pair.sim.add_address(CLIENT, second_client_address());
+    pair.sim.set_filter(Some(Box::new(|from, to, _| {
+        from != second_client_address() && to != second_client_address()
+    })));
+    assert!(pair.drive_handshake(Duration::from_secs(5)));
+    let now = pair.sim.now();
+    let client = pair.client_conn().unwrap();
+    client.probe_path(now, second_client_address()).unwrap();
+    assert!(download(&mut pair, 4 << 20, |_, _| {}));
+    pair.run_until(Duration::from_secs(5), |p| {
+        p.client_conn().unwrap().path_probe() == Some(PathProbe::Failed)
+    });
+    let client = pair.client_conn().unwrap();
+    assert_eq!(client.path_probe(), Some(PathProbe::Failed));
+    assert_eq!(client.stats().packets_lost, 0);
+    assert_eq!(pair.server_conn().unwrap().remote_address(), client_addr());
+}

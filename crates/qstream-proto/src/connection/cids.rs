@@ -211,6 +211,16 @@ impl CidState {
         Some(self.retire([old]))
     }
 
+    /// The peer's ID that [`Self::use_next_remote`] would move to, if any: the one to probe a
+    /// new path with.
+    pub(crate) fn next_unused_remote(&self) -> Option<ConnectionId> {
+        if self.remote().is_empty() {
+            return None;
+        }
+        let next = self.remote.range(self.remote_active + 1..).next()?;
+        Some(next.1.0)
+    }
+
     /// Moves to the next of the peer's IDs not used yet, for a new path (RFC 9000 §9.5: an ID
     /// is not used towards two addresses); returns the sequence numbers to retire, the old
     /// ID's. `None` when the peer issued no other ID: the current one stays.

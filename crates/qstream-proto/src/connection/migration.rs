@@ -326,7 +326,7 @@ impl Connection {
     /// it answers one of our challenges, and the client gets an address validation token for
     /// its new address (§9.3, RFC9000-144).
     pub(super) fn on_path_response(&mut self, now: Instant, data: [u8; 8]) {
-        if self.on_preferred_address_response(now, data) {
+        if self.on_preferred_address_response(now, data) || self.on_local_probe_response(data) {
             return;
         }
         if self.migration.on_response(data) {

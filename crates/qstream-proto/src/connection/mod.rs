@@ -18,6 +18,7 @@ mod migration;
 mod mtu;
 mod negotiation;
 mod path;
+mod path_probe;
 mod preferred_address;
 mod recovery;
 mod recv;
@@ -54,6 +55,7 @@ use idle::IdleTimer;
 use keys::OneRttKeys;
 use migration::Migration;
 use path::Path;
+pub use path_probe::{PathProbe, ProbeError};
 use space::PacketSpace;
 pub use stats::{ConnectionStats, FrameCounts};
 pub(crate) use version::{VersionChoice, Versions, compatible};
@@ -152,6 +154,8 @@ pub struct Connection {
     /// Client: the server's preferred address, its validation and the move there (RFC 9000
     /// §9.6).
     preferred: preferred_address::PreferredPath,
+    /// Client: the probe of a new local path (RFC 9000 §9.1).
+    local_probe: Option<path_probe::LocalProbe>,
     /// The local address the datagram being handled arrived on, when not the endpoint's own
     /// (set by the endpoint around [`Connection::handle_datagram`]).
     pub(crate) arrived_on: Option<SocketAddr>,
@@ -289,6 +293,7 @@ impl Connection {
             off_path_dcid: None,
             migration: Migration::new(init.rng_seed),
             preferred: Default::default(),
+            local_probe: None,
             arrived_on: None,
             first_rtt_sample: None,
             last_sent: None,

@@ -130,7 +130,7 @@ impl Connection {
     /// active path (RFC 9000 §9.3.3, RFC9000-147); a PATH_RESPONSE on the path its challenge
     /// came on (§8.2.2, RFC9000-131), such as a client probing our preferred address; the
     /// client's probe of the server's preferred address, to the connection ID that came with
-    /// it (§9.6.1). None counts for congestion control or loss recovery: a probe is repeated
+    /// it (§9.6.1), or of a new local path (§9.1). None counts for congestion control or loss recovery: a probe is repeated
     /// on its own timer instead.
     fn off_path_datagram(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         if !matches!(self.state, State::Established) || self.one_rtt.is_none() {
@@ -148,12 +148,11 @@ impl Connection {
                 let content = Content::PathResponse(response.data);
                 (response.remote, response.local, None, content)
             } else if let Some((addr, cid, data)) = self.preferred_address_probe(now) {
-                (
-                    addr,
-                    self.path.local,
-                    Some(cid),
-                    Content::PathChallenge(data),
-                )
+                let content = Content::PathChallenge(data);
+                (addr, self.path.local, Some(cid), content)
+            } else if let Some((local, cid, data)) = self.local_probe_challenge(now) {
+                let content = Content::PathChallenge(data);
+                (self.path.remote, Some(local), Some(cid), content)
             } else {
                 return None;
             };

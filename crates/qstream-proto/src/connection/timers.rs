@@ -87,10 +87,14 @@ impl Connection {
             Timer::KeyDiscard => self.one_rtt.as_ref().and_then(|k| k.prev_discard_at),
             Timer::KeepAlive => self.keep_alive_deadline(),
             Timer::LossDetection => self.loss_detection_timer(),
-            Timer::PathValidation => [self.migration.deadline(), self.preferred.deadline()]
-                .into_iter()
-                .flatten()
-                .min(),
+            Timer::PathValidation => [
+                self.migration.deadline(),
+                self.preferred.deadline(),
+                self.local_probe.as_ref().and_then(|p| p.deadline()),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
             Timer::Ack(id) => {
                 let space = &self.spaces[id as usize];
                 space.ack_deadline.filter(|_| space.unacked_eliciting > 0)
@@ -119,6 +123,7 @@ impl Connection {
             Timer::PathValidation => {
                 self.on_migration_timeout(now);
                 self.on_preferred_address_timeout(now);
+                self.on_local_probe_timeout(now);
             }
             // The acknowledgment is due now: the next poll_transmit sends it.
             Timer::Ack(_) => {}
