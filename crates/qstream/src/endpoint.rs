@@ -190,6 +190,8 @@ pub(crate) struct Shared {
     woken: std::sync::atomic::AtomicBool,
     /// The socket, replaced when the endpoint moves ([`Endpoint::rebind`]).
     socket: std::sync::RwLock<Arc<Socket>>,
+    /// A second socket while the path from it is probed ([`Endpoint::probe_rebind`]).
+    probe: std::sync::RwLock<Option<Arc<Socket>>>,
     /// Whether sends may batch datagrams with GSO.
     gso: std::sync::atomic::AtomicBool,
     /// Endpoint handles and connections with application handles. At zero, the driver closes
@@ -204,6 +206,21 @@ impl Shared {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// The socket whose path is being probed, if any.
+    fn probe_socket(&self) -> Option<Arc<Socket>> {
+        self.probe
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_probe_socket(&self, socket: Option<Arc<Socket>>) {
+        *self
+            .probe
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = socket;
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -307,6 +324,7 @@ impl Endpoint {
             notify: Notify::new(),
             woken: std::sync::atomic::AtomicBool::new(false),
             socket: std::sync::RwLock::new(Arc::new(socket)),
+            probe: std::sync::RwLock::new(None),
             gso: std::sync::atomic::AtomicBool::new(true),
             users: std::sync::atomic::AtomicUsize::new(1),
         });
@@ -348,7 +366,10 @@ impl Endpoint {
     /// whose handshake is not confirmed yet does not move: its server may not follow. What
     /// arrives at the old socket from now on is lost, and [`Self::io_stats`] starts over.
     pub fn rebind(&self, addr: SocketAddr) -> io::Result<()> {
-        let socket = Arc::new(Socket::bind(addr)?);
+        self.move_to(Arc::new(Socket::bind(addr)?))
+    }
+
+    fn move_to(&self, socket: Arc<Socket>) -> io::Result<()> {
         let new = socket.local_addr()?;
         let old = self.local_addr()?;
         *self
@@ -362,6 +383,86 @@ impl Endpoint {
             .on_local_address_changed(Instant::now(), new.ip() != old.ip());
         self.shared.wake_driver();
         Ok(())
+    }
+
+    /// [`Self::rebind`] after probing the path from the new socket first (RFC 9000 §9.1): every
+    /// connection sends PATH_CHALLENGE from a socket bound to `addr` (once its handshake is
+    /// confirmed) while it goes on from the old one, and the endpoint moves only once every
+    /// challenge was answered. If a path does not validate (no answer within three probe
+    /// timeouts, a few seconds) or a connection may not move (its server disabled active
+    /// migration, or gave no spare connection ID), nothing moves and the error says why.
+    pub async fn probe_rebind(&self, addr: SocketAddr) -> io::Result<()> {
+        let socket = Arc::new(Socket::bind(addr)?);
+        let local = socket.local_addr()?;
+        self.shared.set_probe_socket(Some(socket.clone()));
+        let mut waiting = self.shared.lock().proto.connection_handles();
+        let mut probed = Vec::new();
+        let outcome = loop {
+            match self.probe_step(local, &mut waiting, &mut probed) {
+                Some(outcome) => break outcome,
+                None => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+            }
+        };
+        self.shared.set_probe_socket(None);
+        outcome?;
+        self.move_to(socket)
+    }
+
+    /// One look at a probe from `local`: connections in `waiting` are probed once their
+    /// handshake is confirmed (then they join `probed`); `Some` once every open one answered
+    /// or one cannot move.
+    fn probe_step(
+        &self,
+        local: SocketAddr,
+        waiting: &mut Vec<ConnectionHandle>,
+        probed: &mut Vec<ConnectionHandle>,
+    ) -> Option<io::Result<()>> {
+        use qstream_proto::{PathProbe, ProbeError};
+        let mut state = self.shared.lock();
+        let now = Instant::now();
+        let mut started = false;
+        let mut error = None;
+        waiting.retain(|&handle| {
+            let Some(connection) = state.proto.connection_mut(handle) else {
+                return false;
+            };
+            if connection.is_closed() {
+                return false;
+            }
+            match connection.probe_path(now, local) {
+                Ok(()) => {
+                    probed.push(handle);
+                    started = true;
+                    false
+                }
+                Err(ProbeError::NotAllowedYet) => true,
+                Err(e) => {
+                    error = Some(e);
+                    false
+                }
+            }
+        });
+        if started {
+            self.shared.wake_driver();
+        }
+        if let Some(error) = error {
+            let message = format!("cannot move to {local}: {error}");
+            return Some(Err(io::Error::other(message)));
+        }
+        let outcomes: Vec<Option<PathProbe>> = probed
+            .iter()
+            .filter_map(|h| state.proto.connection(*h))
+            .filter(|c| !c.is_closed())
+            .map(|c| c.path_probe())
+            .collect();
+        if outcomes.contains(&Some(PathProbe::Failed)) {
+            return Some(Err(io::Error::new(
+                io::ErrorKind::HostUnreachable,
+                format!("the path from {local} to a server did not validate"),
+            )));
+        }
+        let done = waiting.is_empty() && outcomes.iter().all(|o| *o == Some(PathProbe::Validated));
+        done.then_some(Ok(()))
     }
 
     /// How many connections this endpoint keeps state for: open, closing or draining ones, and
@@ -579,6 +680,8 @@ const BATCH: usize = 32;
 /// one allocation that their packets' stream data then shares.
 #[derive(Debug)]
 struct Received {
+    /// The address it arrived on, when not the endpoint's socket: the probe socket's.
+    local: Option<SocketAddr>,
     from: SocketAddr,
     ecn: Option<qstream_proto::EcnCodepoint>,
     stride: usize,
@@ -586,8 +689,9 @@ struct Received {
 }
 
 impl Received {
-    fn new(meta: &RecvMeta, buffer: &[u8]) -> Self {
+    fn new(meta: &RecvMeta, buffer: &[u8], local: Option<SocketAddr>) -> Self {
         Self {
+            local,
             from: meta.addr,
             ecn: ecn(meta.ecn),
             stride: meta.stride.max(1),
@@ -630,12 +734,12 @@ fn handle_received(
 ) -> Handled {
     let mut urgent = false;
     while let Some(batch) = backlog.front_mut() {
-        let (from, ecn) = (batch.from, batch.ecn);
+        let (local, from, ecn) = (batch.local, batch.from, batch.ecn);
         let datagram = batch.next_datagram();
         if batch.rest.is_empty() {
             backlog.pop_front();
         }
-        let receipt = state.proto.receive(now, from, ecn, datagram);
+        let receipt = state.proto.receive_at(now, local, from, ecn, datagram);
         urgent |= receipt.urgent;
         match policy.after_datagram(&receipt, !backlog.is_empty(), || state.dispatch_events()) {
             NextStep::SendNow => {
@@ -705,9 +809,9 @@ impl State {
 impl Shared {
     /// Sends the gathered datagrams, in GSO batches where the socket allows.
     async fn send_all(&self, out: &[u8], sends: &[qstream_proto::Transmit]) {
-        let socket = self.socket();
+        let (primary, probe) = (self.socket(), self.probe_socket());
         let max_segments = if self.gso.load(std::sync::atomic::Ordering::Relaxed) {
-            socket.max_gso_segments()
+            primary.max_gso_segments()
         } else {
             1
         };
@@ -718,6 +822,11 @@ impl Shared {
             let len: usize = sends[batch].iter().map(|t| t.size).sum();
             let contents = &out[start..start + len];
             start += len;
+            // A probe of a new path leaves from the probe socket; the rest from the socket.
+            let socket = match (first.source, &probe) {
+                (Some(source), Some(probe)) if probe.local_addr().ok() == Some(source) => probe,
+                _ => &primary,
+            };
             // A failed send is a lost datagram; recovery repairs it.
             if let Err(error) = socket
                 .send(first.destination, first.ecn, contents, segment_size)
@@ -774,6 +883,7 @@ async fn drive(shared: Arc<Shared>) {
     let mut backlog = VecDeque::new();
     // The send policy over what one receive call gave.
     let mut policy = ReceiveBatch::default();
+    let mut turn = 0usize;
     loop {
         if !backlog.is_empty() && shared.handle_backlog(&mut backlog, &mut policy).await {
             continue;
@@ -799,14 +909,30 @@ async fn drive(shared: Arc<Shared>) {
                 None => std::future::pending().await,
             }
         };
-        let socket = shared.socket();
+        // While a path is probed, both sockets are read, each first in turn so that a busy
+        // one does not starve the other.
+        let sockets: Vec<(Arc<Socket>, Option<SocketAddr>)> =
+            std::iter::once((shared.socket(), None))
+                .chain(
+                    shared
+                        .probe_socket()
+                        .map(|probe| (probe.clone(), probe.local_addr().ok())),
+                )
+                .collect();
+        turn = turn.wrapping_add(1);
         let received = std::future::poll_fn(|cx| {
-            let mut slices: Vec<IoSliceMut<'_>> =
-                buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-            socket.poll_recv(cx, &mut slices, &mut meta)
+            for i in 0..sockets.len() {
+                let (socket, local) = &sockets[(i + turn) % sockets.len()];
+                let mut slices: Vec<IoSliceMut<'_>> =
+                    buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                if let Poll::Ready(result) = socket.poll_recv(cx, &mut slices, &mut meta) {
+                    return Poll::Ready((result, *local));
+                }
+            }
+            Poll::Pending
         });
         tokio::select! {
-            result = received => {
+            (result, local) = received => {
                 let count = match result {
                     Ok(count) => count,
                     Err(error) => {
@@ -818,7 +944,7 @@ async fn drive(shared: Arc<Shared>) {
                     meta[..count]
                         .iter()
                         .zip(&buffers)
-                        .map(|(meta, buffer)| Received::new(meta, buffer)),
+                        .map(|(meta, buffer)| Received::new(meta, buffer, local)),
                 );
             }
             _ = sleep => {}

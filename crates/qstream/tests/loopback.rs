@@ -848,3 +848,87 @@ async fn loopback_a_resumed_client_sends_its_request_in_0rtt() {
     assert_eq!(second.handshake_resumed(), Some(true));
     assert!(second.stats().unwrap().zero_rtt_packets_sent > 0);
 }
+
+#[tokio::test]
+async fn loopback_a_client_probes_a_new_socket_before_moving_to_it() {
+    // RFC 9000 §9.1: mid-download the client probes the path from a socket on another
+    // loopback address (Endpoint::probe_rebind); the download goes on from the old one until
+    // the server answers the probe, then the endpoint moves, the server follows, and every
+    // byte arrives. A probe from a socket that cannot reach the server (IPv6 towards an IPv4
+    // server) fails and moves nothing.
+    let (server_config, client_config) = configs(TransportConfig::default());
+    let server = Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connecting = client
+        .connect(&client_config, server_addr, "localhost")
+        .unwrap();
+    let (connection, served) = tokio::join!(connecting, server.accept());
+    let (connection, served) = (connection.unwrap(), served.unwrap().unwrap());
+    let old = client.local_addr().unwrap();
+    let refused = client.probe_rebind("[::1]:0".parse().unwrap()).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(
+        client.local_addr().unwrap(),
+        old,
+        "a failed probe moves nothing"
+    );
+
+    let data: Vec<u8> = (0..32u32 << 20).map(|i| (i ^ (i >> 13)) as u8).collect();
+    let sending = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            let mut send = served.open_uni().await.unwrap();
+            send.write_all(&data).await.unwrap();
+            send.finish().unwrap();
+            send.stopped().await.unwrap();
+            served
+        })
+    };
+    let mut probing = None;
+    let download = async {
+        let mut recv = connection.accept_uni().await.unwrap();
+        let (mut got, mut buf) = (Vec::with_capacity(data.len()), vec![0u8; 1 << 16]);
+        while let Some(n) = recv.read(&mut buf).await.unwrap() {
+            got.extend_from_slice(&buf[..n]);
+            if got.len() > 4 << 20 && probing.is_none() {
+                let client = client.clone();
+                probing = Some(tokio::spawn(async move {
+                    client.probe_rebind("127.0.0.2:0".parse().unwrap()).await
+                }));
+            }
+        }
+        got
+    };
+    let got = tokio::time::timeout(Duration::from_secs(30), download)
+        .await
+        .expect("the download stalled");
+    assert!(
+        got == data,
+        "{} of {} bytes, or corrupt",
+        got.len(),
+        data.len()
+    );
+    probing
+        .unwrap()
+        .await
+        .unwrap()
+        .expect("the probe validated");
+    let moved = client.local_addr().unwrap();
+    assert_eq!(moved.ip(), "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
+    let served = sending.await.unwrap();
+    // The server follows with the client's next packet after the move.
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(b"ping").await.unwrap();
+    send.finish().unwrap();
+    let (mut answer, mut request) = served.accept_bi().await.unwrap();
+    assert_eq!(request.read_to_end(16).await.unwrap(), b"ping");
+    answer.write_all(b"pong").await.unwrap();
+    answer.finish().unwrap();
+    assert_eq!(recv.read_to_end(16).await.unwrap(), b"pong");
+    assert_eq!(
+        served.remote_address(),
+        Some(moved),
+        "the server follows the client"
+    );
+}
