@@ -96,9 +96,8 @@ struct Case {
     /// The client starts in QUIC v1 offering v2, the server prefers v2 and switches it
     /// (compatible version negotiation).
     v2: bool,
-    /// connectionmigration: the server offers a preferred address (RFC 9000 §9.6) and the
-    /// client moves there. qstream's client does; its server cannot offer one yet (its
-    /// endpoint has one socket), so the server role is unsupported.
+    /// connectionmigration: the server offers a preferred address (RFC 9000 §9.6), a second
+    /// socket on its listening IP, and the client moves there.
     preferred_address: bool,
 }
 
@@ -172,8 +171,10 @@ pub(crate) async fn run(args: InteropArgs) -> Result<(), Box<dyn Error>> {
 }
 
 async fn run_server(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>> {
-    if case.preferred_address {
-        return Err(Unsupported(format!("{} (as a server)", args.testcase)).into());
+    if case.preferred_address && args.listen.ip().is_unspecified() {
+        // The preferred address is given to clients as an IP they can reach.
+        let why = format!("{} on an unspecified listening address", args.testcase);
+        return Err(Unsupported(why).into());
     }
     let identity =
         Identity::from_pem_files(&args.certs.join("cert.pem"), &args.certs.join("priv.key"))?;
@@ -186,6 +187,9 @@ async fn run_server(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
     config.retry = case.retry;
     if case.v2 {
         config.versions = vec![Version::V2, Version::V1];
+    }
+    if case.preferred_address {
+        config.preferred_address = Some(SocketAddr::new(args.listen.ip(), 0));
     }
     if case.key_update {
         config.transport = Arc::new(TransportConfig {
@@ -322,7 +326,11 @@ async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
             let moved = connection
                 .stats()
                 .is_some_and(|s| s.moved_to_preferred_address);
-            eprintln!("preferred address: moved there: {moved}");
+            if !moved {
+                return Err("the client did not move to the server's preferred address".into());
+            }
+            let to = connection.remote_address().map(|a| a.to_string());
+            eprintln!("preferred address: moved to {}", to.unwrap_or_default());
         }
         connection.close(VarInt::ZERO, b"");
     }

@@ -192,6 +192,8 @@ pub(crate) struct Shared {
     socket: std::sync::RwLock<Arc<Socket>>,
     /// A second socket while the path from it is probed ([`Endpoint::probe_rebind`]).
     probe: std::sync::RwLock<Option<Arc<Socket>>>,
+    /// A server's socket on its preferred address (RFC 9000 §9.6), if it has one.
+    preferred: Option<Arc<Socket>>,
     /// Whether sends may batch datagrams with GSO.
     gso: std::sync::atomic::AtomicBool,
     /// Endpoint handles and connections with application handles. At zero, the driver closes
@@ -214,6 +216,16 @@ impl Shared {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// The sockets besides the endpoint's own, with their addresses: what arrives on them is
+    /// handed over with that address, and datagrams whose source is one leave from it.
+    fn other_sockets(&self) -> Vec<(Arc<Socket>, SocketAddr)> {
+        self.probe_socket()
+            .into_iter()
+            .chain(self.preferred.clone())
+            .filter_map(|socket| socket.local_addr().ok().map(|addr| (socket, addr)))
+            .collect()
     }
 
     fn set_probe_socket(&self, socket: Option<Arc<Socket>>) {
@@ -288,29 +300,40 @@ fn endpoint_config() -> EndpointConfig {
 }
 
 impl Endpoint {
-    /// An endpoint that accepts connections on `addr` (and can also connect out). A
-    /// `preferred_address` in `config` is refused (`InvalidInput`): this endpoint has one
-    /// socket, and clients would move to an address it does not receive on. Clients of this
-    /// endpoint do move to a server's preferred address (RFC 9000 §9.6).
-    pub fn server(config: ServerConfig, addr: SocketAddr) -> io::Result<Self> {
-        if let Some(preferred) = config.preferred_address {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "preferred address {preferred}: qstream::Endpoint serves from one socket; \
-                     advertise a preferred address with qstream_proto and a socket on it"
-                ),
-            ));
-        }
-        Self::new(addr, Some(config))
+    /// An endpoint that accepts connections on `addr` (and can also connect out). With a
+    /// `preferred_address` in `config` it binds a second socket there (port 0 picks one, and
+    /// the port bound is what clients are told) and clients move to it once their handshake
+    /// is confirmed (RFC 9000 §9.6); see [`Self::preferred_address`].
+    pub fn server(mut config: ServerConfig, addr: SocketAddr) -> io::Result<Self> {
+        let preferred = match config.preferred_address {
+            Some(preferred) => {
+                let socket = Arc::new(Socket::bind(preferred)?);
+                config.preferred_address = Some(socket.local_addr()?);
+                Some(socket)
+            }
+            None => None,
+        };
+        Self::new(addr, Some(config), preferred)
     }
 
     /// An endpoint for outgoing connections, bound to `addr` (use port 0 for any).
     pub fn client(addr: SocketAddr) -> io::Result<Self> {
-        Self::new(addr, None)
+        Self::new(addr, None, None)
     }
 
-    fn new(addr: SocketAddr, server: Option<ServerConfig>) -> io::Result<Self> {
+    /// The server's preferred address as bound, when it has one.
+    pub fn preferred_address(&self) -> Option<SocketAddr> {
+        self.shared
+            .preferred
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+    }
+
+    fn new(
+        addr: SocketAddr,
+        server: Option<ServerConfig>,
+        preferred: Option<Arc<Socket>>,
+    ) -> io::Result<Self> {
         let socket = Socket::bind(addr)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -325,6 +348,7 @@ impl Endpoint {
             woken: std::sync::atomic::AtomicBool::new(false),
             socket: std::sync::RwLock::new(Arc::new(socket)),
             probe: std::sync::RwLock::new(None),
+            preferred,
             gso: std::sync::atomic::AtomicBool::new(true),
             users: std::sync::atomic::AtomicUsize::new(1),
         });
@@ -809,7 +833,7 @@ impl State {
 impl Shared {
     /// Sends the gathered datagrams, in GSO batches where the socket allows.
     async fn send_all(&self, out: &[u8], sends: &[qstream_proto::Transmit]) {
-        let (primary, probe) = (self.socket(), self.probe_socket());
+        let (primary, others) = (self.socket(), self.other_sockets());
         let max_segments = if self.gso.load(std::sync::atomic::Ordering::Relaxed) {
             primary.max_gso_segments()
         } else {
@@ -822,11 +846,12 @@ impl Shared {
             let len: usize = sends[batch].iter().map(|t| t.size).sum();
             let contents = &out[start..start + len];
             start += len;
-            // A probe of a new path leaves from the probe socket; the rest from the socket.
-            let socket = match (first.source, &probe) {
-                (Some(source), Some(probe)) if probe.local_addr().ok() == Some(source) => probe,
-                _ => &primary,
-            };
+            // A probe of a new path leaves from the probe socket, what a server sends from its
+            // preferred address from that socket; the rest from the endpoint's own.
+            let socket = first
+                .source
+                .and_then(|source| others.iter().find(|(_, addr)| *addr == source))
+                .map_or(&primary, |(socket, _)| socket);
             // A failed send is a lost datagram; recovery repairs it.
             if let Err(error) = socket
                 .send(first.destination, first.ecn, contents, segment_size)
@@ -909,14 +934,15 @@ async fn drive(shared: Arc<Shared>) {
                 None => std::future::pending().await,
             }
         };
-        // While a path is probed, both sockets are read, each first in turn so that a busy
-        // one does not starve the other.
+        // Every socket is read (a probe's, a preferred address's), each first in turn so that
+        // a busy one does not starve the others.
         let sockets: Vec<(Arc<Socket>, Option<SocketAddr>)> =
             std::iter::once((shared.socket(), None))
                 .chain(
                     shared
-                        .probe_socket()
-                        .map(|probe| (probe.clone(), probe.local_addr().ok())),
+                        .other_sockets()
+                        .into_iter()
+                        .map(|(socket, addr)| (socket, Some(addr))),
                 )
                 .collect();
         turn = turn.wrapping_add(1);

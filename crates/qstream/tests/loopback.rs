@@ -932,3 +932,48 @@ async fn loopback_a_client_probes_a_new_socket_before_moving_to_it() {
         "the server follows the client"
     );
 }
+
+#[tokio::test]
+async fn loopback_a_client_moves_to_the_servers_preferred_address() {
+    // RFC 9000 §9.6: the server listens on a second socket, its preferred address; once its
+    // handshake is confirmed the client probes it, moves there, and the server answers from
+    // it; a 16 MiB download under way completes byte-exact.
+    let (mut server_config, client_config) = configs(TransportConfig::default());
+    server_config.preferred_address = Some("127.0.0.2:0".parse().unwrap());
+    let server = Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let preferred = server.preferred_address().unwrap();
+    assert_ne!(preferred.port(), 0);
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connecting = client
+        .connect(&client_config, server.local_addr().unwrap(), "localhost")
+        .unwrap();
+    let (connection, served) = tokio::join!(connecting, server.accept());
+    let (connection, served) = (connection.unwrap(), served.unwrap().unwrap());
+    let data: Vec<u8> = (0..16u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
+    let sending = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            let mut send = served.open_uni().await.unwrap();
+            send.write_all(&data).await.unwrap();
+            send.finish().unwrap();
+            send.stopped().await.unwrap();
+            served
+        })
+    };
+    let download = async {
+        let mut recv = connection.accept_uni().await.unwrap();
+        recv.read_to_end(data.len()).await.unwrap()
+    };
+    let got = tokio::time::timeout(Duration::from_secs(30), download)
+        .await
+        .expect("the download stalled");
+    assert!(
+        got == data,
+        "{} of {} bytes, or corrupt",
+        got.len(),
+        data.len()
+    );
+    sending.await.unwrap();
+    assert_eq!(connection.remote_address(), Some(preferred));
+    assert!(connection.stats().unwrap().moved_to_preferred_address);
+}
