@@ -18,6 +18,10 @@ use crate::{Side, TransportErrorCode};
 /// The fewest frame bytes worth starting a packet for.
 const MIN_FRAME_ROOM: usize = 8;
 
+/// The shortest quiet spell after which the last ACK of a burst goes again: twice the smoothed
+/// RTT, but not less than a timer's granularity.
+const ACK_REPEAT_QUIET: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// A packet written into the datagram buffer, still unprotected.
 pub(super) struct Built {
     space: SpaceId,
@@ -539,10 +543,16 @@ impl Connection {
             && (space.probes > 0
                 || space.has_retransmittable_data()
                 || (id == SpaceId::Data && (self.ping_pending || self.streams.wants_to_send())));
+        let quiet = (2 * self.path.rtt.smoothed()).max(ACK_REPEAT_QUIET);
         let space = &mut self.spaces[id as usize];
-        if space.ack_pending() || (eliciting_planned && space.ack_unconfirmed()) {
+        let repeat = space.ack_repeat_due(now);
+        if space.ack_pending() || repeat || (eliciting_planned && space.ack_unconfirmed()) {
             record.largest_ack = space.received.max();
+            let covered = space.unacked_eliciting;
             write_ack(space, now, buf);
+            if id == SpaceId::Data {
+                space.arm_ack_repeat(now, covered, quiet);
+            }
         }
     }
 

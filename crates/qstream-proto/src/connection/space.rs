@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::EcnCodepoint;
 use super::cids::IssuedCid;
@@ -11,6 +11,10 @@ use crate::range_set::RangeSet;
 use crate::streams::StreamFrameRecord;
 use crate::wire::{EcnCounts, VarInt};
 use crate::{DecodeError, TransportErrorCode};
+
+/// Ack-eliciting packets an ACK frame must cover for it to be repeated after a quiet spell
+/// ([`PacketSpace::arm_ack_repeat`]): a sender's burst, not a request or a response.
+pub(crate) const ACK_REPEAT_BURST: u32 = 4;
 
 /// The most ACK ranges remembered and reported; older ranges are forgotten (RFC 9000 §13.2.3
 /// lets a receiver limit them).
@@ -157,6 +161,9 @@ pub(crate) struct PacketSpace {
     pub(crate) peer_saw_acks_up_to: Option<u64>,
     /// The largest ack-eliciting packet number received: only those need acknowledging.
     pub(crate) largest_eliciting_received: Option<u64>,
+    /// When to send the last acknowledgment of a burst again if nothing arrived since (see
+    /// [`PacketSpace::arm_ack_repeat`]).
+    pub(crate) ack_repeat_at: Option<Instant>,
 
     pub(crate) crypto_send: CryptoSend,
     pub(crate) crypto_recv: CryptoRecv,
@@ -184,6 +191,7 @@ impl PacketSpace {
             peer_ecn: EcnCounts::default(),
             peer_saw_acks_up_to: None,
             largest_eliciting_received: None,
+            ack_repeat_at: None,
             crypto_send: CryptoSend::default(),
             crypto_recv: CryptoRecv::default(),
         }
@@ -206,6 +214,7 @@ impl PacketSpace {
 
     /// Records a received packet; returns false for a duplicate.
     pub(crate) fn record_received(&mut self, pn: u64, now: Instant) -> bool {
+        self.ack_repeat_at = None;
         let largest = self.received.max();
         if !self.received.insert(pn) {
             return false;
@@ -222,10 +231,28 @@ impl PacketSpace {
         self.received.contains(pn)
     }
 
-    /// Whether an ACK frame is due now.
+    /// Whether an ACK frame is due now: a new one, or the last one again.
     pub(crate) fn ack_due(&self, now: Instant) -> bool {
-        self.unacked_eliciting > 0
-            && (self.ack_immediately || self.ack_deadline.is_some_and(|d| d <= now))
+        (self.unacked_eliciting > 0
+            && (self.ack_immediately || self.ack_deadline.is_some_and(|d| d <= now)))
+            || self.ack_repeat_due(now)
+    }
+
+    /// Whether the last acknowledgment of a burst is to go again now.
+    pub(crate) fn ack_repeat_due(&self, now: Instant) -> bool {
+        self.ack_repeat_at.is_some_and(|at| at <= now)
+    }
+
+    /// An ACK frame that acknowledged `covered` ack-eliciting packets was just written at `now`.
+    /// A packet carrying only ACK frames is never acknowledged, so if it is lost the peer does
+    /// not learn of the burst it answered; a sender whose whole window that burst was then
+    /// waits for its probe timeout, which may be its peer's 25 ms max_ack_delay on a path of a
+    /// fraction of a millisecond. So when the ACK covered a burst (`covered` at least
+    /// [`ACK_REPEAT_BURST`]) and nothing arrives within `quiet`, the same ACK goes once more
+    /// (RFC 9000 §13.2: an ACK frame may be sent again at any time; it is not congestion
+    /// controlled). Small exchanges never repeat theirs.
+    pub(crate) fn arm_ack_repeat(&mut self, now: Instant, covered: u32, quiet: Duration) {
+        self.ack_repeat_at = (covered >= ACK_REPEAT_BURST).then(|| now + quiet);
     }
 
     /// Whether an ACK frame has anything new to say.

@@ -97,7 +97,11 @@ impl Connection {
             .min(),
             Timer::Ack(id) => {
                 let space = &self.spaces[id as usize];
-                space.ack_deadline.filter(|_| space.unacked_eliciting > 0)
+                let deadline = space.ack_deadline.filter(|_| space.unacked_eliciting > 0);
+                // A closing connection sends nothing but its close: no repeat then.
+                let open = matches!(self.state, State::Handshaking | State::Established);
+                let repeat = space.ack_repeat_at.filter(|_| open);
+                [deadline, repeat].into_iter().flatten().min()
             }
         }
     }
