@@ -203,6 +203,7 @@ impl Endpoint {
                 .cloned()
                 .unwrap_or_default(),
             address_validated: true,
+            preferred_cid: None,
             qlog: self.qlog,
             rng_seed: self.rng.random(),
             now,
@@ -392,27 +393,9 @@ impl Endpoint {
                 available: server.versions.clone(),
             },
         );
-        // RFC 9000 §9.6, §18.2: a preferred address comes with a connection ID of its own
-        // (sequence number 1), never a zero-length one.
         let preferred = server
             .preferred_address
-            .filter(|_| self.config.local_cid_len > 0)
-            .map(|address| {
-                let cid = self.new_cid();
-                params.preferred_address = Some(crate::wire::PreferredAddress {
-                    ipv4: match address {
-                        SocketAddr::V4(a) => Some(a),
-                        SocketAddr::V6(_) => None,
-                    },
-                    ipv6: match address {
-                        SocketAddr::V6(a) => Some(a),
-                        SocketAddr::V4(_) => None,
-                    },
-                    connection_id: cid,
-                    stateless_reset_token: self.reset_key.token(&cid),
-                });
-                cid
-            });
+            .and_then(|address| self.preferred_address(address, &mut params));
         let mut encoded = Vec::new();
         params.encode(&mut encoded);
         // Kept only when the server may switch versions (usually not).
@@ -437,6 +420,7 @@ impl Endpoint {
             local_cid_len: self.config.local_cid_len,
             initial_token: bytes::Bytes::new(),
             address_validated: validated,
+            preferred_cid: preferred,
             qlog: self.qlog,
             rng_seed: self.rng.random(),
             now,
@@ -444,16 +428,37 @@ impl Endpoint {
         if let Some(params) = logged {
             connection.qlog_local_parameters(now, &params, &server.versions);
         }
-        if let Some(cid) = preferred {
-            connection.issue_preferred_cid(cid);
-        }
         connection.handle_datagram(now, remote, ecn, datagram);
-        let mut routed = vec![local_cid, dcid];
-        routed.extend(preferred);
+        let routed: Vec<_> = [local_cid, dcid].into_iter().chain(preferred).collect();
         let handle = self.insert(connection, &routed);
         self.process_endpoint_events(now, handle);
         self.incoming.push_back(handle);
         Some(handle)
+    }
+
+    /// RFC 9000 §9.6, §18.2: the server's preferred address goes into its transport
+    /// parameters with a connection ID of its own (sequence number 1), never a zero-length one;
+    /// returns that ID.
+    fn preferred_address(
+        &mut self,
+        address: SocketAddr,
+        params: &mut crate::wire::TransportParameters,
+    ) -> Option<ConnectionId> {
+        if self.config.local_cid_len == 0 {
+            return None;
+        }
+        let cid = self.new_cid();
+        let (ipv4, ipv6) = match address {
+            SocketAddr::V4(a) => (Some(a), None),
+            SocketAddr::V6(a) => (None, Some(a)),
+        };
+        params.preferred_address = Some(crate::wire::PreferredAddress {
+            ipv4,
+            ipv6,
+            connection_id: cid,
+            stateless_reset_token: self.reset_key.token(&cid),
+        });
+        Some(cid)
     }
 
     /// Address validation of a client's first Initial (RFC 9000 §8.1): the connection's

@@ -217,6 +217,8 @@ pub(crate) struct ConnectionInit {
     pub(crate) initial_token: Bytes,
     /// Server: whether the client's address is already validated (by a token).
     pub(crate) address_validated: bool,
+    /// Server: the connection ID of its preferred address (sequence number 1, RFC 9000 §9.6).
+    pub(crate) preferred_cid: Option<ConnectionId>,
     pub(crate) now: Instant,
     /// Whether to record a qlog trace.
     pub(crate) qlog: bool,
@@ -315,6 +317,9 @@ impl Connection {
             stats: ConnectionStats::default(),
             config: init.config,
         };
+        if let Some(cid) = init.preferred_cid {
+            conn.cids.issue_preferred(cid);
+        }
         conn.reset_idle_timer(init.now);
         if conn.side == Side::Client {
             // The ClientHello goes out in the first Initial.

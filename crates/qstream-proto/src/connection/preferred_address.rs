@@ -98,12 +98,6 @@ impl Connection {
         self.preferred.state = State::Known { remote, cid };
     }
 
-    /// Server: the connection ID of its preferred address, sent in its transport parameters,
-    /// is its sequence number 1.
-    pub(crate) fn issue_preferred_cid(&mut self, cid: ConnectionId) {
-        self.cids.issue_preferred(cid);
-    }
-
     /// The next probe of the preferred address to send, if one is due at `now`: its address,
     /// the connection ID it goes to, and its challenge data (RFC9000-124: unpredictable).
     pub(super) fn preferred_address_probe(

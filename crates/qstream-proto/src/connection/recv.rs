@@ -442,21 +442,15 @@ impl Connection {
             let frame = frame?;
             any = true;
             let ty = frame.ty();
-            // RFC 9000 §12.4, RFC9000-227.
-            if !ty.permitted_in(packet_type) {
-                return Err(TransportError {
-                    code: TransportErrorCode::PROTOCOL_VIOLATION,
-                    frame_type: Some(ty.0),
-                    reason: format!("{ty:?} not permitted in {packet_type:?} packets"),
-                });
-            }
+            permitted(ty, packet_type)?;
             ack_eliciting |= ty.is_ack_eliciting();
             probing &= ty.is_probing();
             self.stats.frames_received.count(ty);
-            let early_stream = match &frame {
-                Frame::Stream(stream) if packet_type == PacketType::ZeroRtt => Some(stream.id),
-                _ => None,
-            };
+            if let (Frame::Stream(stream), PacketType::ZeroRtt) = (&frame, packet_type) {
+                self.streams.on_frame(now, &frame, payload)?;
+                self.streams.mark_early(stream.id);
+                continue;
+            }
             match frame {
                 Frame::Padding(_) | Frame::Ping => {}
                 Frame::Ack(ack) => self.on_ack_received(now, id, &ack)?,
@@ -476,21 +470,9 @@ impl Connection {
                 Frame::AckFrequency(frame) => self.ack_frequency.on_frame(&frame)?,
                 // draft-ietf-quic-ack-frequency §5: acknowledge this packet without delay.
                 Frame::ImmediateAck => self.spaces[id as usize].ack_immediately = true,
-                Frame::PathChallenge(data) => {
-                    self.path_response = Some(super::PathResponse {
-                        data,
-                        remote,
-                        local: self.arrived_on,
-                    })
-                }
+                Frame::PathChallenge(data) => self.on_path_challenge(data, remote),
                 Frame::PathResponse(data) => self.on_path_response(now, data),
-                Frame::NewConnectionId(frame) => {
-                    let retire = self.cids.on_new_connection_id(&frame)?;
-                    self.spaces[SpaceId::Data as usize]
-                        .pending
-                        .retire_cids
-                        .extend(retire);
-                }
+                Frame::NewConnectionId(frame) => self.on_new_connection_id(&frame)?,
                 Frame::RetireConnectionId { sequence } => {
                     self.on_retire_connection_id(sequence.into_inner(), packet)?;
                 }
@@ -504,9 +486,6 @@ impl Connection {
                 | Frame::MaxStreams { .. }
                 | Frame::StreamsBlocked { .. } => self.streams.on_frame(now, &frame, payload)?,
             }
-            if let Some(id) = early_stream {
-                self.streams.mark_early(id);
-            }
         }
         // RFC 9000 §12.4, RFC9000-226: a packet with no frames.
         if !any {
@@ -519,6 +498,28 @@ impl Connection {
             ack_eliciting,
             probing,
         })
+    }
+
+    /// NEW_CONNECTION_ID: the peer's new ID, and the retirements it asks for (RFC 9000 §19.15).
+    fn on_new_connection_id(
+        &mut self,
+        frame: &crate::wire::NewConnectionId,
+    ) -> Result<(), TransportError> {
+        let retire = self.cids.on_new_connection_id(frame)?;
+        self.spaces[SpaceId::Data as usize]
+            .pending
+            .retire_cids
+            .extend(retire);
+        Ok(())
+    }
+
+    /// A PATH_CHALLENGE from `remote`: answered on the path it came on (RFC 9000 §8.2.2).
+    fn on_path_challenge(&mut self, data: [u8; 8], remote: SocketAddr) {
+        self.path_response = Some(super::PathResponse {
+            data,
+            remote,
+            local: self.arrived_on,
+        });
     }
 
     /// CRYPTO data of space `id`, passed to TLS once contiguous (RFC 9001 §4.1.3).
@@ -697,6 +698,18 @@ impl Connection {
             .push_back(Event::Closed(ConnectionError::VersionMismatch));
         self.state = State::Drained;
     }
+}
+
+/// RFC 9000 §12.4, RFC9000-227: a frame of a type the packet type does not allow.
+fn permitted(ty: FrameType, packet_type: PacketType) -> Result<(), TransportError> {
+    if ty.permitted_in(packet_type) {
+        return Ok(());
+    }
+    Err(TransportError {
+        code: TransportErrorCode::PROTOCOL_VIOLATION,
+        frame_type: Some(ty.0),
+        reason: format!("{ty:?} not permitted in {packet_type:?} packets"),
+    })
 }
 
 fn protocol_violation(ty: FrameType, reason: &str) -> TransportError {
