@@ -750,24 +750,9 @@ async fn loopback_a_client_moved_to_a_new_socket_mid_download_finishes_byte_exac
     // follows it there, and every byte arrives.
     let (server_config, client_config) = configs(TransportConfig::default());
     let server = Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let server_addr = server.local_addr().unwrap();
-    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connecting = client
-        .connect(&client_config, server_addr, "localhost")
-        .unwrap();
-    let (connection, served) = tokio::join!(connecting, server.accept());
-    let (connection, served) = (connection.unwrap(), served.unwrap().unwrap());
+    let (client, connection, served) = connect_on_loopback(&server, &client_config).await;
     let data: Vec<u8> = (0..32u32 << 20).map(|i| (i ^ (i >> 13)) as u8).collect();
-    let sending = {
-        let data = data.clone();
-        tokio::spawn(async move {
-            let mut send = served.open_uni().await.unwrap();
-            send.write_all(&data).await.unwrap();
-            send.finish().unwrap();
-            send.stopped().await.unwrap();
-            served
-        })
-    };
+    let sending = upload(served, data.clone());
     let download = async {
         let mut recv = connection.accept_uni().await.unwrap();
         let (mut got, mut buf) = (Vec::with_capacity(data.len()), vec![0u8; 1 << 16]);
@@ -858,13 +843,7 @@ async fn loopback_a_client_probes_a_new_socket_before_moving_to_it() {
     // server) fails and moves nothing.
     let (server_config, client_config) = configs(TransportConfig::default());
     let server = Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let server_addr = server.local_addr().unwrap();
-    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connecting = client
-        .connect(&client_config, server_addr, "localhost")
-        .unwrap();
-    let (connection, served) = tokio::join!(connecting, server.accept());
-    let (connection, served) = (connection.unwrap(), served.unwrap().unwrap());
+    let (client, connection, served) = connect_on_loopback(&server, &client_config).await;
     let old = client.local_addr().unwrap();
     let refused = client.probe_rebind("[::1]:0".parse().unwrap()).await;
     assert!(refused.is_err(), "{refused:?}");
@@ -875,16 +854,7 @@ async fn loopback_a_client_probes_a_new_socket_before_moving_to_it() {
     );
 
     let data: Vec<u8> = (0..32u32 << 20).map(|i| (i ^ (i >> 13)) as u8).collect();
-    let sending = {
-        let data = data.clone();
-        tokio::spawn(async move {
-            let mut send = served.open_uni().await.unwrap();
-            send.write_all(&data).await.unwrap();
-            send.finish().unwrap();
-            send.stopped().await.unwrap();
-            served
-        })
-    };
+    let sending = upload(served, data.clone());
     let mut probing = None;
     let download = async {
         let mut recv = connection.accept_uni().await.unwrap();
@@ -943,23 +913,9 @@ async fn loopback_a_client_moves_to_the_servers_preferred_address() {
     let server = Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
     let preferred = server.preferred_address().unwrap();
     assert_ne!(preferred.port(), 0);
-    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connecting = client
-        .connect(&client_config, server.local_addr().unwrap(), "localhost")
-        .unwrap();
-    let (connection, served) = tokio::join!(connecting, server.accept());
-    let (connection, served) = (connection.unwrap(), served.unwrap().unwrap());
+    let (_client, connection, served) = connect_on_loopback(&server, &client_config).await;
     let data: Vec<u8> = (0..16u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
-    let sending = {
-        let data = data.clone();
-        tokio::spawn(async move {
-            let mut send = served.open_uni().await.unwrap();
-            send.write_all(&data).await.unwrap();
-            send.finish().unwrap();
-            send.stopped().await.unwrap();
-            served
-        })
-    };
+    let sending = upload(served, data.clone());
     let download = async {
         let mut recv = connection.accept_uni().await.unwrap();
         recv.read_to_end(data.len()).await.unwrap()
@@ -976,4 +932,29 @@ async fn loopback_a_client_moves_to_the_servers_preferred_address() {
     sending.await.unwrap();
     assert_eq!(connection.remote_address(), Some(preferred));
     assert!(connection.stats().unwrap().moved_to_preferred_address);
+}
+
+/// A client endpoint on loopback and its connection to `server`, with the server's side of it.
+async fn connect_on_loopback(
+    server: &Endpoint,
+    client_config: &ClientConfig,
+) -> (Endpoint, Connection, Connection) {
+    let client = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connecting = client
+        .connect(client_config, server.local_addr().unwrap(), "localhost")
+        .unwrap();
+    let (connection, served) = tokio::join!(connecting, server.accept());
+    (client, connection.unwrap(), served.unwrap().unwrap())
+}
+
+/// The server's side of a download: `data` on a unidirectional stream, finished and waited on
+/// until acknowledged; gives the server's connection back.
+fn upload(served: Connection, data: Vec<u8>) -> tokio::task::JoinHandle<Connection> {
+    tokio::spawn(async move {
+        let mut send = served.open_uni().await.unwrap();
+        send.write_all(&data).await.unwrap();
+        send.finish().unwrap();
+        send.stopped().await.unwrap();
+        served
+    })
 }
