@@ -936,23 +936,19 @@ async fn drive(shared: Arc<Shared>) {
         };
         // Every socket is read (a probe's, a preferred address's), each first in turn so that
         // a busy one does not starve the others.
-        let sockets: Vec<(Arc<Socket>, Option<SocketAddr>)> =
-            std::iter::once((shared.socket(), None))
-                .chain(
-                    shared
-                        .other_sockets()
-                        .into_iter()
-                        .map(|(socket, addr)| (socket, Some(addr))),
-                )
-                .collect();
+        let (primary, others) = (shared.socket(), shared.other_sockets());
         turn = turn.wrapping_add(1);
         let received = std::future::poll_fn(|cx| {
-            for i in 0..sockets.len() {
-                let (socket, local) = &sockets[(i + turn) % sockets.len()];
+            let count = 1 + others.len();
+            for i in 0..count {
+                let (socket, local) = match (i + turn) % count {
+                    0 => (&primary, None),
+                    k => (&others[k - 1].0, Some(others[k - 1].1)),
+                };
                 let mut slices: Vec<IoSliceMut<'_>> =
                     buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
                 if let Poll::Ready(result) = socket.poll_recv(cx, &mut slices, &mut meta) {
-                    return Poll::Ready((result, *local));
+                    return Poll::Ready((result, local));
                 }
             }
             Poll::Pending

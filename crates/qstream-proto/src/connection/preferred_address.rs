@@ -104,7 +104,7 @@ impl Connection {
         &mut self,
         now: Instant,
     ) -> Option<(SocketAddr, ConnectionId, [u8; 8])> {
-        if !self.handshake.confirmed {
+        if matches!(self.preferred.state, State::None | State::Done) || !self.handshake.confirmed {
             return None;
         }
         if let State::Known { remote, cid } = self.preferred.state {
@@ -120,6 +120,11 @@ impl Connection {
                 deadline: now + timeout,
             };
         }
+        let due =
+            matches!(&self.preferred.state, State::Probing { next_at, .. } if now >= *next_at);
+        if !due {
+            return None;
+        }
         let pto = self.pto_duration();
         let data = self.migration.challenge_data();
         let State::Probing {
@@ -132,9 +137,6 @@ impl Connection {
         else {
             return None;
         };
-        if now < *next_at {
-            return None;
-        }
         if sent.len() == MAX_PROBES {
             sent.remove(0);
         }
