@@ -37,6 +37,16 @@ pub(super) struct Path {
 }
 
 impl Path {
+    /// The rate the pacer sends at: the controller's own (BBR), or one from the window and the
+    /// smoothed RTT (RFC 9002 §7.7).
+    pub(super) fn pacing_rate(&self) -> u64 {
+        self.cc.pacing_rate().unwrap_or_else(|| {
+            let window = self.cc.window();
+            let slow_start = self.cc.ssthresh().is_none_or(|ssthresh| window < ssthresh);
+            crate::recovery::pacing::window_rate(window, self.rtt.smoothed(), slow_start)
+        })
+    }
+
     /// What the anti-amplification limit still allows (RFC 9000 §8.1).
     pub(super) fn amplification_allowance(&self) -> u64 {
         (3 * self.amplification_received).saturating_sub(self.amplification_sent)

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 use super::space::{ControlFrames, SentPacket};
 use super::{Connection, MIN_INITIAL_SIZE, State, StreamFrameRecord, TransportError};
 use crate::qlog::{LossTrigger, RecoveryMetrics};
-use crate::recovery::pacing::window_rate;
 use crate::recovery::{PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD, PacketInfo};
 use crate::wire::SpaceId;
 use crate::wire::{Ack, VarInt};
@@ -259,12 +258,7 @@ impl Connection {
                 congestion_window: window,
                 bytes_in_flight: self.path.bytes_in_flight,
                 ssthresh: self.path.cc.ssthresh(),
-                pacing_rate: self
-                    .path
-                    .cc
-                    .pacing_rate()
-                    .unwrap_or_else(|| window_rate(window, self.path.rtt.smoothed()))
-                    .saturating_mul(8),
+                pacing_rate: self.path.pacing_rate().saturating_mul(8),
             },
         );
     }

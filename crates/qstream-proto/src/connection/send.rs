@@ -220,12 +220,7 @@ impl Connection {
             && self.path.bytes_in_flight + limit as u64 > self.path.cc.window();
         if !closing && !probing && !congestion_blocked {
             // RFC 9002 §7.7: ack-eliciting packets wait for the pacer; ACKs do not.
-            let rate = self.path.cc.pacing_rate().unwrap_or_else(|| {
-                crate::recovery::pacing::window_rate(
-                    self.path.cc.window(),
-                    self.path.rtt.smoothed(),
-                )
-            });
+            let rate = self.path.pacing_rate();
             self.path.pacing_until = self.path.pacer.delay(now, limit as u64, rate);
             congestion_blocked = self.path.pacing_until.is_some();
         }

@@ -21,10 +21,14 @@ const FIRST_BURST_DATAGRAMS: u64 = 10;
 const MAX_BURST_DATAGRAMS: u64 = 256;
 const NANOS_PER_SECOND: u128 = 1_000_000_000;
 
-/// The rate at which a window-based controller's packets are paced: 5/4 of the congestion
-/// window per smoothed RTT (N = 1.25, RFC 9002 §7.7), in bytes per second.
-pub(crate) fn window_rate(window: u64, rtt: Duration) -> u64 {
-    let per_second = u128::from(window) * 5 / 4 * NANOS_PER_SECOND / rtt.as_nanos().max(1);
+/// The rate at which a window-based controller's packets are paced, in bytes per second: 5/4
+/// of the congestion window per smoothed RTT (N = 1.25, RFC 9002 §7.7), and twice the window in
+/// slow start, where the window doubles each round trip and a rate of 1.25 windows would hold
+/// that growth back (Linux TCP paces slow start at 2× too).
+pub(crate) fn window_rate(window: u64, rtt: Duration, slow_start: bool) -> u64 {
+    let (numerator, denominator) = if slow_start { (2, 1) } else { (5, 4) };
+    let per_second =
+        u128::from(window) * numerator / denominator * NANOS_PER_SECOND / rtt.as_nanos().max(1);
     per_second.clamp(1, u128::from(u64::MAX)) as u64
 }
 
@@ -104,7 +108,7 @@ mod tests {
     fn bursts_then_paces_at_five_quarters_of_the_window_per_rtt() {
         let mut pacer = Pacer::new(1200);
         let start = Instant::now();
-        let rate = window_rate(120_000, Duration::from_millis(100));
+        let rate = window_rate(120_000, Duration::from_millis(100), false);
         for _ in 0..10 {
             assert_eq!(pacer.delay(start, 1200, rate), None);
             pacer.on_sent(1200);
@@ -116,11 +120,18 @@ mod tests {
     }
 
     #[test]
+    fn slow_start_is_paced_at_twice_the_window_per_rtt() {
+        let rtt = Duration::from_millis(20);
+        assert_eq!(window_rate(100_000, rtt, true), 10_000_000);
+        assert_eq!(window_rate(100_000, rtt, false), 6_250_000);
+    }
+
+    #[test]
     fn slow_paths_are_paced_in_bursts_of_two_datagrams() {
         let mut pacer = Pacer::new(1200);
         let start = Instant::now();
         // Ten datagrams per 20 ms: 2 ms of the rate is 1500 bytes, less than two datagrams.
-        let rate = window_rate(12_000, Duration::from_millis(20));
+        let rate = window_rate(12_000, Duration::from_millis(20), false);
         while pacer.delay(start, 1200, rate).is_none() {
             pacer.on_sent(1200);
         }
@@ -139,7 +150,7 @@ mod tests {
         let mut pacer = Pacer::new(1200);
         let start = Instant::now();
         // 1 MB per 200 µs: 2 ms are 12.5 MB, so the burst is the cap of 256 datagrams.
-        let rate = window_rate(1_000_000, Duration::from_micros(200));
+        let rate = window_rate(1_000_000, Duration::from_micros(200), false);
         let later = start + Duration::from_millis(5);
         assert_eq!(pacer.delay(start, 1200, rate), None);
         assert_eq!(pacer.delay(later, 1200, rate), None);
@@ -176,7 +187,7 @@ mod tests {
         // each interval earns must add up, or the pacer stalls until something else refills it.
         let mut pacer = Pacer::new(1200);
         let start = Instant::now();
-        let rate = window_rate(120_000, Duration::from_millis(100));
+        let rate = window_rate(120_000, Duration::from_millis(100), false);
         let mut now = start;
         let mut sent = 0u64;
         while now - start < Duration::from_secs(1) {
