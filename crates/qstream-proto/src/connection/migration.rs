@@ -21,6 +21,15 @@ use crate::wire::{ConnectionId, SpaceId};
 /// or is abandoned.
 const MAX_CHALLENGES: usize = 4;
 
+/// Records the data of a PATH_CHALLENGE just sent among those a response may echo, forgetting
+/// the oldest beyond [`MAX_CHALLENGES`]. Every kind of path validation keeps its list this way.
+pub(super) fn remember_challenge(sent: &mut Vec<[u8; 8]>, data: [u8; 8]) {
+    if sent.len() == MAX_CHALLENGES {
+        sent.remove(0);
+    }
+    sent.push(data);
+}
+
 /// The peer's address as it changes, and its validation.
 #[derive(Debug)]
 pub(super) struct Migration {
@@ -149,10 +158,7 @@ impl Migration {
             return;
         };
         if let Some(data) = validation.due.take() {
-            if validation.sent.len() == MAX_CHALLENGES {
-                validation.sent.remove(0);
-            }
-            validation.sent.push(data);
+            remember_challenge(&mut validation.sent, data);
             validation.next_at = Some(now + pto);
         }
     }
@@ -242,10 +248,7 @@ impl Connection {
                     .extend(retire);
             }
         }
-        // RFC 9000 §8.2.4: three times the larger of the current PTO and one computed from
-        // the initial RTT, as the new path's would be.
-        let initial = RttEstimator::new(self.config.initial_rtt).pto_base();
-        let timeout = 3 * self.pto_duration().max(initial);
+        let timeout = self.path_validation_timeout();
         let old = self.path.remote;
         let from = (old, self.path.address_validated);
         let change = self
@@ -266,6 +269,14 @@ impl Connection {
         if change == AddressChange::Address {
             self.start_new_path(now);
         }
+    }
+
+    /// How long a path validation may take before it is abandoned (RFC 9000 §8.2.4): three
+    /// times the larger of the current PTO and one computed from the initial RTT, as the new
+    /// path's would be.
+    pub(super) fn path_validation_timeout(&self) -> Duration {
+        let initial = RttEstimator::new(self.config.initial_rtt).pto_base();
+        3 * self.pto_duration().max(initial)
     }
 
     /// The client now sends from a new local address (quinn's `Endpoint::rebind` does the

@@ -11,11 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::Connection;
 use crate::Side;
-use crate::recovery::RttEstimator;
 use crate::wire::ConnectionId;
-
-/// Challenges kept for matching a response.
-const MAX_PROBES: usize = 4;
 
 /// Where a probe of a new local path is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,8 +86,7 @@ impl Connection {
             .cids
             .next_unused_remote()
             .ok_or(ProbeError::NoSpareConnectionId)?;
-        let initial = RttEstimator::new(self.config.initial_rtt).pto_base();
-        let timeout = 3 * self.pto_duration().max(initial);
+        let timeout = self.path_validation_timeout();
         self.local_probe = Some(LocalProbe {
             local,
             cid,
@@ -124,10 +119,7 @@ impl Connection {
         let data = self.migration.challenge_data();
         let pto = self.pto_duration();
         let probe = self.local_probe.as_mut()?;
-        if probe.sent.len() == MAX_PROBES {
-            probe.sent.remove(0);
-        }
-        probe.sent.push(data);
+        super::migration::remember_challenge(&mut probe.sent, data);
         probe.next_at = now + pto.max(Duration::from_millis(1));
         Some((probe.local, probe.cid, data))
     }

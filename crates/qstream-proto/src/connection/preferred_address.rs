@@ -8,11 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::Connection;
-use crate::recovery::RttEstimator;
 use crate::wire::{ConnectionId, PreferredAddress, SpaceId};
-
-/// Probes kept for matching a response.
-const MAX_PROBES: usize = 4;
 
 /// Where the client is with the server's preferred address.
 #[derive(Debug, Default)]
@@ -108,10 +104,7 @@ impl Connection {
             return None;
         }
         if let State::Known { remote, cid } = self.preferred.state {
-            // RFC 9000 §8.2.4: given up after three times the larger of the PTO and the
-            // initial RTT's, as a new path's would be.
-            let initial = RttEstimator::new(self.config.initial_rtt).pto_base();
-            let timeout = 3 * self.pto_duration().max(initial);
+            let timeout = self.path_validation_timeout();
             self.preferred.state = State::Probing {
                 remote,
                 cid,
@@ -137,10 +130,7 @@ impl Connection {
         else {
             return None;
         };
-        if sent.len() == MAX_PROBES {
-            sent.remove(0);
-        }
-        sent.push(data);
+        super::migration::remember_challenge(sent, data);
         *next_at = now + pto.max(Duration::from_millis(1));
         Some((*remote, *cid, data))
     }
