@@ -323,6 +323,37 @@ fn version_negotiation_client_and_server_switch_to_v2_and_transfer() {
     }
 }
 
+/// RFC 9001 §5.2, RFC 9368 §2.3: after a Retry the Initial keys of every version derive from
+/// the Retry's Source Connection ID, those of the version the server switches to as well. The
+/// client had derived its v2 keys from the original Destination Connection ID, so an aioquic
+/// server that sent a Retry and then switched to v2 was never understood.
+#[test]
+fn version_negotiation_a_client_follows_the_server_to_v2_after_a_retry() {
+    for seed in seeds(3) {
+        let mut pair = Pair::new(PairOptions {
+            seed,
+            retry: true,
+            client_compatible_versions: vec![Version::V2],
+            server_versions: vec![Version::V2, Version::V1],
+            ..PairOptions::default()
+        });
+        assert!(
+            pair.drive_handshake(std::time::Duration::from_secs(5)),
+            "seed {seed}: no handshake"
+        );
+        let client = pair.client_conn().unwrap();
+        assert_eq!(client.version(), Version::V2, "seed {seed}");
+        assert!(
+            client
+                .peer_transport_parameters()
+                .unwrap()
+                .retry_source_connection_id
+                .is_some(),
+            "seed {seed}: no Retry"
+        );
+    }
+}
+
 /// RFC 9368 §3, RFC9368-016: a client's Available Versions are in descending preference. One
 /// that offers v2 prefers it, so v2 comes first: servers that take the client's order (aioquic,
 /// picoquic) kept v1 when the client listed `[v1, v2]`.

@@ -671,9 +671,11 @@ impl Connection {
         self.retry_scid = Some(retry.scid);
         self.cids.set_initial_remote(retry.scid, None);
         self.initial_token = Bytes::copy_from_slice(retry.token);
-        // RFC 9001 §5.2: Initial keys now derive from the Retry's connection ID. RFC 9002
-        // §6.3: Initial packets in flight are forgotten, not lost, and their CRYPTO data is
-        // sent again (RFC9000-324: the same ClientHello).
+        // RFC 9001 §5.2: Initial keys now derive from the Retry's connection ID, those of a
+        // version the server may still switch to as well (RFC 9368 §2.3). RFC 9002 §6.3:
+        // Initial packets in flight are forgotten, not lost, and their CRYPTO data is sent
+        // again (RFC9000-324: the same ClientHello).
+        self.versions.initial_keys_cid = retry.scid;
         let space = &mut self.spaces[SpaceId::Initial as usize];
         space.keys = initial_keys(self.version, &retry.scid, Side::Client);
         self.path.bytes_in_flight -= space.forget_sent();
