@@ -1,7 +1,7 @@
 //! `qstream interop` in both roles, configured through the runner's environment variables.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod common;
@@ -78,10 +78,23 @@ fn run_case_on(
 ) -> String {
     let (www, certs, files) = runner_dirs(testcase, count, size);
     let server = server_on(host, testcase, &www, &certs);
+    run_client(host, server.port, testcase, &www, &files, qlog_dir)
+}
+
+/// Runs the `qstream interop` client for `testcase` against the server on `host:port` and
+/// checks every file of `www` named in `files` arrived intact. Returns its diagnostics.
+fn run_client(
+    host: &str,
+    port: u16,
+    testcase: &str,
+    www: &Path,
+    files: &[String],
+    qlog_dir: Option<&PathBuf>,
+) -> String {
     let downloads = temp_dir(&format!("{testcase}-downloads"));
     let requests: Vec<String> = files
         .iter()
-        .map(|f| format!("https://{host}:{}/{f}", server.port))
+        .map(|f| format!("https://{host}:{port}/{f}"))
         .collect();
     let mut client = Command::new(env!("CARGO_BIN_EXE_qstream"));
     client
@@ -102,8 +115,8 @@ fn run_case_on(
     );
     for file in files {
         assert!(
-            std::fs::read(www.join(&file)).unwrap()
-                == std::fs::read(downloads.join(&file)).unwrap(),
+            std::fs::read(www.join(file)).unwrap()
+                == std::fs::read(downloads.join(file)).unwrap(),
             "{testcase}: {file} differs"
         );
     }
@@ -218,4 +231,158 @@ fn interop_v2_client_and_server_switch_to_v2() {
         std::fs::read(downloads.join(&files[0])).unwrap(),
         std::fs::read(www.join(&files[0])).unwrap()
     );
+}
+
+/// The hq-interop client and server on aioquic (tests/aioquic/hq.py), a stack nobody here wrote.
+const AIOQUIC_HQ: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aioquic/hq.py");
+
+/// Whether python3 can import aioquic. `.ci/run` installs it, so under CI its absence is a
+/// failure; elsewhere the aioquic tests say they were skipped and pass.
+fn aioquic_available() -> bool {
+    let found = Command::new("python3")
+        .args(["-c", "import aioquic"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "aioquic is missing: `pip install aioquic` (.ci/run does)"
+    );
+    if !found {
+        eprintln!("skipped: python3 cannot import aioquic (`pip install aioquic`)");
+    }
+    found
+}
+
+/// The aioquic flags a test case needs, on the server's side and on the client's.
+fn aioquic_flags(testcase: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    match testcase {
+        "retry" => (&["--retry"], &[]),
+        "v2" => (&["--versions", "v1,v2"], &["--versions", "v1,v2"]),
+        "v2-retry" => (&["--versions", "v1,v2", "--retry"], &[]),
+        "keyupdate" => (&[], &["--key-update"]),
+        "resumption" => (&["--tickets"], &["--connections", "2"]),
+        "zerortt" => (&["--tickets"], &["--connections", "2", "--zero-rtt"]),
+        _ => (&[], &[]),
+    }
+}
+
+/// The host a test case runs on: ipv6 on ::1, the others on 127.0.0.1.
+fn case_host(testcase: &str) -> &'static str {
+    if testcase == "ipv6" {
+        "[::1]"
+    } else {
+        "127.0.0.1"
+    }
+}
+
+/// RFC 9368 §3 and RFC 9001 §5.2 against a foreign server: the `qstream interop` client in
+/// each runner test case against an aioquic server. The client fails unless the case's
+/// feature happened (v2 switched to, session resumed, early data accepted), and every file
+/// arrives intact. "v2-retry" is v2 behind a Retry, which the client once got wrong.
+#[test]
+fn interop_aioquic_server_serves_the_qstream_client_in_every_case() {
+    if !aioquic_available() {
+        return;
+    }
+    for testcase in [
+        "handshake",
+        "transfer",
+        "retry",
+        "v2",
+        "v2-retry",
+        "keyupdate",
+        "chacha20",
+        "resumption",
+        "zerortt",
+        "ipv6",
+    ] {
+        let (www, certs, files) = runner_dirs(&format!("aioquic-{testcase}"), 2, 1_000_000);
+        let host = case_host(testcase);
+        let port = free_port();
+        let mut server = Command::new("python3");
+        server
+            .args([AIOQUIC_HQ, "server", "--listen", &format!("{host}:{port}")])
+            .arg("--www")
+            .arg(&www)
+            .arg("--cert")
+            .arg(certs.join("cert.pem"))
+            .arg("--key")
+            .arg(certs.join("priv.key"))
+            .args(aioquic_flags(testcase).0)
+            .stderr(Stdio::piped());
+        let mut child = server.spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let _server = Process(child);
+        assert!(
+            lines.by_ref().any(|l| l.unwrap() == "listening"),
+            "{testcase}: the aioquic server did not start"
+        );
+        std::thread::spawn(move || lines.for_each(drop));
+        let client_case = testcase.strip_suffix("-retry").unwrap_or(testcase);
+        let stderr = run_client(host, port, client_case, &www, &files, None);
+        if testcase == "keyupdate" {
+            assert!(stderr.contains("key updates: "), "{stderr}");
+        }
+    }
+}
+
+/// The `qstream interop` server in each runner test case for an aioquic client. The client's
+/// report shows what happened on its side: the version it ended in, resumption and early data,
+/// and key updates the qstream server started (the keyupdate case has both ends start them).
+#[test]
+fn interop_aioquic_client_downloads_from_the_qstream_server_in_every_case() {
+    if !aioquic_available() {
+        return;
+    }
+    for (testcase, expected) in [
+        ("handshake", "version=0x00000001"),
+        ("transfer", "version=0x00000001"),
+        ("retry", "version=0x00000001"),
+        ("v2", "version=0x6b3343cf"),
+        ("keyupdate", "local_key_updates=1"),
+        ("chacha20", "version=0x00000001"),
+        ("resumption", "resumed=True"),
+        ("zerortt", "early_data=True"),
+        ("ipv6", "version=0x00000001"),
+    ] {
+        let (www, certs, files) = runner_dirs(&format!("aioquic-client-{testcase}"), 2, 1_000_000);
+        let host = case_host(testcase);
+        let server = server_on(host, testcase, &www, &certs);
+        let downloads = temp_dir(&format!("aioquic-client-{testcase}-downloads"));
+        let urls = files
+            .iter()
+            .map(|f| format!("https://{host}:{}/{f}", server.port));
+        let output = Command::new("python3")
+            .args([AIOQUIC_HQ, "client", "--downloads"])
+            .arg(&downloads)
+            .args(aioquic_flags(testcase).1)
+            .args(urls)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{testcase}: {stderr}");
+        for file in &files {
+            assert!(
+                std::fs::read(www.join(file)).unwrap()
+                    == std::fs::read(downloads.join(file)).unwrap(),
+                "{testcase}: {file} differs"
+            );
+        }
+        let last = stderr
+            .lines()
+            .rfind(|l| l.starts_with("connection: "))
+            .unwrap_or_else(|| panic!("{testcase}: no connection report: {stderr}"));
+        assert!(last.contains(expected), "{testcase}: {last}");
+        if testcase == "keyupdate" {
+            let by_server: u64 = last
+                .split("remote_key_updates=")
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unreadable report {last:?}"));
+            assert!(
+                by_server > 1,
+                "the qstream server started no key update: {last}"
+            );
+        }
+    }
 }
