@@ -2,74 +2,14 @@
 //! clobbered, no partial file sits under a final name, signals close connections with a reason
 //! the peer sees, and trust can be given by fingerprint or by a self-signed certificate.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Process, free_port, temp_dir};
-
-/// A `qstream serve` process; its standard error lines arrive on `log`.
-struct Server {
-    process: Process,
-    addr: String,
-    fingerprint: String,
-    log: mpsc::Receiver<String>,
-}
-
-fn serve(root: &Path, extra: &[&str]) -> Server {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qstream"))
-        .args(["serve", "--listen", &addr, "--root"])
-        .arg(root)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, log) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut fingerprint = String::new();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("fingerprint ").nth(1) {
-            fingerprint = rest.trim().to_owned();
-        }
-        if line.starts_with("serving ") {
-            break;
-        }
-    }
-    Server {
-        process: Process(child),
-        addr,
-        fingerprint,
-        log,
-    }
-}
-
-impl Server {
-    /// Waits up to `within` for a line of the log containing `text`.
-    fn logs(&self, text: &str, within: Duration) -> Option<String> {
-        let deadline = Instant::now() + within;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return Some(line),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-        None
-    }
-}
+use common::{Process, Server, free_port, serve, signal, temp_dir};
 
 fn qstream(args: &[&str]) -> (Option<i32>, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_qstream"))
@@ -81,14 +21,6 @@ fn qstream(args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 fn website(name: &str) -> PathBuf {

@@ -115,8 +115,7 @@ fn run_client(
     );
     for file in files {
         assert!(
-            std::fs::read(www.join(file)).unwrap()
-                == std::fs::read(downloads.join(file)).unwrap(),
+            std::fs::read(www.join(file)).unwrap() == std::fs::read(downloads.join(file)).unwrap(),
             "{testcase}: {file} differs"
         );
     }

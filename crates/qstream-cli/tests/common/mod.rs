@@ -2,8 +2,11 @@
 //! and child processes that do not outlive a failed test.
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -47,4 +50,73 @@ pub fn write_self_signed(name: &str, cert: &Path, key: &Path) {
     let (certificate, key_pair) = self_signed(name);
     std::fs::write(cert, certificate.pem()).unwrap();
     std::fs::write(key, key_pair.serialize_pem()).unwrap();
+}
+
+/// A `qstream serve` process; its standard error lines arrive on `log`.
+pub struct Server {
+    pub process: Process,
+    pub addr: String,
+    pub fingerprint: String,
+    pub log: mpsc::Receiver<String>,
+}
+
+/// `qstream serve` of `root` on a free port with `extra` flags, once it says it is serving.
+pub fn serve(root: &Path, extra: &[&str]) -> Server {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qstream"))
+        .args(["serve", "--listen", &addr, "--root"])
+        .arg(root)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, log) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut fingerprint = String::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("fingerprint ").nth(1) {
+            fingerprint = rest.trim().to_owned();
+        }
+        if line.starts_with("serving ") {
+            break;
+        }
+    }
+    Server {
+        process: Process(child),
+        addr,
+        fingerprint,
+        log,
+    }
+}
+
+impl Server {
+    /// Waits up to `within` for a line of the log containing `text`.
+    pub fn logs(&self, text: &str, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+/// Sends the signal `name` (INT, TERM, ...) to `child`.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
