@@ -64,8 +64,8 @@ pub(crate) fn report(connection: &Connection) -> Option<String> {
     let stats = connection.stats()?;
     let snapshot = connection.streams()?;
     let mut out = format!(
-        "rtt {:.1} ms, cwnd {} B, sent {} B in {} packets, received {} B in {} packets, {} lost, \
-         {} PTOs; MAX_STREAMS sent {} received {}, STREAMS_BLOCKED sent {} received {}",
+        "rtt {:.1} ms, cwnd {} B, sent {} B in {} packets, received {} B in {} packets, {} lost \
+         ({} of them reordered, not lost), {} PTOs; MAX_STREAMS sent {} received {}, STREAMS_BLOCKED sent {} received {}",
         connection.rtt().unwrap_or_default().as_secs_f64() * 1e3,
         connection.congestion_window().unwrap_or_default(),
         stats.bytes_sent,
@@ -73,6 +73,7 @@ pub(crate) fn report(connection: &Connection) -> Option<String> {
         stats.bytes_received,
         stats.packets_received,
         stats.packets_lost,
+        stats.spurious_losses,
         stats.pto_count,
         snapshot.counters.max_streams_sent,
         snapshot.counters.max_streams_received,

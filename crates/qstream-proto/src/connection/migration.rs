@@ -15,6 +15,7 @@ use super::{Connection, EndpointEvent, State};
 use crate::Side;
 use crate::recovery::RttEstimator;
 use crate::recovery::pacing::Pacer;
+use crate::recovery::reordering::Reordering;
 use crate::wire::{ConnectionId, SpaceId};
 
 /// Challenges kept for matching a response: one per probe timeout until validation succeeds
@@ -329,6 +330,7 @@ impl Connection {
         self.path.rtt = RttEstimator::new(self.config.initial_rtt);
         let seed = self.stats.peer_migrations;
         self.path.cc = self.config.congestion_control.build(size, now, seed);
+        self.path.reordering = Reordering::default();
         self.path.pacer = Pacer::new(size);
         self.path.pacing_until = None;
     }

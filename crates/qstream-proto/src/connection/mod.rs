@@ -253,6 +253,7 @@ impl Connection {
                 bytes_in_flight: 0,
                 ecn_sending: init.config.ecn,
                 mtu: mtu::MtuDiscovery::new(init.config.max_udp_payload_size),
+                reordering: crate::recovery::reordering::Reordering::default(),
                 address_validated: init.side == Side::Client || init.address_validated,
                 amplification_received: 0,
                 amplification_sent: 0,

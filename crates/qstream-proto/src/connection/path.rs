@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::mtu::MtuDiscovery;
 use crate::recovery::pacing::Pacer;
+use crate::recovery::reordering::Reordering;
 use crate::recovery::{Controller, RttEstimator};
 
 /// One path: its address, RTT, congestion control and pacing, ECN, MTU and the
@@ -28,6 +29,8 @@ pub(super) struct Path {
     pub(super) ecn_sending: bool,
     /// Path MTU discovery (RFC 9000 §14.3).
     pub(super) mtu: MtuDiscovery,
+    /// Loss detection's reordering thresholds, adapted to this path, and its loss episodes.
+    pub(super) reordering: Reordering,
     /// Server: whether the client's address is validated; until then the anti-amplification
     /// limit applies (RFC 9000 §8.1).
     pub(super) address_validated: bool,

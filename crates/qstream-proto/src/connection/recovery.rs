@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::space::{ControlFrames, SentPacket};
 use super::{Connection, MIN_INITIAL_SIZE, State, StreamFrameRecord, TransportError};
 use crate::qlog::{LossTrigger, RecoveryMetrics};
-use crate::recovery::{PACKET_THRESHOLD, PERSISTENT_CONGESTION_THRESHOLD, PacketInfo};
+use crate::recovery::{PERSISTENT_CONGESTION_THRESHOLD, PacketInfo};
 use crate::wire::SpaceId;
 use crate::wire::{Ack, VarInt};
 use crate::{Side, TransportErrorCode};
@@ -182,7 +182,21 @@ impl Connection {
             });
         }
         let raised = space.largest_acked.is_none_or(|l| largest > l);
-        space.largest_acked = Some(space.largest_acked.map_or(largest, |l| l.max(largest)));
+        let largest_acked = space.largest_acked.map_or(largest, |l| l.max(largest));
+        space.largest_acked = Some(largest_acked);
+        if id == SpaceId::Data {
+            // Packets declared lost but acknowledged now were reordered, not lost (RFC 9002
+            // §6.1): the thresholds adapt, and a congestion event made only of such is undone.
+            let path = &mut self.path;
+            let spurious = path
+                .reordering
+                .on_acked(now, ack.ranges(), largest_acked, &path.rtt);
+            self.stats.spurious_losses += spurious.packets;
+            if let Some(started) = spurious.undo {
+                path.cc.on_spurious_congestion(started);
+            }
+        }
+        let space = &mut self.spaces[id as usize];
         let mut newly_acked: Vec<(u64, SentPacket)> = Vec::new();
         for range in ack.ranges() {
             let pns: Vec<u64> = space.sent.range(range).map(|(pn, _)| pn).collect();
@@ -393,7 +407,8 @@ impl Connection {
 
     /// RFC 9002 Appendix A.10, DetectAndRemoveLostPackets, followed by OnPacketsLost.
     pub(super) fn detect_and_remove_lost(&mut self, now: Instant, id: SpaceId) {
-        let loss_delay = self.path.rtt.loss_delay();
+        let loss_delay = self.path.reordering.loss_delay(&self.path.rtt);
+        let packet_threshold = self.path.reordering.packet_threshold();
         let space = &mut self.spaces[id as usize];
         space.loss_time = None;
         let Some(largest_acked) = space.largest_acked else {
@@ -403,7 +418,7 @@ impl Connection {
         let mut lost = Vec::new();
         for (pn, packet) in space.sent.range(..=largest_acked) {
             let by_time = lost_send_time.is_some_and(|t| packet.time <= t);
-            let by_count = largest_acked >= pn + PACKET_THRESHOLD;
+            let by_count = largest_acked >= pn + packet_threshold;
             if by_count {
                 lost.push((pn, LossTrigger::ReorderingThreshold));
             } else if by_time {
@@ -465,8 +480,18 @@ impl Connection {
             }
         }
         lost_packets.retain(|(_, p)| !p.mtu_probe);
+        let persistent = latest_sent.is_some() && self.in_persistent_congestion(&lost_packets);
+        if id == SpaceId::Data {
+            let lost: Vec<(u64, Instant)> = lost_packets
+                .iter()
+                .filter(|(_, p)| p.in_flight)
+                .map(|(pn, p)| (*pn, p.time))
+                .collect();
+            self.path
+                .reordering
+                .on_lost(now, &lost, latest_sent, persistent);
+        }
         if let Some(latest_sent) = latest_sent {
-            let persistent = self.in_persistent_congestion(&lost_packets);
             self.path
                 .cc
                 .on_congestion_event(now, latest_sent, persistent);

@@ -30,6 +30,9 @@ pub struct ConnectionStats {
     pub packets_lost: u64,
     /// Bytes of the packets declared lost: what had to be sent again, headers included.
     pub bytes_lost: u64,
+    /// Packets declared lost that the peer acknowledged later: reordered, not lost. Each one
+    /// makes loss detection more tolerant of reordering on the path (RFC 9002 §6.1).
+    pub spurious_losses: u64,
     /// Packets received that could not be decrypted or parsed, and were dropped.
     pub packets_dropped: u64,
     /// Probe timeouts that fired.

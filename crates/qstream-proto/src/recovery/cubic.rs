@@ -38,6 +38,18 @@ pub(super) struct Cubic {
     /// When the last acknowledgment was handled: time the application left the window unused
     /// does not count toward growth (RFC 9438 §5.8).
     last_ack: Option<Instant>,
+    /// The state before the latest reduction, to restore if it was spurious (RFC 9438 §4.9).
+    before_reduction: Option<CubicState>,
+}
+
+/// What a reduction changes in CUBIC (RFC 9438 §4.9: cwnd, ssthresh, W_max, K, epoch start).
+#[derive(Clone, Copy, Debug)]
+struct CubicState {
+    window: u64,
+    ssthresh: u64,
+    w_max: f64,
+    k: Duration,
+    epoch_start: Option<Instant>,
 }
 
 impl Cubic {
@@ -51,6 +63,7 @@ impl Cubic {
             k: Duration::ZERO,
             epoch_start: None,
             last_ack: None,
+            before_reduction: None,
         }
     }
 
@@ -130,6 +143,22 @@ impl Controller for Cubic {
             self.window = minimum_window(self.max_datagram_size);
             self.recovery.reset();
             self.epoch_start = None;
+            self.before_reduction = None;
+        }
+    }
+
+    fn on_spurious_congestion(&mut self, started: Instant) {
+        if self.recovery.started() != Some(started) {
+            return;
+        }
+        if let Some(state) = self.before_reduction.take() {
+            // A window that grew since the reduction is kept.
+            self.window = self.window.max(state.window);
+            self.ssthresh = state.ssthresh;
+            self.w_max = state.w_max;
+            self.k = state.k;
+            self.epoch_start = state.epoch_start;
+            self.recovery.reset();
         }
     }
 
@@ -154,6 +183,13 @@ impl Cubic {
         if !self.recovery.on_loss(now, latest_sent) {
             return;
         }
+        self.before_reduction = Some(CubicState {
+            window: self.window,
+            ssthresh: self.ssthresh,
+            w_max: self.w_max,
+            k: self.k,
+            epoch_start: self.epoch_start,
+        });
         // §4.7 fast convergence: a loss below the previous W_max lowers the new one further.
         let cwnd = self.window as f64;
         self.w_max = if cwnd < self.w_max {
@@ -190,6 +226,31 @@ mod tests {
             estimator.update(rtt, Duration::ZERO);
         }
         estimator
+    }
+
+    /// RFC 9438 §4.9: a congestion event that proved spurious is undone, once.
+    #[test]
+    fn a_spurious_congestion_event_restores_the_state_before_it() {
+        let start = Instant::now();
+        let mut cubic = Cubic::new(1200);
+        cubic.window = 100 * 1200;
+        cubic.ssthresh = 80 * 1200;
+        let (w_max, k) = (cubic.w_max, cubic.k);
+        let event = start + Duration::from_millis(1);
+        cubic.on_congestion_event(event, start, false);
+        assert_eq!(cubic.window(), 84_000);
+        // Another event's undo changes nothing.
+        cubic.on_spurious_congestion(start);
+        assert_eq!(cubic.window(), 84_000);
+        cubic.on_spurious_congestion(event);
+        assert_eq!(cubic.window(), 100 * 1200);
+        assert_eq!(cubic.ssthresh(), Some(80 * 1200));
+        assert_eq!((cubic.w_max, cubic.k, cubic.epoch_start), (w_max, k, None));
+        // Once only, and the next loss reduces again.
+        cubic.on_spurious_congestion(event);
+        assert_eq!(cubic.window(), 100 * 1200);
+        cubic.on_congestion_event(event + Duration::from_millis(1), start, false);
+        assert_eq!(cubic.window(), 84_000);
     }
 
     /// RFC 9002 §7.6.2 and Appendix B.8: persistent congestion drops the window to the

@@ -5,6 +5,7 @@ mod bbr;
 mod cubic;
 mod new_reno;
 pub(crate) mod pacing;
+pub(crate) mod reordering;
 mod rtt;
 
 pub use rtt::RttEstimator;
@@ -94,6 +95,10 @@ pub trait Controller: Send + Sync + fmt::Debug {
     /// Packets were declared lost, the latest sent at `latest_sent` (RFC 9002 §7.3.2). With
     /// `persistent`, the window collapses to the minimum (§7.6.2).
     fn on_congestion_event(&mut self, now: Instant, latest_sent: Instant, persistent: bool);
+    /// The congestion event at `started` was spurious: every packet whose loss made it was
+    /// acknowledged after all. A controller that reduced its window then and not since restores
+    /// the state it had before (RFC 9438 §4.9).
+    fn on_spurious_congestion(&mut self, _started: Instant) {}
     /// The largest datagram the path carries changed (path MTU discovery): the minimum
     /// window, the growth step and, while untouched, the initial window follow it
     /// (RFC 9002 §7.2, RFC9002-038).
@@ -139,6 +144,11 @@ impl RecoveryPeriod {
         }
         self.0 = Some(now);
         true
+    }
+
+    /// When the current period started, if one did.
+    pub(crate) fn started(&self) -> Option<Instant> {
+        self.0
     }
 
     /// Persistent congestion: the period ends, and the next loss starts a new one.

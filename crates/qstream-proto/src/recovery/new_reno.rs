@@ -16,6 +16,8 @@ pub(super) struct NewReno {
     recovery: RecoveryPeriod,
     /// Bytes acknowledged since the window last grew in congestion avoidance.
     acked_in_avoidance: u64,
+    /// The window and threshold before the latest reduction, to restore if it was spurious.
+    before_reduction: Option<(u64, u64)>,
 }
 
 impl NewReno {
@@ -26,6 +28,7 @@ impl NewReno {
             ssthresh: u64::MAX,
             recovery: RecoveryPeriod::default(),
             acked_in_avoidance: 0,
+            before_reduction: None,
         }
     }
 }
@@ -52,6 +55,7 @@ impl Controller for NewReno {
         // One reduction per round trip: losses of packets sent before recovery started are part
         // of the same event (RFC 9002 §7.3.2).
         if self.recovery.on_loss(now, latest_sent) {
+            self.before_reduction = Some((self.window, self.ssthresh));
             self.ssthresh = (self.window / 2).max(minimum_window(self.max_datagram_size));
             self.window = self.ssthresh;
             self.acked_in_avoidance = 0;
@@ -62,6 +66,18 @@ impl Controller for NewReno {
             self.window = minimum_window(self.max_datagram_size);
             self.recovery.reset();
             self.acked_in_avoidance = 0;
+            self.before_reduction = None;
+        }
+    }
+
+    fn on_spurious_congestion(&mut self, started: Instant) {
+        if self.recovery.started() != Some(started) {
+            return;
+        }
+        if let Some((window, ssthresh)) = self.before_reduction.take() {
+            self.window = self.window.max(window);
+            self.ssthresh = ssthresh;
+            self.recovery.reset();
         }
     }
 
@@ -84,6 +100,21 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// RFC 9438 §4.9 as NewReno applies it: a congestion event that proved spurious is undone.
+    #[test]
+    fn a_spurious_congestion_event_restores_the_window_and_threshold() {
+        let start = Instant::now();
+        let mut reno = NewReno::new(1200);
+        reno.window = 100 * 1200;
+        let event = start + Duration::from_millis(1);
+        reno.on_congestion_event(event, start, false);
+        assert_eq!(reno.window(), 50 * 1200);
+        reno.on_spurious_congestion(start);
+        assert_eq!(reno.window(), 50 * 1200);
+        reno.on_spurious_congestion(event);
+        assert_eq!((reno.window(), reno.ssthresh()), (100 * 1200, None));
+    }
 
     /// RFC 9002 §7.6.2 and Appendix B.8: persistent congestion halves the threshold as any
     /// congestion event does, then drops the window to the minimum for slow start to regrow.
