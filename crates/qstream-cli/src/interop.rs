@@ -8,7 +8,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use rustls::NamedGroup;
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Tls12ClientSessionValue, Tls13ClientSessionValue,
+};
+use rustls::pki_types::ServerName;
 
 use qstream::proto::wire::{VarInt, Version};
 use qstream::{ClientConfig, ServerConfig, TransportConfig};
@@ -22,6 +29,9 @@ use crate::tls::{self, Identity, Suites};
 
 /// How long the client waits for a handshake, and for stream credit.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the resumption cases wait for the server's session ticket after the first
+/// connection's downloads.
+const TICKET_WAIT: Duration = Duration::from_secs(5);
 /// Key updates every this many packets in the keyupdate case. A downloading client sends
 /// little besides acknowledgments (one per burst of up to 64 KiB), so this is small enough for
 /// several updates within the first MB.
@@ -232,6 +242,8 @@ async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
     }
     let mut tls = tls::client_insecure_with(HQ_INTEROP, case.suites())?;
     tls.enable_early_data = case.zero_rtt;
+    let tickets = Arc::new(TicketWatch::default());
+    tls.resumption = rustls::client::Resumption::store(tickets.clone());
     let mut config = ClientConfig::new(Arc::new(tls));
     config.transport = Arc::new(transport);
     if case.v2 {
@@ -315,6 +327,17 @@ async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
                 key_updates.saturating_sub(initiated)
             );
         }
+        if case.resumption && index == 0 {
+            // The server's ticket may come after the answers; the next connection needs it.
+            if tokio::time::timeout(TICKET_WAIT, tickets.arrived())
+                .await
+                .is_err()
+            {
+                return Err(
+                    format!("no session ticket from the server within {TICKET_WAIT:?}").into(),
+                );
+            }
+        }
         if let Some(accepted) = early {
             if !accepted.await {
                 return Err("the server refused the 0-RTT data (it went again in 1-RTT)".into());
@@ -339,6 +362,79 @@ async fn run_client(args: &InteropArgs, case: Case) -> Result<(), Box<dyn Error>
         return Err(format!("{failed} of {} downloads failed", urls.len()).into());
     }
     Ok(())
+}
+
+/// rustls's in-memory session store, saying when a TLS 1.3 ticket arrived: the resumption
+/// cases close their first connection only once the server's ticket is in, since a server may
+/// send it after its answers.
+#[derive(Debug)]
+struct TicketWatch {
+    store: ClientSessionMemoryCache,
+    received: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Default for TicketWatch {
+    fn default() -> Self {
+        Self {
+            // rustls's default store size.
+            store: ClientSessionMemoryCache::new(256),
+            received: AtomicBool::new(false),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl ClientSessionStore for TicketWatch {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.store.set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.store.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.store.set_tls12_session(server_name, value);
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.store.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.store.remove_tls12_session(server_name);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.store.insert_tls13_ticket(server_name, value);
+        self.received.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        self.store.take_tls13_ticket(server_name)
+    }
+}
+
+impl TicketWatch {
+    /// Returns once a ticket has arrived.
+    async fn arrived(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.received.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 #[cfg(test)]

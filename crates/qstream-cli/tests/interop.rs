@@ -91,7 +91,9 @@ fn run_client(
     files: &[String],
     qlog_dir: Option<&PathBuf>,
 ) -> String {
-    let downloads = temp_dir(&format!("{testcase}-downloads"));
+    // Named after www, which is the test's own: tests run in parallel in one process.
+    let www_name = www.file_name().unwrap().to_string_lossy();
+    let downloads = temp_dir(&format!("{www_name}-downloads"));
     let requests: Vec<String> = files
         .iter()
         .map(|f| format!("https://{host}:{port}/{f}"))
@@ -232,24 +234,74 @@ fn interop_v2_client_and_server_switch_to_v2() {
     );
 }
 
+/// Whether a foreign stack's tools are here (`found`). `.ci/run` installs them, so under CI
+/// their absence is a failure; elsewhere the tests of that stack say they were skipped and pass.
+fn foreign_stack_available(found: bool, stack: &str, install: &str) -> bool {
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "{stack} is missing: {install} (.ci/run does)"
+    );
+    if !found {
+        eprintln!("skipped: {stack} is missing ({install})");
+    }
+    found
+}
+
+/// The host a test case runs on: ipv6 on ::1, the others on 127.0.0.1.
+fn case_host(testcase: &str) -> &'static str {
+    if testcase == "ipv6" {
+        "[::1]"
+    } else {
+        "127.0.0.1"
+    }
+}
+
+/// Starts a foreign server and waits until it says `listening` on standard error.
+fn foreign_server(mut command: Command, label: &str) -> Process {
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let process = Process(child);
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l == "listening"),
+        "{label}: the server did not start"
+    );
+    std::thread::spawn(move || lines.for_each(drop));
+    process
+}
+
+/// Runs a foreign client that downloads `files` of `www` into `downloads`; checks it succeeded
+/// and every file is intact. Returns its standard error.
+fn foreign_client(
+    mut command: Command,
+    label: &str,
+    www: &Path,
+    downloads: &Path,
+    files: &[String],
+) -> String {
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{label}: {stderr}");
+    for file in files {
+        assert!(
+            std::fs::read(www.join(file)).unwrap() == std::fs::read(downloads.join(file)).unwrap(),
+            "{label}: {file} differs"
+        );
+    }
+    stderr
+}
+
 /// The hq-interop client and server on aioquic (tests/aioquic/hq.py), a stack nobody here wrote.
 const AIOQUIC_HQ: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aioquic/hq.py");
 
-/// Whether python3 can import aioquic. `.ci/run` installs it, so under CI its absence is a
-/// failure; elsewhere the aioquic tests say they were skipped and pass.
 fn aioquic_available() -> bool {
     let found = Command::new("python3")
         .args(["-c", "import aioquic"])
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "aioquic is missing: `pip install aioquic` (.ci/run does)"
-    );
-    if !found {
-        eprintln!("skipped: python3 cannot import aioquic (`pip install aioquic`)");
-    }
-    found
+    foreign_stack_available(found, "aioquic", "`pip install aioquic`")
 }
 
 /// The aioquic flags a test case needs, on the server's side and on the client's.
@@ -262,15 +314,6 @@ fn aioquic_flags(testcase: &str) -> (&'static [&'static str], &'static [&'static
         "resumption" => (&["--tickets"], &["--connections", "2"]),
         "zerortt" => (&["--tickets"], &["--connections", "2", "--zero-rtt"]),
         _ => (&[], &[]),
-    }
-}
-
-/// The host a test case runs on: ipv6 on ::1, the others on 127.0.0.1.
-fn case_host(testcase: &str) -> &'static str {
-    if testcase == "ipv6" {
-        "[::1]"
-    } else {
-        "127.0.0.1"
     }
 }
 
@@ -296,8 +339,7 @@ fn interop_aioquic_server_serves_the_qstream_client_in_every_case() {
         "ipv6",
     ] {
         let (www, certs, files) = runner_dirs(&format!("aioquic-{testcase}"), 2, 1_000_000);
-        let host = case_host(testcase);
-        let port = free_port();
+        let (host, port) = (case_host(testcase), free_port());
         let mut server = Command::new("python3");
         server
             .args([AIOQUIC_HQ, "server", "--listen", &format!("{host}:{port}")])
@@ -307,16 +349,8 @@ fn interop_aioquic_server_serves_the_qstream_client_in_every_case() {
             .arg(certs.join("cert.pem"))
             .arg("--key")
             .arg(certs.join("priv.key"))
-            .args(aioquic_flags(testcase).0)
-            .stderr(Stdio::piped());
-        let mut child = server.spawn().unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let _server = Process(child);
-        assert!(
-            lines.by_ref().any(|l| l.unwrap() == "listening"),
-            "{testcase}: the aioquic server did not start"
-        );
-        std::thread::spawn(move || lines.for_each(drop));
+            .args(aioquic_flags(testcase).0);
+        let _server = foreign_server(server, testcase);
         let client_case = testcase.strip_suffix("-retry").unwrap_or(testcase);
         let stderr = run_client(host, port, client_case, &www, &files, None);
         if testcase == "keyupdate" {
@@ -344,29 +378,22 @@ fn interop_aioquic_client_downloads_from_the_qstream_server_in_every_case() {
         ("zerortt", "early_data=True"),
         ("ipv6", "version=0x00000001"),
     ] {
-        let (www, certs, files) = runner_dirs(&format!("aioquic-client-{testcase}"), 2, 1_000_000);
+        let label = format!("aioquic-client-{testcase}");
+        let (www, certs, files) = runner_dirs(&label, 2, 1_000_000);
         let host = case_host(testcase);
         let server = server_on(host, testcase, &www, &certs);
-        let downloads = temp_dir(&format!("aioquic-client-{testcase}-downloads"));
-        let urls = files
-            .iter()
-            .map(|f| format!("https://{host}:{}/{f}", server.port));
-        let output = Command::new("python3")
+        let downloads = temp_dir(&format!("{label}-downloads"));
+        let mut client = Command::new("python3");
+        client
             .args([AIOQUIC_HQ, "client", "--downloads"])
             .arg(&downloads)
             .args(aioquic_flags(testcase).1)
-            .args(urls)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{testcase}: {stderr}");
-        for file in &files {
-            assert!(
-                std::fs::read(www.join(file)).unwrap()
-                    == std::fs::read(downloads.join(file)).unwrap(),
-                "{testcase}: {file} differs"
+            .args(
+                files
+                    .iter()
+                    .map(|f| format!("https://{host}:{}/{f}", server.port)),
             );
-        }
+        let stderr = foreign_client(client, &label, &www, &downloads, &files);
         let last = stderr
             .lines()
             .rfind(|l| l.starts_with("connection: "))
@@ -382,6 +409,126 @@ fn interop_aioquic_client_downloads_from_the_qstream_server_in_every_case() {
                 by_server > 1,
                 "the qstream server started no key update: {last}"
             );
+        }
+    }
+}
+
+/// Where Debian's quic-go package puts its source (golang-github-lucas-clemente-quic-go-dev).
+const QUIC_GO_GOPATH: &str = "/usr/share/gocode";
+
+/// tests/quicgo/hq.go, the hq-interop client and server on quic-go, built once per test run
+/// (GOPATH mode against Debian's quic-go 0.29); `None` when Go or quic-go is missing.
+fn quic_go_hq() -> Option<&'static Path> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let source = Path::new(QUIC_GO_GOPATH).join("src/github.com/lucas-clemente/quic-go");
+            if !source.is_dir() {
+                return None;
+            }
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("quic-go-hq");
+            let status = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/quicgo/hq.go"))
+                .env("GO111MODULE", "off")
+                .env("GOPATH", QUIC_GO_GOPATH)
+                .env(
+                    "GOCACHE",
+                    Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache"),
+                )
+                .status()
+                .ok()?;
+            assert!(status.success(), "tests/quicgo/hq.go does not build");
+            Some(out)
+        })
+        .as_deref()
+}
+
+fn quic_go_available() -> Option<&'static Path> {
+    let hq = quic_go_hq();
+    foreign_stack_available(
+        hq.is_some(),
+        "quic-go",
+        "`apt-get install golang-go golang-github-lucas-clemente-quic-go-dev`",
+    )
+    .then(|| hq.expect("found"))
+}
+
+/// The `qstream interop` client in each runner test case quic-go 0.29 speaks (it has no RFC
+/// 9369 v2) against a quic-go server: the stack whose stream lifecycle this project began with.
+/// The client fails unless the case's feature happened (session resumed, early data accepted).
+#[test]
+fn interop_quic_go_server_serves_the_qstream_client_in_every_case() {
+    let Some(hq) = quic_go_available() else {
+        return;
+    };
+    for testcase in [
+        "handshake",
+        "transfer",
+        "retry",
+        "keyupdate",
+        "chacha20",
+        "resumption",
+        "zerortt",
+        "ipv6",
+    ] {
+        let (www, certs, files) = runner_dirs(&format!("quic-go-{testcase}"), 2, 1_000_000);
+        let (host, port) = (case_host(testcase), free_port());
+        let mut server = Command::new(hq);
+        server
+            .args(["server", "-listen", &format!("{host}:{port}"), "-www"])
+            .arg(&www)
+            .arg("-cert")
+            .arg(certs.join("cert.pem"))
+            .arg("-key")
+            .arg(certs.join("priv.key"));
+        if testcase == "retry" {
+            server.arg("-retry");
+        }
+        let _server = foreign_server(server, testcase);
+        run_client(host, port, testcase, &www, &files, None);
+    }
+}
+
+/// The `qstream interop` server in each runner test case for a quic-go client: handshake,
+/// transfer, Retry, key updates the server starts, ChaCha20, resumption and 0-RTT (the
+/// client reports whether its second connection resumed), IPv6.
+#[test]
+fn interop_quic_go_client_downloads_from_the_qstream_server_in_every_case() {
+    let Some(hq) = quic_go_available() else {
+        return;
+    };
+    for testcase in [
+        "handshake",
+        "transfer",
+        "retry",
+        "keyupdate",
+        "chacha20",
+        "resumption",
+        "zerortt",
+        "ipv6",
+    ] {
+        let label = format!("quic-go-client-{testcase}");
+        let (www, certs, files) = runner_dirs(&label, 2, 1_000_000);
+        let host = case_host(testcase);
+        let server = server_on(host, testcase, &www, &certs);
+        let downloads = temp_dir(&format!("{label}-downloads"));
+        let mut client = Command::new(hq);
+        client.args(["client", "-downloads"]).arg(&downloads);
+        match testcase {
+            "resumption" => client.arg("-resume"),
+            "zerortt" => client.args(["-resume", "-zerortt"]),
+            _ => &mut client,
+        };
+        client.args(
+            files
+                .iter()
+                .map(|f| format!("https://{host}:{}/{f}", server.port)),
+        );
+        let stderr = foreign_client(client, &label, &www, &downloads, &files);
+        if ["resumption", "zerortt"].contains(&testcase) {
+            assert!(stderr.contains("resumed: true"), "{testcase}: {stderr}");
         }
     }
 }
