@@ -7,11 +7,9 @@ use std::process::{Command, Stdio};
 
 mod common;
 
-use common::{Process, serve, signal, temp_dir};
+use common::{Process, required_tool, serve, signal, temp_dir};
 
-/// Whether this process can capture on lo (root) and has dumpcap and tshark. `.ci/run`
-/// installs them and runs as root, so under CI their absence is a failure; elsewhere the test
-/// says it was skipped and passes.
+/// Whether this process can capture on lo (root) and has dumpcap and tshark.
 fn capture_tools_available() -> bool {
     let runs = |tool: &str| {
         Command::new(tool)
@@ -23,15 +21,11 @@ fn capture_tools_available() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    let found = root && runs("dumpcap") && runs("tshark");
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "capturing needs root, dumpcap and tshark (.ci/run installs tshark)"
-    );
-    if !found {
-        eprintln!("skipped: capturing needs root, dumpcap and tshark");
-    }
-    found
+    required_tool(
+        root && runs("dumpcap") && runs("tshark"),
+        "capturing (root, dumpcap and tshark)",
+        "`apt-get install tshark`, as root",
+    )
 }
 
 /// What tshark made of a capture.

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 mod common;
 
-use common::{Process, free_port, temp_dir, write_self_signed};
+use common::{Process, free_port, required_tool, temp_dir, write_self_signed};
 
 /// A running `qstream interop` server, killed when dropped.
 struct Server {
@@ -234,19 +234,6 @@ fn interop_v2_client_and_server_switch_to_v2() {
     );
 }
 
-/// Whether a foreign stack's tools are here (`found`). `.ci/run` installs them, so under CI
-/// their absence is a failure; elsewhere the tests of that stack say they were skipped and pass.
-fn foreign_stack_available(found: bool, stack: &str, install: &str) -> bool {
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "{stack} is missing: {install} (.ci/run does)"
-    );
-    if !found {
-        eprintln!("skipped: {stack} is missing ({install})");
-    }
-    found
-}
-
 /// The host a test case runs on: ipv6 on ::1, the others on 127.0.0.1.
 fn case_host(testcase: &str) -> &'static str {
     if testcase == "ipv6" {
@@ -301,7 +288,7 @@ fn aioquic_available() -> bool {
         .args(["-c", "import aioquic"])
         .output()
         .is_ok_and(|o| o.status.success());
-    foreign_stack_available(found, "aioquic", "`pip install aioquic`")
+    required_tool(found, "aioquic", "`pip install aioquic`")
 }
 
 /// The aioquic flags a test case needs, on the server's side and on the client's.
@@ -447,7 +434,7 @@ fn quic_go_hq() -> Option<&'static Path> {
 
 fn quic_go_available() -> Option<&'static Path> {
     let hq = quic_go_hq();
-    foreign_stack_available(
+    required_tool(
         hq.is_some(),
         "quic-go",
         "`apt-get install golang-go golang-github-lucas-clemente-quic-go-dev`",
@@ -455,24 +442,27 @@ fn quic_go_available() -> Option<&'static Path> {
     .then(|| hq.expect("found"))
 }
 
-/// The `qstream interop` client in each runner test case quic-go 0.29 speaks (it has no RFC
-/// 9369 v2) against a quic-go server: the stack whose stream lifecycle this project began with.
+/// The runner test cases quic-go 0.29 speaks (it has no RFC 9369 v2).
+const QUIC_GO_CASES: [&str; 8] = [
+    "handshake",
+    "transfer",
+    "retry",
+    "keyupdate",
+    "chacha20",
+    "resumption",
+    "zerortt",
+    "ipv6",
+];
+
+/// The `qstream interop` client in each of those cases against a quic-go server, the stack
+/// whose stream lifecycle this project began with.
 /// The client fails unless the case's feature happened (session resumed, early data accepted).
 #[test]
 fn interop_quic_go_server_serves_the_qstream_client_in_every_case() {
     let Some(hq) = quic_go_available() else {
         return;
     };
-    for testcase in [
-        "handshake",
-        "transfer",
-        "retry",
-        "keyupdate",
-        "chacha20",
-        "resumption",
-        "zerortt",
-        "ipv6",
-    ] {
+    for testcase in QUIC_GO_CASES {
         let (www, certs, files) = runner_dirs(&format!("quic-go-{testcase}"), 2, 1_000_000);
         let (host, port) = (case_host(testcase), free_port());
         let mut server = Command::new(hq);
@@ -499,16 +489,7 @@ fn interop_quic_go_client_downloads_from_the_qstream_server_in_every_case() {
     let Some(hq) = quic_go_available() else {
         return;
     };
-    for testcase in [
-        "handshake",
-        "transfer",
-        "retry",
-        "keyupdate",
-        "chacha20",
-        "resumption",
-        "zerortt",
-        "ipv6",
-    ] {
+    for testcase in QUIC_GO_CASES {
         let label = format!("quic-go-client-{testcase}");
         let (www, certs, files) = runner_dirs(&label, 2, 1_000_000);
         let host = case_host(testcase);

@@ -1,42 +1,12 @@
 //! `qstream serve` and `qstream get`, run as binaries, with the failures a user meets.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
 
-use common::{Process, free_port, self_signed, temp_dir, write_self_signed};
-
-/// A `qstream serve` process, killed when dropped.
-struct Server {
-    _process: Process,
-    addr: String,
-}
-
-fn serve(root: &Path, extra: &[&str]) -> Server {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qstream"))
-        .args(["serve", "--listen", &addr, "--root"])
-        .arg(root)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until it says it is serving.
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().starts_with("serving ") {
-            break;
-        }
-    }
-    Server {
-        _process: Process(child),
-        addr,
-    }
-}
+use common::{free_port, self_signed, serve, temp_dir, write_self_signed};
 
 fn qstream(args: &[&str]) -> (bool, String, String) {
     let (code, stdout, stderr) = qstream_exit(args);

@@ -120,3 +120,16 @@ pub fn signal(child: &Child, name: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Whether a tool a test needs is here (`found`). `.ci/run` installs every such tool, so under
+/// CI its absence is a failure; elsewhere the test says it was skipped and passes.
+pub fn required_tool(found: bool, what: &str, install: &str) -> bool {
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "{what} is missing: {install} (.ci/run does)"
+    );
+    if !found {
+        eprintln!("skipped: {what} is missing ({install})");
+    }
+    found
+}
