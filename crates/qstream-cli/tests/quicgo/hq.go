@@ -21,6 +21,8 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,22 +73,46 @@ func serve(args []string) error {
 			MaxIdleTimeout:           10 * time.Second,
 		},
 	}
+	_, port, err := net.SplitHostPort(*listen)
+	if err != nil {
+		return err
+	}
+	number, err := strconv.Atoi(port)
+	if err != nil {
+		return err
+	}
 	failed := make(chan error, 1)
 	go func() { failed <- server.ListenAndServe() }()
-	// The server binds its socket itself: once the port cannot be bound here, it is listening.
-	for {
+	// The server binds its socket itself; the kernel's socket table says when it has.
+	// (Binding the port here to find out would race with the server's own bind.)
+	for !udpPortBound(number) {
 		select {
 		case err := <-failed:
 			return err
 		case <-time.After(10 * time.Millisecond):
 		}
-		socket, err := net.ListenPacket("udp", *listen)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "listening")
-			return <-failed
-		}
-		socket.Close()
 	}
+	fmt.Fprintln(os.Stderr, "listening")
+	return <-failed
+}
+
+// udpPortBound says whether a UDP socket of this machine is bound to local port `port`
+// (Linux: /proc/net/udp and udp6, whose local_address column is ADDRESS:PORT in hex).
+func udpPortBound(port int) bool {
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, table := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		text, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(text), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) > 1 && strings.HasSuffix(fields[1], suffix) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // sessions is a client session cache that says when a ticket arrived.
