@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 
 mod common;
 
-use common::free_port;
+use common::{fingerprint_until, free_port};
 
 /// A `qstream recv` process with its address and certificate fingerprint.
 struct Receiver {
@@ -23,17 +23,8 @@ fn recv() -> Receiver {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut fingerprint = String::new();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("fingerprint ").nth(1) {
-            fingerprint = rest.trim().to_owned();
-        }
-        if line.starts_with("listening on ") {
-            break;
-        }
-    }
+    let fingerprint = fingerprint_until(&mut lines, "listening on ");
     // Keep draining its messages so it never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     Receiver {

@@ -78,17 +78,8 @@ pub fn serve(root: &Path, extra: &[&str]) -> Server {
             let _ = tx.send(line);
         }
     });
-    let mut fingerprint = String::new();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("fingerprint ").nth(1) {
-            fingerprint = rest.trim().to_owned();
-        }
-        if line.starts_with("serving ") {
-            break;
-        }
-    }
+    let fingerprint = fingerprint_until(&mut lines, "serving ");
     Server {
         process: Process(child),
         addr,
@@ -132,4 +123,23 @@ pub fn required_tool(found: bool, what: &str, install: &str) -> bool {
         eprintln!("skipped: {what} is missing ({install})");
     }
     found
+}
+
+/// Reads `lines` of a starting `qstream` command up to the one that starts with `ready`; the
+/// certificate fingerprint it printed on the way (`fingerprint ...`), or an empty string.
+pub fn fingerprint_until(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    ready: &str,
+) -> String {
+    let mut fingerprint = String::new();
+    for line in lines {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("fingerprint ").nth(1) {
+            fingerprint = rest.trim().to_owned();
+        }
+        if line.starts_with(ready) {
+            break;
+        }
+    }
+    fingerprint
 }
