@@ -85,9 +85,9 @@ impl Reordering {
         rtt.loss_delay() + self.extra_delay
     }
 
-    /// Application data packets `lost` (number, sent) were declared lost at `now`, the latest
-    /// sent at `latest_sent`; `congestion` when they are a congestion signal (in flight, not
-    /// probes), `persistent` when they established persistent congestion (never undone).
+    /// Application data packets `lost` (number, sent) were declared lost at `now`. When they
+    /// are a congestion signal (in flight, not MTU probes) `latest_sent` is when the latest of
+    /// them was sent; `persistent` when they established persistent congestion (never undone).
     pub(crate) fn on_lost(
         &mut self,
         now: Instant,
